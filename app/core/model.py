@@ -1,0 +1,159 @@
+"""Records of the dataset domain: images, categories, instances.
+
+Masks are raster first: an instance holds its mask as a compressed COCO RLE (pycocotools) and decodes it
+on demand, so a whole dataset never sits decoded in memory. Fields we do not model are kept in ``extra``
+and written back untouched on export.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+class ReviewStatus(str, Enum):
+    """Where an instance stands in the annotator's review."""
+
+    UNREVIEWED = "unreviewed"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    NEEDS_WORK = "needs_work"
+
+
+class SegmentationFormat(str, Enum):
+    """How an instance's segmentation was written in the file it came from (export reports it)."""
+
+    POLYGON = "polygon"
+    RLE = "rle"
+    UNCOMPRESSED_RLE = "uncompressed_rle"
+    MASK = "mask"  # a raster mask: a PNG import, or drawn in the app
+
+
+class ChangeKind(str, Enum):
+    """What last changed an instance's mask."""
+
+    IMPORTED = "imported"
+    MANUAL = "manual"
+    REFINED = "refined"
+
+
+@dataclass
+class Provenance:
+    """The last change to an instance: who or what made it, and with which refiner settings."""
+
+    kind: ChangeKind = ChangeKind.IMPORTED
+    weights: str | None = None
+    mode: str | None = None
+    steps: int | None = None
+    timestamp: float = field(default_factory=time.time)
+
+
+@dataclass
+class ImageRecord:
+    """One image of the dataset. ``extra`` keeps every JSON key we do not model."""
+
+    id: int
+    file_name: str
+    width: int
+    height: int
+    neg_category_ids: list[int] | None = None
+    not_exhaustive_category_ids: list[int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Category:
+    """A COCO category with LVIS' extra fields when present."""
+
+    id: int
+    name: str
+    supercategory: str | None = None
+    frequency: str | None = None
+    synset: str | None = None
+    synonyms: list[str] | None = None
+    definition: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Instance:
+    """One annotated object: a raster mask kept as compressed RLE (``counts`` as str)."""
+
+    id: int
+    image_id: int
+    category_id: int
+    rle: dict[str, Any]
+    score: float | None = None
+    iscrowd: int = 0
+    status: ReviewStatus = ReviewStatus.UNREVIEWED
+    provenance: Provenance = field(default_factory=Provenance)
+    extra: dict[str, Any] = field(default_factory=dict)
+    source_format: SegmentationFormat | None = None
+    original_segmentation: dict[str, Any] | None = None
+    """The annotation's own geometry while the mask is unedited: ``{"segmentation": polygons}`` when the
+    source had polygons, plus its ``area`` and ``bbox`` when it had them. Export writes these back verbatim
+    so an unedited dataset round-trips exactly; ``set_mask`` drops it (they no longer describe the mask)."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the image the mask covers."""
+        h, w = self.rle["size"]
+        return int(h), int(w)
+
+    def mask(self) -> np.ndarray:
+        """Decode the mask to a (H, W) bool array."""
+        return mask_utils.decode(self.rle).astype(bool)
+
+    @property
+    def area(self) -> int:
+        return int(mask_utils.area(self.rle))
+
+    @property
+    def bbox(self) -> list[float]:
+        """COCO [x, y, w, h] of the mask."""
+        return [float(v) for v in mask_utils.toBbox(self.rle)]
+
+    def set_mask(self, mask: np.ndarray) -> None:
+        """Replace the mask; the RLE is re-encoded and the imported geometry no longer applies."""
+        self.rle = encode_mask(mask)
+        self.original_segmentation = None
+
+
+def rle_areas(rles: Sequence[dict[str, Any]]) -> list[int]:
+    """Pixel areas of many RLEs in few pycocotools calls.
+
+    pycocotools' ``area`` raises OverflowError for a list of 256 or more under NumPy 2 (it builds a
+    throwaway ``np.array((n,), dtype=np.uint8)``), so it is called 255 RLEs at a time.
+    """
+    areas: list[int] = []
+    for start in range(0, len(rles), 255):
+        areas += mask_utils.area(list(rles[start : start + 255])).tolist()
+    return areas
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """Encode a (H, W) bool/uint8 mask as compressed COCO RLE with ``counts`` as str."""
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+@dataclass
+class Dataset:
+    """A whole annotation file in memory: what a codec reads and writes and the store imports.
+
+    ``extra`` keeps top-level keys other than images/annotations/categories (``info``, ``licenses``, ...).
+    ``kind`` is the format it came from ("coco", "lvis", "png") so export can default to the same.
+    """
+
+    images: dict[int, ImageRecord] = field(default_factory=dict)
+    categories: dict[int, Category] = field(default_factory=dict)
+    instances: list[Instance] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "coco"

@@ -1,0 +1,13 @@
+"""Errors of the project store. They are ``DatasetError``s, so every caller that reports bad input with one
+clear message (the CLI, the GUI's error dialog) reports project problems the same way."""
+from __future__ import annotations
+
+from app.core.errors import DatasetError
+
+
+class ProjectError(DatasetError):
+    """A project file cannot be opened, read or changed as asked."""
+
+
+class ReadOnlyProjectError(ProjectError):
+    """A write was asked of a project opened read-only (another window holds it, or on request)."""

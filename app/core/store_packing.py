@@ -1,0 +1,128 @@
+"""Compact storage of an instance's imported geometry (``Instance.original_segmentation``).
+
+An unedited instance keeps its file's polygons, area and bbox so export writes them back verbatim. For an
+LVIS-sized file that is tens of millions of coordinates: written as JSON text they cost more than parsing
+the whole file did (float formatting), so the usual shape, ``{"segmentation": [[x, y, ...], ...],
+"area": a, "bbox": [x, y, w, h]}``, is packed as little-endian binary:
+
+    0x01, flags, uint32 part count, uint32 part lengths, 8-byte coordinates, [8-byte area], [4 x 8-byte bbox]
+
+Each group is int64 when all its numbers are integers (a flag says so) and float64 otherwise, which holds
+every JSON number of these fields exactly. A polygon mixing integers and floats comes back all floats
+(equal values). Anything else (other keys, non-numeric values) is kept as JSON text.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from array import array
+from typing import Any
+
+_TAG = 1
+_COORDS_INT, _HAS_AREA, _AREA_INT, _HAS_BBOX, _BBOX_INT = 1, 2, 4, 8, 16
+_KEYS = frozenset({"segmentation", "area", "bbox"})
+_HEADER = struct.Struct("<BBI")
+_SWAP = sys.byteorder != "little"
+
+
+def pack_original(original: dict[str, Any] | None) -> bytes | str | None:
+    """Binary for the usual shape, JSON text otherwise, None for None."""
+    if original is None:
+        return None
+    packed = _pack(original)
+    return packed if packed is not None else json.dumps(original, separators=(",", ":"))
+
+
+def unpack_original(value: bytes | str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return json.loads(value)
+    _, flags, n_parts = _HEADER.unpack_from(value)
+    lengths = struct.unpack_from(f"<{n_parts}I", value, _HEADER.size)
+    start = _HEADER.size + 4 * n_parts
+    numbers = _read(value[start:], "d")  # one read for all groups; integer groups are read again below
+    total = sum(lengths)
+    if flags & _COORDS_INT:
+        numbers[:total] = _read(value[start:start + 8 * total], "q")
+    parts, k = [], 0
+    for n in lengths:
+        parts.append(numbers[k:k + n])
+        k += n
+    out: dict[str, Any] = {"segmentation": parts}
+    if flags & _HAS_AREA:
+        out["area"] = _read(value[start + 8 * k:start + 8 * k + 8], "q")[0] if flags & _AREA_INT else numbers[k]
+        k += 1
+    if flags & _HAS_BBOX:
+        out["bbox"] = _read(value[start + 8 * k:start + 8 * k + 32], "q") if flags & _BBOX_INT else numbers[k:k + 4]
+    return out
+
+
+def _pack(original: dict[str, Any]) -> bytes | None:
+    segmentation = original.get("segmentation")
+    if type(segmentation) is not list or not segmentation or not original.keys() <= _KEYS:
+        return None
+    if any(type(part) is not list for part in segmentation):
+        return None
+    coords = _numbers(segmentation)
+    if coords is None:
+        return None
+    flags = _COORDS_INT if coords[0].typecode == "q" else 0
+    chunks = [b"", struct.pack(f"<{len(segmentation)}I", *map(len, segmentation)), *map(_bytes, coords)]
+    if "area" in original:
+        area = _fixed([original["area"]])
+        if area is None:
+            return None
+        flags |= _HAS_AREA | (_AREA_INT if area[0] else 0)
+        chunks.append(area[1])
+    if "bbox" in original:
+        box = _fixed(original["bbox"])
+        if box is None or len(original["bbox"]) != 4:
+            return None
+        flags |= _HAS_BBOX | (_BBOX_INT if box[0] else 0)
+        chunks.append(box[1])
+    chunks[0] = _HEADER.pack(_TAG, flags, len(segmentation))
+    return b"".join(chunks)
+
+
+def _fixed(values: Any) -> tuple[bool, bytes] | None:
+    """(all integers, packed) for a short list of numbers (area, bbox), None when not numbers."""
+    if type(values) is not list or not all(type(v) in (int, float) for v in values):
+        return None
+    integers = all(type(v) is int for v in values)
+    try:
+        return integers, struct.pack(f"<{len(values)}{'q' if integers else 'd'}", *values)
+    except struct.error:  # an integer beyond int64
+        return None
+
+
+def _numbers(lists: list[list[Any]]) -> list[array] | None:
+    """One array per list, all int64 when every number is an integer, else all float64; None when some
+    value is not a number (or an integer too large)."""
+    if all(values and type(values[0]) is int for values in lists):
+        try:
+            return [array("q", values) for values in lists]
+        except TypeError:  # a float among the integers
+            pass
+        except OverflowError:
+            return None
+    try:
+        return [array("d", values) for values in lists]
+    except (TypeError, OverflowError):
+        return None
+
+
+def _bytes(values: array) -> bytes:
+    if _SWAP:
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def _read(buffer: bytes, typecode: str) -> list[Any]:
+    values = array(typecode)
+    values.frombytes(buffer)
+    if _SWAP:
+        values.byteswap()
+    return values.tolist()

@@ -1,0 +1,215 @@
+"""Conversions between the shared records and the project file's rows.
+
+Kept apart from the store so the SQL there reads as queries, not as field plumbing. Instances read from a
+project come back as ``StoredInstance``: an ``Instance`` (what codecs and the refiner take) that also carries
+the per-project layer state (overlap order, lock, visibility) and the refiner's last figures.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+from pycocotools import mask as mask_utils
+
+from app.core.model import (
+    Category, ChangeKind, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat,
+)
+from app.core.store_packing import pack_original, unpack_original
+
+
+@dataclass
+class StoredInstance(Instance):
+    """An instance as the project holds it: the shared record plus its layer state and refiner figures."""
+
+    z_order: int = 0
+    locked: bool = False
+    hidden: bool = False
+    changed_pixels: int | None = None
+    mean_confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class InstanceSummary:
+    """One row of an instance listing: everything but the mask, so 245k of them stay cheap."""
+
+    id: int
+    image_id: int
+    category_id: int
+    status: ReviewStatus
+    score: float | None
+    iscrowd: int
+    area: int
+    bbox: tuple[float, float, float, float]
+    provenance_kind: ChangeKind
+    z_order: int
+    locked: bool
+    hidden: bool
+    changed_pixels: int | None
+    mean_confidence: float | None
+
+
+INSTANCE_COLUMNS = (
+    "id, image_id, category_id, counts, height, width, score, iscrowd, status, prov_kind, prov_weights, "
+    "prov_mode, prov_steps, prov_time, z_order, locked, hidden, changed_pixels, mean_confidence, "
+    "source_format, original_segmentation, extra"
+)
+INSTANCES_WITH_MASKS = "instances JOIN instance_masks ON instance_id = id"
+"""FROM clause for ``INSTANCE_COLUMNS``; the column names are unique across the two tables."""
+INSERT_INSTANCE = (
+    "INSERT INTO instances (id, image_id, category_id, height, width, score, iscrowd, status, prov_kind, "
+    "prov_weights, prov_mode, prov_steps, prov_time, z_order, source_format, extra, area, bbox_x, bbox_y, "
+    f"bbox_w, bbox_h) VALUES ({', '.join('?' * 21)})"
+)
+INSERT_MASK = "INSERT INTO instance_masks (instance_id, counts, original_segmentation) VALUES (?, ?, ?)"
+SUMMARY_COLUMNS = (
+    "id, image_id, category_id, status, score, iscrowd, area, bbox_x, bbox_y, bbox_w, bbox_h, prov_kind, "
+    "z_order, locked, hidden, changed_pixels, mean_confidence"
+)
+IMAGE_COLUMNS = "id, file_name, width, height, neg_category_ids, not_exhaustive_category_ids, extra"
+INSERT_IMAGE = f"INSERT INTO images (seq, {IMAGE_COLUMNS}) VALUES ({', '.join('?' * 8)})"
+CATEGORY_COLUMNS = "id, name, supercategory, frequency, synset, synonyms, definition, extra"
+INSERT_CATEGORY = f"INSERT INTO categories (seq, {CATEGORY_COLUMNS}) VALUES ({', '.join('?' * 9)})"
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON; empty dicts skip the encoder (most records have no unknown fields)."""
+    if isinstance(value, dict) and not value:
+        return "{}"
+    return json.dumps(value, separators=(",", ":"))
+
+
+def load_json(text: str | None) -> Any:
+    if text is None:
+        return None
+    if text == "{}":
+        return {}
+    return json.loads(text)
+
+
+def counts_text(rle: dict[str, Any]) -> str:
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        return counts
+    if isinstance(counts, bytes):
+        return counts.decode("ascii")
+    raise ValueError("the store keeps compressed RLE only (counts as str or bytes)")
+
+
+def rle_from(counts: str, height: int, width: int) -> dict[str, Any]:
+    return {"size": [height, width], "counts": counts}
+
+
+# pycocotools' area() builds a uint8 array holding the list's length, which numpy 2 refuses past 255.
+GEOMETRY_BATCH = 255
+
+
+def mask_geometry(rles: Sequence[dict[str, Any]]) -> Iterator[tuple[int, float, float, float, float]]:
+    """(area, x, y, w, h) for each RLE (at most ``GEOMETRY_BATCH``), by pycocotools in one call each."""
+    if not rles:
+        return iter(())
+    areas = mask_utils.area(list(rles))
+    boxes = mask_utils.toBbox(list(rles))
+    return ((int(a), float(b[0]), float(b[1]), float(b[2]), float(b[3])) for a, b in zip(areas, boxes))
+
+
+# Enum member or its plain string -> the string (a str enum hashes like its value), for tight loops.
+_VALUE: dict[Any, str] = {
+    key: member.value
+    for enum in (ReviewStatus, ChangeKind, SegmentationFormat)
+    for member in enum
+    for key in (member, member.value)
+}
+
+
+_STATUS = {m.value: m for m in ReviewStatus}
+_KIND = {m.value: m for m in ChangeKind}
+_FORMAT = {m.value: m for m in SegmentationFormat}
+
+
+def provenance_values(p: Provenance) -> tuple[str, str | None, str | None, int | None, float]:
+    return _VALUE[p.kind], p.weights, p.mode, p.steps, p.timestamp
+
+
+def insert_instances(
+    conn: sqlite3.Connection, instances: Iterable[Instance], next_z: dict[int, int], batch: int = GEOMETRY_BATCH
+) -> None:
+    """Insert instances and their masks, a batch at a time (geometry needs one pycocotools call per batch).
+
+    File order is overlap order: each instance goes above the ones before it on its image. ``next_z`` maps
+    an image id to the next free z (images absent from it start at 0) and is advanced in place.
+    """
+    chunk: list[Instance] = []
+    for inst in instances:
+        chunk.append(inst)
+        if len(chunk) == batch:
+            _insert_chunk(conn, chunk, next_z)
+            chunk = []
+    _insert_chunk(conn, chunk, next_z)
+
+
+def _insert_chunk(conn: sqlite3.Connection, chunk: list[Instance], next_z: dict[int, int]) -> None:
+    rows, masks = [], []
+    for inst, geo in zip(chunk, mask_geometry([inst.rle for inst in chunk])):
+        rle, p, image_id = inst.rle, inst.provenance, inst.image_id
+        z_order = next_z.get(image_id, 0)
+        next_z[image_id] = z_order + 1
+        rows.append((
+            inst.id, image_id, inst.category_id, rle["size"][0], rle["size"][1], inst.score, int(inst.iscrowd),
+            _VALUE[inst.status], _VALUE[p.kind], p.weights, p.mode, p.steps, p.timestamp, z_order,
+            _VALUE.get(inst.source_format), dump_json(inst.extra), *geo,
+        ))
+        masks.append((inst.id, counts_text(rle), pack_original(inst.original_segmentation)))
+    conn.executemany(INSERT_INSTANCE, rows)
+    conn.executemany(INSERT_MASK, masks)
+
+
+def instance_from_row(row: Sequence[Any]) -> StoredInstance:
+    (iid, image_id, category_id, counts, h, w, score, iscrowd, status, pkind, pweights, pmode, psteps, ptime,
+     z_order, locked, hidden, changed, confidence, source_format, original, extra) = row
+    return StoredInstance(
+        id=iid, image_id=image_id, category_id=category_id, rle=rle_from(counts, h, w), score=score,
+        iscrowd=iscrowd, status=_STATUS[status],
+        provenance=Provenance(_KIND[pkind], pweights, pmode, psteps, ptime), extra=load_json(extra),
+        source_format=_FORMAT.get(source_format),
+        original_segmentation=unpack_original(original), z_order=z_order, locked=bool(locked), hidden=bool(hidden),
+        changed_pixels=changed, mean_confidence=confidence,
+    )
+
+
+def summary_from_row(row: Sequence[Any]) -> InstanceSummary:
+    (iid, image_id, category_id, status, score, iscrowd, area, x, y, w, h, pkind, z_order, locked, hidden,
+     changed, confidence) = row
+    return InstanceSummary(
+        iid, image_id, category_id, _STATUS[status], score, iscrowd, area, (x, y, w, h), _KIND[pkind], z_order, bool(locked), bool(hidden), changed, confidence,
+    )
+
+
+def image_row(seq: int, img: ImageRecord) -> tuple[Any, ...]:
+    return (
+        seq, img.id, img.file_name, img.width, img.height, _optional_json(img.neg_category_ids),
+        _optional_json(img.not_exhaustive_category_ids), dump_json(img.extra),
+    )
+
+
+def image_from_row(row: Sequence[Any]) -> ImageRecord:
+    iid, file_name, width, height, neg, not_exhaustive, extra = row
+    return ImageRecord(iid, file_name, width, height, load_json(neg), load_json(not_exhaustive), load_json(extra))
+
+
+def category_row(seq: int, cat: Category) -> tuple[Any, ...]:
+    return (
+        seq, cat.id, cat.name, cat.supercategory, cat.frequency, cat.synset, _optional_json(cat.synonyms),
+        cat.definition, dump_json(cat.extra),
+    )
+
+
+def category_from_row(row: Sequence[Any]) -> Category:
+    cid, name, supercategory, frequency, synset, synonyms, definition, extra = row
+    return Category(cid, name, supercategory, frequency, synset, load_json(synonyms), definition, load_json(extra))
+
+
+def _optional_json(value: Any) -> str | None:
+    return None if value is None else dump_json(value)
+

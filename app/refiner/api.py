@@ -1,0 +1,110 @@
+"""The refiner in one object (``Refiner``) or one call (``refine``), for notebooks, the CLI and the GUI.
+
+>>> from app.refiner.api import refine
+>>> better = refine(image_rgb, coarse_mask)            # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from app.refiner.device import Runner, pick_device
+from app.refiner.pipeline import Guidance, HRSettings, InstanceSettings, refine_hr, refine_instances
+from app.refiner.steps import RefineStep
+from app.refiner.weights import load_weights
+
+log = logging.getLogger(__name__)
+
+MODES = ("instance", "hr")
+DEFAULT_WEIGHTS = "compact-v1"
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """What an annotator or a script chooses per run."""
+
+    mode: str = "instance"
+    steps: int = 6
+    seed: int = 0
+    deterministic: bool = False
+    pad: int = 20
+    min_area: int = 512
+    max_patches: int = 64
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        low = 2 if self.mode == "hr" else 1
+        if not low <= self.steps <= 6:
+            raise ValueError(f"steps must be in {low}..6 in {self.mode} mode, got {self.steps}")
+
+
+class Refiner:
+    """A loaded checkpoint on a device, ready to refine masks step by step."""
+
+    def __init__(self, weights: str | Path | None = None, device: str | None = None, precision: str = "auto", batch_size: int = 0) -> None:
+        model, self.info = load_weights(weights or DEFAULT_WEIGHTS)
+        self.runner = Runner(model, pick_device(device), self.info.preset, precision, batch_size)
+        log.info("refiner %s (%s) on %s", self.name, self.info.preset, self.runner.device)
+
+    @property
+    def name(self) -> str:
+        """The registry name of the weights, or their file name."""
+        return self.info.name or self.info.path.name
+
+    @property
+    def device(self) -> str:
+        return str(self.runner.device)
+
+    def run(
+        self,
+        image: np.ndarray,
+        masks: Sequence[np.ndarray],
+        options: RefineOptions = RefineOptions(),
+        guidance: Guidance | None = None,
+    ) -> Iterator[RefineStep]:
+        """Yield every step of refining ``masks`` (instance mode) or ``masks[0]`` (hr mode) on ``image``."""
+        guidance = guidance or Guidance()
+        if options.mode == "hr":
+            if len(masks) != 1:
+                raise ValueError(f"hr mode refines one mask at a time, got {len(masks)}")
+            settings = HRSettings(
+                global_steps=options.steps - 1,
+                seed=options.seed,
+                deterministic=options.deterministic,
+                max_patches=options.max_patches,
+                batch_size=self.runner.batch_size,
+            )
+            return refine_hr(self.runner, image, masks[0], settings, guidance)
+        settings = InstanceSettings(
+            steps=options.steps,
+            pad=options.pad,
+            min_area=options.min_area,
+            seed=options.seed,
+            deterministic=options.deterministic,
+            batch_size=self.runner.batch_size,
+        )
+        return refine_instances(self.runner, image, masks, settings, guidance)
+
+    def refine(self, image: np.ndarray, mask: np.ndarray, guidance: Guidance | None = None, **options: object) -> np.ndarray:
+        """The final refined mask (bool, full resolution) of one coarse mask."""
+        final = None
+        for step in self.run(image, [mask], replace(RefineOptions(), **options), guidance):
+            final = step
+        assert final is not None
+        return final.mask(0)
+
+
+@lru_cache(maxsize=2)
+def _default_refiner(weights: str | None, device: str | None) -> Refiner:
+    return Refiner(weights, device)
+
+
+def refine(image: np.ndarray, mask: np.ndarray, weights: str | None = None, device: str | None = None, **options: object) -> np.ndarray:
+    """Refine one coarse mask of an RGB uint8 image with the default (or named) weights."""
+    return _default_refiner(weights, device).refine(image, mask, **options)

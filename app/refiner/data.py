@@ -1,0 +1,165 @@
+"""Training and evaluation data: (image, ground-truth mask) examples from every kind of real dataset.
+
+Sources: folders of image/mask pairs (ECSSD), trimaps with an ignore band (Oxford-IIIT Pets), instance-index
+PNGs (Penn-Fudan), and COCO / LVIS JSON files. Each source is split into train and validation by a hash of
+the image file name, so the validation split is fixed, and training never sees it, whatever the run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from app.core.images import read_image_rgb
+
+log = logging.getLogger(__name__)
+
+VAL_FRACTION = 0.1
+
+
+@dataclass
+class Example:
+    """One object: an RGB image, its ground-truth mask, and pixels to ignore in losses and metrics."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    ignore: np.ndarray | None
+    key: str
+
+
+def split_of(key: str, val_fraction: float = VAL_FRACTION) -> str:
+    """'val' or 'train' for an image key, stable across runs and machines."""
+    digest = int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16)
+    return "val" if digest % 1000 < val_fraction * 1000 else "train"
+
+
+def _read_gray(path: Path) -> np.ndarray:
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise ValueError(f"{path}: cannot read the mask image")
+    return mask if mask.ndim == 2 else mask[..., 0]
+
+
+class Source(Protocol):
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> Example: ...
+
+
+class _Indexed:
+    """A source over a list of (key, payload) items, filtered to one split."""
+
+    name = "source"
+
+    def __init__(self, items: list[tuple[str, object]], split: str | None) -> None:
+        self.items = [it for it in items if split is None or split_of(it[0]) == split]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class PairFolder(_Indexed):
+    """``images/NAME.jpg`` with ``masks/NAME.png`` (0/255 masks), as ECSSD."""
+
+    def __init__(self, images: Path, masks: Path, split: str | None = None, name: str = "pairs") -> None:
+        self.name = name
+        by_stem = {p.stem: p for p in sorted(Path(images).iterdir()) if p.suffix.lower() in {".jpg", ".jpeg", ".png"}}
+        items = [(f"{name}/{m.stem}", (by_stem[m.stem], m)) for m in sorted(Path(masks).glob("*.png")) if m.stem in by_stem]
+        super().__init__(items, split)
+
+    def load(self, index: int) -> Example:
+        key, (image_path, mask_path) = self.items[index]
+        return Example(read_image_rgb(image_path), _read_gray(mask_path) >= 128, None, key)
+
+
+class TrimapFolder(_Indexed):
+    """Oxford-IIIT Pets: trimap 1 = object, 2 = background, 3 = unknown band (ignored)."""
+
+    def __init__(self, images: Path, trimaps: Path, split: str | None = None, name: str = "pets") -> None:
+        self.name = name
+        by_stem = {p.stem: p for p in sorted(Path(images).glob("*.jpg"))}
+        items = [(f"{name}/{t.stem}", (by_stem[t.stem], t)) for t in sorted(Path(trimaps).glob("*.png")) if t.stem in by_stem]
+        super().__init__(items, split)
+
+    def load(self, index: int) -> Example:
+        key, (image_path, trimap_path) = self.items[index]
+        trimap = _read_gray(trimap_path)
+        return Example(read_image_rgb(image_path), trimap == 1, trimap == 3, key)
+
+
+class InstanceIndexFolder(_Indexed):
+    """Penn-Fudan style: ``masks/STEM_mask.png`` holds 0 = background, k = instance k."""
+
+    def __init__(self, images: Path, masks: Path, suffix: str = "_mask", split: str | None = None, name: str = "instances") -> None:
+        self.name = name
+        by_stem = {p.stem: p for p in sorted(Path(images).glob("*.png")) + sorted(Path(images).glob("*.jpg"))}
+        items = []
+        for mask_path in sorted(Path(masks).glob(f"*{suffix}.png")):
+            stem = mask_path.stem[: -len(suffix)] if suffix else mask_path.stem
+            if stem not in by_stem:
+                continue
+            labels = np.unique(_read_gray(mask_path))
+            items += [(f"{name}/{stem}", (by_stem[stem], mask_path, int(k))) for k in labels if k != 0]
+        super().__init__(items, split)
+
+    def load(self, index: int) -> Example:
+        key, (image_path, mask_path, label) = self.items[index]
+        return Example(read_image_rgb(image_path), _read_gray(mask_path) == label, None, f"{key}#{label}")
+
+
+class CocoFile(_Indexed):
+    """Non-crowd instances of a COCO or LVIS JSON with at least ``min_area`` pixels."""
+
+    def __init__(self, annotations: Path, images: Path, split: str | None = None, min_area: int = 1024, name: str = "coco") -> None:
+        self.name = name
+        data = json.loads(Path(annotations).read_text())
+        files = {img["id"]: img for img in data["images"]}
+        items = []
+        for ann in data["annotations"]:
+            img = files.get(ann["image_id"])
+            if img is None or ann.get("iscrowd", 0) or ann.get("area", 0) < min_area:
+                continue
+            path = Path(images) / Path(img.get("file_name") or img.get("coco_url", "")).name
+            if not path.exists():
+                continue
+            items.append((f"{name}/{path.stem}", (path, img["height"], img["width"], ann["segmentation"], ann["id"])))
+        super().__init__(items, split)
+
+    def load(self, index: int) -> Example:
+        key, (path, h, w, segmentation, ann_id) = self.items[index]
+        if isinstance(segmentation, list):
+            rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
+        elif isinstance(segmentation.get("counts"), list):
+            rle = mask_utils.frPyObjects(segmentation, h, w)
+        else:
+            rle = segmentation
+        return Example(read_image_rgb(path), mask_utils.decode(rle).astype(bool), None, f"{key}#{ann_id}")
+
+
+def shared_sources(root: Path, split: str | None) -> list[Source]:
+    """Every dataset of ``../shared/data`` that is present under ``root``, for one split."""
+    sources: list[Source] = []
+    if (root / "ecssd").is_dir():
+        sources.append(PairFolder(root / "ecssd/images", root / "ecssd/masks", split, "ecssd"))
+    if (root / "oxford_pets").is_dir():
+        sources.append(TrimapFolder(root / "oxford_pets/images", root / "oxford_pets/annotations/trimaps", split, "pets"))
+    if (root / "pennfudan").is_dir():
+        sources.append(InstanceIndexFolder(root / "pennfudan/PNGImages", root / "pennfudan/PedMasks", "_mask", split, "pennfudan"))
+    coco = root / "coco_tiny"
+    for part in ("train2017", "val2017"):
+        ann = coco / f"annotations/instances_{part}.json"
+        if ann.exists():
+            sources.append(CocoFile(ann, coco / part, split, name=f"coco_{part}"))
+    lvis = root / "lvis_val_100"
+    if (lvis / "lvis_val_100_present7.json").exists():
+        sources.append(CocoFile(lvis / "lvis_val_100_present7.json", lvis / "images", split, name="lvis"))
+    return [s for s in sources if len(s)]
