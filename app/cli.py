@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Sequence
 
-from app import cli_dataset, cli_refine, cli_train
+from app import cli_dataset, cli_eval, cli_refine, cli_train
 from app.core.errors import DatasetError
 from app.refiner.weights import WeightsError
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_refine.register(subparsers)
     cli_dataset.register(subparsers)
     cli_train.register(subparsers)
+    cli_eval.register(subparsers)
     return parser
 
 

@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import numpy as np
 
 from app.core.coco import load_coco, load_coco_results, write_coco, write_coco_results
-from app.core.lvis import load_lvis, write_lvis
 from app.core.errors import DatasetError
 from app.core.gc_pause import paused_gc
+from app.core.lvis import load_lvis, write_lvis
 from app.core.model import Dataset, ReviewStatus
 from app.core.png_masks import load_binary_masks, load_label_masks, write_binary_masks, write_label_masks
 from app.core.report import ImportReport
@@ -43,11 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the dataset subcommands to the ``segrefiner-studio`` parser."""
     imp = subparsers.add_parser(
         "import", help="import a dataset into a project file",
-        description=f"Import a COCO / LVIS / results file or a folder of PNG masks into a project ({PROJECT_SUFFIX}).",
+        description=f"Import a COCO / LVIS / results file or a folder of PNG masks into a project "
+                    f"({PROJECT_SUFFIX}).",
     )
     _source_arguments(imp)
     imp.add_argument("--project", type=Path, metavar=f"OUT{PROJECT_SUFFIX}",
-                     help=f"project file to create (default: the source's name with {PROJECT_SUFFIX}, beside it)")
+                     help=f"project file to create (default: the source's name with {PROJECT_SUFFIX}, "
+                          "beside it)")
     imp.add_argument("--add", action="store_true",
                      help="add to an existing project (predictions, more images) instead of creating one")
     imp.set_defaults(handler=run_import)
@@ -265,7 +267,8 @@ def format_stats(stats: dict[str, Any]) -> str:
     lines += ["", f"by category ({len(used)} of {len(stats['by_category'])} with instances):"]
     lines.append(f"  {'id':>6}  {'name':<28} {'total':>8} " + " ".join(f"{s:>11}" for s in statuses))
     for c in sorted(used, key=lambda c: -c["total"]):
-        lines.append(f"  {c['id']:>6}  {c['name'][:28]:<28} {c['total']:>8} " + " ".join(f"{c[s]:>11}" for s in statuses))
+        by_status = " ".join(f"{c[s]:>11}" for s in statuses)
+        lines.append(f"  {c['id']:>6}  {c['name'][:28]:<28} {c['total']:>8} {by_status}")
     lines += ["", "area (pixels):"]
     lines += [f"  {name:<8} {n:>9}" for name, n in stats["area_classes"].items()]
     peak = max((b["count"] for b in stats["area_histogram"]), default=0) or 1

@@ -56,6 +56,7 @@ def run_one(preset: str, batch: int, size: int, device: str, dtype: str, threads
     cuda = device == "cuda"
     autocast = torch.autocast("cuda", dtype=DTYPES[dtype]) if DTYPES[dtype] else nullcontext()
     if cuda:
+        torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats()
     times: list[float] = []
     with torch.inference_mode(), autocast:

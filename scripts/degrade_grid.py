@@ -25,30 +25,38 @@ GREEN = (0, 220, 0)
 RED = (40, 40, 255)
 
 
+def _read(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """An image from disk; an unreadable file stops the script with one line naming it."""
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise SystemExit(f"error: cannot read {path}")
+    return image
+
+
 def _ecssd(root: Path, n: int, rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     masks = sorted((root / "ecssd" / "masks").glob("*.png"))
     for i in rng.choice(len(masks), size=min(n, len(masks)), replace=False):
         m = masks[int(i)]
-        yield f"ecssd/{m.stem}", cv2.imread(str(root / "ecssd" / "images" / f"{m.stem}.jpg")), \
-            cv2.imread(str(m), cv2.IMREAD_GRAYSCALE) >= 128
+        yield f"ecssd/{m.stem}", _read(root / "ecssd" / "images" / f"{m.stem}.jpg"), \
+            _read(m, cv2.IMREAD_GRAYSCALE) >= 128
 
 
 def _pets(root: Path, n: int, rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     trimaps = sorted((root / "oxford_pets" / "annotations" / "trimaps").glob("*.png"))
     for i in rng.choice(len(trimaps), size=min(n, len(trimaps)), replace=False):
         t = trimaps[int(i)]
-        yield f"pets/{t.stem}", cv2.imread(str(root / "oxford_pets" / "images" / f"{t.stem}.jpg")), \
-            cv2.imread(str(t), cv2.IMREAD_GRAYSCALE) == 1
+        yield f"pets/{t.stem}", _read(root / "oxford_pets" / "images" / f"{t.stem}.jpg"), \
+            _read(t, cv2.IMREAD_GRAYSCALE) == 1
 
 
 def _pennfudan(root: Path, n: int, rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     masks = sorted((root / "pennfudan" / "PedMasks").glob("*.png"))
     for i in rng.choice(len(masks), size=min(n, len(masks)), replace=False):
         m = masks[int(i)]
-        labels = cv2.imread(str(m), cv2.IMREAD_UNCHANGED)
+        labels = _read(m, cv2.IMREAD_UNCHANGED)
         ids, counts = np.unique(labels[labels > 0], return_counts=True)
         stem = m.stem.removesuffix("_mask")
-        yield f"pennfudan/{stem}", cv2.imread(str(root / "pennfudan" / "PNGImages" / f"{stem}.png")), \
+        yield f"pennfudan/{stem}", _read(root / "pennfudan" / "PNGImages" / f"{stem}.png"), \
             labels == ids[np.argmax(counts)]
 
 

@@ -41,6 +41,7 @@ from pycocotools import mask as mask_utils
 
 from app.core.atomic import atomic_open
 from app.core.errors import DatasetError, read_input
+from app.core.gc_pause import paused_gc
 from app.core.images import check_image_files
 from app.core.model import (
     Category,
@@ -67,8 +68,10 @@ _CATEGORY_STRINGS = {"supercategory": "supercategory", "frequency": "frequency",
 _ANNOTATION_KEYS = frozenset({"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd", "score"})
 _ANNOTATION_KEYS_BUT_SCORE = _ANNOTATION_KEYS - {"score"}
 _NUMBER_TYPES = frozenset({int, float})
+_CROWD_TYPES = frozenset({int, bool})
 _MAX_PIXELS = 2**32 - 1  # COCO RLE run lengths are 32-bit
 _CHUNK = 4096
+_RLE_CHUNK = 1 << 17  # characters per rle_pixel_totals step (small arrays are reused, big ones page-fault)
 
 
 # --------------------------------------------------------------------------------------------- import
@@ -87,15 +90,16 @@ def load_coco(
     record's size; problems are reported, the records kept.
     """
     path = Path(path)
-    data = read_json(path)
-    if not isinstance(data, dict):
-        hint = " (a list is a results file: import it as predictions)" if isinstance(data, list) else ""
-        raise DatasetError(path, f"top level must be a JSON object with images, annotations and categories{hint}")
-    images_raw, annotations_raw, categories_raw = (_top_list(data, key, path) for key in ("images", "annotations", "categories"))
-    report = ImportReport(str(path))
-    images = _parse_images(images_raw, report)
-    categories = _parse_categories(categories_raw, report)
-    instances = _parse_annotations(annotations_raw, images, categories, report, results=False)
+    with paused_gc():
+        data = read_json(path)
+        if not isinstance(data, dict):
+            hint = " (a list is a results file: import it as predictions)" if isinstance(data, list) else ""
+            raise DatasetError(path, f"top level must be a JSON object with images, annotations and categories{hint}")
+        images_raw, annotations_raw, categories_raw = (_top_list(data, k, path) for k in ("images", "annotations", "categories"))
+        report = ImportReport(str(path))
+        images = _parse_images(images_raw, report)
+        categories = _parse_categories(categories_raw, report)
+        instances = _parse_annotations(annotations_raw, images, categories, report, results=False)
     extra = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
     dataset = Dataset(images, categories, instances, extra, kind or ("lvis" if _looks_like_lvis(data) else "coco"))
     _finish(dataset, report, path, images_dir, check_images)
@@ -117,17 +121,18 @@ def load_coco_results(
     and keeps its score; an ``id`` in the predictions is not kept. The dataset's ``kind`` is "results".
     """
     path, images_file = Path(path), Path(images_file)
-    predictions = read_json(path)
-    if not isinstance(predictions, list):
-        raise DatasetError(path, "results must be a JSON list of predictions {image_id, category_id, segmentation, score}")
-    meta = read_json(images_file)
-    if not isinstance(meta, dict):
-        raise DatasetError(images_file, "top level must be a JSON object with images and categories")
-    images_raw, categories_raw = _top_list(meta, "images", images_file), _top_list(meta, "categories", images_file)
-    report = ImportReport(str(path))
-    images = _parse_images(images_raw, report, file=str(images_file))
-    categories = _parse_categories(categories_raw, report, file=str(images_file))
-    instances = _parse_annotations(predictions, images, categories, report, results=True)
+    with paused_gc():
+        predictions = read_json(path)
+        if not isinstance(predictions, list):
+            raise DatasetError(path, "results must be a JSON list of predictions {image_id, category_id, segmentation, score}")
+        meta = read_json(images_file)
+        if not isinstance(meta, dict):
+            raise DatasetError(images_file, "top level must be a JSON object with images and categories")
+        images_raw, categories_raw = _top_list(meta, "images", images_file), _top_list(meta, "categories", images_file)
+        report = ImportReport(str(path))
+        images = _parse_images(images_raw, report, file=str(images_file))
+        categories = _parse_categories(categories_raw, report, file=str(images_file))
+        instances = _parse_annotations(predictions, images, categories, report, results=True)
     extra = {k: v for k, v in meta.items() if k not in ("images", "annotations", "categories")}
     dataset = Dataset(images, categories, instances, extra, "results")
     _finish(dataset, report, images_file, images_dir, check_images)
@@ -180,7 +185,7 @@ def _parse_images(items: list[Any], report: ImportReport, file: str | None = Non
             continue
         image_id = item.get("id")
         if not _is_id(image_id):
-            report.add(f"'id' must be an integer, not {_type_name(image_id)}", record=f"images[{index}]", file=file)
+            report.add(f"'id' must be a 64-bit integer, not {_short(image_id)}", record=f"images[{index}]", file=file)
             continue
         record = f"image {image_id}"
         if image_id in images:
@@ -217,7 +222,7 @@ def _parse_categories(items: list[Any], report: ImportReport, file: str | None =
             continue
         cat_id = item.get("id")
         if not _is_id(cat_id):
-            report.add(f"'id' must be an integer, not {_type_name(cat_id)}", record=f"categories[{index}]", file=file)
+            report.add(f"'id' must be a 64-bit integer, not {_short(cat_id)}", record=f"categories[{index}]", file=file)
             continue
         record = f"category {cat_id}"
         if cat_id in categories:
@@ -263,68 +268,73 @@ class _AnnotationParser:
         return self.instances
 
     def _record(self, k: int) -> str:
-        return f"predictions[{self.file_index[k]}]" if self.results else f"annotation {self.instances[k].id}"
+        """The name of instance ``k``'s record, for problems found after the first pass."""
+        return self._name(self.file_index[k], self.instances[k].id)
+
+    def _name(self, index: int, ann_id: Any) -> str:
+        if self.results:
+            return f"predictions[{index}]"
+        return f"annotation {ann_id}" if _is_id(ann_id) else f"annotations[{index}]"
 
     def _one(self, index: int, ann: Any, seen: set[int]) -> None:
+        """Check one annotation's structure and record it; names are only built when there is a problem."""
         add = self.report.add
-        record = f"predictions[{index}]" if self.results else f"annotations[{index}]"
         if type(ann) is not dict:
-            add(f"not a JSON object but {_type_name(ann)}", record=record)
+            add(f"not a JSON object but {_type_name(ann)}", record=self._name(index, None))
             return
         if self.results:
             ann_id = len(self.instances) + 1
         else:
             ann_id = ann.get("id")
             if not _is_id(ann_id):
-                add(f"'id' must be an integer, not {_type_name(ann_id)}", record=record)
+                add(f"'id' must be a 64-bit integer, not {_short(ann_id)}", record=self._name(index, None))
                 return
-            record = f"annotation {ann_id}"
             if ann_id in seen:
-                add("duplicate annotation id; the first one is kept", record=record)
+                add("duplicate annotation id; the first one is kept", record=self._name(index, ann_id))
                 return
-        image_id = ann.get("image_id")
-        image = self.images.get(image_id) if _is_id(image_id) else None
-        if image is None:
-            add(f"image {_short(image_id)} is not among the file's (valid) images", record=record)
-            return
-        cat_id = ann.get("category_id")
-        if not _is_id(cat_id) or cat_id not in self.categories:
-            add(f"category {_short(cat_id)} is not among the file's (valid) categories", record=record)
+        image_id, cat_id = ann.get("image_id"), ann.get("category_id")
+        image = self.images.get(image_id) if type(image_id) is int else None
+        if image is None or type(cat_id) is not int or cat_id not in self.categories:
+            self._reference_problem(index, ann_id, image_id, cat_id)
             return
         seg = ann.get("segmentation")
+        height, width = image.height, image.width
         original: dict[str, Any] = {}
         parts: list[Any] | None = None
         if type(seg) is list:
-            parts = self._polygon_parts(seg, record)
+            parts = self._polygon_parts(seg, index, ann_id)
             if parts is None:
                 return
             fmt = SegmentationFormat.POLYGON
             if parts:
-                rle: dict[str, Any] = {"size": [image.height, image.width], "counts": ""}
+                rle: dict[str, Any] = {"size": [height, width], "counts": ""}
                 original["segmentation"] = parts
             else:
-                add("empty segmentation", record=record, action="kept as an empty mask")
-                rle = _empty_rle(image.height, image.width)
+                add("empty segmentation", record=self._name(index, ann_id), action="kept as an empty mask")
+                rle = _empty_rle(height, width)
+        elif type(seg) is dict and type(seg.get("counts")) is str and seg.get("size") == [height, width]:
+            rle, fmt = {"size": [height, width], "counts": seg["counts"]}, SegmentationFormat.RLE
         else:
-            parsed = self._rle(seg, image, record)
+            parsed = self._rle(seg, image, self._name(index, ann_id))
             if parsed is None:
                 return
             rle, fmt = parsed
-        area = ann.get("area")
+        area, bbox = ann.get("area"), ann.get("bbox")
         if area is not None:
             if type(area) in _NUMBER_TYPES:
                 original["area"] = area
             else:
-                add(f"'area' is {_type_name(area)}, not a number", record=record, action="recomputed from the mask")
-        bbox = ann.get("bbox")
+                add(f"'area' is {_type_name(area)}, not a number", record=self._name(index, ann_id),
+                    action="recomputed from the mask")
         if bbox is not None:
-            if type(bbox) is list and len(bbox) == 4 and _NUMBER_TYPES.issuperset(map(type, bbox)):
+            if type(bbox) is list and len(bbox) == 4 and type(bbox[0]) in _NUMBER_TYPES and type(bbox[1]) in _NUMBER_TYPES \
+                    and type(bbox[2]) in _NUMBER_TYPES and type(bbox[3]) in _NUMBER_TYPES:
                 original["bbox"] = bbox
             else:
-                add("'bbox' is not 4 numbers", record=record, action="recomputed from the mask")
+                add("'bbox' is not 4 numbers", record=self._name(index, ann_id), action="recomputed from the mask")
         iscrowd = ann.get("iscrowd", 0)
-        if type(iscrowd) not in (int, bool) or iscrowd not in (0, 1):
-            add(f"'iscrowd' is {_short(iscrowd)}, not 0 or 1", record=record, action="kept as iscrowd 0")
+        if type(iscrowd) not in _CROWD_TYPES or iscrowd not in (0, 1):
+            add(f"'iscrowd' is {_short(iscrowd)}, not 0 or 1", record=self._name(index, ann_id), action="kept as iscrowd 0")
             iscrowd = 0
         score = ann.get("score")
         known = _ANNOTATION_KEYS
@@ -332,7 +342,7 @@ class _AnnotationParser:
             if not _is_finite_number(score):
                 if self.results:
                     problem = "no 'score'" if score is None else f"'score' is {_short(score)}, not a number"
-                    add(problem, record=record, action="kept without a score")
+                    add(problem, record=self._name(index, ann_id), action="kept without a score")
                 else:
                     known = _ANNOTATION_KEYS_BUT_SCORE  # an odd score in ground truth is kept as it was
                 score = None
@@ -351,8 +361,19 @@ class _AnnotationParser:
         elif fmt is SegmentationFormat.RLE:
             self.compressed.append(k)
 
+    def _reference_problem(self, index: int, ann_id: Any, image_id: Any, cat_id: Any) -> None:
+        record = self._name(index, ann_id)
+        for key, value in (("image_id", image_id), ("category_id", cat_id)):
+            if not _is_id(value):
+                self.report.add(f"'{key}' must be a 64-bit integer, not {_short(value)}", record=record)
+                return
+        if image_id not in self.images:
+            self.report.add(f"image {image_id} is not among the file's (valid) images", record=record)
+        else:
+            self.report.add(f"category {cat_id} is not among the file's (valid) categories", record=record)
+
     def _rle(self, seg: Any, image: ImageRecord, record: str) -> tuple[dict[str, Any], SegmentationFormat] | None:
-        """A dict segmentation as compressed RLE of the image's size (compressed strings checked later)."""
+        """A dict segmentation as compressed RLE of the image's size (compressed strings are checked later)."""
         height, width = image.height, image.width
         if type(seg) is not dict:
             problem = "no 'segmentation'" if seg is None else f"'segmentation' is {_type_name(seg)}, neither polygons nor RLE"
@@ -363,10 +384,9 @@ class _AnnotationParser:
             self.report.add("RLE segmentation needs 'size' and 'counts'", record=record)
             return None
         if size != [height, width]:
-            self.report.add(f"RLE size {_short(size)} disagrees with image {image.id}'s [height, width] {[height, width]}", record=record)
+            self.report.add(f"RLE size {_short(size)} disagrees with image {image.id}'s [height, width] {[height, width]}",
+                            record=record)
             return None
-        if type(counts) is str:
-            return {"size": [height, width], "counts": counts}, SegmentationFormat.RLE
         if type(counts) is not list:
             self.report.add(f"RLE 'counts' is {_type_name(counts)}, neither a string nor a list", record=record)
             return None
@@ -384,7 +404,7 @@ class _AnnotationParser:
         rle["counts"] = rle["counts"].decode("ascii")
         return rle, SegmentationFormat.UNCOMPRESSED_RLE
 
-    def _polygon_parts(self, seg: list[Any], record: str) -> list[Any] | None:
+    def _polygon_parts(self, seg: list[Any], index: int, ann_id: Any) -> list[Any] | None:
         """The usable polygon parts (``seg`` itself when all are), or None to skip the annotation.
 
         Only the shape is checked here (lists of at least 6, an even count); the coordinates are checked
@@ -395,6 +415,7 @@ class _AnnotationParser:
                 break
         else:
             return seg
+        record = self._name(index, ann_id)
         if type(seg[0]) in _NUMBER_TYPES:
             self.report.add("'segmentation' is a flat list of numbers; it must be a list of polygons", record=record)
             return None
@@ -473,10 +494,8 @@ def _coordinates_ok(parts: list[Any], limit: float) -> bool:
         coords = np.asarray(list(chain.from_iterable(parts)), dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         return False
-    return bool(
-        coords.ndim == 1 and coords.size == expected and np.isfinite(coords).all()
-        and coords.min() >= -limit and coords.max() <= limit
-    )
+    # NaN fails both comparisons and infinity the limit, so no separate finiteness pass is needed
+    return bool(coords.ndim == 1 and coords.size == expected and coords.min() >= -limit and coords.max() <= limit)
 
 
 def _parse_annotations(
@@ -485,24 +504,30 @@ def _parse_annotations(
     return _AnnotationParser(images, categories, report, results).run(items)
 
 
-# pycocotools' rleFrString digit values: the low 5 bits, sign-extended when it is a run's last character.
-_LAST_DIGIT = np.array([(c & 31) - ((c & 16) << 1) for c in range(64)], np.int64)
-
-
 def rle_pixel_totals(counts: list[str]) -> np.ndarray:
     """How many pixels each compressed RLE string covers (the sum of its runs); -1 where malformed.
 
     pycocotools decodes a string without checking that its runs cover the image: too long fails, too
     short silently leaves uninitialised memory in the mask. So imports check totals first, vectorised over
-    all strings (a Python loop over 245k strings would double the import time). The format is pycocotools'
+    all strings (a Python loop over 245k strings would double the import time), about a million
+    characters at a time so the working arrays stay small and reused. The format is pycocotools'
     ``rleFrString``: per character 5 value bits (offset 48), 0x20 = more characters follow, 0x10 in the
     last character = negative, and from the fourth run on each value is a delta to the run two before.
     """
     totals = np.full(len(counts), -1, dtype=np.int64)
     usable = [i for i, s in enumerate(counts) if s and s.isascii()]
-    if not usable:
-        return totals
-    strings = counts if len(usable) == len(counts) else [counts[i] for i in usable]
+    start, size = 0, 0
+    for end, i in enumerate(usable, 1):
+        size += len(counts[i])
+        if size >= _RLE_CHUNK or end == len(usable):
+            chunk = usable[start:end]
+            totals[chunk] = _chunk_totals([counts[i] for i in chunk])
+            start, size = end, 0
+    return totals
+
+
+def _chunk_totals(strings: list[str]) -> np.ndarray:
+    """``rle_pixel_totals`` of non-empty ASCII strings."""
     lengths = np.fromiter(map(len, strings), np.int64, len(strings))
     last_char = np.cumsum(lengths) - 1
     chars = np.frombuffer("".join(strings).encode("ascii"), np.uint8) - np.uint8(48)
@@ -517,36 +542,41 @@ def rle_pixel_totals(counts: list[str]) -> np.ndarray:
         bad |= unterminated
         ends[last_char] = True  # so no run carries on into the next string
     end_pos = np.flatnonzero(ends)
-    values = _LAST_DIGIT[chars[end_pos]]
-    longer = np.flatnonzero(end_pos > 0)
-    for back in range(1, 8):  # Horner, from each run's last character back to its first
-        longer = longer[(end_pos[longer] >= back) & ~ends[end_pos[longer] - back]]
-        if not longer.size:
-            break
-        if back == 7:  # 7 or more characters: over 32 bits
-            bad[np.searchsorted(last_char, end_pos[longer])] = True
-            break
-        values[longer] = (values[longer] << 5) + (chars[end_pos[longer] - back] & 31)
+    values = ((chars[end_pos] << 3).view(np.int8) >> 3).astype(np.int64)  # last character: 5 bits, signed
+    # Horner, from each run's last character back to its first. The buffer ends with a run's end, so the
+    # index -1 reached from the very first run reads an end character and stops there too.
+    longer = np.flatnonzero(~ends[end_pos - 1])
+    back = 1
+    while longer.size and back < 7:
+        at = end_pos[longer] - back
+        values[longer] = (values[longer] << 5) + (chars[at] & 31)
+        longer = longer[~ends[at - 1]]
+        back += 1
+    if longer.size:  # 8 or more characters: far beyond a 32-bit run
+        bad[np.searchsorted(last_char, end_pos[longer])] = True
     last_token = np.searchsorted(end_pos, last_char)
     per_string = np.diff(last_token, prepend=-1)
     first_token = last_token - per_string + 1
-    string_of_token = np.repeat(np.arange(len(strings)), per_string)
-    j = np.arange(len(values)) - first_token[string_of_token]
-    runs = values
-    for chain_mask in ((j & 1) == 1, ((j & 1) == 0) & (j >= 2)):  # runs 1,3,5,... and 2,4,6,... add deltas
-        summed = np.cumsum(np.where(chain_mask, values, 0))
-        before = np.concatenate(([0], summed))[first_token]
-        runs = np.where(chain_mask, summed - before[string_of_token], runs)
+    step = np.ones(len(values), np.int64)
+    step[first_token] = 1 - np.concatenate(([1], per_string[:-1]))
+    j = np.cumsum(step)  # index of each run within its string
+    odd = (j & 1).astype(bool)
+    runs = values.copy()
+    for chain in (odd, ~odd & (j >= 2)):  # runs 1, 3, 5, ... and 2, 4, 6, ... are deltas to the one before
+        summed = np.cumsum(np.where(chain, values, 0))
+        base = np.concatenate(([0], summed))[first_token]
+        np.copyto(runs, summed - np.repeat(base, per_string), where=chain)
     out_of_range = np.flatnonzero((runs < 0) | (runs > _MAX_PIXELS))
     if out_of_range.size:
-        bad[string_of_token[out_of_range]] = True
-    totals[usable] = np.where(bad, -1, np.add.reduceat(runs, first_token))
-    return totals
+        bad[np.searchsorted(last_token, out_of_range)] = True
+    return np.where(bad, -1, np.add.reduceat(runs, first_token))
 
 
 # --------------------------------------------------------------------------------------------- export
 def save_coco(dataset: Dataset, path: str | os.PathLike[str], **options: Any) -> ExportReport:
-    """Write a whole in-memory dataset as COCO JSON; ``options`` as for ``write_coco``."""
+    """Write a whole in-memory dataset as COCO JSON; ``options`` as for ``write_coco``, whose ``kind``
+    defaults to the dataset's own ("lvis" for an LVIS file, else "coco")."""
+    options.setdefault("kind", "lvis" if dataset.kind == "lvis" else "coco")
     return write_coco(path, dataset.extra, dataset.images.values(), dataset.categories.values(), dataset.instances, **options)
 
 
@@ -725,7 +755,8 @@ class _Encoder:
                 original = originals[k]
                 seg = rles[k] if self.segmentation == "rle" else self._polygon_or_rle(inst, rles[k], original)
                 counts[f"written as {'RLE' if isinstance(seg, dict) else 'polygons'}"] += 1
-                counts[f"source format {inst.source_format.value if inst.source_format else 'unknown'}"] += 1
+                source = SegmentationFormat(inst.source_format).value if inst.source_format else "unknown"
+                counts[f"source format {source}"] += 1
                 yield inst, seg, original.get("area", areas.get(k)), original.get("bbox", boxes.get(k))
 
     def _polygon_or_rle(self, inst: Instance, rle: dict[str, Any], original: dict[str, Any]) -> Any:
@@ -793,8 +824,8 @@ def _is_finite_number(value: Any) -> bool:
 
 
 def _short(value: Any) -> str:
-    """A value for a message: its repr, cut short so one odd record cannot flood the report."""
-    text = repr(value)
+    """A value for a message, as JSON, cut short so one odd record cannot flood the report."""
+    text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -811,6 +842,5 @@ def _as_int_array(values: list[Any]) -> np.ndarray | None:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), "null")

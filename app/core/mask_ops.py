@@ -37,6 +37,14 @@ def union_rect(a: Rect | None, b: Rect | None) -> Rect | None:
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
+def intersect_rect(a: Rect | None, b: Rect | None) -> Rect | None:
+    """Overlap of two rectangles, or None when they do not overlap (or either is None)."""
+    if a is None or b is None:
+        return None
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
 def grow_rect(rect: Rect, margin: int, shape: tuple[int, ...]) -> Rect | None:
     """``rect`` widened by ``margin`` pixels on every side, clipped to the image."""
     return clip_rect((rect[0] - margin, rect[1] - margin, rect[2] + margin, rect[3] + margin), shape)

@@ -222,8 +222,9 @@ def write_label_masks(
     order: LabelOrder = "area",
     statuses: Collection[ReviewStatus] | None = None,
 ) -> ExportReport:
-    """One label map per image. ``instances`` must come grouped by image (the store orders them so);
-    ``statuses`` keeps only instances in those review states (None: all)."""
+    """One label map per image, written as each image's instances arrive: ``instances`` must come grouped
+    by image (the store orders them so). ``statuses`` keeps only instances in those review states (None:
+    all)."""
     if order not in ("area", "given"):
         raise ValueError(f"order must be 'area' or 'given', not {order!r}")
     out = _out_dir(out_dir)
@@ -231,15 +232,22 @@ def write_label_masks(
     image_list = list(images)
     by_id = {img.id: img for img in image_list}
     names = _file_stems(image_list, report)
-    grouped = dict(_groups(instances, statuses, by_id, report))
-    for image in image_list:
-        if image.id not in names:
-            continue
-        labels = _label_map(image, grouped.pop(image.id, []), order, report)
-        if labels is not None:
-            _write_png(out / f"{names[image.id]}{suffix}.png", labels)
-            report.counts["label maps"] += 1
+    written: set[int] = set()
+    for image_id, group in _groups(instances, statuses, by_id, report):
+        if image_id in names:
+            _write_label_map(out / f"{names[image_id]}{suffix}.png", by_id[image_id], group, order, report)
+            written.add(image_id)
+    for image in image_list:  # images without instances: an all-background map
+        if image.id in names and image.id not in written:
+            _write_label_map(out / f"{names[image.id]}{suffix}.png", image, [], order, report)
     return report
+
+
+def _write_label_map(path: Path, image: ImageRecord, instances: list[Instance], order: LabelOrder, report: ExportReport) -> None:
+    labels = _label_map(image, instances, order, report)
+    if labels is not None:
+        _write_png(path, labels)
+        report.counts["label maps"] += 1
 
 
 def write_binary_masks(

@@ -30,23 +30,22 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from app.core.store_errors import ProjectError, ReadOnlyProjectError
 from app.core.gc_pause import paused_gc
 from app.core.history import EDIT_COLUMNS, Edit, EditAction, edit_from_row
 from app.core.model import (
     Category, ChangeKind, Dataset, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat,
     encode_mask,
 )
+from app.core.store_errors import ProjectError, ReadOnlyProjectError
 from app.core.store_lock import ProjectLock
+from app.core.store_packing import pack_original, unpack_original
 from app.core.store_query import InstanceFilter, limit_clause, order_clause, where_clause
 from app.core.store_rows import (
     CATEGORY_COLUMNS, IMAGE_COLUMNS, INSERT_CATEGORY, INSERT_IMAGE, INSERT_MASK, INSTANCE_COLUMNS,
-    INSTANCES_WITH_MASKS,
-    SUMMARY_COLUMNS, InstanceSummary,
-    StoredInstance, category_from_row, category_row, counts_text, dump_json, image_from_row, image_row,
-    insert_instances, instance_from_row, load_json, mask_geometry, provenance_values, rle_from, summary_from_row,
+    INSTANCES_WITH_MASKS, SUMMARY_COLUMNS, InstanceSummary, StoredInstance, category_from_row, category_row,
+    counts_text, dump_json, geometry, image_from_row, image_row, insert_instances, instance_from_row,
+    provenance_values, rle_from, summary_from_row,
 )
-from app.core.store_packing import pack_original, unpack_original
 from app.core.store_schema import FORMAT_VERSION, INDEXES, SCHEMA, configure
 
 log = logging.getLogger(__name__)
@@ -98,16 +97,18 @@ class ProjectStore:
         a project, or from a newer version."""
         path = Path(path)
         if not path.is_file():
-            raise ProjectError(path, f"no such project file")
+            raise ProjectError(path, "no such project file")
         _check_project(path)
         lock, reason = None, "opened read-only on request"
         if not read_only:
             lock, reason = _take_lock(path)
         try:
             conn = _connect(path, read_only=lock is None)
-        except BaseException:
+        except BaseException as e:
             if lock is not None:
                 lock.release()
+            if isinstance(e, sqlite3.Error):
+                raise ProjectError(path, f"cannot open: {e}") from e
             raise
         if reason is not None:
             log.debug("%s opened read-only: %s", path, reason)
@@ -140,7 +141,7 @@ class ProjectStore:
         tmp = path.with_name(f".{path.name}.importing")
         try:
             if path.exists():
-                raise ProjectError(path, f"already exists; open it, or add the dataset to it")
+                raise ProjectError(path, "already exists; open it, or add the dataset to it")
             tmp.unlink(missing_ok=True)
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
@@ -280,10 +281,11 @@ class ProjectStore:
         return {s: counts.get(s.value, 0) for s in ReviewStatus}
 
     def areas(self, statuses: Iterable[ReviewStatus] | None = None) -> np.ndarray:
-        """Mask areas in pixels (int64), for histograms."""
+        """Instance areas (float64) as export writes them, for histograms: an unedited annotation's own
+        area (a polygon's, for COCO), else its mask's pixel count."""
         where, params = where_clause(InstanceFilter(statuses=statuses))
         rows = self._conn.execute(f"SELECT area FROM instances{where}", params)
-        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+        return np.fromiter((r[0] for r in rows), dtype=np.float64)
 
     def _grouped(self, column: str, statuses: Iterable[ReviewStatus] | None) -> dict[int, int]:
         where, params = where_clause(InstanceFilter(statuses=statuses))
@@ -511,7 +513,8 @@ class ProjectStore:
                     changes["original_segmentation"] = None
                     changes["source_format"] = SegmentationFormat.MASK.value
                 assignments = dict(changes)
-                area, x, y, w, h = next(mask_geometry([rle]))
+                original = changes.get("original_segmentation", row["original_segmentation"])
+                area, x, y, w, h = geometry([(rle, original)])[0]
                 assignments.update(counts=new_counts, area=area, bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h)
             self._update(instance_id, assignments)
             keys = [k for k in STATE_COLUMNS if k in changes or k == "status"]
@@ -532,14 +535,14 @@ class ProjectStore:
             raise ProjectError(self.path, f"instance {deletion.instance_id} exists; its deletion is already undone")
         rle = deletion.before_rle
         state = dict(deletion.before or {})
-        original = pack_original(state.pop("original_segmentation"))
-        area, x, y, w, h = next(mask_geometry([rle]))
+        original = state.pop("original_segmentation")
+        area, x, y, w, h = geometry([(rle, original)])[0]
         columns = ("id", "height", "width", "area", "bbox_x", "bbox_y", "bbox_w", "bbox_h", *state)
         values = (deletion.instance_id, *rle["size"], area, x, y, w, h, *state.values())
         self._conn.execute(
             f"INSERT INTO instances ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values
         )
-        self._conn.execute(INSERT_MASK, (deletion.instance_id, counts_text(rle), original))
+        self._conn.execute(INSERT_MASK, (deletion.instance_id, counts_text(rle), pack_original(original)))
         restored = self._row(deletion.instance_id)
         return self._record_whole(deletion.instance_id, EditAction.REVERT, None, restored, params)
 
@@ -626,16 +629,18 @@ def _checked(
     """Pass instances through, stopping with one clear error at the first that cannot be stored."""
     seen: set[int] = set()
     for done, inst in enumerate(instances, 1):
-        where = f"annotation {inst.id} (image {inst.image_id})"
+        problem = None
         if inst.id in seen:
-            raise ProjectError(source, "duplicate annotation id", where)
+            problem = "duplicate annotation id"
+        elif inst.image_id not in sizes:
+            problem = f"unknown image id {inst.image_id}"
+        elif inst.category_id not in category_ids:
+            problem = f"unknown category id {inst.category_id}"
+        elif inst.size != sizes[inst.image_id]:
+            problem = f"mask size {inst.size} differs from the image's {sizes[inst.image_id]}"
+        if problem is not None:
+            raise ProjectError(source, problem, f"annotation {inst.id} (image {inst.image_id})")
         seen.add(inst.id)
-        if inst.image_id not in sizes:
-            raise ProjectError(source, f"unknown image id {inst.image_id}", where)
-        if inst.category_id not in category_ids:
-            raise ProjectError(source, f"unknown category id {inst.category_id}", where)
-        if inst.size != sizes[inst.image_id]:
-            raise ProjectError(source, f"mask size {inst.size} differs from the image's {sizes[inst.image_id]}", where)
         if progress is not None and done % _PROGRESS_EVERY == 0:
             progress(done, total)
         yield inst
@@ -678,7 +683,7 @@ def _check_project(path: Path) -> None:
     finally:
         conn.close()
     if row is None:
-        raise ProjectError(path, f"not a SegRefiner Studio project (no format version)")
+        raise ProjectError(path, "not a SegRefiner Studio project (no format version)")
     version = json.loads(row[0])
     if version > FORMAT_VERSION:
         raise ProjectError(

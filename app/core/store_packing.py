@@ -22,6 +22,7 @@ from typing import Any
 _TAG = 1
 _COORDS_INT, _HAS_AREA, _AREA_INT, _HAS_BBOX, _BBOX_INT = 1, 2, 4, 8, 16
 _KEYS = frozenset({"segmentation", "area", "bbox"})
+_NUMBER_TYPES = frozenset({int, float})
 _HEADER = struct.Struct("<BBI")
 _SWAP = sys.byteorder != "little"
 
@@ -88,9 +89,10 @@ def _pack(original: dict[str, Any]) -> bytes | None:
 
 def _fixed(values: Any) -> tuple[bool, bytes] | None:
     """(all integers, packed) for a short list of numbers (area, bbox), None when not numbers."""
-    if type(values) is not list or not all(type(v) in (int, float) for v in values):
+    kinds = set(map(type, values)) if type(values) is list else {None}
+    if not kinds <= _NUMBER_TYPES:
         return None
-    integers = all(type(v) is int for v in values)
+    integers = kinds == {int}
     try:
         return integers, struct.pack(f"<{len(values)}{'q' if integers else 'd'}", *values)
     except struct.error:  # an integer beyond int64

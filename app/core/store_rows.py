@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from pycocotools import mask as mask_utils
 
 from app.core.model import (
-    Category, ChangeKind, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat,
+    Category, ChangeKind, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat, rle_areas,
 )
 from app.core.store_packing import pack_original, unpack_original
 
@@ -40,7 +40,7 @@ class InstanceSummary:
     status: ReviewStatus
     score: float | None
     iscrowd: int
-    area: int
+    area: float
     bbox: tuple[float, float, float, float]
     provenance_kind: ChangeKind
     z_order: int
@@ -101,17 +101,28 @@ def rle_from(counts: str, height: int, width: int) -> dict[str, Any]:
     return {"size": [height, width], "counts": counts}
 
 
-# pycocotools' area() builds a uint8 array holding the list's length, which numpy 2 refuses past 255.
-GEOMETRY_BATCH = 255
+INSERT_BATCH = 2000
 
 
-def mask_geometry(rles: Sequence[dict[str, Any]]) -> Iterator[tuple[int, float, float, float, float]]:
-    """(area, x, y, w, h) for each RLE (at most ``GEOMETRY_BATCH``), by pycocotools in one call each."""
+def _mask_geometry(rles: Sequence[dict[str, Any]]) -> Iterator[tuple[int, float, float, float, float]]:
+    """(area, x, y, w, h) for each RLE, by pycocotools in few calls."""
     if not rles:
         return iter(())
-    areas = mask_utils.area(list(rles))
     boxes = mask_utils.toBbox(list(rles))
-    return ((int(a), float(b[0]), float(b[1]), float(b[2]), float(b[3])) for a, b in zip(areas, boxes))
+    return ((a, float(b[0]), float(b[1]), float(b[2]), float(b[3])) for a, b in zip(rle_areas(rles), boxes))
+
+
+def geometry(instances: Sequence[tuple[dict[str, Any], dict[str, Any] | None]]) -> list[tuple[float, ...]]:
+    """(area, x, y, w, h) of each (RLE, original segmentation) pair: the annotation's own area and bbox while
+    it carries them (what export writes, and what COCO's size classes use), else the mask's."""
+    def own(original: dict[str, Any] | None) -> tuple[float, ...] | None:
+        if original is None or "area" not in original or len(original.get("bbox") or ()) != 4:
+            return None
+        return (original["area"], *original["bbox"])
+
+    owns = [own(original) for _, original in instances]
+    computed = _mask_geometry([rle for (rle, _), o in zip(instances, owns) if o is None])
+    return [o if o is not None else next(computed) for o in owns]
 
 
 # Enum member or its plain string -> the string (a str enum hashes like its value), for tight loops.
@@ -133,9 +144,9 @@ def provenance_values(p: Provenance) -> tuple[str, str | None, str | None, int |
 
 
 def insert_instances(
-    conn: sqlite3.Connection, instances: Iterable[Instance], next_z: dict[int, int], batch: int = GEOMETRY_BATCH
+    conn: sqlite3.Connection, instances: Iterable[Instance], next_z: dict[int, int], batch: int = INSERT_BATCH
 ) -> None:
-    """Insert instances and their masks, a batch at a time (geometry needs one pycocotools call per batch).
+    """Insert instances and their masks, a batch at a time (geometry takes few pycocotools calls per batch).
 
     File order is overlap order: each instance goes above the ones before it on its image. ``next_z`` maps
     an image id to the next free z (images absent from it start at 0) and is advanced in place.
@@ -151,7 +162,7 @@ def insert_instances(
 
 def _insert_chunk(conn: sqlite3.Connection, chunk: list[Instance], next_z: dict[int, int]) -> None:
     rows, masks = [], []
-    for inst, geo in zip(chunk, mask_geometry([inst.rle for inst in chunk])):
+    for inst, geo in zip(chunk, geometry([(inst.rle, inst.original_segmentation) for inst in chunk])):
         rle, p, image_id = inst.rle, inst.provenance, inst.image_id
         z_order = next_z.get(image_id, 0)
         next_z[image_id] = z_order + 1
@@ -182,7 +193,8 @@ def summary_from_row(row: Sequence[Any]) -> InstanceSummary:
     (iid, image_id, category_id, status, score, iscrowd, area, x, y, w, h, pkind, z_order, locked, hidden,
      changed, confidence) = row
     return InstanceSummary(
-        iid, image_id, category_id, _STATUS[status], score, iscrowd, area, (x, y, w, h), _KIND[pkind], z_order, bool(locked), bool(hidden), changed, confidence,
+        iid, image_id, category_id, _STATUS[status], score, iscrowd, area, (x, y, w, h), _KIND[pkind], z_order,
+        bool(locked), bool(hidden), changed, confidence,
     )
 
 

@@ -1,7 +1,9 @@
 """The project file's SQLite schema and the pragmas every connection uses.
 
 One file per dataset. Masks are kept as compressed COCO RLE counts (ASCII text) with their image size;
-area and bbox are stored beside them so listings can filter and sort in SQL without decoding anything.
+area and bbox are stored beside them so listings can filter and sort in SQL without decoding anything:
+the annotation's own values while it is unedited and carries them (what export writes back, and what
+COCO's size classes are computed from), the mask's pixel count and tight box otherwise.
 ``seq`` keeps the order records had in the imported file so export writes them back in that order; for
 instances it is the rowid, so export reads the table front to back and ``id`` lookups use a unique index.
 The bulky part of an instance (its RLE counts and imported polygons, about 1 kB for LVIS) lives in
@@ -49,7 +51,7 @@ CREATE TABLE instances (
     width INTEGER NOT NULL,
     score REAL,
     iscrowd INTEGER NOT NULL DEFAULT 0,
-    area INTEGER NOT NULL,
+    area REAL NOT NULL,
     bbox_x REAL NOT NULL,
     bbox_y REAL NOT NULL,
     bbox_w REAL NOT NULL,
@@ -92,11 +94,11 @@ CREATE TABLE session_state (
 );
 """
 
-# Built after a bulk import: filling indexed tables row by row is slower than indexing once.
+# Built after a bulk import: filling indexed tables row by row is slower than indexing once. No index on
+# status: four values over a narrow table scan as fast as an index would serve them.
 INDEXES = """
 CREATE INDEX IF NOT EXISTS instances_by_image ON instances(image_id, z_order);
 CREATE INDEX IF NOT EXISTS instances_by_category ON instances(category_id);
-CREATE INDEX IF NOT EXISTS instances_by_status ON instances(status);
 CREATE INDEX IF NOT EXISTS edits_by_instance ON edits(instance_id);
 """
 

@@ -24,6 +24,7 @@ from PySide6.QtGui import QUndoStack
 
 from app.core import mask_ops
 from app.core.mask_ops import Rect
+from app.gui.commands import AddInstanceCommand, DeleteInstanceCommand, LayerFieldCommand, Patch, PatchCommand, describe
 
 GUIDANCE = ("foreground", "background", "region")
 UNDO_LIMIT = 1000
@@ -152,8 +153,6 @@ class ImageDocument(QObject):
 
     def clear_guidance(self) -> None:
         """Erase all guidance strokes (one undo step)."""
-        from app.gui.commands import Patch, PatchCommand
-
         patches = []
         for kind in GUIDANCE:
             mask = getattr(self, kind)
@@ -162,7 +161,7 @@ class ImageDocument(QObject):
                 before = mask_ops.take_patch(mask, rect)
                 patches.append(Patch.of(kind, rect, before, np.zeros_like(before)))
         if patches:
-            self.undo_stack.push(PatchCommand(self, patches, "clear guidance", "Clear guidance"))
+            self.undo_stack.push(PatchCommand(self, patches, "clear guidance", describe("clear guidance", None), applied=False))
 
     # ----- refine preview
     def set_preview(self, instance_id: int, mask: np.ndarray, confidence: np.ndarray | None, box: Rect | None = None) -> None:
@@ -223,7 +222,7 @@ class ImageDocument(QObject):
         """Close the current stroke as one undo step (none when it changed nothing)."""
         stroke, self._stroke = self._stroke, None
         if stroke is not None:
-            self._push_patches(stroke.patches(self), stroke.action)
+            self._push_patches(stroke.patches(self), stroke.action, stroke.target)
 
     def cancel_stroke(self) -> None:
         """Undo the pixels of the stroke in progress without leaving an undo step."""
@@ -245,10 +244,8 @@ class ImageDocument(QObject):
     def apply_mask(self, instance_id: int, new_mask: np.ndarray, action: str, provenance: dict[str, Any] | None = None) -> bool:
         """Replace an instance's mask (e.g. accept a refinement); the undo step keeps only the changed bbox.
 
-        Returns False when nothing changed (no undo step, but the provenance is still recorded).
+        Returns False when no pixel changed; the step is still pushed, recording the provenance.
         """
-        from app.gui.commands import Patch, PatchCommand
-
         self._check_mask(new_mask, "new mask")
         self.end_stroke()
         layer = self._layers[instance_id]
@@ -256,27 +253,24 @@ class ImageDocument(QObject):
         patches = []
         if rect is not None:
             patches.append(Patch.of(instance_id, rect, mask_ops.take_patch(layer.mask, rect), mask_ops.take_patch(new_mask, rect)))
-        prov = provenance if provenance is not None else {"kind": "manual"}
-        command = PatchCommand(self, patches, action, action.capitalize(), provenance=prov, applied=False)
-        command.watch_instance(instance_id)
-        self.undo_stack.push(command)
+        self.undo_stack.push(PatchCommand(self, patches, action, describe(action, instance_id), provenance, applied=False, instance_id=instance_id))
         return rect is not None
 
     # ----- instance properties (each one undo step)
     def set_status(self, instance_id: int, status: str) -> None:
-        self._set_field(instance_id, "status", status, f"Status {status}")
+        self._set_field(instance_id, "status", status, f"Status {status} #{instance_id}")
 
     def set_category(self, instance_id: int, category_id: int) -> None:
-        self._set_field(instance_id, "category_id", category_id, "Change category")
+        self._set_field(instance_id, "category_id", category_id, f"Category {category_id} #{instance_id}")
 
     def set_visible(self, instance_id: int, visible: bool) -> None:
-        self._set_field(instance_id, "visible", visible, "Show" if visible else "Hide")
+        self._set_field(instance_id, "visible", visible, f"{'Show' if visible else 'Hide'} #{instance_id}")
 
     def set_locked(self, instance_id: int, locked: bool) -> None:
-        self._set_field(instance_id, "locked", locked, "Lock" if locked else "Unlock")
+        self._set_field(instance_id, "locked", locked, f"{'Lock' if locked else 'Unlock'} #{instance_id}")
 
     def set_z(self, instance_id: int, z: int) -> None:
-        self._set_field(instance_id, "z", z, "Reorder")
+        self._set_field(instance_id, "z", z, f"Reorder #{instance_id}")
 
     def bring_to_front(self, instance_id: int) -> None:
         self.set_z(instance_id, max(layer.z for layer in self._layers.values()) + 1)
@@ -286,8 +280,6 @@ class ImageDocument(QObject):
 
     def add_instance(self, category_id: int, mask: np.ndarray, instance_id: int | None = None) -> int:
         """Add an instance on top of the others; the id comes from ``id_allocator`` when set."""
-        from app.gui.commands import AddInstanceCommand
-
         self._check_mask(mask, "new instance mask")
         self.end_stroke()
         if instance_id is None:
@@ -300,8 +292,6 @@ class ImageDocument(QObject):
         return instance_id
 
     def delete_instance(self, instance_id: int) -> None:
-        from app.gui.commands import DeleteInstanceCommand
-
         self.end_stroke()
         self.undo_stack.push(DeleteInstanceCommand(self, self._layers[instance_id]))
 
@@ -362,32 +352,33 @@ class ImageDocument(QObject):
             raise ValueError(f"{what} has shape {mask.shape}, the image is {self.shape}")
 
     def _set_field(self, instance_id: int, name: str, value: Any, text: str) -> None:
-        from app.gui.commands import LayerFieldCommand
-
         self.end_stroke()
         if getattr(self._layers[instance_id], name) != value:
             self.undo_stack.push(LayerFieldCommand(self, instance_id, name, value, text))
 
     def _one_shot(self, target: Target, action: str, edit: Callable[[np.ndarray], Rect | None]) -> Rect | None:
-        if not self.begin_stroke(target, action):
+        """Run a click edit (fill, lasso) as one undo step; the copy taken first bounds a fill's change."""
+        self.end_stroke()
+        if not self.editable(target):
             return None
-        stroke = self._stroke
-        assert stroke is not None
         mask = self.target_mask(target, create=True)
         assert mask is not None
-        before = mask.copy() if isinstance(target, str) or mask.size <= 4096 else None
-        rect = edit(mask if before is None else mask)
-        if rect is not None:
-            stroke.remember_full(target, before, rect, mask)
-            self.notify(target, rect)
-        self.end_stroke()
+        before = mask.copy()
+        rect = edit(mask)
+        if rect is None:
+            return None
+        self.notify(target, rect)
+        x0, y0, x1, y1 = rect
+        changed = mask_ops.changed_rect(before[y0:y1, x0:x1], mask[y0:y1, x0:x1])
+        if changed is not None:
+            sub = (x0 + changed[0], y0 + changed[1], x0 + changed[2], y0 + changed[3])
+            patch = Patch.of(target, sub, mask_ops.take_patch(before, sub), mask_ops.take_patch(mask, sub))
+            self._push_patches([patch], action, target)
         return rect
 
-    def _push_patches(self, patches: list[Any], action: str) -> None:
-        from app.gui.commands import PatchCommand
-
+    def _push_patches(self, patches: list[Patch], action: str, target: Target) -> None:
         if patches:
-            self.undo_stack.push(PatchCommand(self, patches, action, action.capitalize()))
+            self.undo_stack.push(PatchCommand(self, patches, action, describe(action, target)))
 
 
 class _Stroke:
@@ -410,13 +401,7 @@ class _Stroke:
                     tiles[(ty, tx)] = mask[ty * t : (ty + 1) * t, tx * t : (tx + 1) * t].copy()
         self._rects[target] = mask_ops.union_rect(self._rects.get(target), rect)
 
-    def remember_full(self, target: Target, before: np.ndarray | None, rect: Rect, mask: np.ndarray) -> None:
-        """Record an edit already made, given a full copy of the mask from before it."""
-        raise NotImplementedError
-
-    def patches(self, doc: ImageDocument) -> list[Any]:
-        from app.gui.commands import Patch
-
+    def patches(self, doc: ImageDocument) -> list[Patch]:
         out = []
         t = self.TILE
         for target, rect in self._rects.items():

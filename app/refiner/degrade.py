@@ -279,7 +279,7 @@ def _organic(shape: tuple[int, int], cy: int, cx: int, radius: float, rng: np.ra
 
 
 def _edge_pixels(mask: np.ndarray) -> np.ndarray:
-    """(y, x) of the mask's boundary pixels; where the image border cuts the mask only if there are no others."""
+    """(y, x) of the mask's boundary pixels; those along the image border only when there are no others."""
     m = mask.astype(np.uint8)
     kernel = np.ones((3, 3), np.uint8)
     edge = np.argwhere(m - cv2.erode(m, kernel))
@@ -369,9 +369,9 @@ def synthesize(gt: np.ndarray, rng: np.random.Generator, kind: str | None = None
     """A coarse mask for ``gt`` and the name of the degradation that made it.
 
     ``kind`` forces one degradation; otherwise one is drawn with ``probs`` (weights over COARSE_KINDS,
-    normalised). A result that is empty, over 3× the GT's area, or with an IoU outside [0.3, 0.995] is redrawn
-    (same kind, up to 4 tries); then a 1-px shift is used and reported as "shift". An empty GT comes
-    back empty as "none".
+    normalised). A result that is empty, over 3× the GT's area, or with an IoU to the GT outside
+    [0.3, 0.995] is redrawn (same kind, up to 4 tries); then a 1-px shift is used and reported as "shift".
+    An empty GT comes back empty as "none". Returns a bool mask of the GT's shape.
     """
     if kind is None:
         unknown = set(probs) - set(COARSE_KINDS)

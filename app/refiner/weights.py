@@ -232,13 +232,13 @@ def load_weights(
 
     ``.safetensors`` files are ours (network rebuilt from their metadata); anything else is read as an
     official-style ``.pth`` into the ``official`` preset. Registry files are checked against their SHA-256
-    when the registry knows it and ``verify`` is set.
+    when the registry knows it and ``verify`` is set (and the checksum is logged when it does not).
     """
     path, entry = _locate(path_or_name)
-    sha256 = verify_sha256(path, entry.sha256) if entry and entry.sha256 and verify else None
+    sha256 = _registry_checksum(path, entry) if entry and verify else None
     if path.suffix == SAFETENSORS_SUFFIX:
-        state, config, metadata = _read_safetensors(path)
-        preset, file_format = metadata.pop("preset", preset_name(config)), "safetensors"
+        state, config, preset, metadata = _read_safetensors(path)
+        file_format = "safetensors"
     else:
         state, config, metadata = load_official_checkpoint(path), PRESETS["official"], {}
         preset, file_format = "official", "official-pth"
@@ -249,6 +249,14 @@ def load_weights(
                        name=entry.name if entry else None, sha256=sha256, metadata=metadata)
     log.info("loaded %s weights (%s) from %s", preset, file_format, path)
     return model, info
+
+
+def _registry_checksum(path: Path, entry: CheckpointEntry) -> str:
+    if entry.sha256:
+        return verify_sha256(path, entry.sha256)
+    actual = file_sha256(path)
+    log.info("%s: SHA-256 %s (the registry has none for %s yet)", path, actual, entry.name)
+    return actual
 
 
 def _locate(path_or_name: str | os.PathLike[str]) -> tuple[Path, CheckpointEntry | None]:
@@ -280,7 +288,7 @@ def _describe_load_failure(exc: Exception) -> str:
     return f"not a PyTorch checkpoint: corrupt, truncated or another format ({type(exc).__name__})"
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], UNetConfig, dict[str, Any]]:
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], UNetConfig, str, dict[str, Any]]:
     path = _existing_file(path)
     try:
         with safe_open(path, framework="pt", device="cpu") as handle:
@@ -295,8 +303,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], UNetConfig, 
         config = UNetConfig.from_dict(json.loads(header["config"]))
     except (ValueError, TypeError) as exc:
         raise WeightsError(f"{path}: invalid U-Net config in metadata ({exc})") from exc
-    metadata = {k: _decode_json(v) for k, v in header.items() if k not in ("format", "config", "dtype")}
-    return state, config, metadata
+    metadata = {k: _decode_json(v) for k, v in header.items() if k not in RESERVED_METADATA}
+    return state, config, header.get("preset") or preset_name(config), metadata
 
 
 def _decode_json(text: str) -> Any:

@@ -98,12 +98,12 @@ def test_one_bad_part_of_several_is_dropped(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (lambda d: d["annotations"][0].pop("image_id"), "annotation 17: image None is not among the file's (valid) images"),
+        (lambda d: d["annotations"][0].pop("image_id"), "annotation 17: 'image_id' must be a 64-bit integer, not null"),
         (lambda d: d["annotations"][0].update(image_id=99), "annotation 17: image 99 is not among the file's (valid) images"),
         (lambda d: d["annotations"][0].update(category_id=7), "annotation 17: category 7 is not among the file's (valid) categories"),
         (lambda d: d["annotations"][0].pop("segmentation"), "annotation 17: no 'segmentation'"),
-        (lambda d: d["annotations"][0].pop("id"), "annotations[0]: 'id' must be an integer, not null"),
-        (lambda d: d["annotations"][0].update(id="17"), "annotations[0]: 'id' must be an integer, not a string"),
+        (lambda d: d["annotations"][0].pop("id"), "annotations[0]: 'id' must be a 64-bit integer, not null"),
+        (lambda d: d["annotations"][0].update(id="17"), "annotations[0]: 'id' must be a 64-bit integer, not \"17\""),
         (lambda d: d["annotations"][0].update(segmentation=[1, 2, 3, 4, 5, 6]),
          "annotation 17: 'segmentation' is a flat list of numbers; it must be a list of polygons"),
         (lambda d: d["annotations"][0].update(segmentation=[[1, 2, "x", 4, 5, 6]]),
@@ -123,7 +123,7 @@ def test_one_bad_part_of_several_is_dropped(tmp_path: Path) -> None:
          "annotation 17: RLE 'counts' is not a valid compressed RLE string"),
         (lambda d: d["annotations"][0].update(segmentation={"size": [30, 40]}), "annotation 17: RLE segmentation needs 'size' and 'counts'"),
         (lambda d: d["annotations"].append(dict(d["annotations"][0])), "annotation 17: duplicate annotation id; the first one is kept"),
-        (lambda d: d["annotations"].append(7), "annotations[3]: not a JSON object but a int"),
+        (lambda d: d["annotations"].append(7), "annotations[3]: not a JSON object but a number"),
     ],
 )
 def test_a_bad_annotation_is_skipped_and_the_rest_imports(change: Callable, expected: str, tmp_path: Path) -> None:
@@ -153,6 +153,8 @@ def test_a_short_compressed_rle_is_caught_before_pycocotools_decodes_garbage(tmp
          "image 3: no 'file_name' (and no 'coco_url' to take it from) (skipped)"),
         (lambda d: d["categories"].append({"id": 3}), "category 3: 'name' must be a string, not null (skipped)"),
         (lambda d: d["annotations"][0].update(iscrowd=2), "annotation 17: 'iscrowd' is 2, not 0 or 1 (kept as iscrowd 0)"),
+        (lambda d: d["images"].append({"id": 2**64, "file_name": "c.jpg", "width": 5, "height": 5}),
+         "images[2]: 'id' must be a 64-bit integer, not 18446744073709551616 (skipped)"),
         (lambda d: d["annotations"][0].update(area="big"), "annotation 17: 'area' is a string, not a number (recomputed from the mask)"),
         (lambda d: d["annotations"][0].update(bbox=[1, 2]), "annotation 17: 'bbox' is not 4 numbers (recomputed from the mask)"),
         (lambda d: d["annotations"][0].update(segmentation=[]), "annotation 17: empty segmentation (kept as an empty mask)"),
@@ -168,7 +170,7 @@ def test_annotations_of_a_skipped_image_are_reported_too(tmp_path: Path) -> None
     ids, report = _import(tmp_path, lambda d: d["images"][1].update(width="wide"))
     assert ids == {17, 18}
     assert _problems(report) == [
-        "image 2: width 'wide' and height 30 are not a valid image size (skipped)",
+        "image 2: width \"wide\" and height 30 are not a valid image size (skipped)",
         "annotation 19: image 2 is not among the file's (valid) images (skipped)",
     ]
 
@@ -196,7 +198,7 @@ def test_prediction_problems_name_the_prediction(tmp_path: Path) -> None:
     dataset, report = load_coco_results(write(tmp_path / "r.json", predictions), meta)
     assert _problems(report) == [
         "predictions[1]: image 5 is not among the file's (valid) images (skipped)",
-        "predictions[2]: 'score' is 'high', not a number (kept without a score)",
+        "predictions[2]: 'score' is \"high\", not a number (kept without a score)",
     ]
     assert [(i.id, i.score) for i in dataset.instances] == [(1, 0.9), (2, None)]
 

@@ -21,6 +21,7 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 COCO_TINY = DATA / "coco_tiny"
 VAL = COCO_TINY / "annotations" / "instances_val2017.json"
 PENNFUDAN = DATA / "pennfudan"
+LVIS = DATA / "lvis_val_100" / "lvis_val_100.json"
 
 needs_coco_tiny = pytest.mark.skipif(not VAL.is_file(), reason=f"real data absent: {VAL}")
 needs_pennfudan = pytest.mark.skipif(not (PENNFUDAN / "PedMasks").is_dir(), reason=f"real data absent: {PENNFUDAN}")
@@ -187,12 +188,20 @@ def test_export_results_format(val_project: Path, val_masks: dict[int, np.ndarra
     assert run("export", "--project", val_project, "--out", out, "--format", "results") == 0
     results = json.loads(out.read_text())
     assert len(results) == 815
-    decoded = [mask_utils.decode(r["segmentation"]) for r in results[:20]]
-    assert all(m.shape == (r["segmentation"]["size"][0], r["segmentation"]["size"][1]) for m, r in zip(decoded, results))
+    assert set(results[0]) >= {"image_id", "category_id", "segmentation", "score", "bbox"}
+    got = {}
+    for r in results:
+        got.setdefault(r["image_id"], []).append(mask_utils.decode(r["segmentation"]))
+    coco = COCO(str(VAL))
+    for image_id, masks in list(got.items())[:10]:
+        want = [val_masks[a] for a in coco.getAnnIds(imgIds=[image_id])]
+        assert sorted(m.tobytes() for m in masks) == sorted(m.tobytes() for m in want)
 
 
 @needs_coco_tiny
-def test_ctrl_c_during_export_leaves_no_file(val_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_during_export_leaves_no_file(
+    val_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def interrupt(self: cli_dataset.Progress, done: int, total: int | None = None) -> None:
         if done == 100:
             raise KeyboardInterrupt
@@ -213,6 +222,16 @@ def test_ctrl_c_during_import_leaves_no_project(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(KeyboardInterrupt):
         run("import", VAL, "--project", tmp_path / "val.srproj")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not LVIS.is_file(), reason=f"real data absent: {LVIS}")
+def test_lvis_round_trips_through_a_project_unchanged(tmp_path: Path) -> None:
+    project, out = tmp_path / "lvis.srproj", tmp_path / "lvis.json"
+    assert run("import", LVIS, "--project", project) == 0
+    with ProjectStore.open(project, read_only=True) as store:
+        assert store.kind == "lvis"
+    assert run("export", "--project", project, "--out", out, "--polygons") == 0
+    assert json.loads(out.read_text()) == json.loads(LVIS.read_text())
 
 
 # ------------------------------------------------------------------------------------------ png masks

@@ -113,7 +113,7 @@ def test_mba_identical_is_one_and_shift_by_hand() -> None:
     gt = rect((30, 30), 10, 20, 10, 20)  # radii all 1: 3×3 cross kernel
     assert boundary_accuracy(gt, gt) == 1.0
     pred = rect((30, 30), 10, 20, 11, 21)
-    # band = cross-dilation (140 px) − cross-erosion (64 px) = 76 px; columns 10 and 20 (10 px each) are wrong
+    # band = cross-dilation (140 px) − cross-erosion (64 px) = 76 px; columns 10 and 20 (10 px each) wrong
     assert boundary_accuracy(pred, gt) == pytest.approx(56 / 76)
 
 

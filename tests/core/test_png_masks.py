@@ -130,3 +130,12 @@ def test_images_without_masks_get_empty_label_maps(tmp_path: Path) -> None:
     save_png_masks(dataset, tmp_path)
     empty = cv2.imread(str(tmp_path / "empty_mask.png"), cv2.IMREAD_UNCHANGED)
     assert empty.shape == (4, 5) and not empty.any()
+
+
+def test_instances_must_come_grouped_by_image(tmp_path: Path) -> None:
+    dataset = _overlapping()
+    dataset.images[2] = ImageRecord(2, "y.jpg", 12, 10)
+    a, b = dataset.instances
+    b.image_id = 2
+    with pytest.raises(ValueError, match="grouped by image"):
+        write_label_masks(tmp_path, dataset.images.values(), [a, b, Instance(3, 1, 1, a.rle)])

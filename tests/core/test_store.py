@@ -421,16 +421,20 @@ def test_imported_geometry_is_kept_until_the_mask_is_edited(tmp_path: Path) -> N
     ds.instances[0].original_segmentation = polygon
     ds.instances[0].source_format = SegmentationFormat.POLYGON
     with ProjectStore.create(tmp_path / "p.srproj", ds) as store:
+        listed = lambda: store.list_instances(InstanceFilter(image_id=10, category_ids=[2]))[0]  # noqa: E731
         inst = store.instance(31)
         assert (inst.original_segmentation, inst.source_format) == (polygon, SegmentationFormat.POLYGON)
+        assert (listed().area, listed().bbox) == (400.0, (5.0, 5.0, 20.0, 20.0))  # the annotation's own
         assert store.instance(7).source_format is None
         edit = store.set_mask(31, blob())
         inst = store.instance(31)
         assert (inst.original_segmentation, inst.source_format) == (None, SegmentationFormat.MASK)
+        assert (listed().area, listed().bbox) == (blob().sum(), (15.0, 15.0, 25.0, 20.0))  # the mask's
         store.revert(edit.id)
         inst = store.instance(31)
         assert (inst.original_segmentation, inst.source_format) == (polygon, SegmentationFormat.POLYGON)
         assert np.array_equal(inst.mask(), ring())
+        assert listed().area == 400.0
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Coarse-mask synthesis: every kind gives a sane, seeded, binary mask; SegRefiner's steps behave as specified."""
+"""Coarse-mask synthesis: each kind gives a sane, seeded, binary mask; SegRefiner's steps act as specified."""
 from __future__ import annotations
 
 from pathlib import Path

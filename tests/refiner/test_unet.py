@@ -12,6 +12,7 @@ from app.refiner.unet import (
     AttentionBlock,
     DenoiseUNet,
     GroupNorm32,
+    NarrowingUpsample,
     ResBlock,
     UNetConfig,
     build_unet,
@@ -158,7 +159,7 @@ def test_official_config_values() -> None:
     assert cfg.channel_mult == (1, 1, 2, 2, 4, 4)
     assert (cfg.num_res_blocks, cfg.attention_strides, cfg.num_heads) == (2, (16, 32), 4)
     assert (cfg.num_timesteps, cfg.time_embed_dim, cfg.norm_groups, cfg.dropout) == (6, 512, 32, 0.0)
-    assert cfg.upsample_conv and not cfg.downsample_widens and not cfg.zero_init_residual
+    assert cfg.upsample == "conv" and not cfg.downsample_widens and not cfg.zero_init_residual
     assert cfg.input_multiple == 32
 
 
@@ -258,6 +259,29 @@ def test_attention_block_matches_reference() -> None:
         assert torch.allclose(block(x), expected.reshape(2, 128, 8, 8), atol=1e-5)
 
 
+def test_res_block_adds_time_embedding_between_the_convs() -> None:
+    torch.manual_seed(6)
+    block = ResBlock(16, 24, 32, dropout=0.0, groups=8).eval()
+    x, emb = torch.randn(2, 16, 8, 8), torch.randn(2, 24)
+    i_norm, _, i_conv = block.in_layers
+    o_norm, _, _, o_conv = block.out_layers
+    h = F.conv2d(F.silu(F.group_norm(x, 8, i_norm.weight, i_norm.bias)), i_conv.weight, i_conv.bias, padding=1)
+    h = h + F.linear(F.silu(emb), block.emb_layers[1].weight, block.emb_layers[1].bias)[:, :, None, None]
+    h = F.conv2d(F.silu(F.group_norm(h, 8, o_norm.weight, o_norm.bias)), o_conv.weight, o_conv.bias, padding=1)
+    skip = F.conv2d(x, block.skip_connection.weight, block.skip_connection.bias)
+    with torch.no_grad():
+        assert torch.allclose(block(x, emb), skip + h, atol=1e-5)
+
+
+def test_narrowing_upsample_equals_convolving_after_upsampling() -> None:
+    torch.manual_seed(7)
+    up = NarrowingUpsample(32, 16)
+    x = torch.randn(1, 32, 8, 8)
+    after = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), up.proj.weight, up.proj.bias)
+    with torch.no_grad():
+        assert torch.allclose(up(x), after, atol=1e-5)
+
+
 def test_group_norm_runs_in_fp32_and_casts_back() -> None:
     norm = GroupNorm32(4, 16)
     x = torch.randn(2, 16, 8, 8) * 400  # squares overflow float16
@@ -343,3 +367,5 @@ def test_config_rejects_unknown_things() -> None:
         UNetConfig(num_heads=3)
     with pytest.raises(ValueError, match="num_res_blocks"):
         UNetConfig(num_res_blocks=(1, 2))
+    with pytest.raises(ValueError, match="upsample must be one of conv, narrow"):
+        UNetConfig(upsample="bilinear")

@@ -262,7 +262,7 @@ def test_registry_name_resolves_in_env_dir(isolated_dirs: Path) -> None:
     save_weights(model, isolated_dirs / "compact-v1.safetensors", {"training_data": "test"})
     loaded, info = load_weights("compact-v1")
     assert info.name == "compact-v1" and info.path == isolated_dirs / "compact-v1.safetensors"
-    assert info.sha256 is None  # the registry has no checksum for it yet
+    assert info.sha256 == file_sha256(info.path)  # the registry has none yet: computed and logged
     assert _same_weights(loaded, model)
 
 

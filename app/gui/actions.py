@@ -1,0 +1,179 @@
+"""Every command of the window as one QAction, with its default shortcut and icon, in one registry.
+
+Menus, toolbars, buttons and the settings dialog all take their actions from here, so a shortcut changed
+in the settings applies everywhere at once and is remembered (QSettings ``shortcuts/<name>``; a name
+stored with an empty value means the user cleared that shortcut).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import qtawesome as qta
+from PySide6.QtCore import QObject, QSettings, Qt
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+
+SHORTCUT_PREFIX = "shortcuts/"
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One command: registry name, menu text, default shortcut, qtawesome icon, tooltip."""
+
+    name: str
+    text: str
+    shortcut: str = ""
+    icon: str | None = None
+    tip: str = ""
+    checkable: bool = False
+
+
+# Canvas tool names (GUI-A's Canvas.set_tool) in toolbar order.
+TOOLS = ("select", "brush", "eraser", "fill", "lasso_add", "lasso_subtract", "fg_brush", "bg_brush", "region_brush")
+
+SPECS: tuple[ActionSpec, ...] = (
+    # file
+    ActionSpec("file.open_demo", "Open &Demo Project", "", "mdi6.image-multiple", "Open the bundled demo photos"),
+    ActionSpec("file.open_project", "&Open Project…", "Ctrl+O", "mdi6.folder-open", "Open a project file (.srproj)"),
+    ActionSpec("file.import_coco", "Import COCO / LVIS…", "Ctrl+I", "mdi6.file-import",
+               "Create a project from a COCO or LVIS JSON and its image folder"),
+    ActionSpec("file.import_results", "Import Predictions (COCO results)…", "Ctrl+Shift+I", "mdi6.database-import",
+               "Create a project from a model's COCO results file"),
+    ActionSpec("file.import_png", "Import PNG Masks…", "", "mdi6.folder-image",
+               "Create a project from a folder of PNG masks and its image folder"),
+    ActionSpec("file.images_folder", "Locate Images Folder…", "", "mdi6.folder-search",
+               "Point the project at the folder its images are in"),
+    ActionSpec("file.save", "&Save", "Ctrl+S", "mdi6.content-save", "Every edit is saved as it is made; this flushes"),
+    ActionSpec("file.export", "&Export…", "Ctrl+E", "mdi6.export", "Export COCO, LVIS or PNG masks"),
+    ActionSpec("file.settings", "Se&ttings…", "Ctrl+,", "mdi6.cog"),
+    ActionSpec("file.quit", "&Quit", "Ctrl+Q"),
+    # edit
+    ActionSpec("edit.undo", "&Undo", "Ctrl+Z", "mdi6.undo"),
+    ActionSpec("edit.redo", "&Redo", "Ctrl+Shift+Z", "mdi6.redo"),
+    ActionSpec("edit.clear_guidance", "Clear Guidance Strokes", "Ctrl+Shift+Backspace", "mdi6.broom",
+               "Erase the foreground, background and region strokes"),
+    # tools
+    ActionSpec("tool.select", "Select", "V", "mdi6.cursor-default", "Select an instance (click; Tab cycles)", True),
+    ActionSpec("tool.brush", "Brush", "B", "mdi6.brush", "Paint the selected instance ([ ] or Alt+drag: size)", True),
+    ActionSpec("tool.eraser", "Eraser", "E", "mdi6.eraser", "Erase from the selected instance", True),
+    ActionSpec("tool.fill", "Fill", "G", "mdi6.format-color-fill", "Fill a hole or region of the selected instance", True),
+    ActionSpec("tool.lasso_add", "Lasso Add", "L", "mdi6.lasso", "Add a lasso polygon to the selected instance", True),
+    ActionSpec("tool.lasso_subtract", "Lasso Subtract", "Shift+L", "mdi6.selection-remove",
+               "Cut a lasso polygon out of the selected instance", True),
+    ActionSpec("tool.fg_brush", "Must-Be-Foreground Brush", "K", "mdi6.plus-circle-outline",
+               "Paint pixels the refiner must keep in the mask", True),
+    ActionSpec("tool.bg_brush", "Must-Be-Background Brush", "Shift+K", "mdi6.minus-circle-outline",
+               "Paint pixels the refiner must keep out of the mask", True),
+    ActionSpec("tool.region_brush", "Refine-Region Brush", "J", "mdi6.selection-ellipse",
+               "Paint the only area the refiner may change", True),
+    ActionSpec("brush.smaller", "Smaller Brush", "[", "mdi6.minus"),
+    ActionSpec("brush.larger", "Larger Brush", "]", "mdi6.plus"),
+    # instances
+    ActionSpec("instance.new", "New Instance", "Ctrl+N", "mdi6.shape-plus", "Add an empty instance and paint it"),
+    ActionSpec("instance.delete", "Delete Instance", "Delete", "mdi6.delete"),
+    ActionSpec("instance.category", "Change Category…", "C", "mdi6.tag"),
+    ActionSpec("instance.lock", "Lock / Unlock", "Ctrl+L", "mdi6.lock"),
+    ActionSpec("instance.hide", "Hide / Show", "H", "mdi6.eye-off"),
+    ActionSpec("instance.raise", "Bring to Front", "Ctrl+]", "mdi6.arrange-bring-forward"),
+    ActionSpec("instance.lower", "Send to Back", "Ctrl+[", "mdi6.arrange-send-backward"),
+    ActionSpec("instance.next", "Next Instance", "Tab", "mdi6.chevron-right"),
+    ActionSpec("instance.previous", "Previous Instance", "Shift+Tab", "mdi6.chevron-left"),
+    ActionSpec("image.next", "Next Image", "PgDown", "mdi6.skip-next"),
+    ActionSpec("image.previous", "Previous Image", "PgUp", "mdi6.skip-previous"),
+    # review
+    ActionSpec("review.accepted", "Mark Accepted", "A", "mdi6.check-circle"),
+    ActionSpec("review.rejected", "Mark Rejected", "X", "mdi6.close-circle"),
+    ActionSpec("review.needs_work", "Mark Needs Work", "W", "mdi6.alert-circle"),
+    ActionSpec("review.next_unreviewed", "Next Unreviewed", "N", "mdi6.skip-forward"),
+    # refine
+    ActionSpec("refine.run", "Refine Selected", "R", "mdi6.auto-fix", "Refine the selected instance step by step"),
+    ActionSpec("refine.image", "Refine All of Image", "Shift+R", "mdi6.image-auto-adjust",
+               "Refine every unlocked instance of this image (queued, applied as undoable edits)"),
+    ActionSpec("refine.dataset", "Refine All Unreviewed", "Ctrl+Shift+R", "mdi6.play-box-multiple",
+               "Refine every unreviewed instance of the project (queued; review them by largest change)"),
+    ActionSpec("refine.stop", "Stop", "Esc", "mdi6.stop", "Stop after the current step; nothing is changed"),
+    ActionSpec("refine.pause", "Pause Queue", "P", "mdi6.pause", "Pause or resume the refine queue", True),
+    ActionSpec("refine.accept", "Accept Refinement", "Shift+Return", "mdi6.check",
+               "Apply the shown step to the instance (one undo step)"),
+    ActionSpec("refine.accept_next", "Accept and Next", "Return", "mdi6.check-all",
+               "Apply the shown step (if any), mark the instance accepted, go to the next unreviewed"),
+    ActionSpec("refine.reject", "Reject Refinement", "Backspace", "mdi6.close", "Discard the refinement"),
+    ActionSpec("refine.step_back", "Previous Step", ",", "mdi6.step-backward"),
+    ActionSpec("refine.step_forward", "Next Step", ".", "mdi6.step-forward"),
+    # view
+    ActionSpec("view.fit", "Zoom to Fit", "F", "mdi6.fit-to-screen"),
+    ActionSpec("view.actual", "Zoom 100%", "1", "mdi6.magnify-plus-outline"),
+    ActionSpec("view.zoom_instance", "Zoom to Instance", "Z", "mdi6.image-filter-center-focus"),
+    ActionSpec("view.contour_only", "Contours Only", "O", "mdi6.border-outside", checkable=True),
+    ActionSpec("view.selected_only", "Selected Instance Only", "S", "mdi6.select-all", checkable=True),
+    ActionSpec("view.color_by_category", "Colour by Category", "Shift+C", "mdi6.palette", checkable=True),
+    ActionSpec("view.show_diff", "Show Refiner Changes", "D", "mdi6.vector-difference",
+               "Pixels the refiner added and removed, in two colours", True),
+    ActionSpec("view.show_confidence", "Show Refiner Confidence", "U", "mdi6.thermometer",
+               "Where the refiner is unsure, as a heatmap", True),
+)
+
+
+class ActionRegistry(QObject):
+    """The QActions of one window, built from ``SPECS`` with the user's shortcuts applied."""
+
+    def __init__(self, parent: QObject, settings: QSettings | None = None) -> None:
+        super().__init__(parent)
+        self._settings = settings or QSettings()
+        self._specs = {spec.name: spec for spec in SPECS}
+        self._actions: dict[str, QAction] = {}
+        self.tool_group = QActionGroup(self)
+        self.tool_group.setExclusive(True)
+        for spec in SPECS:
+            action = QAction(spec.text, parent)
+            action.setObjectName(spec.name)
+            if spec.icon:
+                action.setIcon(qta.icon(spec.icon))
+            action.setCheckable(spec.checkable)
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            self._actions[spec.name] = action
+            if spec.name.startswith("tool."):
+                self.tool_group.addAction(action)
+            self._apply(spec.name, self.shortcut(spec.name))
+        self._actions["tool.select"].setChecked(True)
+
+    def refresh_icons(self) -> None:
+        """Re-create the icons (after the theme changed qtawesome's default colours)."""
+        for spec in SPECS:
+            if spec.icon:
+                self._actions[spec.name].setIcon(qta.icon(spec.icon))
+
+    def __getitem__(self, name: str) -> QAction:
+        return self._actions[name]
+
+    def specs(self) -> list[ActionSpec]:
+        return list(self._specs.values())
+
+    def shortcut(self, name: str) -> QKeySequence:
+        """The user's shortcut for an action, or its default."""
+        key = SHORTCUT_PREFIX + name
+        if self._settings.contains(key):
+            return QKeySequence(str(self._settings.value(key) or ""))
+        return QKeySequence(self._specs[name].shortcut)
+
+    def set_shortcut(self, name: str, sequence: QKeySequence | str) -> None:
+        """Change and remember an action's shortcut (an empty sequence clears it)."""
+        sequence = QKeySequence(sequence)
+        default = QKeySequence(self._specs[name].shortcut)
+        key = SHORTCUT_PREFIX + name
+        if sequence == default:
+            self._settings.remove(key)
+        else:
+            self._settings.setValue(key, sequence.toString(QKeySequence.SequenceFormat.PortableText))
+        self._apply(name, sequence)
+
+    def reset_shortcuts(self) -> None:
+        for name in self._specs:
+            self.set_shortcut(name, self._specs[name].shortcut)
+
+    def _apply(self, name: str, sequence: QKeySequence) -> None:
+        action = self._actions[name]
+        action.setShortcut(sequence)
+        spec = self._specs[name]
+        tip = spec.tip or spec.text.replace("&", "").rstrip("…")
+        shown = sequence.toString(QKeySequence.SequenceFormat.NativeText)
+        action.setToolTip(f"{tip} ({shown})" if shown else tip)

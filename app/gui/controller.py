@@ -1,0 +1,503 @@
+"""The open project: opening and importing, loading images into documents, navigation, autosave.
+
+Autosave: the document emits ``edited(id, action)`` after every committed edit (do, undo or redo); the
+controller then writes what differs between that instance in the document and in the store, each store
+call being its own transaction, so closing or killing the app loses at most the stroke in progress. The
+store hands out instance ids (``id_allocator`` creates the row), so the document and the project file
+always agree on them; deleting and undoing the deletion restores the same row through ``store.revert``.
+
+Slow work (reading an image and decoding its masks, importing a dataset) runs on the thread pool with
+progress; the store itself is only used from the GUI thread, where its queries are fast.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from PySide6.QtCore import QObject, QRect, QTimer, Signal
+
+from app.cli_dataset import load_source, report_path_for
+from app.core.errors import DatasetError
+from app.core.images import find_image_file, read_image_rgb
+from app.core.model import Category, ChangeKind, ImageRecord, Provenance, ReviewStatus, encode_mask
+from app.core.report import ImportReport
+from app.core.store import ProjectStore
+from app.core.store_errors import ProjectError
+from app.core.store_query import InstanceFilter
+from app.core.store_rows import StoredInstance
+from app.core.store_schema import PROJECT_SUFFIX
+from app.gui.demo import open_demo_project
+from app.gui.document import ImageDocument, InstanceLayer, palette_color
+from app.gui.settings import AppSettings
+from app.gui.workers import TaskRunner
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_GREY = 96
+SESSION_DELAY_MS = 500
+# Edits after which the whole mask is compared with the store's: these can change it without a
+# ``mask_changed`` signal (an instance put back by undo) or must be recorded even when no pixel changed.
+WHOLE_INSTANCE_ACTIONS = frozenset({"add", "delete", "refine"})
+
+
+@dataclass
+class _Saved:
+    """An instance as last written to the store (what the autosave compares the document against)."""
+
+    counts: str
+    status: str
+    category_id: int
+    z: int
+    locked: bool
+    visible: bool
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """What the image loader hands back to the GUI thread."""
+
+    token: int
+    record: ImageRecord
+    image: np.ndarray
+    instances: list[StoredInstance]
+    masks: list[np.ndarray]
+    problem: str | None
+
+
+def provenance_dict(stored: StoredInstance) -> dict[str, Any]:
+    p = stored.provenance
+    return {"kind": ChangeKind(p.kind).value, "weights": p.weights, "mode": p.mode, "steps": p.steps}
+
+
+def provenance_of(layer: InstanceLayer) -> Provenance:
+    """The store's provenance for a layer's current mask (the document keeps it as a dict)."""
+    p = layer.provenance or {"kind": ChangeKind.MANUAL.value}
+    kind = ChangeKind(p.get("kind", ChangeKind.MANUAL.value))
+    if kind is ChangeKind.IMPORTED:
+        kind = ChangeKind.MANUAL  # an undo back to the imported mask is still an edit of the project
+    return Provenance(kind, p.get("weights"), p.get("mode"), p.get("steps"))
+
+
+class ProjectController(QObject):
+    """Owns the open ``ProjectStore`` and the open image's ``ImageDocument``."""
+
+    project_changed = Signal()
+    document_changed = Signal(object)   # ImageDocument | None
+    image_loading = Signal(int)         # image id being loaded
+    saved = Signal(int)                 # an instance's row in the store changed
+    message = Signal(str)
+    error = Signal(str, str)            # title, message
+    progress = Signal(str, int, int)    # what, done, total (total 0: busy; done == total: finished)
+
+    def __init__(self, settings: AppSettings, tasks: TaskRunner, data_dir: Path | None = None,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.tasks = tasks
+        self.data_dir = data_dir
+        self.store: ProjectStore | None = None
+        self.doc: ImageDocument | None = None
+        self.images: list[ImageRecord] = []
+        self.categories: dict[int, Category] = {}
+        self.session: dict[str, Any] = {}
+        self._saved: dict[int, _Saved] = {}
+        self._dirty_masks: set[int] = set()
+        self._deletions: dict[int, int] = {}
+        self._tokens = itertools.count(1)
+        self._loading = 0
+        self._pending_session: dict[str, Any] = {}
+        self._session_timer = QTimer(self)
+        self._session_timer.setSingleShot(True)
+        self._session_timer.setInterval(SESSION_DELAY_MS)
+        self._session_timer.timeout.connect(self._write_session)
+        self._warned_read_only = False
+        self.import_task: Any = None
+
+    # ------------------------------------------------------------------------------- opening
+    @property
+    def project_path(self) -> Path | None:
+        return None if self.store is None else self.store.path
+
+    def open_project(self, path: str | Path) -> bool:
+        """Open a project file and resume where the annotator left off; False (and an error) if it fails."""
+        path = Path(path)
+        try:
+            store = ProjectStore.open(path)
+        except DatasetError as e:
+            if not path.exists():
+                self.settings.remove_recent_project(path)
+            self.error.emit("Cannot open the project", str(e))
+            return False
+        self._install(store)
+        return True
+
+    def open_demo(self) -> bool:
+        try:
+            store = open_demo_project(self.data_dir)
+        except (DatasetError, OSError) as e:
+            self.error.emit("Cannot open the demo project", str(e))
+            return False
+        self._install(store)
+        return True
+
+    def import_dataset(
+        self, source: Path, fmt: str | None = None, images_dir: Path | None = None,
+        images_file: Path | None = None, project: Path | None = None,
+    ) -> None:
+        """Create a project from a dataset on the thread pool, then open it (an existing one is opened).
+
+        ``fmt`` is one of cli_dataset's IMPORT_FORMATS or None to detect it; the project is written beside
+        the source unless ``project`` says where.
+        """
+        project = project or source.with_suffix(PROJECT_SUFFIX)
+        if project.exists():
+            self.message.emit(f"{project.name} already exists: opening it")
+            self.open_project(project)
+            return
+        args = argparse.Namespace(source=source, format=fmt, images=images_dir, images_file=images_file)
+
+        def run(progress: Callable[[int, int], None]) -> tuple[Path, ImportReport]:
+            progress(0, 0)
+            dataset, report = load_source(args)
+            ProjectStore.create(project, dataset, source_path=source, images_dir=images_dir,
+                                progress=progress).close()
+            report.write_json(report_path_for(project))
+            return project, report
+
+        self.progress.emit(f"Importing {source.name}", 0, 0)
+        self.import_task = self.tasks.start(
+            run, f"import of {source.name}", self._imported, self._import_failed,
+            lambda done, total: self.progress.emit(f"Importing {source.name}", done, total),
+        )
+
+    def cancel_import(self) -> None:
+        if self.import_task is not None:
+            self.import_task.cancel()
+
+    def _imported(self, result: tuple[Path, ImportReport]) -> None:
+        self.import_task = None
+        project, report = result
+        self.progress.emit("Import", 1, 1)
+        if report.problems:
+            self.error.emit("Imported with problems", report.summary(max_problems=15))
+        self.open_project(project)
+
+    def _import_failed(self, message: str) -> None:
+        self.import_task = None
+        self.progress.emit("Import", 1, 1)
+        self.error.emit("Import failed", message)
+
+    def set_images_dir(self, folder: Path) -> None:
+        """Point the project at the folder its images are in, and reload the open image."""
+        if self.store is None:
+            return
+        try:
+            self.store.set_images_dir(folder)
+        except ProjectError as e:
+            self.error.emit("Cannot change the images folder", str(e))
+            return
+        if self.doc is not None:
+            self.open_image(self.doc.image_id, self.doc.selected_id)
+
+    def _install(self, store: ProjectStore) -> None:
+        self.close_project()
+        self.store = store
+        self.images = store.images()
+        self.categories = {c.id: c for c in store.categories()}
+        self.session = store.session_state()
+        self._warned_read_only = False
+        self.settings.add_recent_project(store.path)
+        self.project_changed.emit()
+        if store.read_only:
+            self.message.emit(f"Opened read-only: {store.read_only_reason}")
+        ids = {img.id for img in self.images}
+        image_id = self.session.get("image_id")
+        if image_id not in ids:
+            image_id = self.images[0].id if self.images else None
+        if image_id is not None:
+            self.open_image(image_id, self.session.get("instance_id"))
+
+    def close_project(self) -> None:
+        if self.store is None:
+            return
+        self.flush()
+        self._set_document(None)
+        self.store.close()
+        self.store = None
+        self.images, self.categories, self.session = [], {}, {}
+        self.project_changed.emit()
+
+    # ------------------------------------------------------------------------------- images
+    def open_image(self, image_id: int, select: int | None = None) -> None:
+        """Load an image and its masks on the thread pool; ``document_changed`` follows."""
+        store = self.store
+        if store is None:
+            return
+        if self.doc is not None:
+            self.doc.end_stroke()
+        record = store.image(image_id)
+        instances = store.instances_for_image(image_id)
+        path = find_image_file(store.images_dir, record) if store.images_dir is not None else None
+        token = self._loading = next(self._tokens)
+        where = store.images_dir or "(no images folder set: File > Locate Images Folder)"
+
+        def run(progress: Callable[[int, int], None]) -> LoadedImage:
+            problem = None
+            try:
+                if path is None:
+                    raise DatasetError(record.file_name, f"not found under {where}")
+                image = read_image_rgb(path)
+                if image.shape[:2] != (record.height, record.width):
+                    raise DatasetError(path, f"is {image.shape[1]}x{image.shape[0]}, the project says "
+                                             f"{record.width}x{record.height}")
+            except DatasetError as e:
+                problem = str(e)
+                image = np.full((record.height, record.width, 3), PLACEHOLDER_GREY, np.uint8)
+            masks = [mask_utils.decode(inst.rle).astype(bool) for inst in instances]
+            return LoadedImage(token, record, image, instances, masks, problem)
+
+        self.image_loading.emit(image_id)
+        self.tasks.start(run, f"loading {record.file_name}",
+                         lambda loaded: self._image_loaded(loaded, select), self._image_failed)
+
+    def _image_loaded(self, loaded: LoadedImage, select: int | None) -> None:
+        if loaded.token != self._loading or self.store is None:
+            return
+        layers = []
+        self._saved = {}
+        for inst, mask in zip(loaded.instances, loaded.masks):
+            layers.append(InstanceLayer(
+                inst.id, inst.category_id, mask, palette_color(inst.id), visible=not inst.hidden,
+                locked=inst.locked, z=inst.z_order, status=ReviewStatus(inst.status).value,
+                provenance=provenance_dict(inst),
+            ))
+            self._saved[inst.id] = _Saved(inst.rle["counts"], layers[-1].status, inst.category_id, inst.z_order,
+                                          inst.locked, not inst.hidden)
+        doc = ImageDocument(loaded.image, loaded.record.id, layers, self)
+        doc.id_allocator = self._allocate_id
+        self._set_document(doc)
+        if loaded.problem:
+            self.error.emit("Image not available", f"{loaded.problem}\nThe masks are shown on a grey background.")
+        if select is not None and doc.has_layer(select):
+            doc.select(select)
+        self._remember(image_id=doc.image_id, instance_id=doc.selected_id)
+
+    def _image_failed(self, message: str) -> None:
+        self.error.emit("Cannot load the image", message)
+
+    def _set_document(self, doc: ImageDocument | None) -> None:
+        old = self.doc
+        if old is not None:
+            old.end_stroke()
+            old.edited.disconnect(self._autosave)
+            old.mask_changed.disconnect(self._mask_touched)
+            old.selection_changed.disconnect(self._selection_changed)
+            old.deleteLater()
+        self._dirty_masks.clear()
+        self.doc = doc
+        if doc is not None:
+            doc.edited.connect(self._autosave)
+            doc.mask_changed.connect(self._mask_touched)
+            doc.selection_changed.connect(self._selection_changed)
+        self.document_changed.emit(doc)
+
+    def record(self, image_id: int) -> ImageRecord | None:
+        return next((img for img in self.images if img.id == image_id), None)
+
+    # ------------------------------------------------------------------------------- navigation
+    def select_instance(self, instance_id: int) -> None:
+        """Select an instance, opening its image first when it is on another one."""
+        if self.doc is not None and self.doc.has_layer(instance_id):
+            self.doc.select(instance_id)
+            return
+        if self.store is None:
+            return
+        try:
+            image_id = self.store.instance(instance_id).image_id
+        except ProjectError as e:
+            self.error.emit("No such instance", str(e))
+            return
+        self.open_image(image_id, instance_id)
+
+    def cycle_instance(self, delta: int) -> int | None:
+        """Select the next (``delta`` 1) or previous (-1) visible instance of the image by id."""
+        doc = self.doc
+        if doc is None:
+            return None
+        ids = sorted(layer.id for layer in doc.layers() if layer.visible)
+        if not ids:
+            return None
+        current = doc.selected_id
+        if current not in ids:
+            target = ids[0] if delta > 0 else ids[-1]
+        else:
+            target = ids[(ids.index(current) + delta) % len(ids)]
+        doc.select(target)
+        return target
+
+    def step_image(self, delta: int) -> None:
+        if not self.images:
+            return
+        ids = [img.id for img in self.images]
+        current = self.doc.image_id if self.doc is not None else ids[0]
+        index = ids.index(current) if current in ids else 0
+        self.open_image(ids[(index + delta) % len(ids)])
+
+    def next_unreviewed(self) -> bool:
+        """Select the next unreviewed instance: later on this image, else on the next image that has one."""
+        doc, store = self.doc, self.store
+        if store is None:
+            return False
+        unreviewed = ReviewStatus.UNREVIEWED.value
+        if doc is not None:
+            ids = sorted(layer.id for layer in doc.layers() if layer.visible and layer.status == unreviewed)
+            later = [i for i in ids if doc.selected_id is None or i > doc.selected_id]
+            if later or (ids and doc.selected_id not in ids):
+                doc.select((later or ids)[0])
+                return True
+        todo = store.counts_by_image([ReviewStatus.UNREVIEWED])
+        order = [img.id for img in self.images]
+        start = order.index(doc.image_id) + 1 if doc is not None and doc.image_id in order else 0
+        for image_id in order[start:] + order[:start]:
+            if todo.get(image_id) and (doc is None or image_id != doc.image_id):
+                first = store.list_instances(InstanceFilter(
+                    image_id=image_id, statuses=[ReviewStatus.UNREVIEWED], include_hidden=False, limit=1))
+                if first:
+                    self.open_image(image_id, first[0].id)
+                    return True
+        self.message.emit("No unreviewed instances left")
+        return False
+
+    def _selection_changed(self, instance_id: int) -> None:
+        self._remember(instance_id=None if instance_id < 0 else instance_id)
+
+    # ------------------------------------------------------------------------------- review
+    def set_status(self, status: ReviewStatus) -> None:
+        doc = self.doc
+        if doc is None or doc.selected_id is None:
+            self.message.emit("Select an instance first")
+            return
+        doc.set_status(doc.selected_id, ReviewStatus(status).value)
+
+    def new_instance(self) -> int | None:
+        """Add an empty instance (category of the selected one, else the first) and select it."""
+        doc = self.doc
+        if doc is None or not self.categories:
+            return None
+        category = doc.layer(doc.selected_id).category_id if doc.selected_id is not None else next(iter(self.categories))
+        instance_id = doc.add_instance(category, np.zeros(doc.shape, dtype=bool))
+        doc.select(instance_id)
+        return instance_id
+
+    # ------------------------------------------------------------------------------- autosave
+    def _allocate_id(self) -> int:
+        """Create the new instance's row now, so its id is the store's (see the module docstring)."""
+        doc, store = self.doc, self.store
+        assert doc is not None and store is not None
+        empty = np.zeros(doc.shape, dtype=bool)
+        category = next(iter(self.categories))
+        edit = store.create_instance(doc.image_id, category, empty)
+        created = store.instance(edit.instance_id)
+        self._saved[edit.instance_id] = _Saved(created.rle["counts"], created.status.value, category,
+                                               created.z_order, False, True)
+        return edit.instance_id
+
+    def _mask_touched(self, instance_id: int, _rect: QRect) -> None:
+        self._dirty_masks.add(instance_id)
+
+    def _autosave(self, instance_id: int, action: str) -> None:
+        doc = self.doc
+        if self.store is None or doc is None:
+            return
+        try:
+            self._save(doc, instance_id, action)
+        except DatasetError as e:
+            if not self.store.read_only or not self._warned_read_only:
+                self.error.emit("Could not save the edit", f"{e}\nThe edit stays in the window (undo works).")
+            self._warned_read_only = self._warned_read_only or self.store.read_only
+            return
+        self.saved.emit(instance_id)
+
+    def _save(self, doc: ImageDocument, instance_id: int, action: str) -> None:
+        store = self.store
+        assert store is not None
+        saved = self._saved.get(instance_id)
+        if not doc.has_layer(instance_id):
+            if saved is not None:
+                self._deletions[instance_id] = store.delete_instance(instance_id).id
+                del self._saved[instance_id]
+            self._dirty_masks.discard(instance_id)
+            return
+        layer = doc.layer(instance_id)
+        if saved is None:
+            if instance_id not in self._deletions:
+                raise ProjectError(store.path, f"instance {instance_id} is not in the project")
+            store.revert(self._deletions.pop(instance_id))
+            restored = store.instance(instance_id)
+            saved = _Saved(restored.rle["counts"], restored.status.value, restored.category_id,
+                           restored.z_order, restored.locked, not restored.hidden)
+            self._saved[instance_id] = saved
+        refined = action == "refine"
+        if instance_id in self._dirty_masks or action in WHOLE_INSTANCE_ACTIONS:
+            self._dirty_masks.discard(instance_id)
+            rle = encode_mask(layer.mask)
+            if rle["counts"] != saved.counts or refined:
+                prov = provenance_of(layer)
+                confidence = (layer.provenance or {}).get("mean_confidence") if prov.kind is ChangeKind.REFINED else None
+                store.set_mask(instance_id, rle, provenance=prov, mean_confidence=confidence,
+                               params={"action": action})
+                saved.counts = rle["counts"]
+        if layer.status != saved.status:
+            store.set_status(instance_id, ReviewStatus(layer.status))
+            saved.status = layer.status
+        if layer.category_id != saved.category_id:
+            store.set_category(instance_id, layer.category_id)
+            saved.category_id = layer.category_id
+        if (layer.z, layer.locked, layer.visible) != (saved.z, saved.locked, saved.visible):
+            store.set_layer(instance_id, z_order=layer.z, locked=layer.locked, hidden=not layer.visible)
+            saved.z, saved.locked, saved.visible = layer.z, layer.locked, layer.visible
+
+    def store_mask(self, instance_id: int, mask: np.ndarray, provenance: Provenance,
+                   mean_confidence: float | None) -> bool:
+        """Write a mask for an instance that is not on the open image (the refine queue); False on error."""
+        if self.store is None:
+            return False
+        try:
+            self.store.set_mask(instance_id, mask, provenance=provenance, mean_confidence=mean_confidence)
+        except DatasetError as e:
+            self.error.emit("Could not save the refinement", str(e))
+            return False
+        self.saved.emit(instance_id)
+        return True
+
+    # ------------------------------------------------------------------------------- session
+    def remember_filters(self, filters: dict[str, Any]) -> None:
+        self._remember(filters=filters)
+
+    def _remember(self, **values: Any) -> None:
+        self.session.update(values)
+        self._pending_session.update(values)
+        self._session_timer.start()
+
+    def _write_session(self) -> None:
+        store, values = self.store, self._pending_session
+        self._pending_session = {}
+        if store is None or store.read_only or not values:
+            return
+        try:
+            store.save_session_state(values)
+        except DatasetError as e:
+            log.warning("could not save the session state: %s", e)
+
+    def flush(self) -> None:
+        """Commit a stroke in progress and the session state now (Ctrl+S; every edit is saved already)."""
+        if self.doc is not None:
+            self.doc.end_stroke()
+        self._session_timer.stop()
+        self._write_session()

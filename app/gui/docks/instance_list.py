@@ -1,0 +1,357 @@
+"""The instance list: filter by category, status, score, area and change size; sort the review.
+
+The model never holds the whole listing: the row count and pages of 256 rows come from the store's SQL
+(``count_instances`` / ``list_instances`` with limit and offset) when the view asks for them, so a
+245k-instance project scrolls as smoothly as a small one.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Any
+
+import qtawesome as qta
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QAction, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView, QComboBox, QCompleter, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+    QSpinBox, QTableView, QToolButton, QVBoxLayout, QWidget,
+)
+
+from app.core.model import Category, ReviewStatus
+from app.core.store import ProjectStore
+from app.core.store_query import InstanceFilter
+from app.core.store_rows import InstanceSummary
+
+Index = QModelIndex | QPersistentModelIndex
+PAGE = 256
+MAX_PAGES = 64
+COLUMNS = ("Id", "Category", "Status", "Score", "Area", "Change", "Conf.", "")
+SORTS: dict[str, tuple[str, bool]] = {
+    "Id": ("id", False),
+    "Largest change": ("changed_pixels", True),
+    "Lowest confidence": ("mean_confidence", False),
+    "Largest area": ("area", True),
+    "Smallest area": ("area", False),
+    "Lowest score": ("score", False),
+    "Highest score": ("score", True),
+}
+STATUS_STYLE: dict[ReviewStatus, tuple[str, str]] = {
+    ReviewStatus.UNREVIEWED: ("mdi6.circle-outline", "#9ca3af"),
+    ReviewStatus.ACCEPTED: ("mdi6.check-circle", "#16a34a"),
+    ReviewStatus.REJECTED: ("mdi6.close-circle", "#dc2626"),
+    ReviewStatus.NEEDS_WORK: ("mdi6.alert-circle", "#f59e0b"),
+}
+STATUS_TEXT = {s: s.value.replace("_", " ") for s in ReviewStatus}
+
+
+class InstanceTableModel(QAbstractTableModel):
+    """Rows of ``store.list_instances(query)``, fetched a page at a time."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._store: ProjectStore | None = None
+        self._query = InstanceFilter()
+        self._count = 0
+        self._pages: OrderedDict[int, list[InstanceSummary]] = OrderedDict()
+        self._categories: dict[int, Category] = {}
+        self._icons = {s: qta.icon(name, color=color) for s, (name, color) in STATUS_STYLE.items()}
+        self._lock_icon = qta.icon("mdi6.lock", color="#9ca3af")
+        self._hidden_icon = qta.icon("mdi6.eye-off", color="#9ca3af")
+
+    def set_store(self, store: ProjectStore | None) -> None:
+        self._store = store
+        self._categories = {c.id: c for c in store.categories()} if store is not None else {}
+        self.set_query(InstanceFilter())
+
+    @property
+    def query(self) -> InstanceFilter:
+        return self._query
+
+    def set_query(self, query: InstanceFilter) -> None:
+        self.beginResetModel()
+        self._query = query
+        self._pages.clear()
+        self._count = self._store.count_instances(query) if self._store is not None else 0
+        self.endResetModel()
+
+    def refresh(self) -> None:
+        """Re-read after an edit: rows keep their places when the count did not change."""
+        if self._store is None:
+            return
+        count = self._store.count_instances(self._query)
+        if count != self._count:
+            self.set_query(self._query)
+            return
+        self._pages.clear()
+        if count:
+            self.dataChanged.emit(self.index(0, 0), self.index(count - 1, len(COLUMNS) - 1))
+
+    def summary(self, row: int) -> InstanceSummary | None:
+        if not 0 <= row < self._count or self._store is None:
+            return None
+        page_no = row // PAGE
+        page = self._pages.get(page_no)
+        if page is None:
+            query = replace(self._query, limit=PAGE, offset=page_no * PAGE)
+            page = self._store.list_instances(query)
+            self._pages[page_no] = page
+            if len(self._pages) > MAX_PAGES:
+                self._pages.popitem(last=False)
+        else:
+            self._pages.move_to_end(page_no)
+        offset = row - page_no * PAGE
+        return page[offset] if offset < len(page) else None
+
+    def row_of(self, instance_id: int) -> int:
+        """The row of an instance among the cached pages (-1 when not loaded or not listed)."""
+        for page_no, page in self._pages.items():
+            for offset, summary in enumerate(page):
+                if summary.id == instance_id:
+                    return page_no * PAGE + offset
+        return -1
+
+    def category_name(self, category_id: int) -> str:
+        cat = self._categories.get(category_id)
+        return cat.name if cat is not None else str(category_id)
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:
+        return 0 if parent.isValid() else self._count
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return {5: "Pixels the last refinement changed", 6: "Mean confidence of the last refinement"}.get(section)
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        s = self.summary(index.row())
+        if s is None:
+            return None
+        column = index.column()
+        if role == Qt.ItemDataRole.UserRole:
+            return s.id
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(s, column)
+        if role == Qt.ItemDataRole.DecorationRole:
+            if column == 2:
+                return self._icons[s.status]
+            if column == 7:
+                return self._lock_icon if s.locked else self._hidden_icon if s.hidden else None
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in (0, 3, 4, 5, 6):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ForegroundRole and s.hidden:
+            return QColor("#9ca3af")
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"instance {s.id} on image {s.image_id}" + (" (locked)" if s.locked else "") + (
+                " (hidden)" if s.hidden else "")
+        return None
+
+    def _display(self, s: InstanceSummary, column: int) -> Any:
+        if column == 0:
+            return s.id
+        if column == 1:
+            return self.category_name(s.category_id)
+        if column == 2:
+            return STATUS_TEXT[s.status]
+        if column == 3:
+            return "" if s.score is None else f"{s.score:.2f}"
+        if column == 4:
+            return s.area
+        if column == 5:
+            return "" if s.changed_pixels is None else s.changed_pixels
+        if column == 6:
+            return "" if s.mean_confidence is None else f"{s.mean_confidence:.2f}"
+        return None
+
+
+class InstanceListPanel(QWidget):
+    """Filters, sort and the instance table; lock / hide / z-order buttons act on the selection."""
+
+    instance_activated = Signal(int)
+    filters_changed = Signal()
+
+    def __init__(self, layer_actions: list[QAction], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model = InstanceTableModel(self)
+        self._build_filters()
+        self.view = QTableView()
+        self.view.setObjectName("instanceTable")
+        self.view.setModel(self.model)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.verticalHeader().setVisible(False)
+        self.view.verticalHeader().setDefaultSectionSize(22)
+        self.view.setAlternatingRowColors(True)
+        header = self.view.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.view.activated.connect(self._activated)
+        self.view.clicked.connect(self._activated)
+        buttons = QHBoxLayout()
+        for action in layer_actions:
+            button = QToolButton()
+            button.setDefaultAction(action)
+            button.setAutoRaise(True)
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        self.count_label = QLabel()
+        buttons.addWidget(self.count_label)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(self.filter_form)
+        layout.addWidget(self.view, 1)
+        layout.addLayout(buttons)
+
+    def _build_filters(self) -> None:
+        self.scope_box = QComboBox()
+        self.scope_box.addItems(["This image", "All images"])
+        self.category_box = QComboBox()
+        self.category_box.setEditable(True)
+        self.category_box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.category_box.completer().setFilterMode(Qt.MatchFlag.MatchContains)
+        self.category_box.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+        self.status_box = QComboBox()
+        self.status_box.addItem("Any status", None)
+        for status in ReviewStatus:
+            self.status_box.addItem(qta.icon(STATUS_STYLE[status][0], color=STATUS_STYLE[status][1]),
+                                    STATUS_TEXT[status], status.value)
+        self.sort_box = QComboBox()
+        self.sort_box.addItems(list(SORTS))
+        self.min_score = QDoubleSpinBox()
+        self.min_score.setRange(0.0, 1.0)
+        self.min_score.setSingleStep(0.05)
+        self.min_score.setSpecialValueText("any")
+        self.min_area = QSpinBox()
+        self.min_area.setRange(0, 100_000_000)
+        self.min_area.setSingleStep(100)
+        self.min_area.setSpecialValueText("any")
+        self.min_area.setSuffix(" px")
+        self.min_change = QSpinBox()
+        self.min_change.setRange(0, 100_000_000)
+        self.min_change.setSingleStep(50)
+        self.min_change.setSpecialValueText("any")
+        self.min_change.setSuffix(" px")
+        self.min_change.setToolTip("Only instances whose last refinement changed at least this many pixels")
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        row1 = QHBoxLayout()
+        row1.addWidget(self.scope_box)
+        row1.addWidget(self.status_box)
+        form.addRow("Show", row1)
+        form.addRow("Category", self.category_box)
+        row2 = QHBoxLayout()
+        row2.addWidget(QLabel("score ≥"))
+        row2.addWidget(self.min_score)
+        row2.addWidget(QLabel("area ≥"))
+        row2.addWidget(self.min_area)
+        form.addRow("Min", row2)
+        row3 = QHBoxLayout()
+        row3.addWidget(self.min_change)
+        row3.addWidget(QLabel("Sort"))
+        row3.addWidget(self.sort_box, 1)
+        form.addRow("Change ≥", row3)
+        self.filter_form = form
+        for box in (self.scope_box, self.status_box, self.sort_box):
+            box.currentIndexChanged.connect(self._changed)
+        self.category_box.activated.connect(self._changed)
+        self.category_box.lineEdit().editingFinished.connect(self._category_typed)
+        for spin in (self.min_score, self.min_area, self.min_change):
+            spin.valueChanged.connect(self._changed)
+
+    # ----- state
+    def set_store(self, store: ProjectStore | None) -> None:
+        self.category_box.blockSignals(True)
+        self.category_box.clear()
+        self.category_box.addItem("All categories", None)
+        if store is not None:
+            for cat in store.categories():
+                self.category_box.addItem(cat.name, cat.id)
+        self.category_box.blockSignals(False)
+        self.model.set_store(store)
+        self._update_count()
+
+    def filters(self) -> dict[str, Any]:
+        """The filter widgets' values, as kept in the session state."""
+        return {
+            "scope": self.scope_box.currentIndex(),
+            "category": self.category_box.currentData(),
+            "status": self.status_box.currentData(),
+            "min_score": self.min_score.value(),
+            "min_area": self.min_area.value(),
+            "min_change": self.min_change.value(),
+            "sort": self.sort_box.currentText(),
+        }
+
+    def set_filters(self, values: dict[str, Any]) -> None:
+        widgets = (self.scope_box, self.category_box, self.status_box, self.sort_box,
+                   self.min_score, self.min_area, self.min_change)
+        for w in widgets:
+            w.blockSignals(True)
+        try:
+            self.scope_box.setCurrentIndex(int(values.get("scope", 0)))
+            self.category_box.setCurrentIndex(max(0, self.category_box.findData(values.get("category"))))
+            self.status_box.setCurrentIndex(max(0, self.status_box.findData(values.get("status"))))
+            self.sort_box.setCurrentText(str(values.get("sort", "Id")))
+            self.min_score.setValue(float(values.get("min_score", 0.0)))
+            self.min_area.setValue(int(values.get("min_area", 0)))
+            self.min_change.setValue(int(values.get("min_change", 0)))
+        finally:
+            for w in widgets:
+                w.blockSignals(False)
+
+    def build_query(self, image_id: int | None) -> InstanceFilter:
+        f = self.filters()
+        sort_by, descending = SORTS.get(f["sort"], SORTS["Id"])
+        return InstanceFilter(
+            image_id=image_id if f["scope"] == 0 else None,
+            category_ids=None if f["category"] is None else [f["category"]],
+            statuses=None if f["status"] is None else [ReviewStatus(f["status"])],
+            min_score=f["min_score"] or None,
+            min_area=f["min_area"] or None,
+            min_changed_pixels=f["min_change"] or None,
+            sort_by=sort_by,
+            descending=descending,
+        )
+
+    def apply(self, image_id: int | None) -> None:
+        """Re-run the listing for the open image (the 'This image' scope)."""
+        self.model.set_query(self.build_query(image_id))
+        self._update_count()
+
+    def refresh(self) -> None:
+        self.model.refresh()
+        self._update_count()
+
+    def show_current(self, instance_id: int | None) -> None:
+        """Highlight the selected instance when it is in the loaded rows."""
+        row = -1 if instance_id is None else self.model.row_of(instance_id)
+        if row < 0:
+            self.view.clearSelection()
+            return
+        self.view.selectRow(row)
+        self.view.scrollTo(self.model.index(row, 0))
+
+    # ----- internals
+    def _changed(self) -> None:
+        self.filters_changed.emit()
+
+    def _category_typed(self) -> None:
+        index = self.category_box.findText(self.category_box.currentText(), Qt.MatchFlag.MatchFixedString)
+        if index >= 0 and index != self.category_box.currentIndex():
+            self.category_box.setCurrentIndex(index)
+        self._changed()
+
+    def _update_count(self) -> None:
+        self.count_label.setText(f"{self.model.rowCount()} instances")
+
+    def _activated(self, index: QModelIndex) -> None:
+        instance_id = self.model.data(index, Qt.ItemDataRole.UserRole)
+        if instance_id is not None:
+            self.instance_activated.emit(instance_id)

@@ -1,0 +1,101 @@
+"""Properties of the selected instance: category and status (editable, each one undo step), area, score,
+and what last changed its mask."""
+from __future__ import annotations
+
+from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
+
+from app.core.model import Category, ReviewStatus
+from app.core.store import ProjectStore
+from app.core.store_errors import ProjectError
+from app.gui.document import ImageDocument
+
+STATUS_TEXT = {s.value: s.value.replace("_", " ") for s in ReviewStatus}
+
+
+class PropertiesPanel(QWidget):
+    """Reads the document for live values and the store for the saved figures (score, last refinement)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.doc: ImageDocument | None = None
+        self.store: ProjectStore | None = None
+        self.instance_label = QLabel("—")
+        self.category_box = QComboBox()
+        self.category_box.setEditable(True)
+        self.category_box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.status_box = QComboBox()
+        for value, text in STATUS_TEXT.items():
+            self.status_box.addItem(text, value)
+        self.area_label = QLabel()
+        self.score_label = QLabel()
+        self.provenance_label = QLabel()
+        self.provenance_label.setWordWrap(True)
+        self.refined_label = QLabel()
+        self.image_label = QLabel()
+        self.image_label.setWordWrap(True)
+        form = QFormLayout(self)
+        form.addRow("Instance", self.instance_label)
+        form.addRow("Category", self.category_box)
+        form.addRow("Status", self.status_box)
+        form.addRow("Area", self.area_label)
+        form.addRow("Score", self.score_label)
+        form.addRow("Last change", self.provenance_label)
+        form.addRow("Last refinement", self.refined_label)
+        form.addRow("Image", self.image_label)
+        self.category_box.activated.connect(self._category_chosen)
+        self.status_box.activated.connect(self._status_chosen)
+        self.show_instance()
+
+    def set_categories(self, categories: list[Category]) -> None:
+        self.category_box.clear()
+        for cat in categories:
+            self.category_box.addItem(cat.name, cat.id)
+
+    def set_context(self, doc: ImageDocument | None, store: ProjectStore | None, image_text: str = "") -> None:
+        self.doc, self.store = doc, store
+        self.image_label.setText(image_text)
+        self.show_instance()
+
+    def show_instance(self) -> None:
+        """Refresh from the selected instance (or show that none is selected)."""
+        doc = self.doc
+        selected = None if doc is None else doc.selected_id
+        enabled = selected is not None
+        self.category_box.setEnabled(enabled)
+        self.status_box.setEnabled(enabled)
+        if doc is None or selected is None:
+            self.instance_label.setText("none selected")
+            for label in (self.area_label, self.score_label, self.provenance_label, self.refined_label):
+                label.setText("")
+            return
+        layer = doc.layer(selected)
+        flags = [text for on, text in ((layer.locked, "locked"), (not layer.visible, "hidden")) if on]
+        self.instance_label.setText(f"{layer.id}" + (f" ({', '.join(flags)})" if flags else ""))
+        self.category_box.setCurrentIndex(self.category_box.findData(layer.category_id))
+        self.status_box.setCurrentIndex(self.status_box.findData(layer.status))
+        self.area_label.setText(f"{int(layer.mask.sum())} px")
+        prov = layer.provenance or {}
+        details = ", ".join(f"{k} {prov[k]}" for k in ("weights", "mode", "steps") if prov.get(k) is not None)
+        self.provenance_label.setText(str(prov.get("kind", "—")) + (f" ({details})" if details else ""))
+        self.score_label.setText("—")
+        self.refined_label.setText("—")
+        if self.store is not None:
+            try:
+                stored = self.store.instance(selected)
+            except ProjectError:
+                return
+            if stored.score is not None:
+                self.score_label.setText(f"{stored.score:.3f}")
+            if stored.changed_pixels is not None:
+                confidence = "" if stored.mean_confidence is None else f", mean confidence {stored.mean_confidence:.2f}"
+                self.refined_label.setText(f"{stored.changed_pixels} px changed{confidence}")
+
+    def _category_chosen(self, index: int) -> None:
+        doc = self.doc
+        if doc is not None and doc.selected_id is not None and index >= 0:
+            doc.set_category(doc.selected_id, self.category_box.itemData(index))
+
+    def _status_chosen(self, index: int) -> None:
+        doc = self.doc
+        if doc is not None and doc.selected_id is not None and index >= 0:
+            doc.set_status(doc.selected_id, self.status_box.itemData(index))

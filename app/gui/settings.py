@@ -1,0 +1,386 @@
+"""The user's preferences (QSettings) and the settings dialog that edits them.
+
+Everything the annotator chooses once and expects to find again lives here: refiner device, mode, steps,
+seed and weights (plus checkpoint files they added), the animation's minimum frame time, overlay colours
+and opacity, recent projects and keyboard shortcuts. Lists are kept as JSON strings because QSettings'
+INI backend turns a one-element list into a plain string.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QColor, QKeySequence
+from PySide6.QtWidgets import (
+    QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
+    QKeySequenceEdit, QLabel, QPushButton, QSlider, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget,
+    QVBoxLayout, QWidget,
+)
+
+from app.gui.actions import ActionRegistry
+
+MODES = ("instance", "hr")
+MAX_STEPS = 6
+MAX_RECENT = 10
+DEFAULT_WEIGHTS = "compact-v1"
+
+
+@dataclass(frozen=True)
+class _Key:
+    name: str
+    default: Any
+
+
+DEVICE = _Key("refine/device", "auto")
+MODE = _Key("refine/mode", "instance")
+STEPS = _Key("refine/steps", MAX_STEPS)
+SEED = _Key("refine/seed", 0)
+WEIGHTS = _Key("refine/weights", DEFAULT_WEIGHTS)
+EXTRA_WEIGHTS = _Key("refine/extra_weights", "[]")
+MIN_FRAME_MS = _Key("refine/min_frame_ms", 120)
+OPACITY = _Key("overlay/opacity", 0.45)
+ADDED_COLOR = _Key("overlay/added_color", "#22c55e")
+REMOVED_COLOR = _Key("overlay/removed_color", "#ef4444")
+RECENT = _Key("files/recent_projects", "[]")
+
+
+class AppSettings:
+    """Typed access to the application's QSettings (``QSettings()`` of the app's organisation and name)."""
+
+    def __init__(self, store: QSettings | None = None) -> None:
+        self.qsettings = store or QSettings()
+
+    # ----- generic
+    def _get(self, key: _Key) -> Any:
+        return self.qsettings.value(key.name, key.default, type=type(key.default))
+
+    def _set(self, key: _Key, value: Any) -> None:
+        self.qsettings.setValue(key.name, value)
+
+    def _get_list(self, key: _Key) -> list[str]:
+        try:
+            value = json.loads(self._get(key))
+        except (TypeError, json.JSONDecodeError):
+            return []
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+    # ----- refiner
+    @property
+    def device(self) -> str:
+        return self._get(DEVICE)
+
+    @device.setter
+    def device(self, value: str) -> None:
+        self._set(DEVICE, value)
+
+    @property
+    def mode(self) -> str:
+        mode = self._get(MODE)
+        return mode if mode in MODES else MODE.default
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {value!r}")
+        self._set(MODE, value)
+
+    @property
+    def steps(self) -> int:
+        return min(MAX_STEPS, max(1, self._get(STEPS)))
+
+    @steps.setter
+    def steps(self, value: int) -> None:
+        self._set(STEPS, int(value))
+
+    @property
+    def seed(self) -> int:
+        return self._get(SEED)
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        self._set(SEED, int(value))
+
+    @property
+    def weights(self) -> str:
+        """A registry name or the path of a checkpoint file."""
+        return self._get(WEIGHTS)
+
+    @weights.setter
+    def weights(self, value: str) -> None:
+        self._set(WEIGHTS, value)
+
+    @property
+    def extra_weights(self) -> list[str]:
+        """Checkpoint files the user added, newest first."""
+        return self._get_list(EXTRA_WEIGHTS)
+
+    def add_weights_file(self, path: str | Path) -> str:
+        """Remember a checkpoint file and make it the current weights; returns its path as stored."""
+        value = str(Path(path).resolve())
+        files = [value] + [p for p in self.extra_weights if p != value]
+        self._set(EXTRA_WEIGHTS, json.dumps(files))
+        self.weights = value
+        return value
+
+    @property
+    def min_frame_ms(self) -> int:
+        """Shortest time a refine step stays on screen, so fast GPUs still animate."""
+        return max(0, self._get(MIN_FRAME_MS))
+
+    @min_frame_ms.setter
+    def min_frame_ms(self, value: int) -> None:
+        self._set(MIN_FRAME_MS, int(value))
+
+    # ----- overlay
+    @property
+    def opacity(self) -> float:
+        return min(1.0, max(0.0, self._get(OPACITY)))
+
+    @opacity.setter
+    def opacity(self, value: float) -> None:
+        self._set(OPACITY, float(value))
+
+    @property
+    def added_color(self) -> QColor:
+        return QColor(self._get(ADDED_COLOR))
+
+    @added_color.setter
+    def added_color(self, value: QColor) -> None:
+        self._set(ADDED_COLOR, value.name())
+
+    @property
+    def removed_color(self) -> QColor:
+        return QColor(self._get(REMOVED_COLOR))
+
+    @removed_color.setter
+    def removed_color(self, value: QColor) -> None:
+        self._set(REMOVED_COLOR, value.name())
+
+    # ----- files
+    @property
+    def recent_projects(self) -> list[str]:
+        return self._get_list(RECENT)
+
+    def add_recent_project(self, path: str | Path) -> None:
+        value = str(Path(path).resolve())
+        files = [value] + [p for p in self.recent_projects if p != value]
+        self._set(RECENT, json.dumps(files[:MAX_RECENT]))
+
+    def remove_recent_project(self, path: str | Path) -> None:
+        value = str(Path(path).resolve())
+        self._set(RECENT, json.dumps([p for p in self.recent_projects if p != value]))
+
+    # ----- window
+    def window_state(self) -> tuple[Any, Any]:
+        return self.qsettings.value("window/geometry"), self.qsettings.value("window/state")
+
+    def save_window_state(self, geometry: Any, state: Any) -> None:
+        self.qsettings.setValue("window/geometry", geometry)
+        self.qsettings.setValue("window/state", state)
+
+    def sync(self) -> None:
+        self.qsettings.sync()
+
+
+def weights_label(value: str) -> str:
+    """How a weights choice reads in a list: the registry name, or a file's name with its folder."""
+    path = Path(value)
+    return value if len(path.parts) <= 1 else f"{path.name} ({path.parent})"
+
+
+class SettingsDialog(QDialog):
+    """Device, default mode and steps, weights, animation, overlay colours and opacity, shortcuts."""
+
+    def __init__(
+        self, settings: AppSettings, actions: ActionRegistry, devices: Sequence[str],
+        weights: Sequence[str], parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.setObjectName("settingsDialog")
+        self.settings = settings
+        self.actions = actions
+        self.resize(640, 520)
+        tabs = QTabWidget(self)
+        tabs.addTab(self._refiner_tab(devices, weights), "Refiner")
+        tabs.addTab(self._overlay_tab(), "Overlay")
+        tabs.addTab(self._shortcuts_tab(), "Shortcuts")
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+            | QDialogButtonBox.StandardButton.Apply
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        buttons.button(QDialogButtonBox.StandardButton.Apply).clicked.connect(self.apply)
+        layout = QVBoxLayout(self)
+        layout.addWidget(tabs)
+        layout.addWidget(buttons)
+
+    # ----- tabs
+    def _refiner_tab(self, devices: Sequence[str], weights: Sequence[str]) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.device_box = QComboBox()
+        self.device_box.addItems(list(dict.fromkeys(["auto", *devices])))
+        self.device_box.setCurrentText(self.settings.device)
+        self.mode_box = QComboBox()
+        self.mode_box.addItems(MODES)
+        self.mode_box.setCurrentText(self.settings.mode)
+        self.steps_box = QSpinBox()
+        self.steps_box.setRange(1, MAX_STEPS)
+        self.steps_box.setValue(self.settings.steps)
+        self.weights_box = QComboBox()
+        for value in dict.fromkeys([*weights, *self.settings.extra_weights]):
+            self.weights_box.addItem(weights_label(value), value)
+        self._select_weights(self.settings.weights)
+        add = QPushButton("Add checkpoint file…")
+        add.clicked.connect(self._add_weights)
+        row = QHBoxLayout()
+        row.addWidget(self.weights_box, 1)
+        row.addWidget(add)
+        self.frame_box = QSpinBox()
+        self.frame_box.setRange(0, 2000)
+        self.frame_box.setSuffix(" ms")
+        self.frame_box.setValue(self.settings.min_frame_ms)
+        self.frame_box.setToolTip("Shortest time each refine step stays on screen (0: as fast as computed)")
+        form.addRow("Device", self.device_box)
+        form.addRow("Default mode", self.mode_box)
+        form.addRow("Default steps", self.steps_box)
+        form.addRow("Weights", row)
+        form.addRow("Minimum frame time", self.frame_box)
+        return page
+
+    def _overlay_tab(self) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(round(self.settings.opacity * 100))
+        self.added_button = _ColorButton(self.settings.added_color)
+        self.removed_button = _ColorButton(self.settings.removed_color)
+        form.addRow("Mask opacity", self.opacity_slider)
+        form.addRow("Refiner added pixels", self.added_button)
+        form.addRow("Refiner removed pixels", self.removed_button)
+        return page
+
+    def _shortcuts_tab(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        specs = self.actions.specs()
+        self.shortcut_table = QTableWidget(len(specs), 2)
+        self.shortcut_table.setHorizontalHeaderLabels(["Action", "Shortcut"])
+        self.shortcut_table.verticalHeader().setVisible(False)
+        self.shortcut_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.shortcut_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self._editors: dict[str, QKeySequenceEdit] = {}
+        for row, spec in enumerate(specs):
+            item = QTableWidgetItem(spec.text.replace("&", ""))
+            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            item.setToolTip(spec.name)
+            self.shortcut_table.setItem(row, 0, item)
+            editor = QKeySequenceEdit(self.actions.shortcut(spec.name))
+            editor.setMaximumSequenceLength(1)
+            editor.setClearButtonEnabled(True)
+            editor.keySequenceChanged.connect(self._check_conflicts)
+            self.shortcut_table.setCellWidget(row, 1, editor)
+            self._editors[spec.name] = editor
+        self.conflict_label = QLabel()
+        self.conflict_label.setObjectName("warningLabel")
+        self.conflict_label.setWordWrap(True)
+        reset = QPushButton("Reset all to defaults")
+        reset.clicked.connect(self._reset_shortcuts)
+        layout.addWidget(self.shortcut_table)
+        layout.addWidget(self.conflict_label)
+        layout.addWidget(reset, 0, Qt.AlignmentFlag.AlignRight)
+        return page
+
+    # ----- behaviour
+    def shortcut_editor(self, name: str) -> QKeySequenceEdit:
+        return self._editors[name]
+
+    def conflicts(self) -> dict[str, list[str]]:
+        """Shortcut text -> action names that would share it."""
+        users: dict[str, list[str]] = {}
+        for name, editor in self._editors.items():
+            text = editor.keySequence().toString(QKeySequence.SequenceFormat.PortableText)
+            if text:
+                users.setdefault(text, []).append(name)
+        return {k: v for k, v in users.items() if len(v) > 1}
+
+    def _check_conflicts(self) -> None:
+        clashes = self.conflicts()
+        self.conflict_label.setText(
+            "" if not clashes else "Shared shortcuts (only one will work): "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in clashes.items())
+        )
+
+    def _reset_shortcuts(self) -> None:
+        for spec in self.actions.specs():
+            self._editors[spec.name].setKeySequence(QKeySequence(spec.shortcut))
+
+    def _select_weights(self, value: str) -> None:
+        index = self.weights_box.findData(value)
+        if index < 0:
+            self.weights_box.addItem(weights_label(value), value)
+            index = self.weights_box.count() - 1
+        self.weights_box.setCurrentIndex(index)
+
+    def _add_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Add a checkpoint file", "", "Checkpoints (*.safetensors *.pth *.pt);;All files (*)"
+        )
+        if path:
+            self._select_weights(str(Path(path).resolve()))
+
+    def apply(self) -> None:
+        """Write every field to the settings and the shortcuts to the action registry."""
+        s = self.settings
+        s.device = self.device_box.currentText()
+        s.mode = self.mode_box.currentText()
+        s.steps = self.steps_box.value()
+        weights = self.weights_box.currentData()
+        if Path(weights).suffix:
+            s.add_weights_file(weights)
+        else:
+            s.weights = weights
+        s.min_frame_ms = self.frame_box.value()
+        s.opacity = self.opacity_slider.value() / 100
+        s.added_color = self.added_button.color
+        s.removed_color = self.removed_button.color
+        for name, editor in self._editors.items():
+            self.actions.set_shortcut(name, editor.keySequence())
+        s.sync()
+
+    def accept(self) -> None:
+        self.apply()
+        super().accept()
+
+
+class _ColorButton(QPushButton):
+    """A button showing a colour that opens a colour picker."""
+
+    def __init__(self, color: QColor) -> None:
+        super().__init__()
+        self.color = color
+        self.clicked.connect(self._pick)
+        self._show()
+
+    def set_color(self, color: QColor) -> None:
+        self.color = color
+        self._show()
+
+    def _pick(self) -> None:
+        color = QColorDialog.getColor(self.color, self, "Choose a colour")
+        if color.isValid():
+            self.set_color(color)
+
+    def _show(self) -> None:
+        self.setText(self.color.name())
+        self.setStyleSheet(f"background-color: {self.color.name()}; color: {_contrast(self.color)};")
+
+
+def _contrast(color: QColor) -> str:
+    return "#000000" if color.lightnessF() > 0.55 else "#ffffff"

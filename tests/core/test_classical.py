@@ -1,0 +1,142 @@
+"""Classical refiners: right output, real improvement on an easy image, no crash on degenerate masks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from app.core.classical import (
+    CLASSICAL_REFINERS,
+    grabcut_refine,
+    guided_filter,
+    guided_filter_refine,
+    morph_smooth,
+)
+from app.core.metrics import iou
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+REFINERS = sorted(CLASSICAL_REFINERS.items())
+
+
+def bright_disk(h: int = 120, w: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    """A bright noisy disk on a dark noisy background, and its true mask."""
+    disk = np.zeros((h, w), np.uint8)
+    cv2.circle(disk, (w // 2, h // 2), 40, 1, -1)
+    noise = np.random.default_rng(0).normal(0, 8, (h, w, 3))
+    image = np.clip(np.where(disk[..., None] > 0, 200.0, 40.0) + noise, 0, 255).astype(np.uint8)
+    return image, disk > 0
+
+
+def squarish(h: int = 120, w: int = 120) -> np.ndarray:
+    """A square coarse mask over the disk: corners stick out, the sides fall short."""
+    m = np.zeros((h, w), bool)
+    m[24:98, 22:96] = True
+    return m
+
+
+@pytest.mark.parametrize(("name", "refine"), REFINERS)
+def test_output_shape_and_dtype(name: str, refine) -> None:
+    image, _ = bright_disk()
+    for coarse in (squarish(), squarish().astype(np.uint8) * 255):
+        out = refine(image, coarse)
+        assert out.shape == (120, 120) and out.dtype == bool, name
+
+
+@pytest.mark.parametrize("refine", [grabcut_refine, guided_filter_refine])
+def test_improves_square_mask_on_bright_disk(refine) -> None:
+    image, truth = bright_disk()
+    coarse = squarish()
+    before = iou(coarse, truth)
+    after = iou(refine(image, coarse), truth)
+    assert after > before + 0.003
+
+
+def test_grabcut_recovers_disk_closely_and_repeats() -> None:
+    image, truth = bright_disk()
+    first = grabcut_refine(image, squarish())
+    assert iou(first, truth) > 0.93
+    assert np.array_equal(first, grabcut_refine(image, squarish()))
+
+
+def test_morph_smooth_drops_specks_and_fills_pinholes() -> None:
+    image, truth = bright_disk()
+    coarse = truth.copy()
+    coarse[5:7, 5:7] = True  # speck far away
+    coarse[60, 60] = False  # pinhole
+    out = morph_smooth(image, coarse)
+    assert not out[5:7, 5:7].any() and out[60, 60]
+    assert iou(out, truth) > 0.97
+
+
+@pytest.mark.parametrize(("name", "refine"), REFINERS)
+def test_degenerate_masks(name: str, refine) -> None:
+    image, _ = bright_disk()
+    empty = np.zeros((120, 120), bool)
+    full = np.ones((120, 120), bool)
+    tiny = empty.copy()
+    tiny[50, 50] = True
+    small = empty.copy()
+    small[50:53, 50:53] = True
+    assert not refine(image, empty).any(), name
+    assert refine(image, full).all(), name
+    for coarse in (tiny, small):
+        out = refine(image, coarse)
+        assert out.shape == coarse.shape and out.dtype == bool, name
+
+
+@pytest.mark.parametrize(("name", "refine"), REFINERS)
+def test_mask_touching_border(name: str, refine) -> None:
+    image, _ = bright_disk()
+    coarse = np.zeros((120, 120), bool)
+    coarse[:, :70] = True
+    out = refine(image, coarse)
+    assert out.shape == coarse.shape and out[:, :30].all(), name
+
+
+def test_grabcut_failure_keeps_coarse(caplog: pytest.LogCaptureFixture) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
+    coarse = np.ones((900, 900), bool)
+    coarse[:, 450] = False  # the only background, a 1-px line, vanishes when the crop is downscaled
+    assert np.array_equal(grabcut_refine(image, coarse), coarse)
+    assert "GrabCut failed" in caplog.text
+
+
+@pytest.mark.parametrize(("name", "refine"), REFINERS)
+def test_bad_input_raises(name: str, refine) -> None:
+    image, truth = bright_disk()
+    with pytest.raises(ValueError, match="image must be an H×W×3 uint8"):
+        refine(image.astype(np.float32), truth)
+    with pytest.raises(ValueError, match="image must be an H×W×3 uint8"):
+        refine(image[..., 0], truth)
+    with pytest.raises(ValueError, match="differs from image size"):
+        refine(image, truth[:100])
+    with pytest.raises(ValueError, match="coarse mask"):
+        refine(image, truth.astype(np.float32))
+
+
+def test_guided_filter_preserves_edges_and_constants() -> None:
+    step = np.zeros((40, 40), np.float32)
+    step[:, 20:] = 1.0
+    guide = np.repeat(step[..., None], 3, axis=2)
+    out = guided_filter(guide, step, radius=4, eps=1e-6)
+    assert np.abs(out - step).max() < 0.02
+    flat = guided_filter(guide, np.full((40, 40), 0.3, np.float32), radius=4, eps=1e-3)
+    assert np.allclose(flat, 0.3, atol=1e-4)
+    smooth = guided_filter(guide, step, radius=4, eps=1e3)  # huge eps: a plain (double) box blur
+    assert 0.2 < smooth[20, 19] < 0.8
+
+
+def test_real_image_runs() -> None:
+    images, masks = DATA / "ecssd" / "images", DATA / "ecssd" / "masks"
+    if not masks.is_dir():
+        pytest.skip(f"ECSSD not found at {masks}")
+    image = cv2.cvtColor(cv2.imread(str(images / "0001.jpg")), cv2.COLOR_BGR2RGB)
+    gt = cv2.imread(str(masks / "0001.png"), cv2.IMREAD_GRAYSCALE) >= 128
+    coarse = cv2.dilate(gt.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    for name, refine in REFINERS:
+        out = refine(image, coarse)
+        assert out.shape == gt.shape and out.dtype == bool
+        assert iou(out, gt) > 0.6, name
+    assert iou(grabcut_refine(image, coarse), gt) > iou(coarse, gt)

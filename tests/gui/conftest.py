@@ -1,0 +1,116 @@
+"""Shared GUI test setup: Qt without a display, and a small document on a real photograph."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported below
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from app.gui.document import ImageDocument, InstanceLayer, palette_color
+
+DOC_SHAPE = (200, 300)
+
+
+@pytest.fixture
+def image_document(qapp: object) -> ImageDocument:
+    """scikit-image's astronaut photo resized to 300x200, with three instances.
+
+    1: a 60x80 box at x 40..100, y 30..110 with a 20x20 hole at x 60..80, y 50..70 (z 0, category 1);
+    2: a disc of radius 30 at (180, 100) (z 1, category 2);
+    3: a 30x30 box at x 220..250, y 140..170, locked (z 2, category 1).
+    """
+    photo = skimage.data.astronaut()
+    image = np.ascontiguousarray(cv2.resize(photo, (DOC_SHAPE[1], DOC_SHAPE[0]), interpolation=cv2.INTER_AREA))
+    box = np.zeros(DOC_SHAPE, dtype=bool)
+    box[30:110, 40:100] = True
+    box[50:70, 60:80] = False
+    disc = np.zeros(DOC_SHAPE, dtype=np.uint8)
+    cv2.circle(disc, (180, 100), 30, 1, thickness=-1)
+    small = np.zeros(DOC_SHAPE, dtype=bool)
+    small[140:170, 220:250] = True
+    layers = [
+        InstanceLayer(1, 1, box, palette_color(1), z=0),
+        InstanceLayer(2, 2, disc.astype(bool), palette_color(2), z=1),
+        InstanceLayer(3, 1, small, palette_color(3), z=2, locked=True),
+    ]
+    return ImageDocument(image, image_id=7, layers=layers)
+
+
+# ----------------------------------------------------------------------------- window fixtures (GUI-B)
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+from PySide6.QtCore import QSettings
+from pytestqt.qtbot import QtBot
+
+from app.gui.settings import AppSettings
+
+TEST_STEPS = 3
+
+
+@pytest.fixture
+def app_settings(qapp: object, tmp_path: Path) -> AppSettings:
+    """Settings in a temporary INI file: tests never read or write the user's."""
+    from app.gui.app import configure_application
+
+    configure_application(qapp)  # type: ignore[arg-type]
+    return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained compact-style network (narrower than the preset, for speed) saved as our safetensors."""
+    import torch
+
+    from app.refiner.unet import PRESETS, DenoiseUNet
+    from app.refiner.weights import save_weights
+
+    torch.manual_seed(0)
+    config = replace(PRESETS["compact"], channel_mult=(1, 1, 2, 2, 4), num_res_blocks=(0, 0, 0, 0, 1),
+                     attention_strides=(), time_embed_dim=32)
+    return save_weights(DenoiseUNet(config), tmp_path_factory.mktemp("weights") / "random-compact.safetensors")
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run the refiner on one intra-op thread: on a small shared CI machine two threads contend ten-fold."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """Where the window keeps the demo project."""
+    return tmp_path / "data"
+
+
+def open_window(qtbot: QtBot, settings: AppSettings, data_dir: Path):  # type: ignore[no-untyped-def]
+    """A shown MainWindow with the demo project open and its first image loaded."""
+    from app.gui.main_window import MainWindow
+
+    window = MainWindow(settings, data_dir=data_dir)
+    qtbot.addWidget(window)
+    window.resize(1100, 700)
+    window.show()
+    with qtbot.waitSignal(window.project.document_changed, timeout=20_000):
+        window.open_startup()
+    return window
+
+
+@pytest.fixture
+def window(qtbot: QtBot, app_settings: AppSettings, data_dir: Path, random_weights: Path,  # type: ignore[no-untyped-def]
+           one_torch_thread: None):
+    """The real main window on the demo project, refining with ``random_weights`` in 3 steps."""
+    app_settings.add_weights_file(random_weights)
+    app_settings.steps = TEST_STEPS
+    app_settings.min_frame_ms = 0
+    return open_window(qtbot, app_settings, data_dir)

@@ -1,0 +1,250 @@
+"""The canvas view: zoom and fit, overlays redrawn only where a signal says, preview and options."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from app.gui.canvas import Canvas
+from app.gui.document import ImageDocument, InstanceLayer, palette_color
+from app.gui.overlays import ADDED_RGB, REMOVED_RGB, SELECTED_RGB, TILE, ImageItem, premultiplied
+
+
+@pytest.fixture
+def canvas(qtbot: QtBot, image_document: ImageDocument) -> Canvas:
+    view = Canvas()
+    qtbot.addWidget(view)
+    view.resize(640, 440)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_document(image_document)
+    return view
+
+
+def overlay_pixel(canvas: Canvas, x: int, y: int) -> tuple[int, ...]:
+    assert canvas.instance_overlay is not None
+    return tuple(int(v) for v in canvas.instance_overlay.pixels((x, y, x + 1, y + 1))[0, 0])
+
+
+def colour(rgb: tuple[int, int, int], alpha: int = 255) -> tuple[int, ...]:
+    return tuple(int(v) for v in premultiplied(rgb, alpha))
+
+
+def wheel(canvas: Canvas, pos: QPointF, delta: int) -> None:
+    global_pos = QPointF(canvas.viewport().mapToGlobal(pos.toPoint()))
+    event = QWheelEvent(pos, global_pos, QPoint(0, 0), QPoint(0, delta), Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(canvas.viewport(), event)
+
+
+def visible_scene_rect(canvas: Canvas) -> tuple[float, float, float, float]:
+    r = canvas.mapToScene(canvas.viewport().rect()).boundingRect()
+    return r.left(), r.top(), r.right(), r.bottom()
+
+
+def test_fit_shows_the_whole_image(canvas: Canvas) -> None:
+    x0, y0, x1, y1 = visible_scene_rect(canvas)
+    assert x0 <= 0 and y0 <= 0 and x1 >= 299 and y1 >= 199
+    assert 1.5 < canvas.zoom < 2.2  # 640x440 around a 300x200 image
+
+
+def test_wheel_zooms_smoothly_around_the_mouse(canvas: Canvas, qtbot: QtBot) -> None:
+    canvas.set_zoom(4.0)
+    anchor = QPointF(200, 150)
+    before = canvas.mapToScene(anchor.toPoint())
+    with qtbot.waitSignal(canvas.zoom_changed) as blocker:
+        wheel(canvas, anchor, 120)
+    assert canvas.zoom == pytest.approx(4.0 * 1.0015**120)
+    assert blocker.args == [pytest.approx(canvas.zoom)]
+    after = canvas.mapToScene(anchor.toPoint())
+    assert abs(after.x() - before.x()) < 0.5 and abs(after.y() - before.y()) < 0.5
+    wheel(canvas, anchor, -60)  # half a notch: zoom follows the wheel delta, not fixed steps
+    assert canvas.zoom == pytest.approx(4.0 * 1.0015**60)
+
+
+def test_zoom_100_and_limits(canvas: Canvas) -> None:
+    canvas.zoom_100()
+    assert canvas.zoom == pytest.approx(1.0)
+    canvas.set_zoom(1e6)
+    assert canvas.zoom == pytest.approx(64.0)
+    canvas.set_zoom(0.0)
+    assert canvas.zoom == pytest.approx(0.01)
+
+
+def test_zoom_to_instance_frames_it(canvas: Canvas) -> None:
+    fit = canvas.zoom
+    canvas.zoom_to_instance(2)  # the disc of radius 30 around (180, 100)
+    assert canvas.zoom > fit
+    x0, y0, x1, y1 = visible_scene_rect(canvas)
+    assert x0 <= 150 and y0 <= 70 and x1 >= 210 and y1 >= 130
+
+
+def test_overlay_shows_instances_in_their_colours_with_holes(canvas: Canvas, image_document: ImageDocument) -> None:
+    doc = image_document
+    assert overlay_pixel(canvas, 180, 100) == colour(doc.layer(2).color)
+    assert overlay_pixel(canvas, 45, 35) == colour(doc.layer(1).color)
+    assert overlay_pixel(canvas, 70, 60)[3] == 0  # the hole
+    assert overlay_pixel(canvas, 5, 5)[3] == 0
+
+
+def test_brush_segment_redraws_only_its_rectangle(canvas: Canvas, image_document: ImageDocument) -> None:
+    doc = image_document
+    overlays = canvas.overlays()
+    drawn = [item.pixels_drawn for item in overlays]
+    assert doc.begin_stroke(2, "brush")
+    rect = doc.stroke_to([(100, 160), (110, 160)], 5)
+    assert rect == (98, 158, 113, 163)
+    area = 15 * 5
+    assert canvas.instance_overlay is not None
+    assert canvas.instance_overlay.pixels_drawn - drawn[0] == area  # not the 300x200 image
+    assert sum(item.pixels_drawn for item in overlays) - sum(drawn) == area  # the others had nothing to do
+    assert overlay_pixel(canvas, 105, 160) == colour(doc.layer(2).color)
+    doc.end_stroke()
+    doc.undo()
+    assert overlay_pixel(canvas, 105, 160)[3] == 0
+
+
+def test_overlay_tiles_are_allocated_only_where_masks_are(qtbot: QtBot) -> None:
+    image = np.zeros((2 * TILE + 10, 3 * TILE, 3), dtype=np.uint8)
+    mask = np.zeros(image.shape[:2], dtype=bool)
+    mask[10:50, 10:50] = True
+    doc = ImageDocument(image, 1, [InstanceLayer(1, 1, mask, palette_color(1))])
+    view = Canvas()
+    qtbot.addWidget(view)
+    view.set_document(doc)
+    assert view.instance_overlay is not None and view.instance_overlay.tile_count == 1
+    assert view.guidance_overlay is not None and view.guidance_overlay.tile_count == 0
+    doc.select(1)
+    doc.begin_stroke(1, "brush")
+    doc.stroke_to([(2 * TILE + 5, TILE + 5)], 9)
+    doc.end_stroke()
+    assert view.instance_overlay.tile_count == 2
+
+
+def test_contour_only_selected_only_and_colour_by_category(canvas: Canvas, image_document: ImageDocument) -> None:
+    doc = image_document
+    canvas.contour_only = True
+    assert overlay_pixel(canvas, 40, 60) == colour(doc.layer(1).color)  # on the outer edge
+    assert overlay_pixel(canvas, 50, 40)[3] == 0  # inside: not drawn
+    assert overlay_pixel(canvas, 59, 60) == colour(doc.layer(1).color)  # edge of the hole
+    assert overlay_pixel(canvas, 60, 60)[3] == 0  # the hole itself
+    canvas.contour_only = False
+    canvas.selected_only = True
+    assert overlay_pixel(canvas, 50, 40)[3] == 0 and overlay_pixel(canvas, 180, 100)[3] == 0
+    doc.select(2)
+    assert overlay_pixel(canvas, 180, 100) == colour(doc.layer(2).color)
+    assert overlay_pixel(canvas, 50, 40)[3] == 0
+    canvas.selected_only = False
+    canvas.color_by = "category"
+    assert overlay_pixel(canvas, 50, 40) == overlay_pixel(canvas, 230, 150)  # both category 1
+    assert overlay_pixel(canvas, 50, 40) != overlay_pixel(canvas, 180, 100)
+    with pytest.raises(ValueError, match="color_by must be one of"):
+        canvas.color_by = "mood"
+
+
+def test_opacity_changes_the_item_not_the_pixels(canvas: Canvas) -> None:
+    assert canvas.instance_overlay is not None
+    drawn = canvas.instance_overlay.pixels_drawn
+    canvas.opacity = 0.8
+    assert canvas.instance_overlay.opacity() == pytest.approx(0.8)
+    assert canvas.instance_overlay.pixels_drawn == drawn
+
+
+def test_hide_delete_and_z_order_update_the_overlay(canvas: Canvas, image_document: ImageDocument) -> None:
+    doc = image_document
+    doc.set_visible(2, False)
+    assert overlay_pixel(canvas, 180, 100)[3] == 0
+    doc.undo()
+    assert overlay_pixel(canvas, 180, 100) == colour(doc.layer(2).color)
+    over = np.zeros(doc.shape, dtype=bool)
+    over[90:110, 170:190] = True
+    new = doc.add_instance(4, over)
+    assert overlay_pixel(canvas, 180, 100) == colour(doc.layer(new).color)
+    doc.send_to_back(new)
+    assert overlay_pixel(canvas, 180, 100) == colour(doc.layer(2).color)
+    doc.delete_instance(2)
+    assert overlay_pixel(canvas, 180, 100) == colour(doc.layer(new).color)
+    assert overlay_pixel(canvas, 160, 100)[3] == 0
+
+
+def test_selection_outline_follows_the_selection(canvas: Canvas, image_document: ImageDocument) -> None:
+    doc = image_document
+    outline = canvas.selection_overlay
+    assert outline is not None
+    doc.select(2)
+    edge = outline.pixels((150, 100, 151, 101))[0, 0]
+    assert tuple(int(v) for v in edge) == colour(SELECTED_RGB)
+    assert outline.pixels((180, 100, 181, 101))[0, 0, 3] == 0  # not inside
+    doc.select(None)
+    assert not outline.pixels((140, 60, 221, 141))[..., 3].any()
+
+
+def test_refine_preview_diff_and_confidence(canvas: Canvas, image_document: ImageDocument) -> None:
+    doc = image_document
+    preview = doc.layer(2).mask.copy()
+    preview[70:80, 160:200] = False  # removed
+    preview[130:140, 170:190] = True  # added
+    confidence = np.zeros(doc.shape, dtype=np.float32)
+    confidence[60:150, 140:220] = 1.0
+    confidence[100:110, 150:160] = 0.2
+    doc.set_preview(2, preview, confidence, (140, 60, 220, 150))
+    diff, heat = canvas.diff_overlay, canvas.confidence_overlay
+    assert diff is not None and heat is not None
+    assert tuple(int(v) for v in diff.pixels((175, 135, 176, 136))[0, 0]) == colour(ADDED_RGB, 220)
+    assert tuple(int(v) for v in diff.pixels((180, 75, 181, 76))[0, 0]) == colour(REMOVED_RGB, 220)
+    assert diff.pixels((180, 100, 181, 101))[0, 0, 3] == 0  # unchanged pixels are not marked
+    assert diff.isVisible() and not heat.isVisible()
+    assert heat.pixels_drawn == 0  # hidden: the heatmap costs nothing until shown
+    canvas.show_confidence = True
+    canvas.show_diff = False
+    assert heat.isVisible() and not diff.isVisible()
+    assert heat.pixels((155, 105, 156, 106))[0, 0, 3] > 100  # unsure
+    assert heat.pixels((190, 120, 191, 121))[0, 0, 3] == 0  # sure
+    assert heat.pixels((10, 10, 11, 11))[0, 0, 3] == 0  # outside the box: not looked at
+    doc.clear_preview()
+    assert not heat.pixels((140, 60, 220, 150))[..., 3].any()
+    canvas.show_diff = True  # it catches up with the clear it missed while hidden
+    assert not diff.pixels((140, 60, 220, 150))[..., 3].any()
+
+
+def test_the_rendered_view_shows_the_overlay(canvas: Canvas, image_document: ImageDocument) -> None:
+    canvas.zoom_100()
+    QApplication.processEvents()
+    pos = canvas.mapFromScene(QPointF(180.5, 100.5))
+    with_overlay = canvas.viewport().grab().toImage().pixelColor(pos)
+    canvas.opacity = 0.0
+    QApplication.processEvents()
+    without = canvas.viewport().grab().toImage().pixelColor(pos)
+    near = image_document.image[99:102, 179:182].reshape(-1, 3).astype(int)  # at 100% one of these
+    assert (np.abs(near - (without.red(), without.green(), without.blue())).max(axis=1) <= 2).any()
+    assert with_overlay != without
+
+
+def test_switching_and_clearing_the_document(canvas: Canvas, image_document: ImageDocument) -> None:
+    other = ImageDocument(np.zeros((50, 80, 3), np.uint8), 2, [])
+    canvas.set_document(other)
+    assert canvas.scene().sceneRect().width() == 80
+    image_document.select(2)  # the old document no longer drives the canvas
+    assert canvas.selection_overlay is not None and canvas.selection_overlay.shown_id is None
+    canvas.set_document(None)
+    assert canvas.document is None and canvas.overlays() == []
+    canvas.zoom_fit()
+
+
+def test_photo_pyramid_halves_down_to_the_screen_size() -> None:
+    image = np.zeros((1000, 2100, 3), dtype=np.uint8)
+    image[:, :, 0] = 200
+    item = ImageItem(image)
+    assert [(level.width(), level.height()) for level in item.levels] == [(2100, 1000), (1050, 500), (525, 250)]
+    assert item.levels[2].pixelColor(10, 10).red() == 200
+
+
+def test_outlines_keep_their_screen_width_when_zooming_out(canvas: Canvas, image_document: ImageDocument, qtbot: QtBot) -> None:
+    image_document.select(2)
+    canvas.set_zoom(0.25)
+    assert canvas.selection_overlay is not None
+    qtbot.waitUntil(lambda: canvas.selection_overlay is not None and canvas.selection_overlay.contour_width == 6, timeout=2000)
+    edge = canvas.selection_overlay.pixels((150, 100, 156, 101))[0]
+    assert (edge[:, 3] == 255).all()  # six image pixels wide: 1.5 screen pixels at 25%

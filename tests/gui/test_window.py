@@ -1,0 +1,232 @@
+"""The real main window, offscreen, on the demo project: opening, selecting, painting, undo, review,
+export, session resume and bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtGui import QKeySequence, QMouseEvent
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from app.core.model import ReviewStatus
+from app.core.store import ProjectStore
+from app.gui.actions import ActionRegistry
+from app.gui.demo import DEMO_JSON, demo_project_path
+from app.gui.main_window import MainWindow
+from app.gui.settings import AppSettings
+
+from .conftest import open_window
+
+LEFT = Qt.MouseButton.LeftButton
+
+
+def drag(window: MainWindow, points: list[tuple[float, float]]) -> None:
+    """A left-button drag through image points on the canvas."""
+    canvas = window.canvas
+    viewport = canvas.viewport()
+
+    def send(kind: QEvent.Type, x: float, y: float, button: Qt.MouseButton, buttons: Qt.MouseButton) -> None:
+        pos = QPointF(canvas.mapFromScene(QPointF(x + 0.5, y + 0.5)))
+        glob = QPointF(viewport.mapToGlobal(pos.toPoint()))
+        QApplication.sendEvent(viewport, QMouseEvent(kind, pos, glob, button, buttons, Qt.KeyboardModifier.NoModifier))
+
+    send(QEvent.Type.MouseButtonPress, *points[0], LEFT, LEFT)
+    for x, y in points[1:]:
+        send(QEvent.Type.MouseMove, x, y, Qt.MouseButton.NoButton, LEFT)
+    send(QEvent.Type.MouseButtonRelease, *points[-1], LEFT, Qt.MouseButton.NoButton)
+
+
+def stored_mask(window: MainWindow, instance_id: int) -> np.ndarray:
+    store = window.project.store
+    assert store is not None
+    return store.instance(instance_id).mask()
+
+
+def test_demo_opens_with_images_instances_and_canvas(window: MainWindow) -> None:
+    demo = json.loads(DEMO_JSON.read_text())
+    assert window.image_panel.model.rowCount() == len(demo["images"]) == 4
+    doc = window.project.doc
+    assert doc is not None and window.canvas.document is doc
+    first = demo["images"][0]
+    assert doc.shape == (first["height"], first["width"])
+    on_first = [a for a in demo["annotations"] if a["image_id"] == first["id"]]
+    assert len(doc.layers()) == len(on_first) == window.instance_panel.model.rowCount()
+    assert not doc.image.min() == doc.image.max()  # the photo itself, not the grey placeholder
+    assert "demo.srproj" in window.windowTitle()
+    assert window.last_error is None
+
+
+def test_select_paint_erase_undo_redo_autosaves(window: MainWindow, qtbot: QtBot) -> None:
+    doc = window.project.doc
+    assert doc is not None
+    window.actions["instance.next"].trigger()
+    selected = doc.selected_id
+    assert selected is not None
+    assert window.properties_panel.instance_label.text().startswith(str(selected))
+    coarse = doc.layer(selected).mask.copy()
+    window.actions["tool.brush"].trigger()
+    assert window.canvas.tool == "brush"
+    window.canvas.brush_size = 9
+    drag(window, [(20, 20), (40, 22), (60, 24)])  # far from every demo polygon of this image
+    painted = doc.layer(selected).mask.copy()
+    assert painted[22, 40] and not coarse[22, 40]
+    assert np.array_equal(stored_mask(window, selected), painted)  # saved without asking
+
+    window.actions["tool.eraser"].trigger()
+    drag(window, [(40, 14), (40, 30)])
+    erased = doc.layer(selected).mask.copy()
+    assert not erased[22, 40] and erased[22, 60]
+    assert np.array_equal(stored_mask(window, selected), erased)
+
+    window.actions["edit.undo"].trigger()
+    assert np.array_equal(doc.layer(selected).mask, painted)
+    window.actions["edit.undo"].trigger()
+    assert np.array_equal(doc.layer(selected).mask, coarse)
+    assert np.array_equal(stored_mask(window, selected), coarse)
+    window.actions["edit.redo"].trigger()
+    assert np.array_equal(stored_mask(window, selected), painted)
+    assert window.undo_view.stack() is doc.undo_stack and doc.undo_stack.count() == 2
+
+
+def test_review_keys_set_status_and_enter_moves_to_the_next_unreviewed(window: MainWindow, qtbot: QtBot) -> None:
+    doc = window.project.doc
+    assert doc is not None
+    first = sorted(layer.id for layer in doc.layers())
+    doc.select(first[0])
+    qtbot.keyClick(window.canvas, Qt.Key.Key_X)
+    store = window.project.store
+    assert store is not None
+    assert store.instance(first[0]).status is ReviewStatus.REJECTED
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Return)
+    assert store.instance(first[0]).status is ReviewStatus.ACCEPTED
+    assert doc.selected_id == first[1]
+    for instance_id in first[1:-1]:
+        window.accept_and_next()
+    assert doc.selected_id == first[-1]
+    with qtbot.waitSignal(window.project.document_changed, timeout=10_000):
+        window.accept_and_next()  # the last one on this image: on to the next image with unreviewed ones
+    new_doc = window.project.doc
+    assert new_doc is not None and new_doc.image_id != doc.image_id
+    assert new_doc.selected_id is not None
+    assert new_doc.layer(new_doc.selected_id).status == ReviewStatus.UNREVIEWED.value
+    assert store.counts_by_status()[ReviewStatus.ACCEPTED] == len(first)
+
+
+def test_new_delete_and_undo_keep_the_store_in_step(window: MainWindow) -> None:
+    doc, store = window.project.doc, window.project.store
+    assert doc is not None and store is not None
+    before = store.count_instances()
+    window.actions["instance.new"].trigger()
+    new_id = doc.selected_id
+    assert new_id is not None and window.canvas.tool == "brush"
+    drag(window, [(500, 40), (520, 40)])
+    assert store.instance(new_id).mask()[40, 510]
+    assert store.count_instances() == before + 1
+    window.actions["instance.delete"].trigger()
+    assert not doc.has_layer(new_id) and store.count_instances() == before
+    window.actions["edit.undo"].trigger()
+    assert doc.has_layer(new_id) and store.instance(new_id).mask()[40, 510]
+
+
+def test_instance_list_filters_and_sorts_from_the_store(window: MainWindow) -> None:
+    panel = window.instance_panel
+    panel.scope_box.setCurrentIndex(1)  # all images
+    assert panel.model.rowCount() == 13
+    panel.category_box.setCurrentIndex(panel.category_box.findText("eye"))
+    panel.category_box.activated.emit(panel.category_box.currentIndex())
+    assert panel.model.rowCount() == 2
+    panel.category_box.setCurrentIndex(0)
+    panel.category_box.activated.emit(0)
+    panel.sort_box.setCurrentText("Largest area")
+    areas = [panel.model.summary(r).area for r in range(panel.model.rowCount())]  # type: ignore[union-attr]
+    assert areas == sorted(areas, reverse=True)
+    panel.min_area.setValue(50_000)
+    assert 0 < panel.model.rowCount() < 13
+
+
+def test_export_coco_reads_back_with_pycocotools(window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
+    doc = window.project.doc
+    assert doc is not None
+    window.actions["instance.next"].trigger()
+    selected = doc.selected_id
+    assert selected is not None
+    window.actions["tool.brush"].trigger()
+    drag(window, [(20, 20), (60, 20)])
+    dialog = window.open_export_dialog()
+    assert dialog is not None
+    out = tmp_path / "export.json"
+    dialog.path_edit.setText(str(out))
+    with qtbot.waitSignal(dialog.exported, timeout=20_000):
+        dialog.start()
+    coco = COCO(str(out))
+    assert len(coco.anns) == 13
+    exported = coco.annToMask(coco.anns[selected]).astype(bool)
+    assert np.array_equal(exported, doc.layer(selected).mask)
+
+
+def test_session_resumes_image_instance_and_filters(
+    qtbot: QtBot, app_settings: AppSettings, data_dir: Path, window: MainWindow,
+) -> None:
+    window.project.step_image(2)
+    qtbot.waitUntil(lambda: window.project.doc is not None and window.project.doc.image_id == 3, timeout=10_000)
+    doc = window.project.doc
+    assert doc is not None
+    target = sorted(layer.id for layer in doc.layers())[1]
+    doc.select(target)
+    window.instance_panel.sort_box.setCurrentText("Lowest confidence")
+    window.close()
+    again = open_window(qtbot, app_settings, data_dir)
+    doc = again.project.doc
+    assert doc is not None and doc.image_id == 3 and doc.selected_id == target
+    assert again.instance_panel.filters()["sort"] == "Lowest confidence"
+
+
+def test_bad_project_file_shows_one_error_and_keeps_the_window(window: MainWindow, tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.srproj"
+    bogus.write_text("not a database")
+    assert not window.project.open_project(bogus)
+    assert window.last_error is not None and "notes.srproj" in window.last_error[1]
+    assert window.project.doc is not None  # the demo is still open
+    assert not window.project.open_project(tmp_path / "missing.srproj")
+    assert "missing.srproj" in window.last_error[1]
+
+
+def test_reopening_the_demo_uses_the_same_project_file(window: MainWindow, data_dir: Path) -> None:
+    path = demo_project_path(data_dir)
+    assert window.project.project_path == path and path.is_file()
+    window.project.close_project()
+    with ProjectStore.open(path) as store:
+        assert store.count_instances() == 13
+
+
+def test_shortcuts_are_editable_and_remembered(window: MainWindow, app_settings: AppSettings) -> None:
+    dialog = window.open_settings()
+    editor = dialog.shortcut_editor("refine.run")
+    editor.setKeySequence(QKeySequence("Ctrl+Alt+R"))
+    dialog.shortcut_editor("tool.brush").setKeySequence(QKeySequence("Ctrl+Alt+R"))
+    assert "Ctrl+Alt+R" in dialog.conflicts()
+    dialog.shortcut_editor("tool.brush").setKeySequence(QKeySequence("B"))
+    dialog.accept()
+    assert window.actions["refine.run"].shortcut().toString() == "Ctrl+Alt+R"
+    fresh = ActionRegistry(window, app_settings.qsettings)
+    assert fresh.shortcut("refine.run").toString() == "Ctrl+Alt+R"
+    assert fresh.shortcut("tool.brush").toString() == "B"
+
+
+@pytest.mark.parametrize("image_file", ["coffee.png", "chelsea.png", "astronaut.jpg", "rocket.jpg"])
+def test_demo_masks_are_coarse_but_inside_their_images(image_file: str) -> None:
+    demo = json.loads(DEMO_JSON.read_text())
+    image = next(i for i in demo["images"] if i["file_name"] == image_file)
+    anns = [a for a in demo["annotations"] if a["image_id"] == image["id"]]
+    assert anns
+    for ann in anns:
+        rle = mask_utils.frPyObjects(ann["segmentation"], image["height"], image["width"])
+        area = mask_utils.area(mask_utils.merge(rle))
+        assert 500 < area < image["height"] * image["width"]
+        assert all(len(poly) // 2 <= 24 for poly in ann["segmentation"])  # a few vertices: coarse
