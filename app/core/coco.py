@@ -34,7 +34,7 @@ import os
 import time
 from itertools import chain, islice
 from pathlib import Path
-from typing import IO, Any, Collection, Iterable, Iterator, Literal, Mapping
+from typing import IO, Any, Callable, Collection, Iterable, Iterator, Literal, Mapping
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -172,8 +172,8 @@ def _finish(dataset: Dataset, report: ImportReport, path: Path, images_dir: Any,
 def _looks_like_lvis(data: dict[str, Any]) -> bool:
     first_cat = next(iter(data["categories"]), None)
     first_img = next(iter(data["images"]), None)
-    return (isinstance(first_cat, dict) and "frequency" in first_cat) or (
-        isinstance(first_img, dict) and "neg_category_ids" in first_img
+    return (isinstance(first_cat, dict) and isinstance(first_cat.get("frequency"), str)) or (
+        isinstance(first_img, dict) and isinstance(first_img.get("neg_category_ids"), list)
     )
 
 
@@ -665,7 +665,7 @@ def _check_options(segmentation: str, on_inexact: str) -> None:
         raise ValueError(f"on_inexact must be 'rle' or 'polygon', not {on_inexact!r}")
 
 
-def _write_file(path: str | os.PathLike[str], body: Any) -> None:
+def _write_file(path: str | os.PathLike[str], body: Callable[[IO[str]], None]) -> None:
     try:
         with atomic_open(path, "w") as f:
             body(f)

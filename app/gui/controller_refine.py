@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.core.images import find_image_file
 from app.core.model import ChangeKind, Provenance, ReviewStatus
@@ -134,6 +134,10 @@ class RefineController(QObject):
         self.queue_total = 0
         self.queue_done = 0
         self.queue_paused = False
+        self._writes: deque[tuple[RefineRun, int, InstanceState]] = deque()
+        self._write_timer = QTimer(self)
+        self._write_timer.setInterval(0)
+        self._write_timer.timeout.connect(self._write_one)
         worker = service.worker
         worker.step.connect(self._on_step)
         worker.finished.connect(self._on_finished)
@@ -152,7 +156,7 @@ class RefineController(QObject):
 
     @property
     def queue_active(self) -> bool:
-        return self.queue_run is not None or bool(self._queue)
+        return self.queue_run is not None or bool(self._queue) or bool(self._writes)
 
     @property
     def step_count(self) -> int:
@@ -309,6 +313,7 @@ class RefineController(QObject):
         if not self.queue_active:
             return
         self._queue.clear()
+        self._flush_writes()
         if self.queue_run is not None:
             self.service.stop()
             self._clear_queue_preview()
@@ -332,7 +337,7 @@ class RefineController(QObject):
             self.queue_run = RefineRun(job, item.image_id, choice, dict(zip(ids, masks)), keep_all=False)
             self.service.submit(job)
             return
-        if not self._queue and self.queue_run is None:
+        if not self._queue and self.queue_run is None and not self._writes:
             self.message.emit(f"Refined {self.queue_done} instances; sort the list by largest change to review")
             self._finish_queue()
 
@@ -360,34 +365,45 @@ class RefineController(QObject):
         self.state_changed.emit()
 
     def _apply_queue_run(self, run: RefineRun) -> None:
-        final = run.snapshots[-1] if run.snapshots else {}
+        """Results on the open image: one undoable step now. Elsewhere: queued store writes, one per event
+        loop turn, so a batch of saves never holds the window up."""
+        final = {i: state for i, state in (run.snapshots[-1] if run.snapshots else {}).items()
+                 if not state.patch.skipped}
         doc = self.project.doc
-        on_doc = doc is not None and doc.image_id == run.image_id
-        if on_doc:
-            assert doc is not None
-            doc.clear_preview()
-            doc.undo_stack.beginMacro(f"Refine {len(final)} instances")
+        if doc is None or doc.image_id != run.image_id:
+            self._writes.extend((run, i, state) for i, state in final.items())
+            self._write_timer.start()
+            return
+        doc.clear_preview()
+        doc.undo_stack.beginMacro(f"Refine {len(final)} instances")
         try:
             for instance_id, state in final.items():
-                if state.patch.skipped:
-                    continue
-                if on_doc:
-                    assert doc is not None
-                    if doc.has_layer(instance_id):
-                        mask = run.full_mask(instance_id, state, doc.shape)
-                        doc.apply_mask(instance_id, mask, "refine", run.provenance(state))
-                else:
-                    prov = run.provenance(state)
-                    height, width = run.steps[-1].image_size
-                    mask = run.full_mask(instance_id, state, (height, width))
-                    self.project.store_mask(
-                        instance_id, mask, Provenance(ChangeKind.REFINED, str(prov["weights"]), run.choice.mode,
-                                                      state.reverse_steps),
-                        state.mean_confidence)
+                if doc.has_layer(instance_id):
+                    doc.apply_mask(instance_id, run.full_mask(instance_id, state, doc.shape), "refine",
+                                   run.provenance(state))
         finally:
-            if on_doc:
-                assert doc is not None
-                doc.undo_stack.endMacro()
+            doc.undo_stack.endMacro()
+
+    def _write_one(self) -> None:
+        if not self._writes:
+            self._write_timer.stop()
+            if not self._queue and self.queue_run is None and self._queue_choice is not None:
+                self._next_job()
+            return
+        run, instance_id, state = self._writes.popleft()
+        self._store_result(run, instance_id, state)
+
+    def _flush_writes(self) -> None:
+        """Save every queued result now (the queue is being cancelled: finished work is kept)."""
+        while self._writes:
+            self._store_result(*self._writes.popleft())
+        self._write_timer.stop()
+
+    def _store_result(self, run: RefineRun, instance_id: int, state: InstanceState) -> None:
+        height, width = run.steps[-1].image_size
+        mask = run.full_mask(instance_id, state, (height, width))
+        prov = Provenance(ChangeKind.REFINED, weights_name(run.choice.weights), run.choice.mode, state.reverse_steps)
+        self.project.store_mask(instance_id, mask, prov, state.mean_confidence)
 
     def _clear_queue_preview(self) -> None:
         doc = self.project.doc
@@ -450,6 +466,7 @@ class RefineController(QObject):
             self._clear_queue_preview()
             self.queue_run = None
             self._queue.clear()
+            self._flush_writes()
             self._finish_queue()
             self.error.emit("Refinement failed", f"{message}\nThe queue was stopped; finished instances are kept.")
 

@@ -127,8 +127,6 @@ class MainWindow(QMainWindow):
         self.history_dock = self._dock("History", "historyDock", self.undo_view, right)
         self.tabifyDockWidget(self.properties_dock, self.history_dock)
         self.properties_dock.raise_()
-        self.resizeDocks([self.image_dock, self.instance_dock], [220, 420], Qt.Orientation.Vertical)
-        self.resizeDocks([self.image_dock, self.refine_dock], [330, 330], Qt.Orientation.Horizontal)
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -282,6 +280,9 @@ class MainWindow(QMainWindow):
             self.resize(1500, 920)
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
+        else:
+            self.resizeDocks([self.image_dock, self.instance_dock], [200, 480], Qt.Orientation.Vertical)
+            self.resizeDocks([self.image_dock, self.refine_dock], [340, 330], Qt.Orientation.Horizontal)
 
     # ------------------------------------------------------------------------------- opening
     def open_startup(self, project: Path | None = None) -> None:
@@ -380,6 +381,7 @@ class MainWindow(QMainWindow):
         text = "" if record is None else f"{record.file_name} ({record.width}×{record.height}, id {record.id})"
         self.properties_panel.set_context(doc, self.project.store, text)
         self.instance_panel.apply(doc.image_id if doc is not None else None)
+        self._show_selection_in_list()
         if doc is not None:
             self.image_panel.show_current(doc.image_id)
             doc.selection_changed.connect(self._selection_changed)
@@ -431,11 +433,17 @@ class MainWindow(QMainWindow):
     def _refresh_lists(self) -> None:
         self.instance_panel.refresh()
         self.image_panel.model.refresh_counts(self.project.store)
+        self._show_selection_in_list()
 
     def _filters_changed(self) -> None:
         doc = self.project.doc
         self.instance_panel.apply(doc.image_id if doc is not None else None)
         self.project.remember_filters(self.instance_panel.filters())
+        self._show_selection_in_list()
+
+    def _show_selection_in_list(self) -> None:
+        doc = self.project.doc
+        self.instance_panel.show_current(doc.selected_id if doc is not None else None)
 
     def _instance_activated(self, instance_id: int) -> None:
         self._zoom_to_selection = True

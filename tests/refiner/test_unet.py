@@ -181,11 +181,24 @@ def test_official_module_semantics(official: DenoiseUNet) -> None:
     assert isinstance(attn, AttentionBlock) and attn.num_heads == 4
 
 
+def test_official_attention_runs_on_16x16_and_8x8_maps(official_meta: DenoiseUNet) -> None:
+    sizes: list[tuple[str, int]] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: sizes.append((name, inp[0].shape[-1])))
+             for name, m in official_meta.named_modules() if isinstance(m, AttentionBlock)]
+    with torch.no_grad():
+        out = official_meta(torch.zeros(1, 4, 256, 256, device="meta"), torch.zeros(1, dtype=torch.long, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    assert out.shape == (1, 1, 256, 256)
+    assert [s for _, s in sizes] == [16, 16, 8, 8, 8, 8, 8, 8, 16, 16, 16]
+    assert [n.split(".")[0] for n, _ in sizes] == ["input_blocks"] * 4 + ["middle_block"] + ["output_blocks"] * 6
+
+
 def test_official_forward_shape(official: DenoiseUNet) -> None:
     x, t = _inputs(2, 64)
     with torch.no_grad():
-        out = official(x, t)
-    assert out.shape == (2, 1, 64, 64)
+        out = official(x[:, :, :32], t)
+    assert out.shape == (2, 1, 32, 64)
     assert torch.isfinite(out).all()
 
 

@@ -26,7 +26,7 @@ from app.core.store_rows import InstanceSummary
 Index = QModelIndex | QPersistentModelIndex
 PAGE = 256
 MAX_PAGES = 64
-COLUMNS = ("Id", "Category", "Status", "Score", "Area", "Change", "Conf.", "")
+COLUMNS = ("Id", "Category", "", "Score", "Area", "Change", "Conf.", "")
 SORTS: dict[str, tuple[str, bool]] = {
     "Id": ("id", False),
     "Largest change": ("changed_pixels", True),
@@ -104,7 +104,8 @@ class InstanceTableModel(QAbstractTableModel):
         return page[offset] if offset < len(page) else None
 
     def row_of(self, instance_id: int) -> int:
-        """The row of an instance among the cached pages (-1 when not loaded or not listed)."""
+        """The row of an instance among the first and the cached pages (-1 when not among them)."""
+        self.summary(0)
         for page_no, page in self._pages.items():
             for offset, summary in enumerate(page):
                 if summary.id == instance_id:
@@ -125,7 +126,8 @@ class InstanceTableModel(QAbstractTableModel):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
-            return {5: "Pixels the last refinement changed", 6: "Mean confidence of the last refinement"}.get(section)
+            return {2: "Review status", 5: "Pixels the last refinement changed",
+                    6: "Mean confidence of the last refinement"}.get(section)
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -149,8 +151,8 @@ class InstanceTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and s.hidden:
             return QColor("#9ca3af")
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"instance {s.id} on image {s.image_id}" + (" (locked)" if s.locked else "") + (
-                " (hidden)" if s.hidden else "")
+            return f"instance {s.id} on image {s.image_id}: {STATUS_TEXT[s.status]}" + (
+                " (locked)" if s.locked else "") + (" (hidden)" if s.hidden else "")
         return None
 
     def _display(self, s: InstanceSummary, column: int) -> Any:
@@ -158,8 +160,6 @@ class InstanceTableModel(QAbstractTableModel):
             return s.id
         if column == 1:
             return self.category_name(s.category_id)
-        if column == 2:
-            return STATUS_TEXT[s.status]
         if column == 3:
             return "" if s.score is None else f"{s.score:.2f}"
         if column == 4:

@@ -76,10 +76,10 @@ class RefinePanel(QWidget):
         self.warning.hide()
 
         run_grid = QGridLayout()
-        names = ("refine.run", "refine.image", "refine.dataset", "refine.stop", "refine.pause", "refine.reject",
+        names = ("refine.run", "refine.stop", "refine.image", "refine.dataset", "refine.pause", "refine.reject",
                  "refine.accept", "refine.accept_next")
         for k, name in enumerate(names):
-            run_grid.addWidget(self._button(name), k // 3, k % 3)
+            run_grid.addWidget(self._button(name), k // 2, k % 2)
 
         self.scrubber = QSlider(Qt.Orientation.Horizontal)
         self.scrubber.setObjectName("stepScrubber")

@@ -1,0 +1,208 @@
+"""GUI responsiveness: time to first paint of the demo, and how late the event loop runs while the
+refiner works.
+
+1. First paint: from opening the demo project (fresh, so the project file is created too) until the
+   canvas has painted the photo; the window's own construction and first paint are reported apart.
+2. Event-loop latency: a 5 ms QTimer records how late each tick fires while (a) the selected instance is
+   refined step by step with the preview drawn after every step, and (b) the whole demo is refined by the
+   queue (results applied as undoable edits and saved). Goal: no tick later than 50 ms, i.e. the GUI
+   thread never blocks longer than that. ``--scale`` enlarges the photo to test big images.
+
+    .venv/bin/python benchmarks/bench_gui.py [--scale 6] [--weights FILE] [--steps 6]
+
+Runs offscreen unless a display is set. Without ``--weights`` (or an installed compact-v1) it uses an
+untrained compact network: the network's work is the same, only its answers differ.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QElapsedTimer, QEvent, QEventLoop, QObject, QSettings, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.gui.app import configure_application  # noqa: E402
+from app.gui.demo import DEMO_DIR, DEMO_JSON  # noqa: E402
+from app.gui.main_window import MainWindow  # noqa: E402
+from app.gui.settings import AppSettings  # noqa: E402
+
+GOAL_MS = 50.0
+TICK_MS = 5
+
+
+class PaintWatch(QObject):
+    """Notes the time of the first paint event of a widget."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.painted_at: float | None = None
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt override)
+        if event.type() == QEvent.Type.Paint and self.painted_at is None:
+            self.painted_at = time.perf_counter()
+        return False
+
+
+class Lateness:
+    """A 5 ms timer recording how late each tick is."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(TICK_MS)
+        self.timer.timeout.connect(self._tick)
+        self.clock = QElapsedTimer()
+
+    def start(self) -> None:
+        self.samples.clear()
+        self.clock.start()
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def _tick(self) -> None:
+        self.samples.append(max(0.0, self.clock.nsecsElapsed() / 1e6 - TICK_MS))
+        self.clock.restart()
+
+    def report(self, what: str) -> dict[str, float]:
+        s = np.array(self.samples)
+        figures = {
+            "ticks": int(s.size), "max_ms": float(s.max()), "p99_ms": float(np.percentile(s, 99)),
+            "mean_ms": float(s.mean()), "over_goal": int((s > GOAL_MS).sum()),
+        }
+        verdict = "OK" if figures["max_ms"] <= GOAL_MS else "OVER GOAL"
+        print(f"{what}: {figures['ticks']} ticks, lateness max {figures['max_ms']:.1f} ms, p99 "
+              f"{figures['p99_ms']:.1f} ms, mean {figures['mean_ms']:.2f} ms, {figures['over_goal']} over "
+              f"{GOAL_MS:.0f} ms (max/goal {figures['max_ms'] / GOAL_MS:.2f}) [{verdict}]")
+        return figures
+
+
+def wait_until(app: QApplication, done, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step timed out")
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
+
+
+def scaled_demo(folder: Path, scale: float) -> Path:
+    """The demo dataset with every photo and polygon enlarged ``scale`` times (for large-image figures)."""
+    data = json.loads(DEMO_JSON.read_text())
+    for img in data["images"]:
+        photo = cv2.imread(str(DEMO_DIR / img["file_name"]))
+        big = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        img["file_name"] = Path(img["file_name"]).with_suffix(".jpg").name
+        cv2.imwrite(str(folder / img["file_name"]), big, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        img["height"], img["width"] = big.shape[:2]
+    for ann in data["annotations"]:
+        ann["segmentation"] = [[v * scale for v in poly] for poly in ann["segmentation"]]
+    out = folder / "demo-scaled.json"
+    out.write_text(json.dumps(data))
+    return out
+
+
+def choose_weights(requested: str | None, scratch: Path) -> str:
+    if requested:
+        return requested
+    from app.refiner.unet import build_unet
+    from app.refiner.weights import WeightsError, resolve_weights, save_weights
+
+    try:
+        resolve_weights("compact-v1")
+        return "compact-v1"
+    except WeightsError:
+        print("compact-v1 not installed: timing an untrained compact network")
+        return str(save_weights(build_unet("compact"), scratch / "untrained-compact.safetensors"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", help="registry name or checkpoint file")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--scale", type=float, default=1.0, help="enlarge the demo photos (e.g. 6 for ~3600x2400)")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    app = QApplication(sys.argv[:1])
+    configure_application(app)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        settings = AppSettings(QSettings(str(scratch / "settings.ini"), QSettings.Format.IniFormat))
+        weights = choose_weights(args.weights, scratch)
+        if Path(weights).suffix:
+            settings.add_weights_file(weights)
+        else:
+            settings.weights = weights
+        settings.steps, settings.min_frame_ms, settings.device = args.steps, 0, args.device
+
+        t0 = time.perf_counter()
+        window = MainWindow(settings, data_dir=scratch / "data")
+        window.resize(1500, 900)
+        built = time.perf_counter()
+        window_watch = PaintWatch()
+        window.installEventFilter(window_watch)
+        window.show()
+        wait_until(app, lambda: window_watch.painted_at is not None, 30)
+        canvas_watch = PaintWatch()
+        opened = time.perf_counter()
+        if args.scale == 1.0:
+            window.open_startup()
+        else:
+            source = scaled_demo(scratch, args.scale)
+            window.project.import_dataset(source, "coco", scratch, project=scratch / "scaled.srproj")
+        wait_until(app, lambda: window.project.doc is not None, 120)
+        window.canvas.viewport().installEventFilter(canvas_watch)
+        wait_until(app, lambda: canvas_watch.painted_at is not None, 30)
+        doc = window.project.doc
+        assert doc is not None and canvas_watch.painted_at is not None and window_watch.painted_at is not None
+        h, w = doc.shape
+        print(f"image {w}x{h}; window built in {(built - t0) * 1e3:.0f} ms, first window paint "
+              f"{(window_watch.painted_at - t0) * 1e3:.0f} ms after start")
+        print(f"time to first paint of the demo: {(canvas_watch.painted_at - opened) * 1e3:.0f} ms from opening "
+              "the project (created fresh) to the photo on screen")
+
+        probe_deadline = time.monotonic() + 60
+        wait_until(app, lambda: window.environment is not None or time.monotonic() > probe_deadline, 70)
+        largest = max(doc.layers(), key=lambda layer: int(layer.mask.sum())).id
+        doc.select(largest)
+        window.refine_selected()  # warm-up: loads the weights on the refine thread
+        wait_until(app, lambda: not window.refine.running, 600)
+        window.refine.reject()
+
+        ticks = Lateness()
+        ticks.start()
+        start = time.perf_counter()
+        window.refine_selected()
+        wait_until(app, lambda: not window.refine.running, 600)
+        ticks.stop()
+        print(f"refinement of instance {largest}: {window.refine.step_count} steps in "
+              f"{time.perf_counter() - start:.2f} s")
+        ticks.report("event loop during an interactive refinement")
+        window.refine.accept()
+
+        ticks.start()
+        start = time.perf_counter()
+        window.actions["refine.dataset"].trigger()
+        wait_until(app, lambda: not window.refine.queue_active, 1200)
+        ticks.stop()
+        print(f"queue: {window.refine.queue_done} instances in {time.perf_counter() - start:.2f} s")
+        ticks.report("event loop during the refine queue (whole project)")
+        window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
