@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.refiner.data import shared_sources
 from app.refiner.train import TrainConfig, Trainer, ValidationSet, run_training
-from app.refiner.weights import save_weights
+from app.refiner.weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train or resume the refiner (checkpoints in --run)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding ecssd/, oxford_pets/, pennfudan/, coco_tiny/, lvis_val_100/")
     p.add_argument("--run", type=Path, default=Path("runs/compact"), help="run folder (last.pt is resumed when present)")
+    p.add_argument("--init", help="start from these weights (name or .safetensors file) instead of random")
     p.add_argument("--export", type=Path, help="write the best validated weights here as safetensors (fp16)")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
@@ -52,5 +53,6 @@ def run_train(args: argparse.Namespace) -> int:
         save_weights(trainer.model, args.export, metadata, fp16=True)
         log.info("exported best weights (val IoU %.4f) to %s", scores["iou"], args.export)
 
-    run_training(config, args.run, train_sources, validation, on_best=export_best)
+    init = load_weights(args.init)[0] if args.init else None
+    run_training(config, args.run, train_sources, validation, on_best=export_best, init_weights=init)
     return 0

@@ -1,7 +1,9 @@
 """Per-step latency and peak memory of the U-Net presets at 256x256 (one step = one forward of a batch).
 
 Each configuration runs in its own subprocess so CPU peak memory (max RSS growth over the imports) is not
-polluted by the previous one; on CUDA the peak is torch.cuda.max_memory_allocated. On CUDA the script also
+polluted by the previous one; on CUDA the peak is torch.cuda.max_memory_allocated. On CPU the process CPU time
+per step is printed too: on a shared machine wall time swings with other load, CPU time much less (with N
+threads, uncontended wall time is roughly CPU time / N). On CUDA the script also
 measures the card's bf16 matmul throughput and reports the official preset's bf16 achieved FLOP/s against it.
 
     .venv/bin/python benchmarks/bench_unet.py                       # CPU (2 threads), both presets, batch 1 and 8
@@ -59,21 +61,23 @@ def run_one(preset: str, batch: int, size: int, device: str, dtype: str, threads
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats()
     times: list[float] = []
+    cpu_times: list[float] = []
     with torch.inference_mode(), autocast:
         for i in range(warmup + repeats):
             if cuda:
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             model(x, t)
             if cuda:
                 torch.cuda.synchronize()
             if i >= warmup:
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
                 if sum(times) > budget_s and len(times) >= 3:
                     break
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb() - rss_before
     return {"median_ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3,
-            "runs": len(times), "peak_mb": peak}
+            "cpu_ms": statistics.median(cpu_times) * 1e3, "runs": len(times), "peak_mb": peak}
 
 
 def matmul_tflops(n: int = 8192, repeats: int = 20) -> float:
@@ -157,9 +161,10 @@ def _print_row(row: tuple, flops: float) -> None:
         return
     per_sample = result["median_ms"] / batch
     tflops = flops * batch / (result["median_ms"] / 1e3) / 1e12
+    cpu = f"  process CPU {result['cpu_ms']:8.1f} ms/step" if device == "cpu" else ""
     print(f"{device:5} {dtype:5} {preset:9} b{batch:<3} {result['median_ms']:9.1f} ms/step (min "
           f"{result['min_ms']:.1f}, {result['runs']} runs)  {per_sample:8.1f} ms/sample  "
-          f"peak {result['peak_mb']:7.0f} MB  {tflops:6.2f} TFLOP/s")
+          f"peak {result['peak_mb']:7.0f} MB  {tflops:6.2f} TFLOP/s{cpu}")
 
 
 def _print_ratios(rows: list[tuple]) -> None:

@@ -7,7 +7,6 @@ the image file name, so the validation split is fixed, and training never sees i
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +14,9 @@ from typing import Protocol
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from app.core.images import read_image_rgb
+from app.core.coco import load_coco
+from app.core.images import find_image_file, read_image_rgb
 
 log = logging.getLogger(__name__)
 
@@ -117,32 +116,23 @@ class InstanceIndexFolder(_Indexed):
 
 
 class CocoFile(_Indexed):
-    """Non-crowd instances of a COCO or LVIS JSON with at least ``min_area`` pixels."""
+    """Non-crowd instances of a COCO or LVIS JSON (read with our codec) with at least ``min_area`` pixels."""
 
     def __init__(self, annotations: Path, images: Path, split: str | None = None, min_area: int = 1024, name: str = "coco") -> None:
         self.name = name
-        data = json.loads(Path(annotations).read_text())
-        files = {img["id"]: img for img in data["images"]}
+        dataset, _report = load_coco(annotations)
         items = []
-        for ann in data["annotations"]:
-            img = files.get(ann["image_id"])
-            if img is None or ann.get("iscrowd", 0) or ann.get("area", 0) < min_area:
+        for inst in dataset.instances:
+            record = dataset.images[inst.image_id]
+            path = find_image_file(images, record)
+            if path is None or inst.iscrowd or inst.area < min_area:
                 continue
-            path = Path(images) / Path(img.get("file_name") or img.get("coco_url", "")).name
-            if not path.exists():
-                continue
-            items.append((f"{name}/{path.stem}", (path, img["height"], img["width"], ann["segmentation"], ann["id"])))
+            items.append((f"{name}/{path.stem}", (path, inst)))
         super().__init__(items, split)
 
     def load(self, index: int) -> Example:
-        key, (path, h, w, segmentation, ann_id) = self.items[index]
-        if isinstance(segmentation, list):
-            rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
-        elif isinstance(segmentation.get("counts"), list):
-            rle = mask_utils.frPyObjects(segmentation, h, w)
-        else:
-            rle = segmentation
-        return Example(read_image_rgb(path), mask_utils.decode(rle).astype(bool), None, f"{key}#{ann_id}")
+        key, (path, inst) = self.items[index]
+        return Example(read_image_rgb(path), inst.mask(), None, f"{key}#{inst.id}")
 
 
 def shared_sources(root: Path, split: str | None) -> list[Source]:

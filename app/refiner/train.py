@@ -56,6 +56,7 @@ class TrainConfig:
     save_every: int = 200
     log_every: int = 20
     workers: int = 1
+    threads: int = 0
     device: str = "auto"
     source_weights: dict[str, float] = field(default_factory=dict)
 
@@ -166,6 +167,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = pick_device(config.device)
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.model = init_weights if init_weights is not None else build_unet(config.preset)
         self.model.to(self.device)
@@ -249,9 +252,13 @@ def run_training(
     validation: ValidationSet | None,
     on_best: Callable[[Trainer, dict[str, float]], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    init_weights: DenoiseUNet | None = None,
 ) -> Trainer:
-    """Train (or resume) until ``config.iterations``; checkpoints, validates and logs along the way."""
-    trainer = Trainer(config, run_dir)
+    """Train (or resume) until ``config.iterations``; checkpoints, validates and logs along the way.
+
+    ``init_weights`` starts a new run from a trained network (ignored when the run folder has a checkpoint).
+    """
+    trainer = Trainer(config, run_dir, init_weights)
     if trainer.resume():
         log.info("resumed %s at step %d", trainer.checkpoint_path, trainer.step)
     stream = CropStream(train_sources, config.source_weights, config.size, config.patch_prob, config.seed + trainer.step)

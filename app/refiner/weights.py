@@ -330,9 +330,9 @@ def _build_loaded(config: UNetConfig, state: dict[str, torch.Tensor], path: Path
         if unexpected:
             details.append(f"unexpected e.g. {_examples(unexpected)}")
         if mismatched:
-            details.append("other shape e.g. " + ", ".join(
-                f"{k} {list(state[k].shape)} {state[k].dtype} vs {list(expected[k])}"
-                for k in mismatched[:_EXAMPLES]))
+            details.append("mismatched e.g. " + ", ".join(
+                f"{k} {list(state[k].shape)}{'' if state[k].is_floating_point() else f' {state[k].dtype}'} "
+                f"vs {list(expected[k])}" for k in mismatched[:_EXAMPLES]))
         raise WeightsError(
             f"{path}: does not match the {preset} U-Net ({len(expected)} tensors): {len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(mismatched)} mismatched keys; " + "; ".join(details))

@@ -1,0 +1,97 @@
+"""Training pieces: losses, data sources and splits, crops, a resumable run on real data."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.refiner.crops import make_crop
+from app.refiner.data import shared_sources, split_of
+from app.refiner.train import TrainConfig, Trainer, ValidationSet, refiner_loss, run_training, texture_l1_loss
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def train_sources():
+    found = shared_sources(DATA, "train")
+    if not found:
+        pytest.skip(f"real data not found at {DATA}")
+    return found
+
+
+def test_texture_loss_is_zero_for_a_perfect_prediction_and_grows_with_error():
+    gt = torch.zeros(1, 1, 32, 32)
+    gt[..., 8:24, 8:24] = 1
+    perfect = (gt * 2 - 1) * 60
+    assert texture_l1_loss(perfect, gt).item() == pytest.approx(0.0, abs=1e-4)
+    shifted = torch.roll(perfect, 3, dims=-1)
+    assert texture_l1_loss(shifted, gt).item() > 0.01
+
+
+def test_loss_ignores_the_unknown_band():
+    gt = torch.zeros(1, 1, 16, 16)
+    gt[..., :, 8:] = 1
+    logits = (gt * 2 - 1) * 30
+    wrong = logits.clone()
+    wrong[..., :, 7:9] *= -1  # wrong only on the band next to the boundary
+    ignore = torch.zeros_like(gt)
+    ignore[..., :, 6:10] = 1
+    loss_ignored, _ = refiner_loss(wrong, gt, ignore, texture_weight=0.0)
+    loss_counted, stats = refiner_loss(wrong, gt, torch.zeros_like(gt), texture_weight=0.0)
+    assert loss_ignored.item() < 1e-6 < loss_counted.item()
+    assert 0.7 < stats["iou"] < 1.0
+
+
+def test_split_is_stable_and_disjoint(train_sources):
+    assert split_of("ecssd/0001") == split_of("ecssd/0001")
+    val = shared_sources(DATA, "val")
+    train_keys = {k for s in train_sources for k, _ in s.items}
+    val_keys = {k for s in val for k, _ in s.items}
+    assert train_keys and val_keys and not train_keys & val_keys
+    fraction = len(val_keys) / (len(val_keys) + len(train_keys))
+    assert 0.05 < fraction < 0.15
+    assert {s.name for s in train_sources} >= {"ecssd", "pets", "pennfudan", "lvis"}
+
+
+def test_every_source_gives_a_real_example_and_crops_fit(train_sources):
+    rng = np.random.default_rng(0)
+    for source in train_sources:
+        example = source.load(0)
+        assert example.image.dtype == np.uint8 and example.image.shape[:2] == example.mask.shape
+        assert example.mask.any()
+        crop = make_crop(example, rng, size=64, patch_prob=0.5)
+        assert crop.image.shape == (64, 64, 3) and crop.gt.shape == crop.coarse.shape == crop.ignore.shape == (64, 64)
+        assert set(np.unique(crop.gt)) <= {0.0, 1.0} and set(np.unique(crop.coarse)) <= {0.0, 1.0}
+    pets = next(s for s in train_sources if s.name == "pets")
+    assert pets.load(0).ignore.any()
+
+
+def test_run_checkpoints_resumes_and_validates(train_sources, tmp_path):
+    config = TrainConfig(iterations=2, batch_size=2, size=64, warmup=1, log_every=1, save_every=1, val_every=2, workers=0, device="cpu")
+    validation = ValidationSet.build(shared_sources(DATA, "val"), 2)
+    best = []
+    trainer = run_training(config, tmp_path, train_sources, validation, on_best=lambda t, s: best.append(s))
+    assert trainer.step == 2 and (tmp_path / "last.pt").exists()
+    assert best and 0.0 <= best[0]["iou"] <= 1.0 and "coarse_mba" in best[0]
+    resumed = Trainer(TrainConfig(iterations=4, batch_size=2, size=64, device="cpu"), tmp_path)
+    assert resumed.resume() and resumed.step == 2
+    for a, b in zip(resumed.model.state_dict().values(), trainer.model.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu())
+    more = run_training(TrainConfig(iterations=3, batch_size=2, size=64, warmup=1, workers=0, device="cpu"), tmp_path, train_sources, None)
+    assert more.step == 3
+
+
+def test_resume_refuses_another_network(train_sources, tmp_path):
+    Trainer(TrainConfig(iterations=1, device="cpu"), tmp_path).save()
+    other = Trainer(TrainConfig(preset="official", device="cpu"), tmp_path)
+    with pytest.raises(ValueError, match="another network"):
+        other.resume()
+
+
+def test_learning_rate_warms_up_then_decays():
+    trainer = Trainer.__new__(Trainer)
+    trainer.config = TrainConfig(lr=1e-3, warmup=10, iterations=110, min_lr_ratio=0.1)
+    lrs = [trainer.lr_at(s) for s in range(110)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.05) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
