@@ -1,4 +1,4 @@
-"""``segrefiner-studio``: no arguments opens the app on the demo project; subcommands run headless."""
+"""``segrefiner-studio``: no arguments opens the desktop app on the demo project; subcommands run headless."""
 from __future__ import annotations
 
 import argparse
@@ -24,7 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
     cli_dataset.register(subparsers)
     cli_train.register(subparsers)
     cli_eval.register(subparsers)
+    gui = subparsers.add_parser("gui", help="open the desktop app (the default with no command)")
+    gui.add_argument("project", nargs="?", help="project file (.srproj) to open; default: the demo project")
+    gui.set_defaults(handler=run_gui_command)
     return parser
+
+
+def run_gui_command(args: argparse.Namespace) -> int:
+    from app.gui.app import run_gui
+
+    return run_gui([args.project] if args.project else [])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     if args.command is None:
-        args = parser.parse_args(["demo", *(argv or [])])
+        args = parser.parse_args(["gui"])
     try:
         return int(args.handler(args) or 0)
     except (DatasetError, WeightsError, ValueError, FileNotFoundError) as error:

@@ -3,8 +3,8 @@
 Each configuration runs in its own subprocess so CPU peak memory (max RSS growth over the imports) is not
 polluted by the previous one; on CUDA the peak is torch.cuda.max_memory_allocated. On CPU the process CPU time
 per step is printed too: on a shared machine wall time swings with other load, CPU time much less (with N
-threads, uncontended wall time is roughly CPU time / N). On CUDA the script also
-measures the card's bf16 matmul throughput and reports the official preset's bf16 achieved FLOP/s against it.
+threads, uncontended wall time is roughly CPU time / N). On CUDA the script also measures the card's bf16
+matmul throughput and reports the official preset's bf16 achieved FLOP/s against it.
 
     .venv/bin/python benchmarks/bench_unet.py                       # CPU (2 threads), both presets, batch 1 and 8
     .venv/bin/python benchmarks/bench_unet.py --presets compact --batches 1 --threads 2

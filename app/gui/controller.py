@@ -1,10 +1,7 @@
-"""The open project: opening and importing, loading images into documents, navigation, autosave.
+"""The open project: opening and importing, loading images into documents, navigation, review.
 
-Autosave: the document emits ``edited(id, action)`` after every committed edit (do, undo or redo); the
-controller then writes what differs between that instance in the document and in the store, each store
-call being its own transaction, so closing or killing the app loses at most the stroke in progress. The
-store hands out instance ids (``id_allocator`` creates the row), so the document and the project file
-always agree on them; deleting and undoing the deletion restores the same row through ``store.revert``.
+Every committed edit of the open image is saved by ``Autosave`` (controller_autosave.py), so closing or
+killing the app loses at most the stroke in progress.
 
 Slow work (reading an image and decoding its masks, importing a dataset) runs on the thread pool with
 progress; the store itself is only used from the GUI thread, where its queries are fast.
@@ -20,18 +17,19 @@ from typing import Any, Callable
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from PySide6.QtCore import QObject, QRect, QTimer, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.cli_dataset import load_source, report_path_for
 from app.core.errors import DatasetError
 from app.core.images import find_image_file, read_image_rgb
-from app.core.model import Category, ChangeKind, ImageRecord, Provenance, ReviewStatus, encode_mask
+from app.core.model import Category, ChangeKind, ImageRecord, Provenance, ReviewStatus
 from app.core.report import ImportReport
 from app.core.store import ProjectStore
 from app.core.store_errors import ProjectError
 from app.core.store_query import InstanceFilter
 from app.core.store_rows import StoredInstance
 from app.core.store_schema import PROJECT_SUFFIX
+from app.gui.controller_autosave import Autosave
 from app.gui.demo import open_demo_project
 from app.gui.document import ImageDocument, InstanceLayer, palette_color
 from app.gui.settings import AppSettings
@@ -41,21 +39,6 @@ log = logging.getLogger(__name__)
 
 PLACEHOLDER_GREY = 96
 SESSION_DELAY_MS = 500
-# Edits after which the whole mask is compared with the store's: these can change it without a
-# ``mask_changed`` signal (an instance put back by undo) or must be recorded even when no pixel changed.
-WHOLE_INSTANCE_ACTIONS = frozenset({"add", "delete", "refine"})
-
-
-@dataclass
-class _Saved:
-    """An instance as last written to the store (what the autosave compares the document against)."""
-
-    counts: str
-    status: str
-    category_id: int
-    z: int
-    locked: bool
-    visible: bool
 
 
 @dataclass(frozen=True)
@@ -73,15 +56,6 @@ class LoadedImage:
 def provenance_dict(stored: StoredInstance) -> dict[str, Any]:
     p = stored.provenance
     return {"kind": ChangeKind(p.kind).value, "weights": p.weights, "mode": p.mode, "steps": p.steps}
-
-
-def provenance_of(layer: InstanceLayer) -> Provenance:
-    """The store's provenance for a layer's current mask (the document keeps it as a dict)."""
-    p = layer.provenance or {"kind": ChangeKind.MANUAL.value}
-    kind = ChangeKind(p.get("kind", ChangeKind.MANUAL.value))
-    if kind is ChangeKind.IMPORTED:
-        kind = ChangeKind.MANUAL  # an undo back to the imported mask is still an edit of the project
-    return Provenance(kind, p.get("weights"), p.get("mode"), p.get("steps"))
 
 
 class ProjectController(QObject):
@@ -106,9 +80,9 @@ class ProjectController(QObject):
         self.images: list[ImageRecord] = []
         self.categories: dict[int, Category] = {}
         self.session: dict[str, Any] = {}
-        self._saved: dict[int, _Saved] = {}
-        self._dirty_masks: set[int] = set()
-        self._deletions: dict[int, int] = {}
+        self.autosave = Autosave(self)
+        self.autosave.saved.connect(self.saved)
+        self.autosave.failed.connect(lambda message: self.error.emit("Could not save the edit", message))
         self._tokens = itertools.count(1)
         self._loading = 0
         self._pending_session: dict[str, Any] = {}
@@ -116,7 +90,6 @@ class ProjectController(QObject):
         self._session_timer.setSingleShot(True)
         self._session_timer.setInterval(SESSION_DELAY_MS)
         self._session_timer.timeout.connect(self._write_session)
-        self._warned_read_only = False
         self.import_task: Any = None
 
     # ------------------------------------------------------------------------------- opening
@@ -211,7 +184,6 @@ class ProjectController(QObject):
         self.images = store.images()
         self.categories = {c.id: c for c in store.categories()}
         self.session = store.session_state()
-        self._warned_read_only = False
         self.settings.add_recent_project(store.path)
         self.project_changed.emit()
         if store.read_only:
@@ -228,6 +200,7 @@ class ProjectController(QObject):
             return
         self.flush()
         self._set_document(None)
+        self.autosave.attach(None, None, [])
         self.store.close()
         self.store = None
         self.images, self.categories, self.session = [], {}, {}
@@ -241,6 +214,7 @@ class ProjectController(QObject):
             return
         if self.doc is not None:
             self.doc.end_stroke()
+        self.autosave.finish()  # the rows read below must hold every edit made so far
         record = store.image(image_id)
         instances = store.instances_for_image(image_id)
         path = find_image_file(store.images_dir, record) if store.images_dir is not None else None
@@ -269,19 +243,15 @@ class ProjectController(QObject):
     def _image_loaded(self, loaded: LoadedImage, select: int | None) -> None:
         if loaded.token != self._loading or self.store is None:
             return
-        layers = []
-        self._saved = {}
-        for inst, mask in zip(loaded.instances, loaded.masks):
-            layers.append(InstanceLayer(
-                inst.id, inst.category_id, mask, palette_color(inst.id), visible=not inst.hidden,
-                locked=inst.locked, z=inst.z_order, status=ReviewStatus(inst.status).value,
-                provenance=provenance_dict(inst),
-            ))
-            self._saved[inst.id] = _Saved(inst.rle["counts"], layers[-1].status, inst.category_id, inst.z_order,
-                                          inst.locked, not inst.hidden)
+        layers = [
+            InstanceLayer(
+                inst.id, inst.category_id, mask, palette_color(inst.id), visible=not inst.hidden, locked=inst.locked,
+                z=inst.z_order, status=ReviewStatus(inst.status).value, provenance=provenance_dict(inst),
+            )
+            for inst, mask in zip(loaded.instances, loaded.masks)
+        ]
         doc = ImageDocument(loaded.image, loaded.record.id, layers, self)
-        doc.id_allocator = self._allocate_id
-        self._set_document(doc)
+        self._set_document(doc, loaded.instances)
         if loaded.problem:
             self.error.emit("Image not available", f"{loaded.problem}\nThe masks are shown on a grey background.")
         if select is not None and doc.has_layer(select):
@@ -291,19 +261,16 @@ class ProjectController(QObject):
     def _image_failed(self, message: str) -> None:
         self.error.emit("Cannot load the image", message)
 
-    def _set_document(self, doc: ImageDocument | None) -> None:
+    def _set_document(self, doc: ImageDocument | None, stored: list[StoredInstance] | None = None) -> None:
         old = self.doc
         if old is not None:
             old.end_stroke()
-            old.edited.disconnect(self._autosave)
-            old.mask_changed.disconnect(self._mask_touched)
             old.selection_changed.disconnect(self._selection_changed)
+        self.autosave.attach(self.store, doc, stored or [])
+        if old is not None:
             old.deleteLater()
-        self._dirty_masks.clear()
         self.doc = doc
         if doc is not None:
-            doc.edited.connect(self._autosave)
-            doc.mask_changed.connect(self._mask_touched)
             doc.selection_changed.connect(self._selection_changed)
         self.document_changed.emit(doc)
 
@@ -395,74 +362,7 @@ class ProjectController(QObject):
         doc.select(instance_id)
         return instance_id
 
-    # ------------------------------------------------------------------------------- autosave
-    def _allocate_id(self) -> int:
-        """Create the new instance's row now, so its id is the store's (see the module docstring)."""
-        doc, store = self.doc, self.store
-        assert doc is not None and store is not None
-        empty = np.zeros(doc.shape, dtype=bool)
-        category = next(iter(self.categories))
-        edit = store.create_instance(doc.image_id, category, empty)
-        created = store.instance(edit.instance_id)
-        self._saved[edit.instance_id] = _Saved(created.rle["counts"], created.status.value, category,
-                                               created.z_order, False, True)
-        return edit.instance_id
-
-    def _mask_touched(self, instance_id: int, _rect: QRect) -> None:
-        self._dirty_masks.add(instance_id)
-
-    def _autosave(self, instance_id: int, action: str) -> None:
-        doc = self.doc
-        if self.store is None or doc is None:
-            return
-        try:
-            self._save(doc, instance_id, action)
-        except DatasetError as e:
-            if not self.store.read_only or not self._warned_read_only:
-                self.error.emit("Could not save the edit", f"{e}\nThe edit stays in the window (undo works).")
-            self._warned_read_only = self._warned_read_only or self.store.read_only
-            return
-        self.saved.emit(instance_id)
-
-    def _save(self, doc: ImageDocument, instance_id: int, action: str) -> None:
-        store = self.store
-        assert store is not None
-        saved = self._saved.get(instance_id)
-        if not doc.has_layer(instance_id):
-            if saved is not None:
-                self._deletions[instance_id] = store.delete_instance(instance_id).id
-                del self._saved[instance_id]
-            self._dirty_masks.discard(instance_id)
-            return
-        layer = doc.layer(instance_id)
-        if saved is None:
-            if instance_id not in self._deletions:
-                raise ProjectError(store.path, f"instance {instance_id} is not in the project")
-            store.revert(self._deletions.pop(instance_id))
-            restored = store.instance(instance_id)
-            saved = _Saved(restored.rle["counts"], restored.status.value, restored.category_id,
-                           restored.z_order, restored.locked, not restored.hidden)
-            self._saved[instance_id] = saved
-        refined = action == "refine"
-        if instance_id in self._dirty_masks or action in WHOLE_INSTANCE_ACTIONS:
-            self._dirty_masks.discard(instance_id)
-            rle = encode_mask(layer.mask)
-            if rle["counts"] != saved.counts or refined:
-                prov = provenance_of(layer)
-                confidence = (layer.provenance or {}).get("mean_confidence") if prov.kind is ChangeKind.REFINED else None
-                store.set_mask(instance_id, rle, provenance=prov, mean_confidence=confidence,
-                               params={"action": action})
-                saved.counts = rle["counts"]
-        if layer.status != saved.status:
-            store.set_status(instance_id, ReviewStatus(layer.status))
-            saved.status = layer.status
-        if layer.category_id != saved.category_id:
-            store.set_category(instance_id, layer.category_id)
-            saved.category_id = layer.category_id
-        if (layer.z, layer.locked, layer.visible) != (saved.z, saved.locked, saved.visible):
-            store.set_layer(instance_id, z_order=layer.z, locked=layer.locked, hidden=not layer.visible)
-            saved.z, saved.locked, saved.visible = layer.z, layer.locked, layer.visible
-
+    # ------------------------------------------------------------------------------- saving
     def store_mask(self, instance_id: int, mask: np.ndarray, provenance: Provenance,
                    mean_confidence: float | None) -> bool:
         """Write a mask for an instance that is not on the open image (the refine queue); False on error."""
@@ -499,5 +399,6 @@ class ProjectController(QObject):
         """Commit a stroke in progress and the session state now (Ctrl+S; every edit is saved already)."""
         if self.doc is not None:
             self.doc.end_stroke()
+        self.autosave.finish()
         self._session_timer.stop()
         self._write_session()

@@ -604,6 +604,7 @@ class MainWindow(QMainWindow):
         self.refine.cancel_queue()
         self.service.shutdown()
         self.project.close_project()
+        self.project.autosave.shutdown()
         self.tasks.wait()
         self.settings.save_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()

@@ -80,3 +80,25 @@ def make_crop(example: Example, rng: np.random.Generator, size: int = 256, patch
     if rng.random() < 0.5:
         image, gt, cm, ig = (np.ascontiguousarray(a[:, ::-1]) for a in (image, gt, cm, ig))
     return Crop(image, gt, cm, ig, made)
+
+
+def boundary_window(crop: Crop, side: int, rng: np.random.Generator) -> Crop:
+    """A ``side`` x ``side`` window of a crop, centred near where the coarse mask and the GT disagree.
+
+    Training on windows of the 256 crop keeps the scale the network sees at inference while costing a
+    quarter of the compute at side 128; most of what a refiner learns happens on the boundary.
+    """
+    size = crop.gt.shape[0]
+    if side >= size:
+        return crop
+    wrong = np.nonzero((crop.gt != crop.coarse) & (crop.ignore == 0))
+    if wrong[0].size:
+        k = int(rng.integers(wrong[0].size))
+        cy, cx = int(wrong[0][k]), int(wrong[1][k])
+    else:
+        cy, cx = (int(v) for v in rng.integers(0, size, 2))
+    jitter = rng.integers(-side // 4, side // 4 + 1, size=2)
+    y0 = int(np.clip(cy + jitter[0] - side // 2, 0, size - side))
+    x0 = int(np.clip(cx + jitter[1] - side // 2, 0, size - side))
+    window = (slice(y0, y0 + side), slice(x0, x0 + side))
+    return Crop(crop.image[window], crop.gt[window], crop.coarse[window], crop.ignore[window], crop.kind)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from app.core.errors import DatasetError
 from app.core.metrics import MetricAccumulator
-from app.refiner.crops import Crop, make_crop
+from app.refiner.crops import Crop, boundary_window, make_crop
 from app.refiner.data import Example, Source
 from app.refiner.device import Runner, autocast_dtype, pick_device
 from app.refiner.diffusion import DEFAULT_SCHEDULE, q_sample
@@ -50,6 +50,7 @@ class TrainConfig:
     texture_weight: float = 5.0
     patch_prob: float = 0.25
     size: int = 256
+    window: int = 0
     seed: int = 0
     val_every: int = 1000
     val_instances: int = 60
@@ -93,12 +94,12 @@ def refiner_loss(logits: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor, t
 class CropStream(torch.utils.data.IterableDataset):
     """Endless training crops drawn from weighted sources; each worker seeds its own generator."""
 
-    def __init__(self, sources: Sequence[Source], weights: dict[str, float], size: int, patch_prob: float, seed: int) -> None:
+    def __init__(self, sources: Sequence[Source], weights: dict[str, float], size: int, patch_prob: float, seed: int, window: int = 0) -> None:
         super().__init__()
         self.sources = list(sources)
         w = np.array([weights.get(s.name, 1.0) for s in self.sources], dtype=np.float64)
         self.probs = w / w.sum()
-        self.size, self.patch_prob, self.seed = size, patch_prob, seed
+        self.size, self.patch_prob, self.seed, self.window = size, patch_prob, seed, window
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
@@ -109,6 +110,8 @@ class CropStream(torch.utils.data.IterableDataset):
             try:
                 example = source.load(int(rng.integers(len(source))))
                 crop = make_crop(example, rng, self.size, self.patch_prob)
+                if self.window:
+                    crop = boundary_window(crop, self.window, rng)
             except (ValueError, DatasetError) as error:
                 log.warning("skipping a training example: %s", error)
                 continue
@@ -261,22 +264,22 @@ def run_training(
     trainer = Trainer(config, run_dir, init_weights)
     if trainer.resume():
         log.info("resumed %s at step %d", trainer.checkpoint_path, trainer.step)
-    stream = CropStream(train_sources, config.source_weights, config.size, config.patch_prob, config.seed + trainer.step)
+    stream = CropStream(train_sources, config.source_weights, config.size, config.patch_prob, config.seed + trainer.step, config.window)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, num_workers=config.workers)
-    started, first_step, window = time.time(), trainer.step, []
+    started, first_step, recent = time.time(), trainer.step, []
     for batch in loader:
         if trainer.step >= config.iterations or should_stop():
             break
         stats = trainer.train_step(batch)
-        window.append(stats)
+        recent.append(stats)
         if trainer.step % config.log_every == 0:
-            mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            mean = {k: float(np.mean([r[k] for r in recent])) for k in recent[0]}
             rate = (trainer.step - first_step) / max(1e-9, time.time() - started)
             log.info(
                 "step %d/%d loss %.4f bce %.4f texture %.4f iou %.3f lr %.2e grad %.2f (%.2f it/s)",
                 trainer.step, config.iterations, mean["loss"], mean["bce"], mean["texture"], mean["iou"], mean["lr"], mean["grad_norm"], rate,
             )
-            window = []
+            recent = []
         if trainer.step % config.save_every == 0:
             trainer.save()
         if validation is not None and trainer.step % config.val_every == 0:

@@ -114,3 +114,8 @@ def window(qtbot: QtBot, app_settings: AppSettings, data_dir: Path, random_weigh
     app_settings.steps = TEST_STEPS
     app_settings.min_frame_ms = 0
     return open_window(qtbot, app_settings, data_dir)
+
+
+def wait_saved(qtbot: QtBot, window) -> None:  # type: ignore[no-untyped-def]
+    """Let the autosave encode and write the edits made so far (it runs in the background)."""
+    qtbot.waitUntil(lambda: not window.project.autosave.busy, timeout=10_000)

@@ -13,7 +13,7 @@ from app.core.model import ChangeKind
 from app.gui.main_window import MainWindow
 from app.refiner.unet import PRESETS, DenoiseUNet
 
-from .conftest import TEST_STEPS
+from .conftest import TEST_STEPS, wait_saved
 
 RUN_TIMEOUT_MS = 60_000
 
@@ -52,6 +52,7 @@ def test_refine_to_completion_scrub_and_accept_records_provenance(window: MainWi
     assert not np.array_equal(final_preview, coarse) or not np.array_equal(first_preview, coarse)
 
     window.actions["refine.accept"].trigger()
+    wait_saved(qtbot, window)
     assert doc.preview_instance_id is None and not window.refine.reviewing
     assert np.array_equal(doc.layer(instance_id).mask, final_preview)
     stored = store.instance(instance_id)
@@ -65,6 +66,7 @@ def test_refine_to_completion_scrub_and_accept_records_provenance(window: MainWi
     assert window.instance_panel.model.rowCount() > 0
 
     window.actions["edit.undo"].trigger()  # the accepted refinement is one undo step
+    wait_saved(qtbot, window)
     assert np.array_equal(store.instance(instance_id).mask(), coarse)
 
 
@@ -121,12 +123,14 @@ def test_refine_all_of_image_applies_every_instance_as_one_undo_step(window: Mai
     assert window.refine.queue_active
     qtbot.waitUntil(lambda: not window.refine.queue_active, timeout=RUN_TIMEOUT_MS)
     assert window.refine.queue_done == len(ids)
+    wait_saved(qtbot, window)
     for i in ids:
         stored = store.instance(i)
         assert stored.provenance.kind is ChangeKind.REFINED and stored.provenance.steps == 1
         assert np.array_equal(stored.mask(), doc.layer(i).mask)
     assert doc.undo_stack.count() == 1
     window.actions["edit.undo"].trigger()
+    wait_saved(qtbot, window)
     for i in ids:
         assert np.array_equal(store.instance(i).mask(), coarse[i])
 

@@ -21,7 +21,7 @@ from app.gui.demo import DEMO_JSON, demo_project_path
 from app.gui.main_window import MainWindow
 from app.gui.settings import AppSettings
 
-from .conftest import open_window
+from .conftest import open_window, wait_saved
 
 LEFT = Qt.MouseButton.LeftButton
 
@@ -76,22 +76,27 @@ def test_select_paint_erase_undo_redo_autosaves(window: MainWindow, qtbot: QtBot
     drag(window, [(20, 20), (40, 22), (60, 24)])  # far from every demo polygon of this image
     painted = doc.layer(selected).mask.copy()
     assert painted[22, 40] and not coarse[22, 40]
-    assert np.array_equal(stored_mask(window, selected), painted)  # saved without asking
+    qtbot.waitUntil(lambda: np.array_equal(stored_mask(window, selected), painted), timeout=10_000)  # unasked
 
     window.actions["tool.eraser"].trigger()
     drag(window, [(40, 14), (40, 30)])
     erased = doc.layer(selected).mask.copy()
     assert not erased[22, 40] and erased[22, 60]
+    wait_saved(qtbot, window)
     assert np.array_equal(stored_mask(window, selected), erased)
 
     window.actions["edit.undo"].trigger()
     assert np.array_equal(doc.layer(selected).mask, painted)
     window.actions["edit.undo"].trigger()
     assert np.array_equal(doc.layer(selected).mask, coarse)
+    wait_saved(qtbot, window)
     assert np.array_equal(stored_mask(window, selected), coarse)
     window.actions["edit.redo"].trigger()
+    wait_saved(qtbot, window)
     assert np.array_equal(stored_mask(window, selected), painted)
     assert window.undo_view.stack() is doc.undo_stack and doc.undo_stack.count() == 2
+    history = window.project.store.history(selected)  # type: ignore[union-attr]
+    assert len([e for e in history if e.mask_changed]) == 5  # paint, erase, two undos, one redo
 
 
 def test_review_keys_set_status_and_enter_moves_to_the_next_unreviewed(window: MainWindow, qtbot: QtBot) -> None:
@@ -118,7 +123,7 @@ def test_review_keys_set_status_and_enter_moves_to_the_next_unreviewed(window: M
     assert store.counts_by_status()[ReviewStatus.ACCEPTED] == len(first)
 
 
-def test_new_delete_and_undo_keep_the_store_in_step(window: MainWindow) -> None:
+def test_new_delete_and_undo_keep_the_store_in_step(window: MainWindow, qtbot: QtBot) -> None:
     doc, store = window.project.doc, window.project.store
     assert doc is not None and store is not None
     before = store.count_instances()
@@ -126,12 +131,15 @@ def test_new_delete_and_undo_keep_the_store_in_step(window: MainWindow) -> None:
     new_id = doc.selected_id
     assert new_id is not None and window.canvas.tool == "brush"
     drag(window, [(500, 40), (520, 40)])
+    wait_saved(qtbot, window)
     assert store.instance(new_id).mask()[40, 510]
     assert store.count_instances() == before + 1
     window.actions["instance.delete"].trigger()
     assert not doc.has_layer(new_id) and store.count_instances() == before
     window.actions["edit.undo"].trigger()
+    wait_saved(qtbot, window)
     assert doc.has_layer(new_id) and store.instance(new_id).mask()[40, 510]
+    assert store.instance(new_id).category_id == doc.layer(new_id).category_id
 
 
 def test_instance_list_filters_and_sorts_from_the_store(window: MainWindow) -> None:

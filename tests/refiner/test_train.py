@@ -95,3 +95,19 @@ def test_learning_rate_warms_up_then_decays():
     lrs = [trainer.lr_at(s) for s in range(110)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert lrs[-1] == pytest.approx(1e-4, rel=0.05) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_boundary_window_keeps_scale_and_centres_on_errors():
+    from app.refiner.crops import Crop, boundary_window
+
+    gt = np.zeros((256, 256), np.float32)
+    gt[100:200, 100:200] = 1
+    coarse = gt.copy()
+    coarse[100:200, 190:200] = 0  # the only error: a strip on the right edge
+    crop = Crop(np.zeros((256, 256, 3), np.uint8), gt, coarse, np.zeros_like(gt), "shift")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        w = boundary_window(crop, 128, rng)
+        assert w.image.shape == (128, 128, 3) and w.gt.shape == (128, 128)
+        assert (w.gt != w.coarse).any()
+    assert boundary_window(crop, 256, rng) is crop
