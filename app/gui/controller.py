@@ -24,7 +24,7 @@ from app.core.errors import DatasetError
 from app.core.images import find_image_file, read_image_rgb
 from app.core.model import Category, ChangeKind, ImageRecord, Provenance, ReviewStatus
 from app.core.report import ImportReport
-from app.core.store import ProjectStore
+from app.core.store import MaskLike, ProjectStore
 from app.core.store_errors import ProjectError
 from app.core.store_query import InstanceFilter
 from app.core.store_rows import StoredInstance
@@ -355,7 +355,10 @@ class ProjectController(QObject):
     def new_instance(self) -> int | None:
         """Add an empty instance (category of the selected one, else the first) and select it."""
         doc = self.doc
-        if doc is None or not self.categories:
+        if doc is None or not self.categories or self.store is None:
+            return None
+        if self.store.read_only:
+            self.message.emit(f"The project is read-only ({self.store.read_only_reason}): no new instances")
             return None
         category = doc.layer(doc.selected_id).category_id if doc.selected_id is not None else next(iter(self.categories))
         instance_id = doc.add_instance(category, np.zeros(doc.shape, dtype=bool))
@@ -363,9 +366,9 @@ class ProjectController(QObject):
         return instance_id
 
     # ------------------------------------------------------------------------------- saving
-    def store_mask(self, instance_id: int, mask: np.ndarray, provenance: Provenance,
+    def store_mask(self, instance_id: int, mask: MaskLike, provenance: Provenance,
                    mean_confidence: float | None) -> bool:
-        """Write a mask for an instance that is not on the open image (the refine queue); False on error."""
+        """Write a mask (array or RLE) for an instance not on the open image (the refine queue); False on error."""
         if self.store is None:
             return False
         try:

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.core.images import find_image_file
-from app.core.model import ChangeKind, Provenance, ReviewStatus
+from app.core.model import ChangeKind, Provenance, ReviewStatus, encode_mask
 from app.core.store_query import InstanceFilter
 from app.gui.controller import ProjectController
 from app.gui.document import ImageDocument
@@ -30,6 +32,8 @@ from app.gui.workers import MaskInput, RefineJob, RefineService
 from app.refiner.steps import MaskPatch, RefineStep
 
 log = logging.getLogger(__name__)
+
+WRITE_POLL_MS = 5
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,16 @@ class InstanceState:
     @property
     def mean_confidence(self) -> float:
         return float(self.patch.confidence.mean()) if self.patch.confidence.size else 0.0
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """A queue result for an image that is not open, ready for ``store.set_mask``."""
+
+    instance_id: int
+    rle: dict[str, Any]
+    provenance: Provenance
+    mean_confidence: float
 
 
 @dataclass
@@ -98,6 +112,14 @@ class RefineRun:
         base = coarse if isinstance(coarse, np.ndarray) else mask_utils.decode(coarse).astype(bool)
         return state.patch.full_mask(shape, base)
 
+    def store_result(self, instance_id: int, state: InstanceState, shape: tuple[int, int]) -> StoreResult:
+        """The refined mask as the store takes it (runs on a background thread: pasting and encoding a
+        full-resolution mask takes tens of milliseconds on large photos)."""
+        mask = self.full_mask(instance_id, state, shape)
+        prov = Provenance(ChangeKind.REFINED, weights_name(self.choice.weights), self.choice.mode,
+                          state.reverse_steps)
+        return StoreResult(instance_id, encode_mask(mask), prov, state.mean_confidence)
+
     def provenance(self, state: InstanceState) -> dict[str, object]:
         return {
             "kind": ChangeKind.REFINED.value, "weights": weights_name(self.choice.weights),
@@ -134,9 +156,10 @@ class RefineController(QObject):
         self.queue_total = 0
         self.queue_done = 0
         self.queue_paused = False
-        self._writes: deque[tuple[RefineRun, int, InstanceState]] = deque()
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-results")
+        self._writes: deque[Future[StoreResult]] = deque()
         self._write_timer = QTimer(self)
-        self._write_timer.setInterval(0)
+        self._write_timer.setInterval(WRITE_POLL_MS)
         self._write_timer.timeout.connect(self._write_one)
         worker = service.worker
         worker.step.connect(self._on_step)
@@ -365,16 +388,19 @@ class RefineController(QObject):
         self.state_changed.emit()
 
     def _apply_queue_run(self, run: RefineRun) -> None:
-        """Results on the open image: one undoable step now. Elsewhere: queued store writes, one per event
-        loop turn, so a batch of saves never holds the window up."""
+        """Results on the open image: one undoable step now. Elsewhere: masks are pasted and encoded on a
+        background thread and written one per event loop turn, so saving a batch never holds the window up."""
         final = {i: state for i, state in (run.snapshots[-1] if run.snapshots else {}).items()
                  if not state.patch.skipped}
         doc = self.project.doc
         if doc is None or doc.image_id != run.image_id:
-            self._writes.extend((run, i, state) for i, state in final.items())
+            shape = run.steps[-1].image_size
+            for instance_id, state in final.items():
+                self._writes.append(self._encoder.submit(run.store_result, instance_id, state, shape))
             self._write_timer.start()
             return
         doc.clear_preview()
+        doc.end_stroke()  # a stroke in progress is its own undo step, not part of the refinement's
         doc.undo_stack.beginMacro(f"Refine {len(final)} instances")
         try:
             for instance_id, state in final.items():
@@ -385,25 +411,26 @@ class RefineController(QObject):
             doc.undo_stack.endMacro()
 
     def _write_one(self) -> None:
+        if self._writes and self._writes[0].done():
+            self._write(self._writes.popleft().result())
         if not self._writes:
             self._write_timer.stop()
             if not self._queue and self.queue_run is None and self._queue_choice is not None:
                 self._next_job()
-            return
-        run, instance_id, state = self._writes.popleft()
-        self._store_result(run, instance_id, state)
 
     def _flush_writes(self) -> None:
-        """Save every queued result now (the queue is being cancelled: finished work is kept)."""
+        """Save every finished result now (the queue is being cancelled: finished work is kept)."""
         while self._writes:
-            self._store_result(*self._writes.popleft())
+            self._write(self._writes.popleft().result())
         self._write_timer.stop()
 
-    def _store_result(self, run: RefineRun, instance_id: int, state: InstanceState) -> None:
-        height, width = run.steps[-1].image_size
-        mask = run.full_mask(instance_id, state, (height, width))
-        prov = Provenance(ChangeKind.REFINED, weights_name(run.choice.weights), run.choice.mode, state.reverse_steps)
-        self.project.store_mask(instance_id, mask, prov, state.mean_confidence)
+    def _write(self, result: StoreResult) -> None:
+        self.project.store_mask(result.instance_id, result.rle, result.provenance, result.mean_confidence)
+
+    def shutdown(self) -> None:
+        """Write what is finished and end the background thread (at exit)."""
+        self._flush_writes()
+        self._encoder.shutdown(wait=True)
 
     def _clear_queue_preview(self) -> None:
         doc = self.project.doc

@@ -268,7 +268,7 @@ class MainWindow(QMainWindow):
         w.notice.connect(self.show_message)
         w.failed.connect(self._worker_failed)
 
-        self.image_panel.image_activated.connect(p.open_image)
+        self.image_panel.image_activated.connect(self._image_activated)
         self.instance_panel.instance_activated.connect(self._instance_activated)
         self.instance_panel.filters_changed.connect(self._filters_changed)
 
@@ -445,6 +445,11 @@ class MainWindow(QMainWindow):
         doc = self.project.doc
         self.instance_panel.show_current(doc.selected_id if doc is not None else None)
 
+    def _image_activated(self, image_id: int) -> None:
+        doc = self.project.doc
+        if doc is None or doc.image_id != image_id:
+            self.project.open_image(image_id)
+
     def _instance_activated(self, instance_id: int) -> None:
         self._zoom_to_selection = True
         self.project.select_instance(instance_id)
@@ -600,8 +605,10 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------- closing
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
+        self.project.cancel_import()
         self.refine.discard()
         self.refine.cancel_queue()
+        self.refine.shutdown()
         self.service.shutdown()
         self.project.close_project()
         self.project.autosave.shutdown()

@@ -42,8 +42,8 @@ WEIGHTS = _Key("refine/weights", DEFAULT_WEIGHTS)
 EXTRA_WEIGHTS = _Key("refine/extra_weights", "[]")
 MIN_FRAME_MS = _Key("refine/min_frame_ms", 120)
 OPACITY = _Key("overlay/opacity", 0.45)
-ADDED_COLOR = _Key("overlay/added_color", "#22c55e")
-REMOVED_COLOR = _Key("overlay/removed_color", "#ef4444")
+ADDED_COLOR = _Key("overlay/added_color", "#28dc5a")
+REMOVED_COLOR = _Key("overlay/removed_color", "#eb28c8")
 RECENT = _Key("files/recent_projects", "[]")
 
 

@@ -245,7 +245,7 @@ class RefineService(QObject):
     def probe(self) -> None:
         self._probe.emit()
 
-    def shutdown(self, timeout_ms: int = 10_000) -> None:
+    def shutdown(self, timeout_ms: int = 60_000) -> None:
         """Stop work and end the thread (at application exit)."""
         self.stop()
         self.thread.quit()

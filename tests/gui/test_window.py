@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
 from PySide6.QtGui import QKeySequence, QMouseEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
@@ -17,7 +17,7 @@ from pytestqt.qtbot import QtBot
 from app.core.model import ReviewStatus
 from app.core.store import ProjectStore
 from app.gui.actions import ActionRegistry
-from app.gui.demo import DEMO_JSON, demo_project_path
+from app.gui.demo import DEMO_DIR, DEMO_JSON, demo_project_path
 from app.gui.main_window import MainWindow
 from app.gui.settings import AppSettings
 
@@ -65,8 +65,12 @@ def test_demo_opens_with_images_instances_and_canvas(window: MainWindow) -> None
 def test_select_paint_erase_undo_redo_autosaves(window: MainWindow, qtbot: QtBot) -> None:
     doc = window.project.doc
     assert doc is not None
-    window.actions["instance.next"].trigger()
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Tab)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Tab)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Backtab, Qt.KeyboardModifier.ShiftModifier)
     selected = doc.selected_id
+    assert selected == min(layer.id for layer in doc.layers())
     assert selected is not None
     assert window.properties_panel.instance_label.text().startswith(str(selected))
     coarse = doc.layer(selected).mask.copy()
@@ -97,6 +101,20 @@ def test_select_paint_erase_undo_redo_autosaves(window: MainWindow, qtbot: QtBot
     assert window.undo_view.stack() is doc.undo_stack and doc.undo_stack.count() == 2
     history = window.project.store.history(selected)  # type: ignore[union-attr]
     assert len([e for e in history if e.mask_changed]) == 5  # paint, erase, two undos, one redo
+
+
+def test_switching_image_right_after_a_stroke_keeps_the_stroke(window: MainWindow, qtbot: QtBot) -> None:
+    doc = window.project.doc
+    assert doc is not None
+    window.actions["instance.next"].trigger()
+    selected = doc.selected_id
+    assert selected is not None
+    window.actions["tool.brush"].trigger()
+    drag(window, [(20, 20), (60, 20)])
+    painted = doc.layer(selected).mask.copy()
+    with qtbot.waitSignal(window.project.document_changed, timeout=10_000):
+        window.actions["image.next"].trigger()
+    assert np.array_equal(stored_mask(window, selected), painted)
 
 
 def test_review_keys_set_status_and_enter_moves_to_the_next_unreviewed(window: MainWindow, qtbot: QtBot) -> None:
@@ -203,6 +221,53 @@ def test_bad_project_file_shows_one_error_and_keeps_the_window(window: MainWindo
     assert window.project.doc is not None  # the demo is still open
     assert not window.project.open_project(tmp_path / "missing.srproj")
     assert "missing.srproj" in window.last_error[1]
+
+
+def test_import_coco_creates_a_project_beside_it_and_opens_it(window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
+    source = tmp_path / "mini.json"
+    demo = json.loads(DEMO_JSON.read_text())
+    demo["images"] = demo["images"][1:2]
+    demo["annotations"] = [a for a in demo["annotations"] if a["image_id"] == demo["images"][0]["id"]]
+    source.write_text(json.dumps(demo))
+    with qtbot.waitSignal(window.project.project_changed, timeout=20_000):
+        window.project.import_dataset(source, None, DEMO_DIR)
+    qtbot.waitUntil(lambda: window.project.doc is not None and window.project.doc.image_id == 2, timeout=10_000)
+    assert window.project.project_path == tmp_path / "mini.srproj"
+    assert window.image_panel.model.rowCount() == 1
+    assert (tmp_path / "mini.import-report.json").is_file()
+    assert "mini.srproj" in window.settings.recent_projects[0]
+
+
+def test_import_of_a_broken_file_reports_it_and_keeps_the_open_project(
+    window: MainWindow, qtbot: QtBot, tmp_path: Path,
+) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"images": [')
+    before = window.project.project_path
+    window.project.import_dataset(broken, None, DEMO_DIR)
+    qtbot.waitUntil(lambda: window.last_error is not None, timeout=20_000)
+    assert window.last_error is not None
+    title, message = window.last_error
+    assert title == "Import failed" and "broken.json" in message
+    assert window.project.project_path == before and not (tmp_path / "broken.srproj").exists()
+
+
+def test_a_second_window_opens_the_project_read_only_and_says_so(
+    window: MainWindow, qtbot: QtBot, tmp_path: Path, data_dir: Path,
+) -> None:
+    settings = AppSettings(QSettings(str(tmp_path / "other.ini"), QSettings.Format.IniFormat))
+    other = MainWindow(settings, data_dir=data_dir)
+    qtbot.addWidget(other)
+    messages: list[str] = []
+    other.project.message.connect(messages.append)
+    with qtbot.waitSignal(other.project.document_changed, timeout=20_000):
+        other.open_startup()
+    assert other.project.store is not None and other.project.store.read_only
+    assert any("read-only" in m for m in messages)
+    doc = other.project.doc
+    assert doc is not None
+    doc.set_status(doc.layers()[0].id, ReviewStatus.ACCEPTED.value)  # kept in the window, not saved
+    assert other.last_error is not None and "read-only" in other.last_error[1]
 
 
 def test_reopening_the_demo_uses_the_same_project_file(window: MainWindow, data_dir: Path) -> None:

@@ -65,6 +65,8 @@ class PropertiesPanel(QWidget):
         self.status_box.setEnabled(enabled)
         if doc is None or selected is None:
             self.instance_label.setText("none selected")
+            self.category_box.setCurrentIndex(-1)
+            self.status_box.setCurrentIndex(-1)
             for label in (self.area_label, self.score_label, self.provenance_label, self.refined_label):
                 label.setText("")
             return
