@@ -22,9 +22,11 @@ from app.gui.overlays import (
     GuidanceOverlay,
     ImageItem,
     InstanceOverlay,
+    PreviewImage,
     RasterItem,
     SelectionOverlay,
 )
+from app.gui.preview import DiffColors
 from app.gui.tools import Tool, make_tools
 
 
@@ -87,6 +89,7 @@ class Canvas(QGraphicsView):
         self.confidence_overlay: ConfidenceOverlay | None = None
         self._options = {"opacity": 0.5, "contour_only": False, "selected_only": False, "color_by": "instance",
                          "show_diff": True, "show_confidence": False, "show_guidance": True}
+        self._diff_colors = DiffColors()
         self._brush_size = 20
         self._tools = make_tools(self)
         self._tool: Tool = self._tools["select"]
@@ -109,6 +112,8 @@ class Canvas(QGraphicsView):
         if self.document is not None:
             for signal, slot in self._connections():
                 signal.disconnect(slot)
+            for item in self.overlays():
+                item.stop()
         scene = self.scene()
         scene.removeItem(self.cursor_item)
         scene.removeItem(self.lasso_item)
@@ -123,11 +128,11 @@ class Canvas(QGraphicsView):
             return
         h, w = doc.shape
         scene.setSceneRect(QRectF(0, 0, w, h))
-        self.image_item = ImageItem(doc.image)
+        self.image_item = ImageItem(doc.image, doc.photo_levels)
         self.instance_overlay = InstanceOverlay(doc)
         self.guidance_overlay = GuidanceOverlay(doc)
         self.confidence_overlay = ConfidenceOverlay(doc)
-        self.diff_overlay = DiffOverlay(doc)
+        self.diff_overlay = DiffOverlay(doc, self._diff_colors)
         self.selection_overlay = SelectionOverlay(doc)
         for z, item in enumerate(self.overlays(), start=1):
             item.setZValue(z)
@@ -146,7 +151,7 @@ class Canvas(QGraphicsView):
         self.zoom_fit()
         self.document_changed.emit()
 
-    def overlays(self) -> list[RasterItem]:
+    def overlays(self) -> list[RasterItem | PreviewImage]:
         """Overlay items bottom to top (empty without a document)."""
         items = [self.instance_overlay, self.guidance_overlay, self.confidence_overlay, self.diff_overlay, self.selection_overlay]
         return [item for item in items if item is not None]
@@ -250,7 +255,7 @@ class Canvas(QGraphicsView):
     contour_only = _overlay_option("contour_only", "Draw instance outlines instead of fills.")
     selected_only = _overlay_option("selected_only", "Draw only the selected instance.")
     color_by = _overlay_option("color_by", 'Colour instances by "instance" or by "category".', ("instance", "category"))
-    show_diff = _overlay_option("show_diff", "Show pixels the refine preview adds (green) and removes (magenta).")
+    show_diff = _overlay_option("show_diff", "Show pixels the refine preview adds and removes (see set_diff_colors).")
     show_confidence = _overlay_option("show_confidence", "Show the refine preview's uncertainty heatmap.")
     show_guidance = _overlay_option("show_guidance", "Show constraint and region strokes.")
 
@@ -274,6 +279,18 @@ class Canvas(QGraphicsView):
 
     def set_show_guidance(self, on: bool) -> None:
         self.show_guidance = bool(on)
+
+    @property
+    def diff_colors(self) -> DiffColors:
+        """The refine preview's added / removed colours."""
+        return self._diff_colors
+
+    def set_diff_colors(self, added: QColor, removed: QColor) -> None:
+        """Colour the pixels a refinement adds and removes (the preview is redrawn in them)."""
+        self._diff_colors = DiffColors((added.red(), added.green(), added.blue()),
+                                       (removed.red(), removed.green(), removed.blue()))
+        if self.diff_overlay is not None:
+            self.diff_overlay.set_colors(self._diff_colors)
 
     # ----- events
     def wheelEvent(self, event: QWheelEvent) -> None:

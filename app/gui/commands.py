@@ -7,7 +7,7 @@ are never merged. A command pushed after its pixels were drawn (``applied``) ski
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from PySide6.QtGui import QUndoCommand
@@ -60,8 +60,9 @@ class Patch:
 class PatchCommand(QUndoCommand):
     """Rectangle deltas of one edit (a stroke, fill, lasso, accepted refinement or guidance clear).
 
-    Instances it changes get ``provenance`` (default: a manual edit); undo restores their previous one.
-    ``instance_id`` names an instance whose provenance changes even when no pixel did.
+    Instances it changes get ``provenance`` (default: a manual edit), or their own from ``provenances``;
+    undo restores their previous one. ``instance_ids`` names instances whose provenance changes even when
+    no pixel did.
     """
 
     def __init__(
@@ -72,19 +73,19 @@ class PatchCommand(QUndoCommand):
         text: str,
         provenance: dict[str, Any] | None = None,
         applied: bool = True,
-        instance_id: int | None = None,
+        instance_ids: Sequence[int] = (),
+        provenances: Mapping[int, dict[str, Any] | None] | None = None,
     ) -> None:
         super().__init__(text)
         self.doc = doc
         self.patches = patches
         self.action = action
         self._skip_draw = applied
-        ids = {p.target for p in patches if not isinstance(p.target, str)}
-        if instance_id is not None:
-            ids.add(instance_id)
+        ids = {p.target for p in patches if not isinstance(p.target, str)} | set(instance_ids)
         self.instance_ids = sorted(ids)
-        after = provenance if provenance is not None else {"kind": "manual"}
-        self._provenance = {i: (doc.layer(i).provenance, after) for i in self.instance_ids}
+        default = provenance if provenance is not None else {"kind": "manual"}
+        own = provenances or {}
+        self._provenance = {i: (doc.layer(i).provenance, own.get(i) or default) for i in self.instance_ids}
 
     @property
     def nbytes(self) -> int:

@@ -9,13 +9,18 @@ Queue (all instances of the image, or every unreviewed instance of the project):
 (per instance in HR mode, which refines one mask at a time). Each finished job is applied at once: on the
 open image as one undoable step, elsewhere straight into the store with the same provenance; statuses
 stay "unreviewed", so the instance list's "largest change" and "lowest confidence" sorts lead the review.
+
+The GUI thread's share of a step is kept small on large photos: everything stays inside the refiner's
+crop box, the refine thread draws the preview images of the instance that will be shown and, at a queue
+job's last step, works out the undo patches (``_prepare``); the GUI thread swaps images and writes pixels.
 """
 from __future__ import annotations
 
 import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,8 @@ from app.core.images import find_image_file
 from app.core.model import ChangeKind, Provenance, ReviewStatus, encode_mask
 from app.core.store_query import InstanceFilter
 from app.gui.controller import ProjectController
-from app.gui.document import ImageDocument
+from app.gui.document import ImageDocument, MaskUpdate, prepare_update
+from app.gui.preview import DiffColors, Preview, prepare_preview
 from app.gui.workers import MaskInput, RefineJob, RefineService
 from app.refiner.steps import MaskPatch, RefineStep
 
@@ -62,7 +68,7 @@ class InstanceState:
     reverse_steps: int
     timestep: int
 
-    @property
+    @cached_property
     def mean_confidence(self) -> float:
         return float(self.patch.confidence.mean()) if self.patch.confidence.size else 0.0
 
@@ -90,6 +96,22 @@ class RefineRun:
     steps: list[RefineStep] = field(default_factory=list)
     running: bool = True
     stopped: bool = False
+    base_versions: dict[int, int] = field(default_factory=dict)
+    """Mask versions of the open document's instances when ``coarse`` was copied from them."""
+    focus_id: int | None = None
+    """The instance the GUI shows (besides each step's first): its previews are drawn ahead."""
+    frames: dict[tuple[int, int], Preview] = field(default_factory=dict)
+    """Previews drawn on the refine thread, by (step number, instance id), until shown."""
+    updates: dict[int, MaskUpdate] = field(default_factory=dict)
+    """Final results with their undo patches worked out on the refine thread (queue jobs)."""
+
+    def take_frame(self, step: RefineStep, instance_id: int) -> Preview | None:
+        """The prepared preview of ``instance_id`` at ``step``; older ones are dropped."""
+        frame = self.frames.get((step.step, instance_id))
+        for key in list(self.frames):
+            if key[0] <= step.step:
+                self.frames.pop(key, None)
+        return frame
 
     def add(self, step: RefineStep) -> dict[int, InstanceState]:
         current = dict(self.snapshots[-1]) if self.snapshots else {}

@@ -11,20 +11,27 @@ refiner may change). Guidance belongs to the image, not to an instance; ``clear_
 
 After each committed change to an instance (do, undo or redo) the document emits ``edited(id, action)``;
 the instance's state in the document is then the truth to save: ``has_layer(id)`` False means deleted.
+
+Refinement results stay inside the refiner's crop box: the preview (app/gui/preview.py) and accepted
+masks (``apply_mask`` with a box, ``apply_updates``) carry only the box, so a step on a large photo costs
+the box, not the image. ``mask_version(id)`` counts an instance's pixel changes, so work prepared on another
+thread against one version (a preview's diff image, an accepted refinement's undo patch) is used only
+while the instance is still at that version.
 """
 from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
-from PySide6.QtGui import QUndoStack
+from PySide6.QtGui import QImage, QUndoStack
 
 from app.core import mask_ops
 from app.core.mask_ops import Rect
 from app.gui.commands import AddInstanceCommand, DeleteInstanceCommand, LayerFieldCommand, Patch, PatchCommand, describe
+from app.gui.preview import Preview
 
 GUIDANCE = ("foreground", "background", "region")
 UNDO_LIMIT = 1000
@@ -58,6 +65,44 @@ class InstanceLayer:
     provenance: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class MaskUpdate:
+    """A new mask for one instance inside ``box`` (x0, y0, x1, y1), e.g. an accepted refinement.
+
+    ``mask`` has the box's shape; outside the box the instance keeps its pixels. When ``base_version`` is
+    set, ``patch`` is the change already worked out against that version of the instance's mask (None: no
+    pixel changes), see ``prepare_update``.
+    """
+
+    instance_id: int
+    box: Rect
+    mask: np.ndarray
+    provenance: dict[str, Any] | None = None
+    patch: Patch | None = None
+    base_version: int | None = None
+
+
+def box_patch(instance_id: int, current: np.ndarray, box: Rect, mask: np.ndarray) -> Patch | None:
+    """The undo patch that puts ``mask`` into ``box`` of ``current`` (bounded by the changed pixels)."""
+    x0, y0, x1, y1 = box
+    before = current[y0:y1, x0:x1]
+    changed = mask_ops.changed_rect(before, mask)
+    if changed is None:
+        return None
+    cx0, cy0, cx1, cy1 = changed
+    rect = (x0 + cx0, y0 + cy0, x0 + cx1, y0 + cy1)
+    return Patch.of(instance_id, rect, before[cy0:cy1, cx0:cx1], mask[cy0:cy1, cx0:cx1])
+
+
+def prepare_update(
+    instance_id: int, box: Rect, mask: np.ndarray, base: np.ndarray, base_version: int,
+    provenance: dict[str, Any] | None = None,
+) -> MaskUpdate:
+    """A ``MaskUpdate`` with its patch worked out against ``base``, version ``base_version`` of the
+    instance's whole mask; safe on any thread, so accepting it costs the GUI thread only the writing."""
+    return MaskUpdate(instance_id, box, mask, provenance, box_patch(instance_id, base, box, mask), base_version)
+
+
 class ImageDocument(QObject):
     """Masks, guidance and refine preview of one image, with an undo stack of rectangle deltas."""
 
@@ -87,10 +132,10 @@ class ImageDocument(QObject):
         self.region: np.ndarray | None = None
         self.foreground: np.ndarray | None = None
         self.background: np.ndarray | None = None
-        self.preview_instance_id: int | None = None
-        self.preview_mask: np.ndarray | None = None
-        self.preview_confidence: np.ndarray | None = None
-        self.preview_box: Rect | None = None
+        self.preview: Preview | None = None
+        self.photo_levels: list[QImage] | None = None
+        """The photo as a display pyramid (overlays.build_pyramid), when the loader built it off the GUI thread."""
+        self._versions: dict[int, int] = {}
         self._stroke: _Stroke | None = None
 
     # ----- layers and selection
@@ -100,6 +145,10 @@ class ImageDocument(QObject):
 
     def layer(self, instance_id: int) -> InstanceLayer:
         return self._layers[instance_id]
+
+    def mask_version(self, instance_id: int) -> int:
+        """How many times the instance's pixels changed since the document opened (or it came back)."""
+        return self._versions.get(instance_id, 0)
 
     def has_layer(self, instance_id: int) -> bool:
         return instance_id in self._layers
@@ -164,21 +213,24 @@ class ImageDocument(QObject):
             self.undo_stack.push(PatchCommand(self, patches, "clear guidance", describe("clear guidance", None), applied=False))
 
     # ----- refine preview
-    def set_preview(self, instance_id: int, mask: np.ndarray, confidence: np.ndarray | None, box: Rect | None = None) -> None:
-        """Show a refiner result for ``instance_id``; ``box`` bounds where it may differ (faster redraw)."""
-        self._check_mask(mask, "preview mask")
-        if confidence is not None and confidence.shape != mask.shape:
-            raise ValueError(f"confidence has shape {confidence.shape}, the image is {mask.shape}")
-        self.preview_instance_id = instance_id
-        self.preview_mask = mask
-        self.preview_confidence = confidence
-        self.preview_box = box
+    @property
+    def preview_instance_id(self) -> int | None:
+        return None if self.preview is None else self.preview.instance_id
+
+    def set_preview(self, preview: Preview) -> None:
+        """Show a refiner result (inside its box) for one instance."""
+        if not self.has_layer(preview.instance_id):
+            raise KeyError(f"no instance {preview.instance_id} in image {self.image_id}")
+        self._check_box(preview.box, preview.mask, "preview mask")
+        if preview.confidence is not None and preview.confidence.shape != preview.mask.shape:
+            raise ValueError(f"confidence has shape {preview.confidence.shape}, the preview mask {preview.mask.shape}")
+        self.preview = preview
         self.preview_changed.emit()
 
     def clear_preview(self) -> None:
-        if self.preview_instance_id is None:
+        if self.preview is None:
             return
-        self.preview_instance_id = self.preview_mask = self.preview_confidence = self.preview_box = None
+        self.preview = None
         self.preview_changed.emit()
 
     # ----- strokes (brush, eraser, constraint and region brushes)
@@ -241,20 +293,45 @@ class ImageDocument(QObject):
         action = "lasso add" if value else "lasso subtract"
         return self._one_shot(target, action, lambda mask: mask_ops.paint_polygon(mask, polygon, value))
 
-    def apply_mask(self, instance_id: int, new_mask: np.ndarray, action: str, provenance: dict[str, Any] | None = None) -> bool:
+    def apply_mask(
+        self, instance_id: int, new_mask: np.ndarray, action: str, provenance: dict[str, Any] | None = None,
+        box: Rect | None = None,
+    ) -> bool:
         """Replace an instance's mask (e.g. accept a refinement); the undo step keeps only the changed bbox.
 
-        Returns False when no pixel changed; the step is still pushed, recording the provenance.
+        With ``box``, ``new_mask`` covers only that rectangle and the rest of the instance is kept. Returns
+        False when no pixel changed; the step is still pushed, recording the provenance.
         """
-        self._check_mask(new_mask, "new mask")
+        if box is None:
+            self._check_mask(new_mask, "new mask")
+            box = (0, 0, self.shape[1], self.shape[0])
+        return bool(self.apply_updates([MaskUpdate(instance_id, box, new_mask, provenance)], action))
+
+    def apply_updates(self, updates: Sequence[MaskUpdate], action: str, text: str | None = None) -> int:
+        """Apply new masks to several instances as ONE undo step; returns how many changed.
+
+        A prepared patch is used while its instance is still at the version it was worked out against;
+        otherwise the change is worked out here, inside the box.
+        """
+        for update in updates:
+            self._check_box(update.box, update.mask, "new mask")
+            if update.instance_id not in self._layers:
+                raise KeyError(f"no instance {update.instance_id} in image {self.image_id}")
         self.end_stroke()
-        layer = self._layers[instance_id]
-        rect = mask_ops.changed_rect(layer.mask, new_mask)
         patches = []
-        if rect is not None:
-            patches.append(Patch.of(instance_id, rect, mask_ops.take_patch(layer.mask, rect), mask_ops.take_patch(new_mask, rect)))
-        self.undo_stack.push(PatchCommand(self, patches, action, describe(action, instance_id), provenance, applied=False, instance_id=instance_id))
-        return rect is not None
+        for update in updates:
+            if update.base_version is not None and update.base_version == self.mask_version(update.instance_id):
+                patch = update.patch
+            else:
+                patch = box_patch(update.instance_id, self._layers[update.instance_id].mask, update.box, update.mask)
+            if patch is not None:
+                patches.append(patch)
+        ids = [u.instance_id for u in updates]
+        if text is None:
+            text = describe(action, ids[0]) if len(ids) == 1 else f"{describe(action, None)} ({len(ids)} instances)"
+        provenances: Mapping[int, dict[str, Any] | None] = {u.instance_id: u.provenance for u in updates}
+        self.undo_stack.push(PatchCommand(self, patches, action, text, applied=False, instance_ids=ids, provenances=provenances))
+        return len(patches)
 
     # ----- instance properties (each one undo step)
     def set_status(self, instance_id: int, status: str) -> None:
@@ -324,10 +401,12 @@ class ImageDocument(QObject):
         if isinstance(target, str):
             self.guidance_changed.emit(target, qrect(rect))
         else:
+            self._versions[target] = self._versions.get(target, 0) + 1
             self.mask_changed.emit(target, qrect(rect))
 
     def insert_layer(self, layer: InstanceLayer) -> None:
         self._layers[layer.id] = layer
+        self._versions[layer.id] = self._versions.get(layer.id, 0) + 1
         self.layer_changed.emit(layer.id, "added")
         self.instances_changed.emit()
 
@@ -350,6 +429,13 @@ class ImageDocument(QObject):
     def _check_mask(self, mask: np.ndarray, what: str) -> None:
         if mask.shape != self.shape:
             raise ValueError(f"{what} has shape {mask.shape}, the image is {self.shape}")
+
+    def _check_box(self, box: Rect, mask: np.ndarray, what: str) -> None:
+        x0, y0, x1, y1 = box
+        if not (0 <= x0 <= x1 <= self.shape[1] and 0 <= y0 <= y1 <= self.shape[0]):
+            raise ValueError(f"{what}: box {box} is not inside the {self.shape[1]}x{self.shape[0]} image")
+        if mask.shape != (y1 - y0, x1 - x0):
+            raise ValueError(f"{what} has shape {mask.shape}, its box {box} is {(y1 - y0, x1 - x0)}")
 
     def _set_field(self, instance_id: int, name: str, value: Any, text: str) -> None:
         self.end_stroke()

@@ -2,51 +2,36 @@
 
 Overlays live in lazily allocated 512-pixel ARGB32 tiles whose pixels are numpy views of the QImages, so
 a brush segment rewrites only the tiles under its rectangle and the view repaints only that rectangle;
-tiles that never hold a pixel are never allocated. The photo keeps a pyramid of halved copies and paints
-from the level nearest the zoom, so a zoomed-out 8K photo costs about as much as the viewport.
+tiles that never hold a pixel are never allocated. A redraw larger than one tile (opening an image,
+accepting a refinement of a big instance, selecting one) is spread over event-loop turns, a few
+milliseconds of tiles per turn, so the window keeps answering while it catches up; ``flush`` finishes it.
+The refine preview is one image over the instance's crop box (``PreviewImage``), usually drawn by the
+refine thread already. The photo keeps a pyramid of halved copies and paints from the level nearest the
+zoom, so a zoomed-out 8K photo costs about as much as the viewport; ``build_pyramid`` may run on any thread.
 Colours in the buffers are premultiplied BGRA (QImage's ARGB32 byte order on little-endian machines).
 """
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QRectF, Qt
+from PySide6.QtCore import QRectF, Qt, QTimer
 from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
 from app.core import mask_ops
 from app.core.mask_ops import Rect
 from app.gui.document import ImageDocument, palette_color
+from app.gui.preview import DiffColors, Preview, premultiplied, qimage_view, render_diff, render_heat
 
 TILE = 512
-ADDED_RGB = (40, 220, 90)
-REMOVED_RGB = (235, 40, 200)
+SYNC_PIXELS = TILE * TILE  # redraws up to this size happen at once (a brush segment); larger ones in turns
+TURN_BUDGET_S = 0.006  # drawing time per event-loop turn while catching up
+PYRAMID_TOP = 1024
 SELECTED_RGB = (255, 230, 40)
 GUIDANCE_RGB = {"foreground": (40, 230, 80), "background": (240, 50, 50), "region": (80, 200, 255)}
-
-
-def premultiplied(rgb: tuple[int, int, int], alpha: int = 255) -> np.ndarray:
-    """An RGB colour as a premultiplied BGRA pixel."""
-    r, g, b = (c * alpha // 255 for c in rgb)
-    return np.array([b, g, r, alpha], dtype=np.uint8)
-
-
-def _lut(colours: list[np.ndarray]) -> np.ndarray:
-    """Premultiplied BGRA pixels as a uint32 lookup table (index with codes to paint many at once)."""
-    return np.stack(colours).view(np.uint32)[:, 0]
-
-
-def _heat_lut() -> np.ndarray:
-    """Uncertainty 0..255 to the inferno colour map, more opaque the less sure (transparent when sure)."""
-    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(-1, 1), cv2.COLORMAP_INFERNO)[:, 0]
-    return _lut([premultiplied((int(r), int(g), int(b)), u * 200 // 255) for u, (b, g, r) in enumerate(bgr)])
-
-
-DIFF_LUT = _lut([premultiplied((0, 0, 0), 0), premultiplied(REMOVED_RGB, 220), premultiplied(ADDED_RGB, 220), premultiplied((0, 0, 0), 0)])
-"""Indexed by ``preview * 2 + current``: only pixels that differ are coloured."""
-HEAT_LUT = _heat_lut()
 
 
 def fill_where(out: np.ndarray, where: np.ndarray, bgra: np.ndarray) -> None:
@@ -54,41 +39,50 @@ def fill_where(out: np.ndarray, where: np.ndarray, bgra: np.ndarray) -> None:
     np.copyto(out.view(np.uint32)[..., 0], bgra.view(np.uint32)[0], where=where)
 
 
-def qimage_view(image: QImage) -> np.ndarray:
-    """(H, W, 4) uint8 numpy view of a 32-bit QImage's own pixels (writes show up in the image)."""
-    h, w = image.height(), image.width()
-    rows = np.frombuffer(image.bits(), dtype=np.uint8).reshape(h, image.bytesPerLine())
-    return rows[:, : w * 4].reshape(h, w, 4)
-
-
 def boundary(mask: np.ndarray, rect: Rect, width: int) -> np.ndarray:
-    """Pixels of ``mask`` inside ``rect`` that lie within ``width`` pixels of its edge (holes included)."""
+    """Pixels of ``mask`` inside ``rect`` that lie within ``width`` pixels of its edge (holes included).
+
+    Wide outlines (zoomed out) erode with a square, which OpenCV does in two cheap 1-D passes; a disc
+    costs its area per pixel and is no different on screen at that zoom.
+    """
     grown = mask_ops.grow_rect(rect, width, mask.shape)
     assert grown is not None
     gx0, gy0, gx1, gy1 = grown
     sub = mask[gy0:gy1, gx0:gx1].view(np.uint8)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    shape = cv2.MORPH_ELLIPSE if width <= 2 else cv2.MORPH_RECT
+    kernel = cv2.getStructuringElement(shape, (2 * width + 1, 2 * width + 1))
     edge = (sub > 0) & (cv2.erode(sub, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) == 0)
     x0, y0, x1, y1 = rect
     return edge[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
 
 
-class ImageItem(QGraphicsItem):
-    """The photo, painted from a pyramid level chosen by the zoom (only the exposed part is drawn)."""
+def build_pyramid(image: np.ndarray) -> list[QImage]:
+    """The photo as RGB32 QImages, each level half the previous, down to about the screen size."""
+    levels = []
+    level = image
+    while True:
+        qimg = QImage(level.shape[1], level.shape[0], QImage.Format.Format_RGB32)
+        cv2.cvtColor(level, cv2.COLOR_RGB2BGRA, dst=qimage_view(qimg))
+        levels.append(qimg)
+        if max(level.shape[:2]) <= PYRAMID_TOP:
+            return levels
+        level = cv2.resize(level, ((level.shape[1] + 1) // 2, (level.shape[0] + 1) // 2), interpolation=cv2.INTER_AREA)
 
-    def __init__(self, image: np.ndarray) -> None:
+
+class ImageItem(QGraphicsItem):
+    """The photo, painted from a pyramid level chosen by the zoom (only the exposed part is drawn).
+
+    ``levels`` (from ``build_pyramid``, e.g. made by the image loader's thread) spares the GUI thread
+    building them; without it they are built from ``image`` here.
+    """
+
+    def __init__(self, image: np.ndarray, levels: list[QImage] | None = None) -> None:
         super().__init__()
         h, w = image.shape[:2]
         self._rect = QRectF(0, 0, w, h)
-        self.levels: list[QImage] = []
-        level = image
-        while True:
-            qimg = QImage(level.shape[1], level.shape[0], QImage.Format.Format_RGB32)
-            cv2.cvtColor(level, cv2.COLOR_RGB2BGRA, dst=qimage_view(qimg))
-            self.levels.append(qimg)
-            if max(level.shape[:2]) <= 1024:
-                break
-            level = cv2.resize(level, ((level.shape[1] + 1) // 2, (level.shape[0] + 1) // 2), interpolation=cv2.INTER_AREA)
+        if levels is not None and (levels[0].width(), levels[0].height()) != (w, h):
+            raise ValueError(f"pyramid is {levels[0].width()}x{levels[0].height()}, the image {w}x{h}")
+        self.levels = levels if levels is not None else build_pyramid(image)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
 
     def boundingRect(self) -> QRectF:
@@ -110,8 +104,9 @@ class ImageItem(QGraphicsItem):
 class RasterItem(QGraphicsItem):
     """A full-image overlay kept in lazily allocated tiles; subclasses say what to draw in a rectangle.
 
-    ``pixels_drawn`` counts the pixels ``refresh`` recomputed, so tests can check a brush segment redraws
-    its own rectangle and not the image.
+    A redraw of at most ``SYNC_PIXELS`` happens at once; a larger one queues its tiles and draws them
+    over the next event-loop turns (``TURN_BUDGET_S`` each). ``pixels_drawn`` counts the pixels recomputed,
+    so tests can check a brush segment redraws its own rectangle and not the image.
     """
 
     def __init__(self, doc: ImageDocument) -> None:
@@ -121,6 +116,11 @@ class RasterItem(QGraphicsItem):
         self._shape = (h, w)
         self._rect = QRectF(0, 0, w, h)
         self._tiles: dict[tuple[int, int], tuple[QImage, np.ndarray]] = {}
+        self._pending: dict[tuple[int, int], Rect] = {}
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._draw_pending)
         self.pixels_drawn = 0
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
 
@@ -131,6 +131,11 @@ class RasterItem(QGraphicsItem):
     def tile_count(self) -> int:
         return len(self._tiles)
 
+    @property
+    def pending(self) -> bool:
+        """Whether a large redraw is still being caught up with."""
+        return bool(self._pending)
+
     def draw(self, out: np.ndarray, rect: Rect) -> None:
         """Write premultiplied BGRA pixels for ``rect`` into ``out`` (zeroed, shape of ``rect``)."""
         raise NotImplementedError
@@ -138,38 +143,36 @@ class RasterItem(QGraphicsItem):
     def refresh(self, rect: Rect | None = None) -> None:
         """Recompute the overlay inside ``rect`` (the whole image when None) and schedule a repaint."""
         rect = (0, 0, self._shape[1], self._shape[0]) if rect is None else mask_ops.clip_rect(rect, self._shape)
-        if rect is None:
-            return
-        for key, sub in self._tiles_in(rect):
-            tile = self._tiles.get(key)
-            tx0, ty0 = key[1] * TILE, key[0] * TILE
-            x0, y0, x1, y1 = sub
-            if tile is not None:
-                out = tile[1][y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
-                out[...] = 0
-                self.draw(out, sub)
-            else:
-                scratch = np.zeros((y1 - y0, x1 - x0, 4), dtype=np.uint8)
-                self.draw(scratch, sub)
-                if scratch[..., 3].any():
-                    self._tile(key)[1][y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0] = scratch
-            self.pixels_drawn += (x1 - x0) * (y1 - y0)
-        self.update(QRectF(rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1]))
+        if rect is not None:
+            self._redraw(dict(self._tiles_in(rect)))
 
     def refresh_areas(self, rects: list[Rect | None]) -> None:
         """Recompute every tile that meets one of ``rects``, each tile once however many rects meet it."""
-        keys = {key for rect in rects if rect is not None for key, _ in self._tiles_in(rect)}
         h, w = self._shape
-        for ty, tx in sorted(keys):
-            self.refresh((tx * TILE, ty * TILE, min((tx + 1) * TILE, w), min((ty + 1) * TILE, h)))
+        keys = {key for rect in rects if rect is not None for key, _ in self._tiles_in(rect)}
+        self._redraw({(ty, tx): (tx * TILE, ty * TILE, min((tx + 1) * TILE, w), min((ty + 1) * TILE, h)) for ty, tx in keys})
+
+    def flush(self) -> None:
+        """Finish a redraw in progress now."""
+        self._timer.stop()
+        pending, self._pending = self._pending, {}
+        for key in sorted(pending):
+            self._draw_tile(key, pending[key])
+
+    def stop(self) -> None:
+        """Forget work in progress (the item is leaving the scene)."""
+        self._timer.stop()
+        self._pending.clear()
 
     def clear(self) -> None:
         """Drop every tile (nothing is drawn until the next ``refresh``)."""
+        self.stop()
         self._tiles.clear()
         self.update()
 
     def pixels(self, rect: Rect) -> np.ndarray:
         """The overlay's BGRA pixels in ``rect`` (transparent where no tile exists), for tests and tools."""
+        self.flush()
         x0, y0, x1, y1 = rect
         out = np.zeros((y1 - y0, x1 - x0, 4), dtype=np.uint8)
         for key, (sx0, sy0, sx1, sy1) in self._tiles_in(rect):
@@ -194,6 +197,41 @@ class RasterItem(QGraphicsItem):
                 tx0, ty0 = key[1] * TILE, key[0] * TILE
                 painter.drawImage(QRectF(sx0, sy0, sx1 - sx0, sy1 - sy0), tile[0], QRectF(sx0 - tx0, sy0 - ty0, sx1 - sx0, sy1 - sy0))
         painter.restore()
+
+    def _redraw(self, parts: dict[tuple[int, int], Rect]) -> None:
+        """Draw small redraws now; queue large ones (merged with what is queued) for the next turns."""
+        if sum((r[2] - r[0]) * (r[3] - r[1]) for r in parts.values()) <= SYNC_PIXELS:
+            for key, rect in parts.items():
+                self._draw_tile(key, rect)
+            return
+        for key, rect in parts.items():
+            self._pending[key] = mask_ops.union_rect(self._pending.get(key), rect) or rect
+        self._timer.start()
+
+    def _draw_pending(self) -> None:
+        deadline = time.perf_counter() + TURN_BUDGET_S
+        while self._pending and time.perf_counter() < deadline:
+            key = min(self._pending)
+            self._draw_tile(key, self._pending.pop(key))
+        if self._pending:
+            self._timer.start()
+
+    def _draw_tile(self, key: tuple[int, int], sub: Rect) -> None:
+        """Recompute ``sub`` (inside tile ``key``) and schedule its repaint."""
+        tile = self._tiles.get(key)
+        tx0, ty0 = key[1] * TILE, key[0] * TILE
+        x0, y0, x1, y1 = sub
+        if tile is not None:
+            out = tile[1][y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
+            out[...] = 0
+            self.draw(out, sub)
+        else:
+            scratch = np.zeros((y1 - y0, x1 - x0, 4), dtype=np.uint8)
+            self.draw(scratch, sub)
+            if scratch[..., 3].any():
+                self._tile(key)[1][y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0] = scratch
+        self.pixels_drawn += (x1 - x0) * (y1 - y0)
+        self.update(QRectF(x0, y0, x1 - x0, y1 - y0))
 
     def _tiles_in(self, rect: Rect) -> Iterator[tuple[tuple[int, int], Rect]]:
         x0, y0, x1, y1 = rect
@@ -339,85 +377,130 @@ class GuidanceOverlay(RasterItem):
             fill_where(out, sub & ~stripes, premultiplied(GUIDANCE_RGB[kind], 90))
 
 
-class PreviewOverlay(RasterItem):
-    """Base of the refine preview overlays: redraws the union of the old and the new preview box.
+class PreviewImage(QGraphicsItem):
+    """One image over the refine preview's box; subclasses say which ready image fits and how to draw one.
 
-    A hidden preview overlay only notes what went stale and redraws it when shown (``catch_up``), so a
-    refinement animating with the heatmap switched off pays nothing for it.
+    A hidden item only notes that it went stale and catches up when shown (``catch_up``), so a refinement
+    animating with the heatmap switched off pays nothing for it. ``pixels_drawn`` counts pixels this item
+    drew on the GUI thread (zero when every step came with its image drawn).
     """
 
     def __init__(self, doc: ImageDocument) -> None:
-        super().__init__(doc)
-        self._shown: Rect | None = None
-        self._stale: Rect | None = None
+        super().__init__()
+        self.doc = doc
+        h, w = doc.shape
+        self._shape = (h, w)
+        self._rect = QRectF(0, 0, w, h)
+        self.image: QImage | None = None
+        self.box: Rect | None = None
+        self._stale = True
+        self.pixels_drawn = 0
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
 
-    def preview_box(self) -> Rect | None:
-        doc = self.doc
-        if doc.preview_mask is None or doc.preview_instance_id is None or not doc.has_layer(doc.preview_instance_id):
-            return None
-        if doc.preview_box is not None:
-            return mask_ops.clip_rect(doc.preview_box, self._shape)
-        return self.guess_box()
+    def boundingRect(self) -> QRectF:
+        return self._rect
 
-    def guess_box(self) -> Rect | None:
+    def ready(self, preview: Preview) -> QImage | None:
+        """The preview's own image when it shows what this item would draw now."""
+        raise NotImplementedError
+
+    def render(self, preview: Preview) -> QImage | None:
+        """Draw the image for ``preview`` (its box only)."""
         raise NotImplementedError
 
     def preview_changed(self) -> None:
-        new = self.preview_box()
-        self._invalidate(mask_ops.union_rect(self._shown, new))
-        self._shown = new
+        self._stale = True
         self.catch_up()
 
     def mask_changed(self, instance_id: int, rect: Rect) -> None:
-        if instance_id == self.doc.preview_instance_id and self._shown is not None:
-            self._invalidate(rect)
-            self.catch_up()
+        """The previewed instance's pixels changed: what it would add or remove may have too."""
+
+    def stop(self) -> None:
+        """Nothing runs in the background here (the same call as on the raster overlays)."""
 
     def catch_up(self) -> None:
-        """Redraw what changed while hidden (call after showing the item)."""
-        if self.isVisible() and self._stale is not None:
-            rect, self._stale = self._stale, None
-            self.refresh(rect)
-
-    def _invalidate(self, rect: Rect | None) -> None:
-        self._stale = mask_ops.union_rect(self._stale, rect)
-
-
-class DiffOverlay(PreviewOverlay):
-    """Pixels the refiner would add (green) and remove (magenta) compared to the current mask."""
-
-    def guess_box(self) -> Rect | None:
-        doc = self.doc
-        assert doc.preview_mask is not None and doc.preview_instance_id is not None
-        return mask_ops.changed_rect(doc.layer(doc.preview_instance_id).mask, doc.preview_mask)
-
-    def draw(self, out: np.ndarray, rect: Rect) -> None:
-        if self._shown is None:
+        """Show what the document's preview needs (call after showing the item)."""
+        if not self.isVisible() or not self._stale:
             return
-        doc = self.doc
-        assert doc.preview_mask is not None and doc.preview_instance_id is not None
+        self._stale = False
+        preview = self.doc.preview
+        image = None
+        if preview is not None and self.doc.has_layer(preview.instance_id):
+            image = self.ready(preview)
+            if image is None:
+                image = self.render(preview)
+                y, x = preview.box_shape
+                self.pixels_drawn += y * x
+        self._show(image, preview.box if image is not None and preview is not None else None)
+
+    def pixels(self, rect: Rect) -> np.ndarray:
+        """The item's BGRA pixels in ``rect`` (transparent outside the box), for tests and tools."""
         x0, y0, x1, y1 = rect
-        current = doc.layer(doc.preview_instance_id).mask[y0:y1, x0:x1].view(np.uint8)
-        preview = doc.preview_mask[y0:y1, x0:x1].view(np.uint8)
-        out.view(np.uint32)[..., 0] = DIFF_LUT[preview * 2 + current]
+        out = np.zeros((y1 - y0, x1 - x0, 4), dtype=np.uint8)
+        sub = mask_ops.intersect_rect(rect, self.box)
+        if sub is not None and self.image is not None:
+            bx0, by0 = self.box[0], self.box[1]  # type: ignore[index]
+            sx0, sy0, sx1, sy1 = sub
+            out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = qimage_view(self.image)[sy0 - by0 : sy1 - by0, sx0 - bx0 : sx1 - bx0]
+        return out
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        if self.image is None or self.box is None:
+            return
+        x0, y0, x1, y1 = self.box
+        target = option.exposedRect.intersected(QRectF(x0, y0, x1 - x0, y1 - y0))
+        if target.isEmpty():
+            return
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        painter.drawImage(target, self.image, target.translated(-x0, -y0))
+        painter.restore()
+
+    def _show(self, image: QImage | None, box: Rect | None) -> None:
+        old = self.box
+        self.image, self.box = image, box
+        rect = mask_ops.union_rect(old, box)
+        if rect is not None:
+            self.update(QRectF(rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1]))
 
 
-class ConfidenceOverlay(PreviewOverlay):
+class DiffOverlay(PreviewImage):
+    """Pixels the refiner would add and remove compared to the instance's current mask (two colours)."""
+
+    def __init__(self, doc: ImageDocument, colors: DiffColors | None = None) -> None:
+        super().__init__(doc)
+        self.colors = colors or DiffColors()
+
+    def set_colors(self, colors: DiffColors) -> None:
+        if colors != self.colors:
+            self.colors = colors
+            self.preview_changed()
+
+    def mask_changed(self, instance_id: int, rect: Rect) -> None:
+        preview = self.doc.preview
+        if preview is not None and preview.instance_id == instance_id and mask_ops.intersect_rect(rect, preview.box):
+            self.preview_changed()
+
+    def ready(self, preview: Preview) -> QImage | None:
+        fits = preview.colors == self.colors and preview.base_version == self.doc.mask_version(preview.instance_id)
+        return preview.diff if fits else None
+
+    def render(self, preview: Preview) -> QImage | None:
+        if not preview.mask.size:
+            return None
+        x0, y0, x1, y1 = preview.box
+        return render_diff(self.doc.layer(preview.instance_id).mask[y0:y1, x0:x1], preview.mask, self.colors)
+
+
+class ConfidenceOverlay(PreviewImage):
     """Where the refiner is unsure: a heatmap of 1 - confidence, transparent where it is sure."""
 
-    def guess_box(self) -> Rect | None:
-        conf = self.doc.preview_confidence
-        return None if conf is None else mask_ops.mask_bbox(conf > 0)
+    def ready(self, preview: Preview) -> QImage | None:
+        return preview.heat
 
-    def draw(self, out: np.ndarray, rect: Rect) -> None:
-        conf = self.doc.preview_confidence
-        box = mask_ops.intersect_rect(rect, self._shown)
-        if box is None or conf is None:
-            return
-        x0, y0, x1, y1 = box
-        unsure = cv2.convertScaleAbs(conf[y0:y1, x0:x1], alpha=-255.0, beta=255.0)  # (1 - conf) as uint8
-        sub = out[y0 - rect[1] : y1 - rect[1], x0 - rect[0] : x1 - rect[0]]
-        sub.view(np.uint32)[..., 0] = HEAT_LUT[unsure]
+    def render(self, preview: Preview) -> QImage | None:
+        conf = preview.confidence
+        return None if conf is None or not conf.size else render_heat(conf)
 
 
 class BrushCursor(QGraphicsItem):

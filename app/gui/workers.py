@@ -1,7 +1,9 @@
 """Background work: the refiner on its own QThread, and one-off jobs (import, export, image loading).
 
 The GUI thread never waits on torch: weights are loaded, and the refiner's generator iterated, on the
-refine thread, which sends one ``step`` signal per ``RefineStep``. A stop request is honoured between steps
+refine thread, which sends one ``step`` signal per ``RefineStep``; a job's ``prepare`` callback runs there
+first, so per-step work for the display (drawing the preview) is done before the GUI thread sees the step.
+A stop request is honoured between steps
 (the generator is closed, nothing is applied), so the instance stays exactly as it was. Every failure
 becomes a ``failed`` signal with one readable message; nothing propagates into Qt's event loop.
 
@@ -48,6 +50,8 @@ class RefineJob:
     foreground: np.ndarray | None = None
     background: np.ndarray | None = None
     min_frame_s: float = 0.0
+    prepare: Callable[[Any], None] | None = None
+    """Called on the refine thread with each RefineStep before it is sent."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,8 @@ class RefineWorker(QObject):
                 self._report_fallbacks(refiner)
                 if self._stopping(job):
                     return True
+                if job.prepare is not None:
+                    job.prepare(step)
                 if last_emit is not None and job.min_frame_s > 0:
                     self._wake.wait(max(0.0, last_emit + job.min_frame_s - time.monotonic()))
                     if self._stopping(job):
