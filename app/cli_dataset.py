@@ -23,14 +23,16 @@ from app.core.gc_pause import paused_gc
 from app.core.lvis import load_lvis, write_lvis
 from app.core.model import Dataset, ReviewStatus
 from app.core.png_masks import load_binary_masks, load_label_masks, write_binary_masks, write_label_masks
-from app.core.report import ImportReport
+from app.core.report import ExportReport, ImportReport
 from app.core.store import ProjectStore
 from app.core.store_errors import ProjectError
 from app.core.store_query import InstanceFilter
+from app.core.store_rows import StoredInstance
 from app.core.store_schema import PROJECT_SUFFIX
 
 IMPORT_FORMATS = ("coco", "lvis", "results", "png-instances", "png-labels")
 EXPORT_FORMATS = ("coco", "lvis", "results", "png")
+PNG_LAYOUTS = ("label", "binary")
 # COCO's size classes: small < 32², medium < 96², large above.
 COCO_AREA_CLASSES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, None))
 
@@ -71,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("--polygons", action="store_true",
                      help="write polygons (exact, holes as keyhole cuts); RLE where they cannot be exact")
     exp.add_argument("--accepted-only", action="store_true", help="export only instances marked accepted")
-    exp.add_argument("--png-layout", choices=("label", "binary"), default="label",
+    exp.add_argument("--png-layout", choices=PNG_LAYOUTS, default="label",
                      help="png: one label map per image, overlaps drawn in the project's z-order (default), "
                           "or one binary PNG per instance")
     exp.set_defaults(handler=run_export)
@@ -137,37 +139,64 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    with paused_gc():
-        return _run_export(args)
-
-
-def _run_export(args: argparse.Namespace) -> int:
     start = time.monotonic()
-    with ProjectStore.open(args.project, read_only=True) as store:
-        fmt = args.format or _default_export_format(store.kind)
-        statuses = [ReviewStatus.ACCEPTED] if args.accepted_only else None
+    progress = Progress("exported", "instances")
+    with paused_gc():
+        report = export_project(args.project, args.format, args.out, polygons=args.polygons,
+                                accepted_only=args.accepted_only, png_layout=args.png_layout, progress=progress)
+    print(report.summary())
+    print(f"exported {progress.done} instances to {args.out} in {time.monotonic() - start:.1f} s")
+    return 0
+
+
+def export_project(
+    project: Path,
+    fmt: str | None,
+    out: Path,
+    *,
+    polygons: bool = False,
+    accepted_only: bool = False,
+    png_layout: str = "label",
+    progress: Callable[[int, int], None] | None = None,
+) -> ExportReport:
+    """Export a project's current masks (the CLI's ``export``, also run by the GUI on a worker thread).
+
+    ``fmt`` is one of EXPORT_FORMATS or None for the format the project came from; ``png_layout`` is
+    "label" (one label map per image, overlaps in z-order) or "binary" (one PNG per instance).
+    ``progress(done, total)`` follows the instances written; an exception it raises stops the export
+    and leaves nothing at ``out`` (it is written to a temporary file and renamed). The project is opened
+    read-only, so a window editing it can go on.
+    """
+    if fmt is not None and fmt not in EXPORT_FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if png_layout not in PNG_LAYOUTS:
+        raise ValueError(f"png layout must be one of {', '.join(PNG_LAYOUTS)}, got {png_layout!r}")
+    with ProjectStore.open(project, read_only=True) as store:
+        fmt = fmt or _default_export_format(store.kind)
+        statuses = [ReviewStatus.ACCEPTED] if accepted_only else None
         total = store.count_instances(InstanceFilter(statuses=statuses))
-        stream = store.iter_instances(statuses=statuses, by_image=fmt == "png")
-        instances = counted(stream, Progress("exported", "instances", total))
-        segmentation = "polygon" if args.polygons else "rle"
+        instances: Iterable[StoredInstance] = store.iter_instances(statuses=statuses, by_image=fmt == "png")
+        if progress is not None:
+            report_progress = progress
+            report_progress(0, total)
+            instances = counted(instances, lambda done: report_progress(done, total))
+        segmentation = "polygon" if polygons else "rle"
         if fmt == "coco":
-            report = write_coco(args.out, store.extra, store.images(), store.categories(), instances,
+            report = write_coco(out, store.extra, store.images(), store.categories(), instances,
                                 segmentation=segmentation)
         elif fmt == "lvis":
-            report = write_lvis(args.out, store.extra, store.images(), store.categories(), instances,
+            report = write_lvis(out, store.extra, store.images(), store.categories(), instances,
                                 segmentation=segmentation)
         elif fmt == "results":
-            report = write_coco_results(args.out, instances, segmentation=segmentation)
-        elif args.png_layout == "label":
-            report = write_label_masks(args.out, store.images(), instances, order="given")
+            report = write_coco_results(out, instances, segmentation=segmentation)
+        elif png_layout == "label":
+            report = write_label_masks(out, store.images(), instances, order="given")
         else:
-            report = write_binary_masks(args.out, store.images(), instances)
+            report = write_binary_masks(out, store.images(), instances)
         excluded = store.count_instances() - total
     if excluded:
         report.counts["excluded by status"] += excluded
-    print(report.summary())
-    print(f"exported {total} instances to {args.out} ({fmt}) in {time.monotonic() - start:.1f} s")
-    return 0
+    return report
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -280,14 +309,17 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 
 class Progress:
-    """``progress(done, total)`` that prints to stderr at most once a second, and always at the end."""
+    """``progress(done, total)`` that prints to stderr at most once a second, and always at the end;
+    ``done`` keeps the last count."""
 
     def __init__(self, verb: str, noun: str, total: int | None = None) -> None:
         self.verb, self.noun, self.total = verb, noun, total
+        self.done = 0
         self._last = time.monotonic()
 
     def __call__(self, done: int, total: int | None = None) -> None:
         total = self.total if total is None else total
+        self.done = done
         now = time.monotonic()
         if done != total and now - self._last < 1.0:
             return

@@ -19,13 +19,14 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported b
 
 import cv2
 import numpy as np
-import skimage.data
 from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
 from app.gui.canvas import Canvas
+from app.gui.demo import DEMO_DIR
 from app.gui.document import ImageDocument, InstanceLayer, palette_color
+from app.gui.preview import Preview, prepare_preview
 
 GOAL_MS = 16.0
 W, H = 8000, 6000
@@ -33,7 +34,8 @@ W, H = 8000, 6000
 
 def make_document(instances: int) -> ImageDocument:
     """The astronaut photo upscaled to 8000x6000 with large overlapping instances (ellipses with holes)."""
-    image = cv2.resize(skimage.data.astronaut(), (W, H), interpolation=cv2.INTER_LINEAR)
+    photo = cv2.cvtColor(cv2.imread(str(DEMO_DIR / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
+    image = cv2.resize(photo, (W, H), interpolation=cv2.INTER_LINEAR)
     rng = np.random.default_rng(0)
     layers = []
     for i in range(instances):
@@ -124,24 +126,28 @@ def main() -> None:
 
 
 def preview_step(app: QApplication, canvas: Canvas, doc: ImageDocument) -> None:
-    """For reference: one refine step arriving (diff, and heatmap when shown, redrawn in a 1500x1500 box
-    and painted), at the current zoom."""
-    box = (3000, 2000, 4500, 3500)
-    mask = doc.layer(1).mask.copy()
-    confidence = np.zeros(doc.shape, dtype=np.float32)
+    """For reference: one refine step arriving in a 1500x1500 box and painted, at the current zoom; with its
+    images drawn here on the GUI thread, and prepared (drawn beforehand, as the refine thread does)."""
+    x0, y0, x1, y1 = box = (3000, 2000, 4500, 3500)
+    base = doc.layer(1).mask
     rng = np.random.default_rng(1)
     for heatmap in (False, True):
         canvas.show_confidence = heatmap
-        times = []
-        for k in range(15):
-            mask[box[1] : box[3], box[0] : box[2]] = rng.random((box[3] - box[1], box[2] - box[0])) < 0.5
-            confidence[box[1] : box[3], box[0] : box[2]] = k / 15
-            t0 = time.perf_counter()
-            doc.set_preview(1, mask, confidence, box)
-            app.processEvents()
-            times.append((time.perf_counter() - t0) * 1e3)
-        label = "diff + heatmap" if heatmap else "diff only"
-        print(f"refine preview step, 1500x1500 box, {label}: median {statistics.median(times):.1f} ms (no goal; once per reverse step)")
+        for prepared in (False, True):
+            times = []
+            for k in range(15):
+                mask = rng.random((y1 - y0, x1 - x0)) < 0.5
+                confidence = np.full(mask.shape, k / 15, dtype=np.float32)
+                if prepared:
+                    preview = prepare_preview(1, box, mask, confidence, base, doc.mask_version(1), canvas.diff_colors, heatmap)
+                else:
+                    preview = Preview(1, box, mask, confidence)
+                t0 = time.perf_counter()
+                doc.set_preview(preview)
+                app.processEvents()
+                times.append((time.perf_counter() - t0) * 1e3)
+            label = ("diff + heatmap" if heatmap else "diff only") + (", prepared" if prepared else ", drawn here")
+            print(f"refine preview step, 1500x1500 box, {label}: median {statistics.median(times):.1f} ms (GUI thread; once per reverse step)")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 Sets the names QSettings and QStandardPaths use, lifts QImageReader's 256 MB allocation limit so 8K and
 larger photos open, and follows the system's light or dark colour scheme (Qt 6.5+), switching with it.
+
+The GUI thread shares the interpreter with the refine, image-loading and saving threads. Each time it
+calls into numpy, OpenCV or Qt it lets go of the GIL, and getting it back from a thread running Python
+takes up to the switch interval; at Python's default 5 ms a redraw of a few dozen such calls could
+wait longer than a frame, so the interval is set to 1 ms (``GUI_SWITCH_INTERVAL_S``).
 """
 from __future__ import annotations
 
@@ -22,10 +27,13 @@ ORGANIZATION = "SegRefiner"
 APPLICATION = "SegRefiner Studio"
 STYLESHEET = Path(__file__).resolve().parents[2] / "resources" / "styles" / "app.qss"
 ICON_COLORS = {True: ("#e5e7eb", "#6b7280"), False: ("#374151", "#b0b4ba")}
+GUI_SWITCH_INTERVAL_S = 0.001
 
 
 def configure_application(app: QApplication) -> None:
-    """Names, image size limit, style and theme of the application (also used by the tests)."""
+    """Names, image size limit, GIL switch interval, style and theme of the application (also used by the
+    tests)."""
+    sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setOrganizationDomain("segrefiner.studio")

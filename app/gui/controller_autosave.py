@@ -1,22 +1,22 @@
 """Autosave: every committed edit of the open image goes into the project store, in its own transaction.
 
 The document emits ``edited(id, action)`` after every do, undo and redo; the instance's state in the
-document is then compared with what the store holds and the differences are written. Field changes
-(status, category, lock, visibility, z-order) are written at once. A changed mask is encoded to RLE on one
-background thread (a copy of it, in edit order): on an 8K photo the encoding takes a quarter of a second,
-which must not hold up the next brush stroke. The encoded masks are written on the GUI thread as they
-arrive; ``finish()`` waits for the ones still encoding (Ctrl+S, switching images, closing).
+document is then compared with what was last saved and the differences are handed to the store writer
+(app/gui/store_writer.py), whose thread writes them in edit order: field changes (status, category, lock,
+visibility, z-order) as they are, a changed mask as a copy that the writer thread encodes to RLE (a
+quarter of a second on an 8K photo) and writes unless it equals what the store already holds. The GUI
+thread never waits on encoding, SQLite or fsync; ``finish()`` waits for everything handed over (Ctrl+S,
+switching images, closing, exporting).
 
-The store hands out instance ids (``allocate_id`` creates the row), so document and project file agree
-on them; a deletion undone is restored through ``store.revert`` with the same id and history.
+The store hands out instance ids (``allocate_id`` creates the row, waiting for the writer), so document
+and project file agree on them; a deletion undone is restored through ``store.revert`` with the same id
+and history.
 """
 from __future__ import annotations
 
 import logging
-import queue
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
@@ -27,6 +27,7 @@ from app.core.store import ProjectStore
 from app.core.store_errors import ProjectError
 from app.core.store_rows import StoredInstance
 from app.gui.document import ImageDocument, InstanceLayer
+from app.gui.store_writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,13 @@ log = logging.getLogger(__name__)
 # ``mask_changed`` signal (an instance put back by undo) or must be recorded even when no pixel changed.
 WHOLE_INSTANCE_ACTIONS = frozenset({"add", "delete", "refine"})
 
+Write = Callable[[ProjectStore], Any]
+
 
 @dataclass
 class Saved:
-    """An instance as last written to the store."""
+    """An instance's fields as last handed to the writer."""
 
-    counts: str
     status: str
     category_id: int
     z: int
@@ -48,20 +50,7 @@ class Saved:
 
     @classmethod
     def of(cls, inst: StoredInstance) -> Saved:
-        return cls(inst.rle["counts"], ReviewStatus(inst.status).value, inst.category_id, inst.z_order,
-                   inst.locked, not inst.hidden)
-
-
-@dataclass(frozen=True)
-class _Encoded:
-    """A mask encoded on the background thread, with what to record with it."""
-
-    instance_id: int
-    rle: dict[str, Any]
-    provenance: Provenance
-    mean_confidence: float | None
-    force: bool
-    action: str
+        return cls(ReviewStatus(inst.status).value, inst.category_id, inst.z_order, inst.locked, not inst.hidden)
 
 
 def provenance_of(layer: InstanceLayer) -> tuple[Provenance, float | None]:
@@ -75,24 +64,23 @@ def provenance_of(layer: InstanceLayer) -> tuple[Provenance, float | None]:
 
 
 class Autosave(QObject):
-    """Keeps the open document's instances and the store in step."""
+    """Keeps the open document's instances and the store in step, through ``writer``."""
 
     saved = Signal(int)       # an instance's row changed
     failed = Signal(str)      # a write failed (message); the edit stays in the document
-    _arrived = Signal()
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, writer: StoreWriter, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        self.writer = writer
         self.store: ProjectStore | None = None
         self.doc: ImageDocument | None = None
         self._saved: dict[int, Saved] = {}
         self._dirty: set[int] = set()
-        self._deletions: dict[int, int] = {}
-        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autosave")
-        self._pending: list[Future[None]] = []
-        self._results: queue.SimpleQueue[_Encoded] = queue.SimpleQueue()
-        self._arrived.connect(self._drain)
+        self._deleted: set[int] = set()
         self._warned_read_only = False
+        # Touched only by writes, i.e. on the writer thread (or the GUI thread while nothing is queued):
+        self._counts: dict[int, str] = {}
+        self._deletions: dict[int, int] = {}
 
     # ----- attaching
     def attach(self, store: ProjectStore | None, doc: ImageDocument | None, stored: list[StoredInstance]) -> None:
@@ -102,28 +90,33 @@ class Autosave(QObject):
             self.doc.edited.disconnect(self.edited)
             self.doc.mask_changed.disconnect(self.mask_touched)
         if store is not self.store:
+            self._deleted.clear()
             self._deletions.clear()
             self._warned_read_only = False
         self.store, self.doc = store, doc
         self._saved = {inst.id: Saved.of(inst) for inst in stored}
+        self._counts = {inst.id: inst.rle["counts"] for inst in stored}
         self._dirty.clear()
         if doc is not None:
             doc.edited.connect(self.edited)
             doc.mask_changed.connect(self.mask_touched)
             doc.id_allocator = self.allocate_id
 
-    def shutdown(self) -> None:
-        self.finish()
-        self._encoder.shutdown(wait=True)
-
     def allocate_id(self) -> int:
-        """Create the new instance's row now, so its id is the store's."""
+        """Create the new instance's row now (after the writes queued before it), so its id is the store's."""
         doc, store = self.doc, self.store
         assert doc is not None and store is not None
         category = store.categories()[0].id
-        edit = store.create_instance(doc.image_id, category, np.zeros(doc.shape, dtype=bool))
-        self._saved[edit.instance_id] = Saved.of(store.instance(edit.instance_id))
-        return edit.instance_id
+        empty = np.zeros(doc.shape, dtype=bool)
+
+        def create(st: ProjectStore) -> int:
+            instance_id = st.create_instance(doc.image_id, category, empty).instance_id
+            self._counts[instance_id] = st.instance(instance_id).rle["counts"]
+            return instance_id
+
+        instance_id = self.writer.call(create)
+        self._saved[instance_id] = Saved.of(store.instance(instance_id))
+        return instance_id
 
     # ----- signals of the document
     def mask_touched(self, instance_id: int, _rect: QRect) -> None:
@@ -137,8 +130,6 @@ class Autosave(QObject):
             self._save(doc, store, instance_id, action)
         except DatasetError as e:
             self._report(e)
-            return
-        self.saved.emit(instance_id)
 
     def _report(self, error: DatasetError) -> None:
         store = self.store
@@ -151,72 +142,78 @@ class Autosave(QObject):
         saved = self._saved.get(instance_id)
         if not doc.has_layer(instance_id):
             if saved is not None:
-                self.finish()  # the deletion records the instance's latest mask
-                self._deletions[instance_id] = store.delete_instance(instance_id).id
+                self._write(instance_id, self._deletion(instance_id))
                 del self._saved[instance_id]
+                self._deleted.add(instance_id)
             self._dirty.discard(instance_id)
             return
         layer = doc.layer(instance_id)
         if saved is None:
-            if instance_id not in self._deletions:
+            if instance_id not in self._deleted:
                 raise ProjectError(store.path, f"instance {instance_id} is not in the project")
-            self.finish()
-            store.revert(self._deletions.pop(instance_id))
+            self.writer.call(self._revert(instance_id))
+            self._deleted.discard(instance_id)
             saved = self._saved[instance_id] = Saved.of(store.instance(instance_id))
+            self.saved.emit(instance_id)
         if instance_id in self._dirty or action in WHOLE_INSTANCE_ACTIONS:
             self._dirty.discard(instance_id)
-            provenance, confidence = provenance_of(layer)
-            self._encode(instance_id, layer.mask.copy(), provenance, confidence, action == "refine", action)
+            self._write(instance_id, self._mask_write(instance_id, layer, action))
         if layer.status != saved.status:
-            store.set_status(instance_id, ReviewStatus(layer.status))
+            status = ReviewStatus(layer.status)
+            self._write(instance_id, lambda st: st.set_status(instance_id, status))
             saved.status = layer.status
         if layer.category_id != saved.category_id:
-            store.set_category(instance_id, layer.category_id)
+            category = layer.category_id
+            self._write(instance_id, lambda st: st.set_category(instance_id, category))
             saved.category_id = layer.category_id
         if (layer.z, layer.locked, layer.visible) != (saved.z, saved.locked, saved.visible):
-            store.set_layer(instance_id, z_order=layer.z, locked=layer.locked, hidden=not layer.visible)
+            z, locked, hidden = layer.z, layer.locked, not layer.visible
+            self._write(instance_id, lambda st: st.set_layer(instance_id, z_order=z, locked=locked, hidden=hidden))
             saved.z, saved.locked, saved.visible = layer.z, layer.locked, layer.visible
 
-    # ----- masks: encoded in the background, written here in order
-    def _encode(self, instance_id: int, mask: np.ndarray, provenance: Provenance, confidence: float | None,
-                force: bool, action: str) -> None:
-        def run() -> None:
-            self._results.put(_Encoded(instance_id, encode_mask(mask), provenance, confidence, force, action))
-            self._arrived.emit()
+    def _write(self, instance_id: int, write: Write) -> None:
+        """Hand a write to the writer; ``saved`` follows when it changed the row."""
+        self.writer.submit(write, lambda changed: self._written(instance_id, changed), self._report)
 
-        self._pending = [f for f in self._pending if not f.done()]
-        self._pending.append(self._encoder.submit(run))
+    def _written(self, instance_id: int, changed: object) -> None:
+        if changed is not False:
+            self.saved.emit(instance_id)
 
+    # ----- writes (run on the writer thread, in edit order)
+    def _mask_write(self, instance_id: int, layer: InstanceLayer, action: str) -> Write:
+        """Encode a copy of the mask as it is now, and write it unless the store holds it already."""
+        mask = layer.mask.copy()
+        provenance, confidence = provenance_of(layer)
+        force = action == "refine"  # a refinement that changed nothing is still recorded
+
+        def write(st: ProjectStore) -> bool:
+            rle = encode_mask(mask)
+            if rle["counts"] == self._counts.get(instance_id) and not force:
+                return False
+            st.set_mask(instance_id, rle, provenance=provenance, mean_confidence=confidence, params={"action": action})
+            self._counts[instance_id] = rle["counts"]
+            return True
+
+        return write
+
+    def _deletion(self, instance_id: int) -> Write:
+        def write(st: ProjectStore) -> None:
+            self._deletions[instance_id] = st.delete_instance(instance_id).id
+
+        return write
+
+    def _revert(self, instance_id: int) -> Write:
+        def write(st: ProjectStore) -> None:
+            st.revert(self._deletions.pop(instance_id))
+            self._counts[instance_id] = st.instance(instance_id).rle["counts"]
+
+        return write
+
+    # ----- waiting
     def finish(self) -> None:
-        """Wait for the masks still being encoded and write them."""
-        for future in self._pending:
-            future.result()
-        self._pending.clear()
-        self._drain()
+        """Wait until every edit handed over is written."""
+        self.writer.finish()
 
     @property
     def busy(self) -> bool:
-        return any(not f.done() for f in self._pending) or not self._results.empty()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                item = self._results.get_nowait()
-            except queue.Empty:
-                return
-            self._write(item)
-
-    def _write(self, item: _Encoded) -> None:
-        store, saved = self.store, self._saved.get(item.instance_id)
-        if store is None or saved is None:
-            return  # deleted since (its deletion recorded the latest mask)
-        if item.rle["counts"] == saved.counts and not item.force:
-            return
-        try:
-            store.set_mask(item.instance_id, item.rle, provenance=item.provenance,
-                           mean_confidence=item.mean_confidence, params={"action": item.action})
-        except DatasetError as e:
-            self._report(e)
-            return
-        saved.counts = item.rle["counts"]
-        self.saved.emit(item.instance_id)
+        return self.writer.busy

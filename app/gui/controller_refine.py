@@ -7,7 +7,8 @@ the instance until then, so Stop or Reject leave it exactly as it was.
 
 Queue (all instances of the image, or every unreviewed instance of the project): one job per image
 (per instance in HR mode, which refines one mask at a time). Each finished job is applied at once: on the
-open image as one undoable step, elsewhere straight into the store with the same provenance; statuses
+open image as one undoable step, elsewhere straight into the store (on the writer thread) with the same
+provenance; statuses
 stay "unreviewed", so the instance list's "largest change" and "lowest confidence" sorts lead the review.
 
 The GUI thread's share of a step is kept small on large photos: everything stays inside the refiner's
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, Signal
 
 from app.core.images import find_image_file
 from app.core.model import ChangeKind, Provenance, ReviewStatus, encode_mask
@@ -39,7 +40,6 @@ from app.refiner.steps import MaskPatch, RefineStep
 
 log = logging.getLogger(__name__)
 
-WRITE_POLL_MS = 5
 
 
 @dataclass(frozen=True)
@@ -71,16 +71,6 @@ class InstanceState:
     @cached_property
     def mean_confidence(self) -> float:
         return float(self.patch.confidence.mean()) if self.patch.confidence.size else 0.0
-
-
-@dataclass(frozen=True)
-class StoreResult:
-    """A queue result for an image that is not open, ready for ``store.set_mask``."""
-
-    instance_id: int
-    rle: dict[str, Any]
-    provenance: Provenance
-    mean_confidence: float
 
 
 @dataclass
@@ -134,13 +124,13 @@ class RefineRun:
         base = coarse if isinstance(coarse, np.ndarray) else mask_utils.decode(coarse).astype(bool)
         return state.patch.full_mask(shape, base)
 
-    def store_result(self, instance_id: int, state: InstanceState, shape: tuple[int, int]) -> StoreResult:
-        """The refined mask as the store takes it (runs on a background thread: pasting and encoding a
-        full-resolution mask takes tens of milliseconds on large photos)."""
+    def stored_mask(self, instance_id: int, state: InstanceState, shape: tuple[int, int]) -> tuple[dict[str, Any], Provenance, float]:
+        """The refined mask as the store takes it, with its provenance (runs on the writer thread: pasting
+        and encoding a full-resolution mask takes tens of milliseconds on large photos)."""
         mask = self.full_mask(instance_id, state, shape)
         prov = Provenance(ChangeKind.REFINED, weights_name(self.choice.weights), self.choice.mode,
                           state.reverse_steps)
-        return StoreResult(instance_id, encode_mask(mask), prov, state.mean_confidence)
+        return encode_mask(mask), prov, state.mean_confidence
 
     def provenance(self, state: InstanceState) -> dict[str, object]:
         return {
@@ -169,6 +159,7 @@ class RefineController(QObject):
         self.project = project
         self.service = service
         self.want_confidence = False
+        self.diff_colors = DiffColors()
         self.session: RefineRun | None = None
         self.session_doc: ImageDocument | None = None
         self.shown = -1
@@ -178,11 +169,7 @@ class RefineController(QObject):
         self.queue_total = 0
         self.queue_done = 0
         self.queue_paused = False
-        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine-results")
-        self._writes: deque[Future[StoreResult]] = deque()
-        self._write_timer = QTimer(self)
-        self._write_timer.setInterval(WRITE_POLL_MS)
-        self._write_timer.timeout.connect(self._write_one)
+        self._writes: list[Future[Any]] = []
         worker = service.worker
         worker.step.connect(self._on_step)
         worker.finished.connect(self._on_finished)
@@ -201,7 +188,7 @@ class RefineController(QObject):
 
     @property
     def queue_active(self) -> bool:
-        return self.queue_run is not None or bool(self._queue) or bool(self._writes)
+        return self.queue_run is not None or bool(self._queue) or self._writing
 
     @property
     def step_count(self) -> int:
@@ -231,10 +218,12 @@ class RefineController(QObject):
             doc.image, [coarse], [layer.id], guidance["region"], guidance["foreground"], guidance["background"],
             choice.min_frame_s,
         )
-        self.session = RefineRun(job, doc.image_id, choice, {layer.id: coarse}, keep_all=True)
+        run = RefineRun(job, doc.image_id, choice, {layer.id: coarse}, keep_all=True,
+                        base_versions={layer.id: doc.mask_version(layer.id)}, focus_id=layer.id)
+        self.session = self._with_prepare(run)
         self.session_doc = doc
         self.shown = -1
-        self.service.submit(job)
+        self.service.submit(run.job)
         self.message.emit(f"Refining instance {layer.id} ({choice.mode}, {choice.steps} steps)…")
         self.state_changed.emit()
         return True
@@ -246,8 +235,9 @@ class RefineController(QObject):
         elif self.queue_active:
             self.cancel_queue()
 
-    def show_step(self, index: int) -> None:
-        """Show the ``index``-th (0-based) kept step of the interactive run as the preview."""
+    def show_step(self, index: int, frame: Preview | None = None) -> None:
+        """Show the ``index``-th (0-based) kept step of the interactive run as the preview (``frame``: its
+        preview as the refine thread drew it)."""
         run, doc = self.session, self.session_doc
         if run is None or doc is None or not run.snapshots:
             return
@@ -255,16 +245,11 @@ class RefineController(QObject):
         self.shown = index
         instance_id = run.job.instance_ids[0]
         state = run.snapshots[index][instance_id]
-        self._preview(doc, run, instance_id, state)
+        self._preview(doc, instance_id, state, frame)
         step = run.steps[index]
         text = (f"step {index + 1}/{max(step.total, len(run.snapshots))} · {step.stage} · "
                 f"{state.patch.changed} px changed · confidence {state.mean_confidence:.2f}")
         self.step_shown.emit(index + 1, len(run.snapshots), text)
-
-    def refresh_preview(self) -> None:
-        """Redraw the shown step (after the confidence overlay was switched on or off)."""
-        if self.session is not None and self.shown >= 0:
-            self.show_step(self.shown)
 
     def accept(self) -> bool:
         """Apply the shown step to the instance: one undo step, provenance recorded."""
@@ -276,9 +261,8 @@ class RefineController(QObject):
             self.discard()
             return False
         state = run.snapshots[self.shown if self.shown >= 0 else -1][instance_id]
-        mask = run.full_mask(instance_id, state, doc.shape)
         self._end_session()
-        doc.apply_mask(instance_id, mask, "refine", run.provenance(state))
+        doc.apply_mask(instance_id, state.patch.mask, "refine", run.provenance(state), box=state.patch.box)
         self.message.emit(f"Accepted the refinement of instance {instance_id} ({state.patch.changed} px changed)")
         return True
 
@@ -379,10 +363,15 @@ class RefineController(QObject):
             image, ids, masks = job_inputs
             job = RefineJob(self.service.next_job_id(), choice.weights, choice.device, choice.mode, choice.steps,
                             choice.seed, image, masks, ids, min_frame_s=choice.min_frame_s)
-            self.queue_run = RefineRun(job, item.image_id, choice, dict(zip(ids, masks)), keep_all=False)
-            self.service.submit(job)
+            run = RefineRun(job, item.image_id, choice, dict(zip(ids, masks)), keep_all=False)
+            doc = self.project.doc
+            if doc is not None and doc.image_id == item.image_id:
+                run.base_versions = {i: doc.mask_version(i) for i in ids}
+                run.focus_id = doc.selected_id
+            self.queue_run = self._with_prepare(run)
+            self.service.submit(run.job)
             return
-        if not self._queue and self.queue_run is None and not self._writes:
+        if not self._queue and self.queue_run is None and not self._writing:
             self.message.emit(f"Refined {self.queue_done} instances; sort the list by largest change to review")
             self._finish_queue()
 
@@ -410,49 +399,42 @@ class RefineController(QObject):
         self.state_changed.emit()
 
     def _apply_queue_run(self, run: RefineRun) -> None:
-        """Results on the open image: one undoable step now. Elsewhere: masks are pasted and encoded on a
-        background thread and written one per event loop turn, so saving a batch never holds the window up."""
+        """Results on the open image: one undoable step now, with the patches the refine thread worked out.
+        Elsewhere: masks are pasted and encoded on a background thread and written one per event loop turn,
+        so saving a batch never holds the window up."""
         final = {i: state for i, state in (run.snapshots[-1] if run.snapshots else {}).items()
                  if not state.patch.skipped}
         doc = self.project.doc
         if doc is None or doc.image_id != run.image_id:
             shape = run.steps[-1].image_size
+            self._writes = [f for f in self._writes if not f.done()]
             for instance_id, state in final.items():
-                self._writes.append(self._encoder.submit(run.store_result, instance_id, state, shape))
-            self._write_timer.start()
+                self._writes.append(self.project.store_mask(
+                    instance_id, lambda i=instance_id, s=state: run.stored_mask(i, s, shape), self._written))
             return
         doc.clear_preview()
-        doc.end_stroke()  # a stroke in progress is its own undo step, not part of the refinement's
-        doc.undo_stack.beginMacro(f"Refine {len(final)} instances")
-        try:
-            for instance_id, state in final.items():
-                if doc.has_layer(instance_id):
-                    doc.apply_mask(instance_id, run.full_mask(instance_id, state, doc.shape), "refine",
-                                   run.provenance(state))
-        finally:
-            doc.undo_stack.endMacro()
+        updates = []
+        for instance_id, state in final.items():
+            if not doc.has_layer(instance_id):
+                continue
+            prepared = run.updates.get(instance_id)
+            if prepared is None or prepared.mask is not state.patch.mask:
+                prepared = MaskUpdate(instance_id, state.patch.box, state.patch.mask)
+            updates.append(replace(prepared, provenance=run.provenance(state)))
+        if updates:
+            doc.apply_updates(updates, "refine", f"Refine {len(updates)} instances")
 
-    def _write_one(self) -> None:
-        if self._writes and self._writes[0].done():
-            self._write(self._writes.popleft().result())
-        if not self._writes:
-            self._write_timer.stop()
-            if not self._queue and self.queue_run is None and self._queue_choice is not None:
-                self._next_job()
+    @property
+    def _writing(self) -> bool:
+        return any(not f.done() for f in self._writes)
+
+    def _written(self) -> None:
+        if not self._writing and not self._queue and self.queue_run is None and self._queue_choice is not None:
+            self._next_job()
 
     def _flush_writes(self) -> None:
-        """Save every finished result now (the queue is being cancelled: finished work is kept)."""
-        while self._writes:
-            self._write(self._writes.popleft().result())
-        self._write_timer.stop()
-
-    def _write(self, result: StoreResult) -> None:
-        self.project.store_mask(result.instance_id, result.rle, result.provenance, result.mean_confidence)
-
-    def shutdown(self) -> None:
-        """Write what is finished and end the background thread (at exit)."""
-        self._flush_writes()
-        self._encoder.shutdown(wait=True)
+        """Wait for the results handed to the writer (the queue is being cancelled: finished work is kept)."""
+        self.project.writer.finish()
 
     def _clear_queue_preview(self) -> None:
         doc = self.project.doc
@@ -464,9 +446,10 @@ class RefineController(QObject):
         run = self.session
         if run is not None and run.job.job_id == job_id:
             run.add(step)
+            frame = run.take_frame(step, run.job.instance_ids[0])
             following = self.shown < 0 or self.shown == len(run.snapshots) - 2
             if following:
-                self.show_step(len(run.snapshots) - 1)
+                self.show_step(len(run.snapshots) - 1, frame)
             else:
                 self.step_shown.emit(self.shown + 1, len(run.snapshots), "")
             return
@@ -476,8 +459,11 @@ class RefineController(QObject):
             doc = self.project.doc
             if doc is not None and doc.image_id == run.image_id:
                 shown = doc.selected_id if doc.selected_id in current else run.job.instance_ids[step.indices[0]]
-                if doc.has_layer(shown):
-                    self._preview(doc, run, shown, current[shown])
+                run.focus_id = doc.selected_id
+                frame = run.take_frame(step, shown)
+                showing = doc.preview is not None and doc.preview.mask is current[shown].patch.mask
+                if doc.has_layer(shown) and not showing:
+                    self._preview(doc, shown, current[shown], frame)
 
     def _on_finished(self, job_id: int, stopped: bool) -> None:
         run = self.session
@@ -523,8 +509,30 @@ class RefineController(QObject):
         if self.session is not None and self.session_doc is not doc:
             self.discard()
 
-    def _preview(self, doc: ImageDocument, run: RefineRun, instance_id: int, state: InstanceState) -> None:
-        mask = run.full_mask(instance_id, state, doc.shape)
-        confidence = state.patch.full_confidence(doc.shape) if self.want_confidence else None
-        x0, y0, x1, y1 = state.patch.box
-        doc.set_preview(instance_id, mask, confidence, (x0, y0, x1, y1))
+    def _preview(self, doc: ImageDocument, instance_id: int, state: InstanceState, frame: Preview | None) -> None:
+        """Show a state: as the refine thread drew it when it did, else as arrays the canvas draws."""
+        if frame is None or frame.mask is not state.patch.mask:
+            frame = Preview(instance_id, state.patch.box, state.patch.mask, state.patch.confidence)
+        doc.set_preview(frame)
+
+    # ------------------------------------------------------------------------------- refine thread
+    def _with_prepare(self, run: RefineRun) -> RefineRun:
+        run.job = replace(run.job, prepare=lambda step: self._prepare(run, step))
+        return run
+
+    def _prepare(self, run: RefineRun, step: RefineStep) -> None:
+        """On the refine thread, before ``step`` is sent: draw the previews the GUI will show (each step's
+        first instance and the focused one) and, at a queue job's last step, work out the undo patches.
+        Only instances whose coarse mask came from the open document (an array) are prepared."""
+        colors, heat = self.diff_colors, self.want_confidence
+        for index, patch in zip(step.indices, step.results):
+            instance_id = run.job.instance_ids[index]
+            coarse = run.coarse.get(instance_id)
+            version = run.base_versions.get(instance_id)
+            if patch.skipped or not isinstance(coarse, np.ndarray) or version is None:
+                continue
+            if index == step.indices[0] or instance_id == run.focus_id:
+                run.frames[(step.step, instance_id)] = prepare_preview(
+                    instance_id, patch.box, patch.mask, patch.confidence, coarse, version, colors, heat)
+            if step.final and not run.keep_all:
+                run.updates[instance_id] = prepare_update(instance_id, patch.box, patch.mask, coarse, version)

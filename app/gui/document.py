@@ -326,12 +326,20 @@ class ImageDocument(QObject):
                 patch = box_patch(update.instance_id, self._layers[update.instance_id].mask, update.box, update.mask)
             if patch is not None:
                 patches.append(patch)
+                self._put_from_box(update, patch.rect)
         ids = [u.instance_id for u in updates]
         if text is None:
             text = describe(action, ids[0]) if len(ids) == 1 else f"{describe(action, None)} ({len(ids)} instances)"
         provenances: Mapping[int, dict[str, Any] | None] = {u.instance_id: u.provenance for u in updates}
-        self.undo_stack.push(PatchCommand(self, patches, action, text, applied=False, instance_ids=ids, provenances=provenances))
+        self.undo_stack.push(PatchCommand(self, patches, action, text, instance_ids=ids, provenances=provenances))
         return len(patches)
+
+    def _put_from_box(self, update: MaskUpdate, rect: Rect) -> None:
+        """Write the pixels of ``rect`` from an update's own mask (no need to unpack the undo patch)."""
+        bx0, by0 = update.box[0], update.box[1]
+        x0, y0, x1, y1 = rect
+        mask_ops.put_patch(self._layers[update.instance_id].mask, rect, update.mask[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0])
+        self.notify(update.instance_id, rect)
 
     # ----- instance properties (each one undo step)
     def set_status(self, instance_id: int, status: str) -> None:

@@ -1,22 +1,28 @@
 """The export dialog: COCO, LVIS, COCO results or PNG masks, RLE or polygons, all or accepted only.
 
-The export itself is the CLI's (``cli_dataset.run_export``), run on the thread pool against its own
-read-only connection to the project, so the window stays usable and the file is written atomically.
+The export itself is the CLI's (``cli_dataset.export_project``), run on the thread pool against its own
+read-only connection to the project, so the window stays usable and the file is written atomically. The
+bar follows the instances written; Cancel stops the export (nothing is written). When it is done the
+dialog stays open on the export's report: what was written, and every instance it could not write as
+asked (a polygon that cannot represent its mask, say).
 """
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-    QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
+    QPlainTextEdit, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
 )
 
-from app.cli_dataset import run_export
-from app.gui.workers import TaskRunner
+from app.cli_dataset import export_project
+from app.core.report import ExportReport
+from app.gui.workers import Task, TaskRunner
 
+MAX_LISTED_PROBLEMS = 200
 FORMATS = {
     "coco": "COCO instances JSON",
     "lvis": "LVIS v1 JSON",
@@ -33,8 +39,24 @@ def default_format(kind: str) -> str:
     return "png-label" if kind.startswith("png") else "coco"
 
 
+@dataclass(frozen=True)
+class ExportChoice:
+    """``export_project``'s arguments as the dialog is set."""
+
+    fmt: str
+    out: Path
+    polygons: bool
+    accepted_only: bool
+    png_layout: str
+
+    def run(self, project: Path, progress: Callable[[int, int], None]) -> ExportReport:
+        return export_project(project, self.fmt, self.out, polygons=self.polygons, accepted_only=self.accepted_only,
+                              png_layout=self.png_layout, progress=progress)
+
+
 class ExportDialog(QDialog):
-    """Choose format, options and destination; the export runs in the background with a busy bar."""
+    """Choose format, options and destination; the export runs in the background with a progress bar,
+    then the dialog shows its report."""
 
     exported = Signal(str)   # destination
     failed = Signal(str)     # message
@@ -45,6 +67,8 @@ class ExportDialog(QDialog):
         self.setObjectName("exportDialog")
         self.project = project
         self.tasks = tasks
+        self.task: Task | None = None
+        self.report: ExportReport | None = None
         self.format_box = QComboBox()
         for key, text in FORMATS.items():
             self.format_box.addItem(text, key)
@@ -64,6 +88,10 @@ class ExportDialog(QDialog):
         self.progress.hide()
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.report_view = QPlainTextEdit()
+        self.report_view.setReadOnly(True)
+        self.report_view.setObjectName("exportReport")
+        self.report_view.hide()
         form = QFormLayout()
         form.addRow("Format", self.format_box)
         form.addRow("Masks", self.rle_button)
@@ -78,6 +106,7 @@ class ExportDialog(QDialog):
         layout.addLayout(form)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self.report_view, 1)
         layout.addWidget(self.buttons)
         self.format_box.currentIndexChanged.connect(self._format_changed)
         self._format_changed()
@@ -106,37 +135,72 @@ class ExportDialog(QDialog):
         if path:
             self.path_edit.setText(path)
 
-    def arguments(self) -> argparse.Namespace:
-        """The CLI export's arguments for the chosen options."""
+    def choice(self) -> ExportChoice:
+        """What to export, as the dialog is set."""
         fmt = self.fmt
-        return argparse.Namespace(
-            project=self.project,
-            format="png" if fmt.startswith("png") else fmt,
-            out=Path(self.path_edit.text()).expanduser(),
-            polygons=self.polygon_button.isChecked() and not fmt.startswith("png"),
+        png = fmt.startswith("png")
+        return ExportChoice(
+            fmt="png" if png else fmt,
+            out=Path(self.path_edit.text().strip()).expanduser(),
+            polygons=self.polygon_button.isChecked() and not png,
             accepted_only=self.accepted_only.isChecked(),
             png_layout="binary" if fmt == "png-binary" else "label",
         )
 
+    @property
+    def running(self) -> bool:
+        return self.task is not None
+
     def start(self) -> None:
-        """Run the export on the thread pool; the dialog closes when it is written."""
-        args = self.arguments()
-        if not str(args.out).strip():
+        """Run the export on the thread pool; the report shows here when it is written."""
+        if not self.path_edit.text().strip():
             self.status.setText("Choose where to save the export")
             return
+        choice = self.choice()
+        self.report = None
+        self.report_view.hide()
+        self.progress.setRange(0, 0)
         self.progress.show()
         self.export_button.setEnabled(False)
-        self.status.setText(f"Exporting to {args.out}…")
-        self.tasks.start(lambda _progress: run_export(args), f"export to {args.out}",
-                         lambda _result: self._done(str(args.out)), self._failed)
+        self.status.setText(f"Exporting to {choice.out}…")
+        self.task = self.tasks.start(
+            lambda progress: choice.run(self.project, progress), f"export to {choice.out}",
+            lambda report: self._done(report, choice.out), self._failed, self._progress,
+        )
 
-    def _done(self, destination: str) -> None:
+    def reject(self) -> None:
+        """Cancel stops a running export (nothing is written) and closes the dialog."""
+        if self.task is not None:
+            self.task.cancel()
+        super().reject()
+
+    def _progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 0))
+        self.progress.setValue(done)
+        if total:
+            self.status.setText(f"Exporting… {done} of {total} instances")
+
+    def _done(self, report: ExportReport, destination: Path) -> None:
+        self.task = None
+        self.report = report
         self.progress.hide()
-        self.exported.emit(destination)
-        self.accept()
+        problems = len(report.problems)
+        warning = f"; {problems} instance(s) not written as asked, see below" if problems else ""
+        self.status.setText(f"Exported to {destination}{warning}")
+        self.report_view.setPlainText(report.summary(max_problems=MAX_LISTED_PROBLEMS))
+        self.report_view.show()
+        self.export_button.setEnabled(True)
+        self.export_button.setText("Export again")
+        self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
+        self.exported.emit(str(destination))
 
     def _failed(self, message: str) -> None:
+        cancelled = self.task is not None and self.task.cancelled
+        self.task = None
         self.progress.hide()
         self.export_button.setEnabled(True)
+        if cancelled:
+            self.status.setText("Export cancelled; nothing was written")
+            return
         self.status.setText(f"Export failed: {message}")
         self.failed.emit(message)

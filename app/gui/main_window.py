@@ -91,6 +91,7 @@ class MainWindow(QMainWindow):
         self.canvas = Canvas(self)
         self.canvas.setObjectName("canvas")
         self.canvas.opacity = self.settings.opacity
+        self._apply_overlay_colors()
         self.setCentralWidget(self.canvas)
         self._build_docks()
         self._build_menus()
@@ -426,9 +427,11 @@ class MainWindow(QMainWindow):
             self.canvas.zoom_to_instance(instance_id)
         self._zoom_to_selection = False
 
-    def _instance_saved(self, _instance_id: int) -> None:
+    def _instance_saved(self, instance_id: int) -> None:
         self._refresh_timer.start()
-        self.properties_panel.show_instance()
+        doc = self.project.doc
+        if doc is not None and doc.selected_id == instance_id:
+            self.properties_panel.show_instance()
 
     def _refresh_lists(self) -> None:
         self.instance_panel.refresh()
@@ -509,7 +512,11 @@ class MainWindow(QMainWindow):
     def _show_confidence(self, on: bool) -> None:
         self.canvas.set_show_confidence(on)
         self.refine.want_confidence = on
-        self.refine.refresh_preview()
+
+    def _apply_overlay_colors(self) -> None:
+        """The settings' diff colours on the canvas, and for previews the refine thread draws."""
+        self.canvas.set_diff_colors(self.settings.added_color, self.settings.removed_color)
+        self.refine.diff_colors = self.canvas.diff_colors
 
     # ------------------------------------------------------------------------------- refinement
     def _run_checked(self, start) -> bool:  # type: ignore[no-untyped-def]
@@ -560,13 +567,14 @@ class MainWindow(QMainWindow):
         devices = self.environment.devices if self.environment is not None else []
         weights = [w.name for w in self.environment.weights] if self.environment is not None else []
         dialog = SettingsDialog(self.settings, self.actions, devices, weights, self)
-        dialog.accepted.connect(self._settings_applied)
+        dialog.applied.connect(self._settings_applied)
         dialog.open()
         return dialog
 
     def _settings_applied(self) -> None:
         self.refine_panel.reload_settings()
         self.opacity_slider.setValue(round(self.settings.opacity * 100))
+        self._apply_overlay_colors()
         self._refine_state_changed()
 
     def open_export_dialog(self) -> ExportDialog | None:
@@ -608,10 +616,9 @@ class MainWindow(QMainWindow):
         self.project.cancel_import()
         self.refine.discard()
         self.refine.cancel_queue()
-        self.refine.shutdown()
         self.service.shutdown()
         self.project.close_project()
-        self.project.autosave.shutdown()
+        self.project.writer.shutdown()
         self.tasks.wait()
         self.settings.save_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()

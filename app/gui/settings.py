@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QColor, QKeySequence
 from PySide6.QtWidgets import (
     QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
@@ -192,7 +192,12 @@ def weights_label(value: str) -> str:
 
 
 class SettingsDialog(QDialog):
-    """Device, default mode and steps, weights, animation, overlay colours and opacity, shortcuts."""
+    """Device, default mode and steps, weights, animation, overlay colours and opacity, shortcuts.
+
+    ``applied`` follows every write of the settings (Apply or OK), so the window can take them up.
+    """
+
+    applied = Signal()
 
     def __init__(
         self, settings: AppSettings, actions: ActionRegistry, devices: Sequence[str],
@@ -353,6 +358,7 @@ class SettingsDialog(QDialog):
         for name, editor in self._editors.items():
             self.actions.set_shortcut(name, editor.keySequence())
         s.sync()
+        self.applied.emit()
 
     def accept(self) -> None:
         self.apply()

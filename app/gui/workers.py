@@ -29,6 +29,8 @@ from app.core.images import read_image_rgb
 
 log = logging.getLogger(__name__)
 
+PROGRESS_INTERVAL_S = 0.05
+
 MaskInput = np.ndarray | dict[str, Any]
 """A (H, W) bool mask, or a compressed COCO RLE decoded on the refine thread."""
 
@@ -267,7 +269,11 @@ class _TaskSignals(QObject):
 
 class Task(QRunnable):
     """A function run on Qt's thread pool: ``fn(progress)`` where ``progress(done, total)`` reports and
-    raises ``Cancelled`` once ``cancel()`` was called. Results and errors come back as signals."""
+    raises ``Cancelled`` once ``cancel()`` was called. Results and errors come back as signals.
+
+    A job may report per item (an export, per instance); the signal goes out at most every
+    ``PROGRESS_INTERVAL_S`` (and at the end), so a quarter of a million reports do not flood the window.
+    """
 
     def __init__(self, fn: Callable[[Callable[[int, int], None]], Any], name: str) -> None:
         super().__init__()
@@ -276,6 +282,7 @@ class Task(QRunnable):
         self.name = name
         self.signals = _TaskSignals()
         self._cancelled = threading.Event()
+        self._reported = 0.0
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -287,7 +294,10 @@ class Task(QRunnable):
     def _progress(self, done: int, total: int) -> None:
         if self._cancelled.is_set():
             raise Cancelled(f"{self.name} cancelled")
-        self.signals.progress.emit(done, total)
+        now = time.monotonic()
+        if done >= total or now - self._reported >= PROGRESS_INTERVAL_S:
+            self._reported = now
+            self.signals.progress.emit(done, total)
 
     def run(self) -> None:
         try:

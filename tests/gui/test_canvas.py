@@ -10,7 +10,8 @@ from pytestqt.qtbot import QtBot
 
 from app.gui.canvas import Canvas
 from app.gui.document import ImageDocument, InstanceLayer, palette_color
-from app.gui.overlays import ADDED_RGB, REMOVED_RGB, SELECTED_RGB, TILE, ImageItem, premultiplied
+from app.gui.overlays import SELECTED_RGB, TILE, ImageItem, build_pyramid
+from app.gui.preview import ADDED_RGB, REMOVED_RGB, DiffColors, Preview, premultiplied, prepare_preview
 
 
 @pytest.fixture
@@ -181,20 +182,26 @@ def test_selection_outline_follows_the_selection(canvas: Canvas, image_document:
     assert not outline.pixels((140, 60, 221, 141))[..., 3].any()
 
 
+def box_preview(doc: ImageDocument) -> Preview:
+    """A preview of instance 2 in the box (140, 60, 220, 150): a strip removed, one added, one unsure spot."""
+    x0, y0, x1, y1 = box = (140, 60, 220, 150)
+    mask = doc.layer(2).mask[y0:y1, x0:x1].copy()
+    mask[70 - y0 : 80 - y0, 160 - x0 : 200 - x0] = False  # removed
+    mask[130 - y0 : 140 - y0, 170 - x0 : 190 - x0] = True  # added
+    confidence = np.ones(mask.shape, dtype=np.float32)
+    confidence[100 - y0 : 110 - y0, 150 - x0 : 160 - x0] = 0.2
+    return Preview(2, box, mask, confidence)
+
+
 def test_refine_preview_diff_and_confidence(canvas: Canvas, image_document: ImageDocument) -> None:
     doc = image_document
-    preview = doc.layer(2).mask.copy()
-    preview[70:80, 160:200] = False  # removed
-    preview[130:140, 170:190] = True  # added
-    confidence = np.zeros(doc.shape, dtype=np.float32)
-    confidence[60:150, 140:220] = 1.0
-    confidence[100:110, 150:160] = 0.2
-    doc.set_preview(2, preview, confidence, (140, 60, 220, 150))
+    doc.set_preview(box_preview(doc))
     diff, heat = canvas.diff_overlay, canvas.confidence_overlay
     assert diff is not None and heat is not None
     assert tuple(int(v) for v in diff.pixels((175, 135, 176, 136))[0, 0]) == colour(ADDED_RGB, 220)
     assert tuple(int(v) for v in diff.pixels((180, 75, 181, 76))[0, 0]) == colour(REMOVED_RGB, 220)
     assert diff.pixels((180, 100, 181, 101))[0, 0, 3] == 0  # unchanged pixels are not marked
+    assert diff.pixels_drawn == 80 * 90  # the box, not the image
     assert diff.isVisible() and not heat.isVisible()
     assert heat.pixels_drawn == 0  # hidden: the heatmap costs nothing until shown
     canvas.show_confidence = True
@@ -207,6 +214,40 @@ def test_refine_preview_diff_and_confidence(canvas: Canvas, image_document: Imag
     assert not heat.pixels((140, 60, 220, 150))[..., 3].any()
     canvas.show_diff = True  # it catches up with the clear it missed while hidden
     assert not diff.pixels((140, 60, 220, 150))[..., 3].any()
+
+
+def test_a_prepared_preview_costs_the_canvas_no_drawing(canvas: Canvas, image_document: ImageDocument) -> None:
+    doc = image_document
+    canvas.show_confidence = True
+    arrays = box_preview(doc)
+    prepared = prepare_preview(2, arrays.box, arrays.mask, arrays.confidence, doc.layer(2).mask,
+                               doc.mask_version(2), canvas.diff_colors, with_heat=True)
+    diff, heat = canvas.diff_overlay, canvas.confidence_overlay
+    assert diff is not None and heat is not None
+    doc.set_preview(prepared)
+    assert diff.pixels_drawn == 0 and heat.pixels_drawn == 0
+    assert diff.image is prepared.diff and heat.image is prepared.heat
+    assert tuple(int(v) for v in diff.pixels((175, 135, 176, 136))[0, 0]) == colour(ADDED_RGB, 220)
+    doc.begin_stroke(2, "brush")  # the instance changes under the preview: its diff is drawn again
+    doc.stroke_to([(150, 140)], 3)
+    doc.end_stroke()
+    assert diff.pixels_drawn == 80 * 90 and diff.image is not prepared.diff
+    assert heat.image is prepared.heat  # the confidence does not depend on the mask
+
+
+def test_diff_colours_can_be_changed(canvas: Canvas, image_document: ImageDocument) -> None:
+    from PySide6.QtGui import QColor
+
+    doc = image_document
+    doc.set_preview(box_preview(doc))
+    canvas.set_diff_colors(QColor(0, 0, 255), QColor(255, 128, 0))
+    assert canvas.diff_colors == DiffColors((0, 0, 255), (255, 128, 0))
+    assert canvas.diff_overlay is not None
+    assert tuple(int(v) for v in canvas.diff_overlay.pixels((175, 135, 176, 136))[0, 0]) == colour((0, 0, 255), 220)
+    assert tuple(int(v) for v in canvas.diff_overlay.pixels((180, 75, 181, 76))[0, 0]) == colour((255, 128, 0), 220)
+    other = ImageDocument(doc.image, 8, [InstanceLayer(1, 1, doc.layer(2).mask.copy(), palette_color(1))])
+    canvas.set_document(other)  # the choice outlives the document
+    assert canvas.diff_overlay is not None and canvas.diff_overlay.colors == DiffColors((0, 0, 255), (255, 128, 0))
 
 
 def test_the_rendered_view_shows_the_overlay(canvas: Canvas, image_document: ImageDocument) -> None:
@@ -239,6 +280,32 @@ def test_photo_pyramid_halves_down_to_the_screen_size() -> None:
     item = ImageItem(image)
     assert [(level.width(), level.height()) for level in item.levels] == [(2100, 1000), (1050, 500), (525, 250)]
     assert item.levels[2].pixelColor(10, 10).red() == 200
+    levels = build_pyramid(image)  # e.g. on the image loader's thread
+    assert ImageItem(image, levels).levels is levels
+    with pytest.raises(ValueError, match="pyramid is 2100x1000, the image 300x200"):
+        ImageItem(np.zeros((200, 300, 3), np.uint8), levels)
+
+
+def test_large_redraws_are_spread_over_event_loop_turns(qtbot: QtBot) -> None:
+    image = np.zeros((3 * TILE, 3 * TILE, 3), dtype=np.uint8)
+    mask = np.zeros(image.shape[:2], dtype=bool)
+    mask[100:1400, 100:1400] = True
+    doc = ImageDocument(image, 1, [InstanceLayer(1, 1, mask, palette_color(1))])
+    view = Canvas()
+    qtbot.addWidget(view)
+    view.set_document(doc)
+    overlay = view.instance_overlay
+    assert overlay is not None and overlay.pending  # nine tiles: more than one turn's worth
+    qtbot.waitUntil(lambda: not overlay.pending, timeout=5000)
+    assert overlay.tile_count == 9
+    drawn = overlay.pixels_drawn
+    assert doc.begin_stroke(1, "eraser")  # a small edit still redraws at once
+    doc.stroke_to([(700, 700)], 9, value=False)
+    doc.end_stroke()
+    assert not overlay.pending and overlay.pixels_drawn - drawn == 9 * 9
+    doc.apply_mask(1, np.zeros(doc.shape, bool), "refine")
+    assert overlay.pending
+    assert not overlay.pixels((0, 0, 3 * TILE, 3 * TILE))[..., 3].any()  # reading finishes the redraw
 
 
 def test_outlines_keep_their_screen_width_when_zooming_out(canvas: Canvas, image_document: ImageDocument, qtbot: QtBot) -> None:

@@ -8,7 +8,8 @@ import pytest
 from PySide6.QtCore import QTimer
 
 from app.gui.commands import PatchCommand
-from app.gui.document import UNDO_LIMIT, ImageDocument, InstanceLayer, palette_color
+from app.gui.document import UNDO_LIMIT, ImageDocument, InstanceLayer, MaskUpdate, palette_color, prepare_update
+from app.gui.preview import Preview
 
 
 def stroke(doc: ImageDocument, target: int | str, points: list[tuple[int, int]], size: int = 5, value: bool = True) -> None:
@@ -266,22 +267,70 @@ def test_preview_set_and_clear(image_document: ImageDocument) -> None:
     doc = image_document
     count = []
     doc.preview_changed.connect(lambda: count.append(1))
-    doc.set_preview(2, doc.layer(2).mask.copy(), np.ones(doc.shape, np.float32), (140, 60, 220, 140))
-    assert doc.preview_instance_id == 2 and doc.preview_box == (140, 60, 220, 140)
+    mask = doc.layer(2).mask[60:140, 140:220].copy()
+    doc.set_preview(Preview(2, (140, 60, 220, 140), mask, np.ones(mask.shape, np.float32)))
+    assert doc.preview_instance_id == 2 and doc.preview is not None and doc.preview.box == (140, 60, 220, 140)
+    assert np.array_equal(doc.preview.full_mask(doc.layer(2).mask), doc.layer(2).mask)
     doc.clear_preview()
-    assert doc.preview_mask is None and doc.preview_confidence is None
+    assert doc.preview is None and doc.preview_instance_id is None
     doc.clear_preview()
     assert len(count) == 2
+
+
+def test_a_refinement_applied_in_its_box_keeps_the_rest_and_is_one_step(image_document: ImageDocument) -> None:
+    doc = image_document
+    before = {i: doc.layer(i).mask.copy() for i in (1, 2)}
+    box2 = (160, 80, 200, 120)
+    inside = np.zeros((40, 40), bool)  # clears the middle of the disc, keeps its rim outside the box
+    prepared = prepare_update(2, box2, inside, doc.layer(2).mask, doc.mask_version(2), {"kind": "refined", "steps": 2})
+    assert prepared.patch is not None and prepared.patch.rect == box2
+    box1 = (30, 20, 110, 120)
+    grown = doc.layer(1).mask[20:120, 30:110].copy()
+    grown[0:5, :] = True
+    update1 = MaskUpdate(1, box1, grown, {"kind": "refined", "steps": 1})
+    versions = doc.mask_version(1), doc.mask_version(2)
+    assert doc.apply_updates([update1, prepared], "refine", "Refine 2 instances") == 2
+    assert doc.undo_stack.count() == 1 and doc.undo_stack.undoText() == "Refine 2 instances"
+    assert not doc.layer(2).mask[80:120, 160:200].any() and doc.layer(2).mask[100, 155]
+    assert doc.layer(1).mask[20:25, 30:110].all()
+    assert doc.layer(1).provenance == {"kind": "refined", "steps": 1}
+    assert doc.layer(2).provenance == {"kind": "refined", "steps": 2}
+    assert doc.mask_version(1) > versions[0] and doc.mask_version(2) > versions[1]
+    doc.undo()
+    for i in (1, 2):
+        assert np.array_equal(doc.layer(i).mask, before[i])
+    assert doc.layer(2).provenance is None
+
+
+def test_a_prepared_patch_is_not_used_once_the_instance_changed(image_document: ImageDocument) -> None:
+    doc = image_document
+    box = (150, 70, 210, 130)
+    stale = prepare_update(2, box, np.zeros((60, 60), bool), doc.layer(2).mask, doc.mask_version(2))
+    doc.begin_stroke(2, "brush")  # outside the box, after the patch was worked out
+    doc.stroke_to([(120, 180)], 5)
+    doc.end_stroke()
+    doc.apply_updates([stale], "refine")
+    assert doc.layer(2).mask[180, 120]  # the stroke is kept
+    doc.undo()
+    assert doc.layer(2).mask[180, 120] and doc.layer(2).mask[100, 180]  # undo restores the real "before"
 
 
 def test_bad_input_is_one_clear_error(image_document: ImageDocument) -> None:
     doc = image_document
     with pytest.raises(ValueError, match=r"new mask has shape \(10, 10\), the image is \(200, 300\)"):
         doc.apply_mask(1, np.zeros((10, 10), bool), "refine")
-    with pytest.raises(ValueError, match="preview mask has shape"):
-        doc.set_preview(1, np.zeros((10, 10), bool), None)
+    with pytest.raises(ValueError, match=r"preview mask has shape \(10, 10\), its box \(0, 0, 20, 20\) is \(20, 20\)"):
+        doc.set_preview(Preview(1, (0, 0, 20, 20), np.zeros((10, 10), bool)))
+    with pytest.raises(ValueError, match=r"box \(290, 0, 310, 20\) is not inside the 300x200 image"):
+        doc.set_preview(Preview(1, (290, 0, 310, 20), np.zeros((20, 20), bool)))
     with pytest.raises(ValueError, match="confidence has shape"):
-        doc.set_preview(1, np.zeros(doc.shape, bool), np.zeros((3, 3), np.float32))
+        doc.set_preview(Preview(1, (0, 0, 20, 20), np.zeros((20, 20), bool), np.zeros((3, 3), np.float32)))
+    with pytest.raises(KeyError, match="no instance 42"):
+        doc.set_preview(Preview(42, (0, 0, 20, 20), np.zeros((20, 20), bool)))
+    with pytest.raises(ValueError, match=r"new mask has shape \(5, 5\), its box"):
+        doc.apply_mask(1, np.zeros((5, 5), bool), "refine", box=(0, 0, 10, 10))
+    with pytest.raises(KeyError, match="no instance 42"):
+        doc.apply_updates([MaskUpdate(42, (0, 0, 5, 5), np.zeros((5, 5), bool))], "refine")
     with pytest.raises(ValueError, match="instance 9 has shape"):
         ImageDocument(doc.image, 1, [InstanceLayer(9, 1, np.zeros((5, 5), bool), palette_color(9))])
     with pytest.raises(ValueError, match="image must be"):

@@ -44,9 +44,10 @@ def test_refine_to_completion_scrub_and_accept_records_provenance(window: MainWi
     assert doc.preview_instance_id == instance_id
     scrubber.setValue(1)
     assert window.refine.shown == 0
-    first_preview = doc.preview_mask.copy()
+    assert doc.preview is not None
+    first_preview = doc.preview.full_mask(coarse)
     scrubber.setValue(TEST_STEPS)
-    final_preview = doc.preview_mask.copy()
+    final_preview = doc.preview.full_mask(coarse)
     assert np.array_equal(doc.layer(instance_id).mask, coarse)  # nothing applied before Accept
     assert np.array_equal(store.instance(instance_id).mask(), coarse)
     assert not np.array_equal(final_preview, coarse) or not np.array_equal(first_preview, coarse)

@@ -125,8 +125,10 @@ def test_review_keys_set_status_and_enter_moves_to_the_next_unreviewed(window: M
     qtbot.keyClick(window.canvas, Qt.Key.Key_X)
     store = window.project.store
     assert store is not None
+    wait_saved(qtbot, window)
     assert store.instance(first[0]).status is ReviewStatus.REJECTED
     qtbot.keyClick(window.canvas, Qt.Key.Key_Return)
+    wait_saved(qtbot, window)
     assert store.instance(first[0]).status is ReviewStatus.ACCEPTED
     assert doc.selected_id == first[1]
     for instance_id in first[1:-1]:
@@ -138,6 +140,7 @@ def test_review_keys_set_status_and_enter_moves_to_the_next_unreviewed(window: M
     assert new_doc is not None and new_doc.image_id != doc.image_id
     assert new_doc.selected_id is not None
     assert new_doc.layer(new_doc.selected_id).status == ReviewStatus.UNREVIEWED.value
+    wait_saved(qtbot, window)
     assert store.counts_by_status()[ReviewStatus.ACCEPTED] == len(first)
 
 
@@ -153,6 +156,7 @@ def test_new_delete_and_undo_keep_the_store_in_step(window: MainWindow, qtbot: Q
     assert store.instance(new_id).mask()[40, 510]
     assert store.count_instances() == before + 1
     window.actions["instance.delete"].trigger()
+    wait_saved(qtbot, window)
     assert not doc.has_layer(new_id) and store.count_instances() == before
     window.actions["edit.undo"].trigger()
     wait_saved(qtbot, window)

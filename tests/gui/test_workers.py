@@ -154,7 +154,17 @@ def test_task_runner_reports_results_errors_and_cancellation(qtbot: QtBot) -> No
 
     runner.start(work, "work", done.append, failed.append, lambda d, t: progress.append((d, t)))
     qtbot.waitUntil(lambda: done == ["ok"], timeout=5_000)
-    assert progress == [(1, 3), (2, 3), (3, 3)]
+    assert progress[0] == (1, 3) and progress[-1] == (3, 3)
+
+    def per_item(report):  # type: ignore[no-untyped-def]
+        for k in range(20_000):
+            report(k + 1, 20_000)
+        return "many"
+
+    progress.clear()
+    runner.start(per_item, "per item", done.append, failed.append, lambda d, t: progress.append((d, t)))
+    qtbot.waitUntil(lambda: done[-1] == "many", timeout=10_000)
+    assert progress[-1] == (20_000, 20_000) and len(progress) < 200  # not one signal per item
 
     def broken(_report):  # type: ignore[no-untyped-def]
         raise OSError("disk full")

@@ -2,6 +2,8 @@
 and what last changed its mask."""
 from __future__ import annotations
 
+import cv2
+import numpy as np
 from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
 from app.core.model import Category, ReviewStatus
@@ -75,7 +77,7 @@ class PropertiesPanel(QWidget):
         self.instance_label.setText(f"{layer.id}" + (f" ({', '.join(flags)})" if flags else ""))
         self.category_box.setCurrentIndex(self.category_box.findData(layer.category_id))
         self.status_box.setCurrentIndex(self.status_box.findData(layer.status))
-        self.area_label.setText(f"{int(layer.mask.sum())} px")
+        self.area_label.setText(f"{cv2.countNonZero(layer.mask.view(np.uint8))} px")
         prov = layer.provenance or {}
         details = ", ".join(f"{k} {prov[k]}" for k in ("weights", "mode", "steps") if prov.get(k) is not None)
         self.provenance_label.setText(str(prov.get("kind", "—")) + (f" ({details})" if details else ""))

@@ -1,0 +1,57 @@
+"""Device choice and the out-of-memory fallback of the Runner."""
+import pytest
+import torch
+
+from app.refiner.device import Runner, autocast_dtype, default_batch_size, pick_device
+
+
+class RunsOutOfMemory(torch.nn.Module):
+    """Fault injection: raises CUDA-style out-of-memory above ``limit`` samples unless it sits on the CPU."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit  # no parameters: a meta-device module can then move to the CPU
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        if x.device.type != "cpu" and x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return x[:, 3:4] + t.view(-1, 1, 1, 1)
+
+
+def test_cpu_is_picked_without_accelerators_and_explicit_requests_are_checked():
+    if not torch.cuda.is_available():
+        assert pick_device(None).type in {"cpu", "mps"}
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pick_device("cuda")
+    assert pick_device("cpu").type == "cpu"
+    assert autocast_dtype(torch.device("cpu")) is None
+    assert autocast_dtype(torch.device("cuda"), "fp16") is torch.float16
+    assert default_batch_size(torch.device("cpu"), "compact") >= 1
+
+
+def test_out_of_memory_halves_the_batch_then_falls_back_to_cpu():
+    model = RunsOutOfMemory(limit=2)
+    runner = Runner(model, torch.device("meta"), precision="fp32", batch_size=8)
+    x, t = torch.zeros(8, 4, 4, 4), torch.arange(8)
+    out = runner(x, t)
+    assert out.shape == (8, 1, 4, 4) and out.device.type == "meta"
+    assert runner.batch_size == 2 and model.batches[:3] == [8, 4, 2]
+    assert len(runner.fallbacks) == 2 and "halved" in runner.fallbacks[0]
+
+    tiny = RunsOutOfMemory(limit=0)
+    runner = Runner(tiny, torch.device("meta"), precision="fp32", batch_size=2)
+    out = runner(torch.ones(3, 4, 4, 4), torch.tensor([0, 1, 2]))
+    assert runner.device.type == "cpu" and "falling back to the CPU" in runner.fallbacks[-1]
+    assert torch.equal(out[:, 0, 0, 0], torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_other_errors_are_not_swallowed():
+    class Broken(RunsOutOfMemory):
+        def forward(self, x, t):
+            raise RuntimeError("shape mismatch")
+
+    runner = Runner(Broken(limit=1), torch.device("meta"), precision="fp32", batch_size=2)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        runner(torch.zeros(2, 4, 4, 4), torch.zeros(2, dtype=torch.long))
