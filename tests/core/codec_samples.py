@@ -10,20 +10,14 @@ from typing import Any
 import pytest
 from pycocotools.coco import COCO
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests.shared_data import DATA, require  # noqa: F401  (re-exported for the codec tests)
+
 COCO_TRAIN = DATA / "coco_tiny/annotations/instances_train2017.json"
 COCO_VAL = DATA / "coco_tiny/annotations/instances_val2017.json"
 LVIS_100 = DATA / "lvis_val_100/lvis_val_100.json"
 LVIS_7 = DATA / "lvis_val_100/lvis_val_100_present7.json"
 LABELME_COCO = DATA / "labelme_examples/instance_segmentation/data_dataset_coco/annotations.json"
 PENNFUDAN = DATA / "pennfudan"
-
-
-def require(path: Path) -> Path:
-    """``path`` if the shared data has it, else skip the test saying what is missing."""
-    if not path.exists():
-        pytest.skip(f"real data not found: {path} (see ../shared/data/README.md)")
-    return path
 
 
 def coco_api(path: Path) -> COCO:

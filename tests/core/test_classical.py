@@ -1,7 +1,6 @@
 """Classical refiners: right output, real improvement on an easy image, no crash on degenerate masks."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,8 +14,8 @@ from app.core.classical import (
     morph_smooth,
 )
 from app.core.metrics import iou
+from tests.shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 REFINERS = sorted(CLASSICAL_REFINERS.items())
 
 

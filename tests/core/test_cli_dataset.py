@@ -16,8 +16,8 @@ from app.core.errors import DatasetError
 from app.core.model import ChangeKind, Provenance, ReviewStatus
 from app.core.store import ProjectStore
 from app.core.store_errors import ProjectError
+from tests.shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 COCO_TINY = DATA / "coco_tiny"
 VAL = COCO_TINY / "annotations" / "instances_val2017.json"
 PENNFUDAN = DATA / "pennfudan"
@@ -180,6 +180,45 @@ def test_export_after_edits_accepted_only(tmp_path: Path, capsys: pytest.Capture
         assert sorted(coco.anns) == sorted([first, second])
         assert np.array_equal(coco.annToMask(coco.anns[first]), edited)
         assert coco.anns[first]["area"] == int(edited.sum())
+
+
+@needs_coco_tiny
+def test_export_project_reports_progress_and_returns_the_report(
+    val_project: Path, val_masks: dict[int, np.ndarray], tmp_path: Path,
+) -> None:
+    calls: list[tuple[int, int]] = []
+    out = tmp_path / "api.json"
+    report = cli_dataset.export_project(val_project, None, out, progress=lambda done, total: calls.append((done, total)))
+    assert calls[0] == (0, 815) and calls[-1] == (815, 815)
+    assert [done for done, _ in calls] == list(range(816))
+    assert report.source == str(out) and report.ok
+    assert sum(report.counts.values()) >= 815
+    got = masks_by_id(COCO(str(out)))
+    assert got.keys() == val_masks.keys() and all(np.array_equal(got[i], val_masks[i]) for i in list(got)[:50])
+
+
+@needs_coco_tiny
+def test_export_project_stopped_by_its_progress_writes_nothing(val_project: Path, tmp_path: Path) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop_at_ten(done: int, _total: int) -> None:
+        if done == 10:
+            raise Stop
+
+    with pytest.raises(Stop):
+        cli_dataset.export_project(val_project, "lvis", tmp_path / "stopped.json", progress=stop_at_ten)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_project_refuses_unknown_formats_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"out\.json: export format must be one of coco, lvis, results, png"):
+        cli_dataset.export_project(tmp_path / "p.srproj", "yaml", tmp_path / "out.json")
+    with pytest.raises(DatasetError, match="png layout must be one of label, binary"):
+        cli_dataset.export_project(tmp_path / "p.srproj", "png", tmp_path / "out", png_layout="tiles")
+    with pytest.raises(ProjectError, match="no such project file"):
+        cli_dataset.export_project(tmp_path / "p.srproj", "coco", tmp_path / "out.json")
+    assert list(tmp_path.iterdir()) == []
 
 
 @needs_coco_tiny

@@ -10,7 +10,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
-from PySide6.QtGui import QKeySequence, QMouseEvent
+from PySide6.QtGui import QColor, QKeySequence, QMouseEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -19,6 +19,7 @@ from app.core.store import ProjectStore
 from app.gui.actions import ActionRegistry
 from app.gui.demo import DEMO_DIR, DEMO_JSON, demo_project_path
 from app.gui.main_window import MainWindow
+from app.gui.preview import DiffColors
 from app.gui.settings import AppSettings
 
 from .conftest import open_window, wait_saved
@@ -294,6 +295,23 @@ def test_shortcuts_are_editable_and_remembered(window: MainWindow, app_settings:
     fresh = ActionRegistry(window, app_settings.qsettings)
     assert fresh.shortcut("refine.run").toString() == "Ctrl+Alt+R"
     assert fresh.shortcut("tool.brush").toString() == "B"
+
+
+def test_diff_colours_from_settings_reach_the_canvas_and_the_refiner(
+    window: MainWindow, app_settings: AppSettings, data_dir: Path, qtbot: QtBot,
+) -> None:
+    assert window.canvas.diff_colors == DiffColors((0x28, 0xDC, 0x5A), (0xEB, 0x28, 0xC8))  # the settings' defaults
+    dialog = window.open_settings()
+    dialog.added_button.set_color(QColor("#0000ff"))
+    dialog.removed_button.set_color(QColor("#ffff00"))
+    dialog.apply()  # the Apply button: taken up at once, the dialog stays open
+    chosen = DiffColors((0, 0, 255), (255, 255, 0))
+    assert window.canvas.diff_colors == chosen and window.refine.diff_colors == chosen
+    assert window.canvas.diff_overlay is not None and window.canvas.diff_overlay.colors == chosen
+    dialog.reject()
+    again = MainWindow(app_settings, data_dir=data_dir)  # remembered
+    qtbot.addWidget(again)
+    assert again.canvas.diff_colors == chosen
 
 
 @pytest.mark.parametrize("image_file", ["coffee.png", "chelsea.png", "astronaut.jpg", "rocket.jpg"])

@@ -1,7 +1,6 @@
 """Coarse-mask synthesis: each kind gives a sane, seeded, binary mask; SegRefiner's steps act as specified."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,8 +18,8 @@ from app.refiner.degrade import (
     perturb_seg,
     synthesize,
 )
+from tests.shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ECSSD_MASKS = ("0001.png", "0107.png", "0512.png")
 
 

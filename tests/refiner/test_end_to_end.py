@@ -12,8 +12,8 @@ from app.refiner.api import Refiner, RefineOptions
 from app.refiner.pipeline import Guidance
 from app.refiner.unet import build_unet
 from app.refiner.weights import save_weights
+from tests.shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ECSSD = DATA / "ecssd"
 
 

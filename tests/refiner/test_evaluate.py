@@ -1,5 +1,4 @@
 """The evaluator on real held-out images: fixed cases, every method scored, near-perfect cases kept apart."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,8 @@ from app.refiner.data import shared_sources
 from app.refiner.evaluate import NEAR_PERFECT, build_cases, evaluate, markdown_table, methods_for
 from app.refiner.unet import build_unet
 from app.refiner.weights import save_weights
+from tests.shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """Training pieces: losses, data sources and splits, crops, a resumable run on real data."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +7,8 @@ import torch
 from app.refiner.crops import make_crop
 from app.refiner.data import shared_sources, split_of
 from app.refiner.train import TrainConfig, Trainer, ValidationSet, refiner_loss, run_training, texture_l1_loss
+from tests.shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
