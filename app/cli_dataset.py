@@ -168,9 +168,9 @@ def export_project(
     read-only, so a window editing it can go on.
     """
     if fmt is not None and fmt not in EXPORT_FORMATS:
-        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+        raise DatasetError(out, f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
     if png_layout not in PNG_LAYOUTS:
-        raise ValueError(f"png layout must be one of {', '.join(PNG_LAYOUTS)}, got {png_layout!r}")
+        raise DatasetError(out, f"png layout must be one of {', '.join(PNG_LAYOUTS)}, not {png_layout!r}")
     with ProjectStore.open(project, read_only=True) as store:
         fmt = fmt or _default_export_format(store.kind)
         statuses = [ReviewStatus.ACCEPTED] if accepted_only else None

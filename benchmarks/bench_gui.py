@@ -7,8 +7,11 @@ refiner works.
    refined step by step with the preview drawn after every step, and (b) the whole demo is refined by the
    queue (results applied as undoable edits and saved). Goal: no tick later than 50 ms, i.e. the GUI
    thread never blocks longer than that. ``--scale`` enlarges the photo to test big images.
+3. Opening a large photo (``--large``, default 8000x6000; "" skips): a one-image project of the demo's
+   coffee photo stretched to that size with its three instances; from ``open_image`` to the photo on
+   screen, to every overlay drawn, and the event loop's lateness meanwhile.
 
-    .venv/bin/python benchmarks/bench_gui.py [--scale 6] [--weights FILE] [--steps 6]
+    .venv/bin/python benchmarks/bench_gui.py [--scale 6] [--weights FILE] [--steps 6] [--large 8000x6000]
 
 Runs offscreen unless a display is set. Without ``--weights`` (or an installed compact-v1) it uses an
 untrained compact network: the network's work is the same, only its answers differ.
@@ -115,6 +118,52 @@ def scaled_demo(folder: Path, scale: float) -> Path:
     return out
 
 
+def large_demo(folder: Path, width: int, height: int) -> Path:
+    """A one-image COCO file: the demo's coffee photo stretched to ``width`` x ``height``, polygons too."""
+    data = json.loads(DEMO_JSON.read_text())
+    record = next(img for img in data["images"] if img["file_name"] == "coffee.png")
+    sx, sy = width / record["width"], height / record["height"]
+    photo = cv2.resize(cv2.imread(str(DEMO_DIR / record["file_name"])), (width, height), interpolation=cv2.INTER_CUBIC)
+    name = f"coffee-{width}x{height}.jpg"
+    cv2.imwrite(str(folder / name), photo, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    anns = [a for a in data["annotations"] if a["image_id"] == record["id"]]
+    for ann in anns:
+        ann["segmentation"] = [[v * (sx if k % 2 == 0 else sy) for k, v in enumerate(poly)] for poly in ann["segmentation"]]
+    data["images"] = [{**record, "file_name": name, "width": width, "height": height}]
+    data["annotations"] = anns
+    out = folder / f"large-{width}x{height}.json"
+    out.write_text(json.dumps(data))
+    return out
+
+
+def time_large_open(app: QApplication, window: MainWindow, scratch: Path, size: str) -> None:
+    """Open a large photo in the window; when it shows, when every overlay is drawn, lateness meanwhile."""
+    width, height = (int(v) for v in size.lower().split("x"))
+    source = large_demo(scratch, width, height)
+    project = scratch / "large.srproj"
+    window.project.import_dataset(source, "coco", scratch, project=project)
+    wait_until(app, lambda: window.project.project_path == project and window.project.doc is not None, 300)
+    window.project.open_image(window.project.images[0].id)  # again, now that the project exists: timed
+    watch = PaintWatch()
+    ticks = Lateness()
+    ticks.start()
+    start = time.perf_counter()
+    doc_before = window.project.doc
+    wait_until(app, lambda: window.project.doc is not doc_before, 300)
+    shown = time.perf_counter()
+    window.canvas.viewport().installEventFilter(watch)
+    window.canvas.viewport().update()
+    wait_until(app, lambda: watch.painted_at is not None, 60)
+    wait_until(app, lambda: not any(getattr(item, "pending", False) for item in window.canvas.overlays()), 60)
+    drawn = time.perf_counter()
+    ticks.stop()
+    doc = window.project.doc
+    assert watch.painted_at is not None and doc is not None
+    print(f"open {width}x{height} ({len(doc.layers())} instances): document {(shown - start) * 1e3:.0f} ms, "
+          f"photo on screen {(watch.painted_at - start) * 1e3:.0f} ms, every overlay drawn {(drawn - start) * 1e3:.0f} ms")
+    ticks.report(f"event loop while opening {width}x{height}")
+
+
 def choose_weights(requested: str | None, scratch: Path) -> str:
     if requested:
         return requested
@@ -135,6 +184,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--scale", type=float, default=1.0, help="enlarge the demo photos (e.g. 6 for ~3600x2400)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--large", default="8000x6000", help='time opening a photo this large ("" to skip)')
     args = parser.parse_args()
     app = QApplication(sys.argv[:1])
     configure_application(app)
@@ -200,6 +250,8 @@ def main() -> int:
         ticks.stop()
         print(f"queue: {window.refine.queue_done} instances in {time.perf_counter() - start:.2f} s")
         ticks.report("event loop during the refine queue (whole project)")
+        if args.large:
+            time_large_open(app, window, scratch, args.large)
         window.close()
     return 0
 

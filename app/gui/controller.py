@@ -27,6 +27,7 @@ from PySide6.QtGui import QImage
 from app.cli_dataset import load_source, report_path_for
 from app.core.errors import DatasetError
 from app.core.images import find_image_file, read_image_rgb
+from app.core.mask_ops import Rect
 from app.core.model import Category, ChangeKind, ImageRecord, Provenance, ReviewStatus
 from app.core.report import ImportReport
 from app.core.store import MaskLike, ProjectStore
@@ -57,8 +58,15 @@ class LoadedImage:
     image: np.ndarray
     instances: list[StoredInstance]
     masks: list[np.ndarray]
+    bboxes: dict[int, Rect | None]
     problem: str | None
     levels: list[QImage]
+
+
+def rle_bbox(rle: dict[str, Any]) -> Rect | None:
+    """The tight box of an RLE mask (from its runs, without decoding it), None when empty."""
+    x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(rle))
+    return None if w == 0 or h == 0 else (x, y, x + w, y + h)
 
 
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
@@ -257,7 +265,8 @@ class ProjectController(QObject):
                 problem = str(e)
                 image = np.full((record.height, record.width, 3), PLACEHOLDER_GREY, np.uint8)
             masks = [decode_rle(inst.rle) for inst in instances]
-            return LoadedImage(token, record, image, instances, masks, problem, build_pyramid(image))
+            bboxes = {inst.id: rle_bbox(inst.rle) for inst in instances}
+            return LoadedImage(token, record, image, instances, masks, bboxes, problem, build_pyramid(image))
 
         self.image_loading.emit(image_id)
         self.tasks.start(run, f"loading {record.file_name}",
@@ -273,7 +282,7 @@ class ProjectController(QObject):
             )
             for inst, mask in zip(loaded.instances, loaded.masks)
         ]
-        doc = ImageDocument(loaded.image, loaded.record.id, layers, self)
+        doc = ImageDocument(loaded.image, loaded.record.id, layers, self, loaded.bboxes)
         doc.photo_levels = loaded.levels
         self._set_document(doc, loaded.instances)
         if loaded.problem:

@@ -157,7 +157,7 @@ class Autosave(QObject):
             self.saved.emit(instance_id)
         if instance_id in self._dirty or action in WHOLE_INSTANCE_ACTIONS:
             self._dirty.discard(instance_id)
-            self._write(instance_id, self._mask_write(instance_id, layer, action))
+            self._write(instance_id, self._mask_write(doc, instance_id, action))
         if layer.status != saved.status:
             status = ReviewStatus(layer.status)
             self._write(instance_id, lambda st: st.set_status(instance_id, status))
@@ -180,14 +180,15 @@ class Autosave(QObject):
             self.saved.emit(instance_id)
 
     # ----- writes (run on the writer thread, in edit order)
-    def _mask_write(self, instance_id: int, layer: InstanceLayer, action: str) -> Write:
-        """Encode a copy of the mask as it is now, and write it unless the store holds it already."""
-        mask = layer.mask.copy()
-        provenance, confidence = provenance_of(layer)
+    def _mask_write(self, doc: ImageDocument, instance_id: int, action: str) -> Write:
+        """Encode a copy of the mask as it is now (its bounding box, copied here), and write it unless the
+        store holds it already."""
+        snapshot = doc.snapshot(instance_id)
+        provenance, confidence = provenance_of(doc.layer(instance_id))
         force = action == "refine"  # a refinement that changed nothing is still recorded
 
         def write(st: ProjectStore) -> bool:
-            rle = encode_mask(mask)
+            rle = encode_mask(snapshot.full())
             if rle["counts"] == self._counts.get(instance_id) and not force:
                 return False
             st.set_mask(instance_id, rle, provenance=provenance, mean_confidence=confidence, params={"action": action})
@@ -204,7 +205,10 @@ class Autosave(QObject):
 
     def _revert(self, instance_id: int) -> Write:
         def write(st: ProjectStore) -> None:
-            st.revert(self._deletions.pop(instance_id))
+            deletion = self._deletions.pop(instance_id, None)
+            if deletion is None:
+                raise ProjectError(st.path, f"the deletion of instance {instance_id} was not saved; nothing to restore")
+            st.revert(deletion)
             self._counts[instance_id] = st.instance(instance_id).rle["counts"]
 
         return write

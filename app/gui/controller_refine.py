@@ -8,12 +8,12 @@ the instance until then, so Stop or Reject leave it exactly as it was.
 Queue (all instances of the image, or every unreviewed instance of the project): one job per image
 (per instance in HR mode, which refines one mask at a time). Each finished job is applied at once: on the
 open image as one undoable step, elsewhere straight into the store (on the writer thread) with the same
-provenance; statuses
-stay "unreviewed", so the instance list's "largest change" and "lowest confidence" sorts lead the review.
+provenance; statuses stay "unreviewed", so the instance list's "largest change" and "lowest confidence"
+sorts lead the review (docs/decisions/0006).
 
 The GUI thread's share of a step is kept small on large photos: everything stays inside the refiner's
-crop box, the refine thread draws the preview images of the instance that will be shown and, at a queue
-job's last step, works out the undo patches (``_prepare``); the GUI thread swaps images and writes pixels.
+crop box, the refine thread draws the preview images of the instance that will be shown and, at the last
+step, works out the undo patches (``_prepare``); the GUI thread swaps images and writes pixels.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -33,13 +33,12 @@ from app.core.images import find_image_file
 from app.core.model import ChangeKind, Provenance, ReviewStatus, encode_mask
 from app.core.store_query import InstanceFilter
 from app.gui.controller import ProjectController
-from app.gui.document import ImageDocument, MaskUpdate, prepare_update
+from app.gui.document import ImageDocument, MaskCrop, MaskUpdate, prepare_update
 from app.gui.preview import DiffColors, Preview, prepare_preview
 from app.gui.workers import MaskInput, RefineJob, RefineService
 from app.refiner.steps import MaskPatch, RefineStep
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,9 @@ class RefineRun:
     frames: dict[tuple[int, int], Preview] = field(default_factory=dict)
     """Previews drawn on the refine thread, by (step number, instance id), until shown."""
     updates: dict[int, MaskUpdate] = field(default_factory=dict)
-    """Final results with their undo patches worked out on the refine thread (queue jobs)."""
+    """Final results with their undo patches worked out on the refine thread."""
+    encoded: dict[int, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
+    """Final results for the store (an image not open), encoded on the refine thread: (patch mask, RLE)."""
 
     def take_frame(self, step: RefineStep, instance_id: int) -> Preview | None:
         """The prepared preview of ``instance_id`` at ``step``; older ones are dropped."""
@@ -121,18 +122,33 @@ class RefineRun:
 
     def full_mask(self, instance_id: int, state: InstanceState, shape: tuple[int, int]) -> np.ndarray:
         coarse = self.coarse[instance_id]
-        base = coarse if isinstance(coarse, np.ndarray) else mask_utils.decode(coarse).astype(bool)
+        if isinstance(coarse, MaskCrop):
+            base = coarse.full()
+        else:
+            base = coarse if isinstance(coarse, np.ndarray) else mask_utils.decode(coarse).astype(bool)
         return state.patch.full_mask(shape, base)
 
     def stored_mask(self, instance_id: int, state: InstanceState, shape: tuple[int, int]) -> tuple[dict[str, Any], Provenance, float]:
         """The refined mask as the store takes it, with its provenance (runs on the writer thread: pasting
-        and encoding a full-resolution mask takes tens of milliseconds on large photos)."""
-        mask = self.full_mask(instance_id, state, shape)
+        and encoding a full-resolution mask takes tens of milliseconds on large photos); encoded already
+        when the refine thread did it."""
+        ready = self.encoded.get(instance_id)
+        if ready is not None and ready[0] is state.patch.mask:
+            rle = ready[1]
+        else:
+            rle = encode_mask(self.full_mask(instance_id, state, shape))
         prov = Provenance(ChangeKind.REFINED, weights_name(self.choice.weights), self.choice.mode,
                           state.reverse_steps)
-        return encode_mask(mask), prov, state.mean_confidence
+        return rle, prov, state.mean_confidence
 
-    def provenance(self, state: InstanceState) -> dict[str, object]:
+    def update(self, instance_id: int, state: InstanceState) -> MaskUpdate:
+        """Applying ``state``: with the patch the refine thread worked out when it is that step's."""
+        prepared = self.updates.get(instance_id)
+        if prepared is None or prepared.mask is not state.patch.mask:
+            prepared = MaskUpdate(instance_id, state.patch.box, state.patch.mask)
+        return replace(prepared, provenance=self.provenance(state))
+
+    def provenance(self, state: InstanceState) -> dict[str, Any]:
         return {
             "kind": ChangeKind.REFINED.value, "weights": weights_name(self.choice.weights),
             "mode": self.choice.mode, "steps": state.reverse_steps, "mean_confidence": state.mean_confidence,
@@ -212,7 +228,7 @@ class RefineController(QObject):
             return False
         self.discard()
         guidance = doc.guidance_snapshot()
-        coarse = layer.mask.copy()
+        coarse = doc.snapshot(layer.id)
         job = RefineJob(
             self.service.next_job_id(), choice.weights, choice.device, choice.mode, choice.steps, choice.seed,
             doc.image, [coarse], [layer.id], guidance["region"], guidance["foreground"], guidance["background"],
@@ -262,7 +278,7 @@ class RefineController(QObject):
             return False
         state = run.snapshots[self.shown if self.shown >= 0 else -1][instance_id]
         self._end_session()
-        doc.apply_mask(instance_id, state.patch.mask, "refine", run.provenance(state), box=state.patch.box)
+        doc.apply_updates([run.update(instance_id, state)], "refine")
         self.message.emit(f"Accepted the refinement of instance {instance_id} ({state.patch.changed} px changed)")
         return True
 
@@ -380,7 +396,7 @@ class RefineController(QObject):
         doc, store = self.project.doc, self.project.store
         if doc is not None and doc.image_id == item.image_id:
             ids = [i for i in item.instance_ids if doc.has_layer(i)]
-            return (doc.image, ids, [doc.layer(i).mask.copy() for i in ids]) if ids else None
+            return (doc.image, ids, [doc.snapshot(i) for i in ids]) if ids else None
         if store is None:
             return None
         record = store.image(item.image_id)
@@ -417,10 +433,7 @@ class RefineController(QObject):
         for instance_id, state in final.items():
             if not doc.has_layer(instance_id):
                 continue
-            prepared = run.updates.get(instance_id)
-            if prepared is None or prepared.mask is not state.patch.mask:
-                prepared = MaskUpdate(instance_id, state.patch.box, state.patch.mask)
-            updates.append(replace(prepared, provenance=run.provenance(state)))
+            updates.append(run.update(instance_id, state))
         if updates:
             doc.apply_updates(updates, "refine", f"Refine {len(updates)} instances")
 
@@ -517,22 +530,28 @@ class RefineController(QObject):
 
     # ------------------------------------------------------------------------------- refine thread
     def _with_prepare(self, run: RefineRun) -> RefineRun:
-        run.job = replace(run.job, prepare=lambda step: self._prepare(run, step))
+        run.job = replace(run.job, prepare=lambda step, masks: self._prepare(run, step, masks))
         return run
 
-    def _prepare(self, run: RefineRun, step: RefineStep) -> None:
-        """On the refine thread, before ``step`` is sent: draw the previews the GUI will show (each step's
-        first instance and the focused one) and, at a queue job's last step, work out the undo patches.
-        Only instances whose coarse mask came from the open document (an array) are prepared."""
+    def _prepare(self, run: RefineRun, step: RefineStep, masks: Sequence[np.ndarray]) -> None:
+        """On the refine thread, before ``step`` is sent. For the open document's instances (a MaskCrop):
+        draw the previews the GUI will show (each step's first instance and the focused one) and, at the
+        last step, work out the undo patches. For a queue job on another image: encode the final masks for
+        the store from the coarse masks the refiner decoded (``masks``), instead of decoding them again."""
         colors, heat = self.diff_colors, self.want_confidence
         for index, patch in zip(step.indices, step.results):
             instance_id = run.job.instance_ids[index]
             coarse = run.coarse.get(instance_id)
             version = run.base_versions.get(instance_id)
-            if patch.skipped or not isinstance(coarse, np.ndarray) or version is None:
+            if patch.skipped:
                 continue
+            if isinstance(coarse, dict) and step.final and not run.keep_all:
+                run.encoded[instance_id] = (patch.mask, encode_mask(patch.full_mask(step.image_size, masks[index])))
+            if not isinstance(coarse, MaskCrop) or version is None:
+                continue
+            before = coarse.region(patch.box)
             if index == step.indices[0] or instance_id == run.focus_id:
                 run.frames[(step.step, instance_id)] = prepare_preview(
-                    instance_id, patch.box, patch.mask, patch.confidence, coarse, version, colors, heat)
-            if step.final and not run.keep_all:
-                run.updates[instance_id] = prepare_update(instance_id, patch.box, patch.mask, coarse, version)
+                    instance_id, patch.box, patch.mask, patch.confidence, before, version, colors, heat)
+            if step.final:
+                run.updates[instance_id] = prepare_update(instance_id, patch.box, patch.mask, before, version)

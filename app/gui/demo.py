@@ -1,5 +1,6 @@
-"""The bundled demo: four public-domain / CC0 photos from scikit-image's samples with coarse, hand-drawn
-instance polygons (resources/demo), so a new user can refine something within seconds.
+"""The bundled demo: four public-domain / CC0 photos (scikit-image's samples, copied into resources/demo so
+the application does not depend on scikit-image) with coarse, hand-drawn instance polygons, so a new user
+can refine something within seconds.
 
 The demo opens as an ordinary project in the user's data folder, created on first use and reopened after,
 so edits made to it persist like any other project's.

@@ -82,25 +82,51 @@ class MaskUpdate:
     base_version: int | None = None
 
 
-def box_patch(instance_id: int, current: np.ndarray, box: Rect, mask: np.ndarray) -> Patch | None:
-    """The undo patch that puts ``mask`` into ``box`` of ``current`` (bounded by the changed pixels)."""
-    x0, y0, x1, y1 = box
-    before = current[y0:y1, x0:x1]
+@dataclass(frozen=True)
+class MaskCrop:
+    """A copy of an instance's mask kept to a rectangle holding all its pixels (outside it the mask is
+    empty): cheap to take on the GUI thread however large the photo; worker threads widen it."""
+
+    shape: tuple[int, int]
+    box: Rect | None
+    pixels: np.ndarray | None
+
+    def full(self) -> np.ndarray:
+        """The whole (H, W) bool mask."""
+        out = np.zeros(self.shape, dtype=bool)
+        if self.box is not None and self.pixels is not None:
+            mask_ops.put_patch(out, self.box, self.pixels)
+        return out
+
+    def region(self, box: Rect) -> np.ndarray:
+        """The mask inside ``box`` (any rectangle of the image)."""
+        x0, y0, x1, y1 = box
+        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        common = mask_ops.intersect_rect(box, self.box)
+        if common is not None and self.box is not None and self.pixels is not None:
+            cx0, cy0, cx1, cy1 = common
+            bx0, by0 = self.box[0], self.box[1]
+            out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = self.pixels[cy0 - by0 : cy1 - by0, cx0 - bx0 : cx1 - bx0]
+        return out
+
+
+def box_patch(instance_id: int, box: Rect, before: np.ndarray, mask: np.ndarray) -> Patch | None:
+    """The undo patch that turns ``before`` into ``mask`` inside ``box`` (bounded by the changed pixels)."""
     changed = mask_ops.changed_rect(before, mask)
     if changed is None:
         return None
     cx0, cy0, cx1, cy1 = changed
-    rect = (x0 + cx0, y0 + cy0, x0 + cx1, y0 + cy1)
+    rect = (box[0] + cx0, box[1] + cy0, box[0] + cx1, box[1] + cy1)
     return Patch.of(instance_id, rect, before[cy0:cy1, cx0:cx1], mask[cy0:cy1, cx0:cx1])
 
 
 def prepare_update(
-    instance_id: int, box: Rect, mask: np.ndarray, base: np.ndarray, base_version: int,
+    instance_id: int, box: Rect, mask: np.ndarray, before: np.ndarray, base_version: int,
     provenance: dict[str, Any] | None = None,
 ) -> MaskUpdate:
-    """A ``MaskUpdate`` with its patch worked out against ``base``, version ``base_version`` of the
-    instance's whole mask; safe on any thread, so accepting it costs the GUI thread only the writing."""
-    return MaskUpdate(instance_id, box, mask, provenance, box_patch(instance_id, base, box, mask), base_version)
+    """A ``MaskUpdate`` with its patch worked out against ``before``, the instance's pixels in ``box`` at
+    version ``base_version``; safe on any thread, so accepting it costs the GUI thread only the writing."""
+    return MaskUpdate(instance_id, box, mask, provenance, box_patch(instance_id, box, before, mask), base_version)
 
 
 class ImageDocument(QObject):
@@ -114,7 +140,12 @@ class ImageDocument(QObject):
     preview_changed = Signal()
     edited = Signal(int, str)
 
-    def __init__(self, image: np.ndarray, image_id: int, layers: Sequence[InstanceLayer], parent: QObject | None = None) -> None:
+    def __init__(
+        self, image: np.ndarray, image_id: int, layers: Sequence[InstanceLayer], parent: QObject | None = None,
+        bboxes: Mapping[int, Rect | None] | None = None,
+    ) -> None:
+        """``bboxes``: the layers' bounding boxes when the caller knows them (the loader reads them off the
+        RLE), sparing a scan of every mask on the GUI thread."""
         super().__init__(parent)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
@@ -136,6 +167,7 @@ class ImageDocument(QObject):
         self.photo_levels: list[QImage] | None = None
         """The photo as a display pyramid (overlays.build_pyramid), when the loader built it off the GUI thread."""
         self._versions: dict[int, int] = {}
+        self._bboxes: dict[int, Rect | None] = dict(bboxes or {})
         self._stroke: _Stroke | None = None
 
     # ----- layers and selection
@@ -145,6 +177,19 @@ class ImageDocument(QObject):
 
     def layer(self, instance_id: int) -> InstanceLayer:
         return self._layers[instance_id]
+
+    def layer_bbox(self, instance_id: int) -> Rect | None:
+        """A rectangle holding every pixel of the instance (None: empty); edits only ever grow it, so after
+        an eraser it may be larger than the tight box. Cheap after the first call."""
+        if instance_id not in self._bboxes:
+            self._bboxes[instance_id] = mask_ops.mask_bbox(self._layers[instance_id].mask)
+        return self._bboxes[instance_id]
+
+    def snapshot(self, instance_id: int) -> MaskCrop:
+        """A copy of the instance's mask as it is now, costing its bounding box rather than the image."""
+        box = self.layer_bbox(instance_id)
+        pixels = None if box is None else mask_ops.take_patch(self._layers[instance_id].mask, box)
+        return MaskCrop(self.shape, box, pixels)
 
     def mask_version(self, instance_id: int) -> int:
         """How many times the instance's pixels changed since the document opened (or it came back)."""
@@ -323,7 +368,9 @@ class ImageDocument(QObject):
             if update.base_version is not None and update.base_version == self.mask_version(update.instance_id):
                 patch = update.patch
             else:
-                patch = box_patch(update.instance_id, self._layers[update.instance_id].mask, update.box, update.mask)
+                x0, y0, x1, y1 = update.box
+                before = self._layers[update.instance_id].mask[y0:y1, x0:x1]
+                patch = box_patch(update.instance_id, update.box, before, update.mask)
             if patch is not None:
                 patches.append(patch)
                 self._put_from_box(update, patch.rect)
@@ -410,11 +457,14 @@ class ImageDocument(QObject):
             self.guidance_changed.emit(target, qrect(rect))
         else:
             self._versions[target] = self._versions.get(target, 0) + 1
+            if target in self._bboxes:
+                self._bboxes[target] = mask_ops.union_rect(self._bboxes[target], rect)
             self.mask_changed.emit(target, qrect(rect))
 
     def insert_layer(self, layer: InstanceLayer) -> None:
         self._layers[layer.id] = layer
         self._versions[layer.id] = self._versions.get(layer.id, 0) + 1
+        self._bboxes.pop(layer.id, None)
         self.layer_changed.emit(layer.id, "added")
         self.instances_changed.emit()
 

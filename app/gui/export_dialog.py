@@ -147,10 +147,6 @@ class ExportDialog(QDialog):
             png_layout="binary" if fmt == "png-binary" else "label",
         )
 
-    @property
-    def running(self) -> bool:
-        return self.task is not None
-
     def start(self) -> None:
         """Run the export on the thread pool; the report shows here when it is written."""
         if not self.path_edit.text().strip():

@@ -20,6 +20,7 @@ from app.core.model import ReviewStatus
 from app.core.store_schema import PROJECT_SUFFIX
 from app.gui.actions import TOOLS, ActionRegistry
 from app.gui.canvas import Canvas
+from app.gui.canvas_navigator import Navigator
 from app.gui.controller import ProjectController
 from app.gui.controller_refine import RefineController
 from app.gui.docks.image_list import ImageListPanel
@@ -120,13 +121,16 @@ class MainWindow(QMainWindow):
         self.properties_panel = PropertiesPanel()
         self.undo_view = QUndoView()
         self.undo_view.setEmptyLabel("Opened")
+        self.navigator = Navigator(self.canvas)
         left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
         self.image_dock = self._dock("Images", "imagesDock", self.image_panel, left)
         self.instance_dock = self._dock("Instances", "instancesDock", self.instance_panel, left)
         self.refine_dock = self._dock("Refine", "refineDock", self.refine_panel, right)
         self.properties_dock = self._dock("Properties", "propertiesDock", self.properties_panel, right)
         self.history_dock = self._dock("History", "historyDock", self.undo_view, right)
+        self.navigator_dock = self._dock("Navigator", "navigatorDock", self.navigator, right)
         self.tabifyDockWidget(self.properties_dock, self.history_dock)
+        self.tabifyDockWidget(self.properties_dock, self.navigator_dock)
         self.properties_dock.raise_()
 
     def _build_menus(self) -> None:
@@ -141,7 +145,7 @@ class MainWindow(QMainWindow):
                     self.recent_menu.aboutToShow.connect(self._fill_recent)
                 elif name == "@docks":
                     for dock in (self.image_dock, self.instance_dock, self.refine_dock, self.properties_dock,
-                                 self.history_dock):
+                                 self.history_dock, self.navigator_dock):
                         menu.addAction(dock.toggleViewAction())
                 else:
                     menu.addAction(self.actions[name])

@@ -117,10 +117,7 @@ class RasterItem(QGraphicsItem):
         self._rect = QRectF(0, 0, w, h)
         self._tiles: dict[tuple[int, int], tuple[QImage, np.ndarray]] = {}
         self._pending: dict[tuple[int, int], Rect] = {}
-        self._timer = QTimer()
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(0)
-        self._timer.timeout.connect(self._draw_pending)
+        self._timer: QTimer | None = None
         self.pixels_drawn = 0
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
 
@@ -154,15 +151,19 @@ class RasterItem(QGraphicsItem):
 
     def flush(self) -> None:
         """Finish a redraw in progress now."""
-        self._timer.stop()
+        if self._timer is not None:
+            self._timer.stop()
         pending, self._pending = self._pending, {}
         for key in sorted(pending):
             self._draw_tile(key, pending[key])
 
     def stop(self) -> None:
         """Forget work in progress (the item is leaving the scene)."""
-        self._timer.stop()
         self._pending.clear()
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.deleteLater()
+            self._timer = None
 
     def clear(self) -> None:
         """Drop every tile (nothing is drawn until the next ``refresh``)."""
@@ -199,22 +200,28 @@ class RasterItem(QGraphicsItem):
         painter.restore()
 
     def _redraw(self, parts: dict[tuple[int, int], Rect]) -> None:
-        """Draw small redraws now; queue large ones (merged with what is queued) for the next turns."""
-        if sum((r[2] - r[0]) * (r[3] - r[1]) for r in parts.values()) <= SYNC_PIXELS:
+        """Draw small redraws now; queue large ones (merged with what is queued) for the next turns.
+        An item in no scene has no event loop turns to wait for and draws at once."""
+        scene = self.scene()
+        if scene is None or sum((r[2] - r[0]) * (r[3] - r[1]) for r in parts.values()) <= SYNC_PIXELS:
             for key, rect in parts.items():
                 self._draw_tile(key, rect)
             return
         for key, rect in parts.items():
             self._pending[key] = mask_ops.union_rect(self._pending.get(key), rect) or rect
-        self._timer.start()
+        if self._timer is None:
+            self._timer = QTimer(scene)  # goes with the scene, so it never fires for a deleted item
+            self._timer.setSingleShot(True)
+            self._timer.timeout.connect(self._draw_pending)
+        self._timer.start(0)
 
     def _draw_pending(self) -> None:
         deadline = time.perf_counter() + TURN_BUDGET_S
         while self._pending and time.perf_counter() < deadline:
             key = min(self._pending)
             self._draw_tile(key, self._pending.pop(key))
-        if self._pending:
-            self._timer.start()
+        if self._pending and self._timer is not None:
+            self._timer.start(0)
 
     def _draw_tile(self, key: tuple[int, int], sub: Rect) -> None:
         """Recompute ``sub`` (inside tile ``key``) and schedule its repaint."""
@@ -268,7 +275,7 @@ class InstanceOverlay(RasterItem):
 
     def rebuild(self) -> None:
         """Forget cached bounding boxes and redraw everything (after an option or z-order change)."""
-        self._bbox = {layer.id: mask_ops.mask_bbox(layer.mask) for layer in self.doc.layers()}
+        self._bbox = {layer.id: self.doc.layer_bbox(layer.id) for layer in self.doc.layers()}
         self.clear()
         self.refresh_areas(list(self._bbox.values()))
 
@@ -284,7 +291,7 @@ class InstanceOverlay(RasterItem):
         """Redraw one instance's area after its visibility, colour, z-order, presence or selection changed."""
         layer = self.doc.layer(instance_id) if self.doc.has_layer(instance_id) else None
         old = self._bbox.pop(instance_id, None)
-        new = None if layer is None else mask_ops.mask_bbox(layer.mask)
+        new = None if layer is None else self.doc.layer_bbox(instance_id)
         if layer is not None:
             self._bbox[instance_id] = new
         rect = mask_ops.union_rect(old, new)
@@ -323,7 +330,7 @@ class SelectionOverlay(RasterItem):
         old = self._bbox
         self.shown_id = self.doc.selected_id
         layer = self.doc.layer(self.shown_id) if self.shown_id is not None else None
-        self._bbox = None if layer is None or not layer.visible else mask_ops.mask_bbox(layer.mask)
+        self._bbox = None if layer is None or not layer.visible else self.doc.layer_bbox(layer.id)
         for rect in (old, self._bbox):
             if rect is not None:
                 grown = mask_ops.grow_rect(rect, self.contour_width, self._shape)

@@ -123,8 +123,8 @@ def prepare_preview(
     colors: DiffColors,
     with_heat: bool,
 ) -> Preview:
-    """A preview with its images drawn (meant for a worker thread); ``base`` is the whole coarse mask."""
-    x0, y0, x1, y1 = box
-    diff = render_diff(base[y0:y1, x0:x1], mask, colors) if mask.size else None
+    """A preview with its images drawn (meant for a worker thread); ``base`` is the instance's mask inside
+    ``box`` at version ``base_version``, what the diff is drawn against."""
+    diff = render_diff(base, mask, colors) if mask.size else None
     heat = render_heat(confidence) if with_heat and confidence is not None and confidence.size else None
     return Preview(instance_id, box, mask, confidence, base_version, colors, diff, heat)

@@ -26,13 +26,14 @@ from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slo
 
 from app.core.errors import DatasetError
 from app.core.images import read_image_rgb
+from app.gui.document import MaskCrop
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.05
 
-MaskInput = np.ndarray | dict[str, Any]
-"""A (H, W) bool mask, or a compressed COCO RLE decoded on the refine thread."""
+MaskInput = np.ndarray | dict[str, Any] | MaskCrop
+"""A (H, W) bool mask, a compressed COCO RLE, or a document's MaskCrop; made whole on the refine thread."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class RefineJob:
     foreground: np.ndarray | None = None
     background: np.ndarray | None = None
     min_frame_s: float = 0.0
-    prepare: Callable[[Any], None] | None = None
-    """Called on the refine thread with each RefineStep before it is sent."""
+    prepare: Callable[[Any, Sequence[np.ndarray]], None] | None = None
+    """Called on the refine thread with each RefineStep, and the job's masks as the refiner got them,
+    before the step is sent."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ class RefineWorker(QObject):
                 if self._stopping(job):
                     return True
                 if job.prepare is not None:
-                    job.prepare(step)
+                    job.prepare(step, masks)
                 if last_emit is not None and job.min_frame_s > 0:
                     self._wake.wait(max(0.0, last_emit + job.min_frame_s - time.monotonic()))
                     if self._stopping(job):
@@ -197,6 +199,8 @@ class RefineWorker(QObject):
 def _decode(mask: MaskInput) -> np.ndarray:
     if isinstance(mask, np.ndarray):
         return mask.astype(bool, copy=False)
+    if isinstance(mask, MaskCrop):
+        return mask.full()
     return mask_utils.decode(mask).astype(bool)
 
 

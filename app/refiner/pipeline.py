@@ -155,16 +155,11 @@ def _apply_guidance_grid(mask: torch.Tensor, coarse: torch.Tensor, guide: dict[s
 
 def mask_box(mask: np.ndarray, pad: int, shape: tuple[int, int]) -> Box | None:
     """Tight box of ``mask`` expanded by ``pad`` on each side and clipped to the image; None if empty."""
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
+    x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    if bw == 0:
         return None
     h, w = shape
-    return (
-        max(0, int(xs.min()) - pad),
-        max(0, int(ys.min()) - pad),
-        min(w, int(xs.max()) + 1 + pad),
-        min(h, int(ys.max()) + 1 + pad),
-    )
+    return max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad)
 
 
 def _check_inputs(image: np.ndarray, masks: Sequence[np.ndarray]) -> tuple[int, int]:
@@ -199,7 +194,7 @@ def refine_instances(
     masks = [np.asarray(m, dtype=bool) for m in masks]
     todo, skipped = [], []
     for i, mask in enumerate(masks):
-        box = mask_box(mask, settings.pad, shape) if mask.sum() >= settings.min_area else None
+        box = mask_box(mask, settings.pad, shape) if cv2.countNonZero(mask.view(np.uint8)) >= settings.min_area else None
         if box is not None and guidance.foreground is not None:
             fg_box = mask_box(guidance.foreground, settings.pad, shape)
             if fg_box is not None:

@@ -220,7 +220,8 @@ def test_a_prepared_preview_costs_the_canvas_no_drawing(canvas: Canvas, image_do
     doc = image_document
     canvas.show_confidence = True
     arrays = box_preview(doc)
-    prepared = prepare_preview(2, arrays.box, arrays.mask, arrays.confidence, doc.layer(2).mask,
+    x0, y0, x1, y1 = arrays.box
+    prepared = prepare_preview(2, arrays.box, arrays.mask, arrays.confidence, doc.layer(2).mask[y0:y1, x0:x1],
                                doc.mask_version(2), canvas.diff_colors, with_heat=True)
     diff, heat = canvas.diff_overlay, canvas.confidence_overlay
     assert diff is not None and heat is not None

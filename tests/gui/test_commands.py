@@ -282,7 +282,8 @@ def test_a_refinement_applied_in_its_box_keeps_the_rest_and_is_one_step(image_do
     before = {i: doc.layer(i).mask.copy() for i in (1, 2)}
     box2 = (160, 80, 200, 120)
     inside = np.zeros((40, 40), bool)  # clears the middle of the disc, keeps its rim outside the box
-    prepared = prepare_update(2, box2, inside, doc.layer(2).mask, doc.mask_version(2), {"kind": "refined", "steps": 2})
+    prepared = prepare_update(2, box2, inside, doc.layer(2).mask[80:120, 160:200], doc.mask_version(2),
+                              {"kind": "refined", "steps": 2})
     assert prepared.patch is not None and prepared.patch.rect == box2
     box1 = (30, 20, 110, 120)
     grown = doc.layer(1).mask[20:120, 30:110].copy()
@@ -305,7 +306,7 @@ def test_a_refinement_applied_in_its_box_keeps_the_rest_and_is_one_step(image_do
 def test_a_prepared_patch_is_not_used_once_the_instance_changed(image_document: ImageDocument) -> None:
     doc = image_document
     box = (150, 70, 210, 130)
-    stale = prepare_update(2, box, np.zeros((60, 60), bool), doc.layer(2).mask, doc.mask_version(2))
+    stale = prepare_update(2, box, np.zeros((60, 60), bool), doc.layer(2).mask[70:130, 150:210], doc.mask_version(2))
     doc.begin_stroke(2, "brush")  # outside the box, after the patch was worked out
     doc.stroke_to([(120, 180)], 5)
     doc.end_stroke()

@@ -42,7 +42,11 @@ def test_refine_to_completion_scrub_and_accept_records_provenance(window: MainWi
     scrubber = window.refine_panel.scrubber
     assert (scrubber.minimum(), scrubber.maximum(), scrubber.value()) == (1, TEST_STEPS, TEST_STEPS)
     assert doc.preview_instance_id == instance_id
+    diff = window.canvas.diff_overlay
+    assert diff is not None and doc.preview is not None and doc.preview.diff is not None
+    assert diff.image is doc.preview.diff and diff.pixels_drawn == 0  # every step came drawn by the refine thread
     scrubber.setValue(1)
+    assert diff.pixels_drawn > 0  # an earlier step is drawn here, inside its box
     assert window.refine.shown == 0
     assert doc.preview is not None
     first_preview = doc.preview.full_mask(coarse)

@@ -59,6 +59,9 @@ def test_demo_opens_with_images_instances_and_canvas(window: MainWindow) -> None
     on_first = [a for a in demo["annotations"] if a["image_id"] == first["id"]]
     assert len(doc.layers()) == len(on_first) == window.instance_panel.model.rowCount()
     assert not doc.image.min() == doc.image.max()  # the photo itself, not the grey placeholder
+    assert doc.photo_levels is not None and window.canvas.image_item is not None
+    assert window.canvas.image_item.levels is doc.photo_levels  # built by the loader thread
+    assert window.navigator_dock.widget() is window.navigator and not window.navigator.image_rect().isEmpty()
     assert "demo.srproj" in window.windowTitle()
     assert window.last_error is None
 
@@ -74,6 +77,7 @@ def test_select_paint_erase_undo_redo_autosaves(window: MainWindow, qtbot: QtBot
     assert selected == min(layer.id for layer in doc.layers())
     assert selected is not None
     assert window.properties_panel.instance_label.text().startswith(str(selected))
+    assert window.properties_panel.area_label.text() == f"{int(doc.layer(selected).mask.sum())} px"
     coarse = doc.layer(selected).mask.copy()
     window.actions["tool.brush"].trigger()
     assert window.canvas.tool == "brush"

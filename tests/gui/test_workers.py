@@ -2,6 +2,7 @@
 inputs read on the worker, and every failure turned into a message."""
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from pytestqt.qtbot import QtBot
 
 from app.core.model import encode_mask
 from app.gui.demo import DEMO_DIR
+from app.gui.document import MaskCrop
 from app.gui.workers import Environment, RefineJob, RefineService, TaskRunner, describe_error
 
 TIMEOUT_MS = 60_000
@@ -99,6 +101,28 @@ def test_image_path_and_rle_inputs_are_read_on_the_worker(service: RefineService
     service.submit(job)
     qtbot.waitUntil(lambda: bool(record.finished), timeout=TIMEOUT_MS)
     assert len(results) == 1 and results[0].image_size == (400, 600)
+
+
+def test_prepare_runs_on_the_refine_thread_before_each_step_and_crops_are_widened_there(
+    service: RefineService, qtbot: QtBot, random_weights: Path,
+) -> None:
+    mask = np.zeros((96, 128), bool)
+    mask[24:66, 34:96] = True
+    crop = MaskCrop((96, 128), (34, 24, 96, 66), mask[24:66, 34:96].copy())
+    prepared: list[tuple[int, bool]] = []
+    sent: list[tuple[int, int]] = []
+
+    def prepare(step, masks) -> None:  # type: ignore[no-untyped-def]
+        assert len(masks) == 1 and np.array_equal(masks[0], mask)  # the crop, made whole
+        prepared.append((step.step, threading.current_thread() is threading.main_thread()))
+
+    service.worker.step.connect(lambda _job, step: sent.append((step.step, len(prepared))))
+    record = Record(service)
+    service.submit(square_job(service, random_weights, masks=[crop], prepare=prepare))
+    qtbot.waitUntil(lambda: bool(record.finished), timeout=TIMEOUT_MS)
+    assert record.finished[0][1] is False and not record.failed
+    assert prepared == [(1, False), (2, False), (3, False)]  # never on the GUI thread
+    assert all(seen >= step for step, seen in sent)  # each step was prepared before it was sent
 
 
 @pytest.mark.parametrize("weights, expected", [

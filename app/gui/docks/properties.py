@@ -77,7 +77,9 @@ class PropertiesPanel(QWidget):
         self.instance_label.setText(f"{layer.id}" + (f" ({', '.join(flags)})" if flags else ""))
         self.category_box.setCurrentIndex(self.category_box.findData(layer.category_id))
         self.status_box.setCurrentIndex(self.status_box.findData(layer.status))
-        self.area_label.setText(f"{cv2.countNonZero(layer.mask.view(np.uint8))} px")
+        box = doc.layer_bbox(selected)
+        area = 0 if box is None else cv2.countNonZero(layer.mask[box[1] : box[3], box[0] : box[2]].view(np.uint8))
+        self.area_label.setText(f"{area} px")
         prov = layer.provenance or {}
         details = ", ".join(f"{k} {prov[k]}" for k in ("weights", "mode", "steps") if prov.get(k) is not None)
         self.provenance_label.setText(str(prov.get("kind", "—")) + (f" ({details})" if details else ""))

@@ -1,0 +1,51 @@
+"""What keeps large photos cheap on the GUI thread: masks decoded row-major with their boxes read off the
+RLE, bounding boxes that edits only grow, and mask snapshots that copy the box rather than the image."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from app.core.mask_ops import mask_bbox
+from app.gui.controller import decode_rle, rle_bbox
+from app.gui.document import ImageDocument, InstanceLayer, MaskCrop, palette_color
+
+
+def test_decode_rle_is_row_major_and_equal_to_pycocotools() -> None:
+    mask = np.zeros((37, 53), np.uint8)
+    cv2.ellipse(mask, (30, 18), (15, 9), 20, 0, 360, 1, thickness=-1)
+    mask[15:20, 25:30] = 0  # a hole
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    decoded = decode_rle(rle)
+    assert decoded.dtype == bool and decoded.flags["C_CONTIGUOUS"]
+    assert np.array_equal(decoded, mask.astype(bool))
+    assert rle_bbox(rle) == mask_bbox(mask.astype(bool))
+    assert rle_bbox(mask_utils.encode(np.zeros((5, 5), np.uint8, order="F"))) is None
+
+
+def test_bboxes_given_by_the_loader_are_used_and_grow_with_edits(image_document: ImageDocument) -> None:
+    source = image_document
+    hint = (0, 0, 150, 150)  # looser than the disc's tight box: taken as given, no scan
+    doc = ImageDocument(source.image, 7, [InstanceLayer(2, 2, source.layer(2).mask.copy(), palette_color(2))],
+                        bboxes={2: hint})
+    assert doc.layer_bbox(2) == hint
+    doc.begin_stroke(2, "brush")
+    doc.stroke_to([(280, 190)], 5)
+    doc.end_stroke()
+    assert doc.layer_bbox(2) == (0, 0, 283, 193)
+    assert source.layer_bbox(1) == (40, 30, 100, 110)  # no hint: the tight box, computed once
+
+
+def test_a_snapshot_copies_the_box_and_widens_to_the_image(image_document: ImageDocument) -> None:
+    doc = image_document
+    snap = doc.snapshot(1)
+    assert snap.box == (40, 30, 100, 110) and snap.pixels is not None and snap.pixels.shape == (80, 60)
+    assert np.array_equal(snap.full(), doc.layer(1).mask)
+    doc.begin_stroke(1, "brush")
+    doc.stroke_to([(45, 35)], 3, value=False)
+    doc.end_stroke()
+    assert not np.array_equal(snap.full(), doc.layer(1).mask)  # a copy, not a view
+    region = snap.region((30, 20, 70, 60))  # partly outside the box: empty there
+    assert np.array_equal(region, snap.full()[20:60, 30:70])
+    empty = MaskCrop((4, 6), None, None)
+    assert not empty.full().any() and empty.full().shape == (4, 6) and not empty.region((1, 1, 3, 3)).any()
