@@ -562,10 +562,10 @@ def _chunk_totals(strings: list[str]) -> np.ndarray:
     j = np.cumsum(step)  # index of each run within its string
     odd = (j & 1).astype(bool)
     runs = values.copy()
-    for chain in (odd, ~odd & (j >= 2)):  # runs 1, 3, 5, ... and 2, 4, 6, ... are deltas to the one before
-        summed = np.cumsum(np.where(chain, values, 0))
+    for parity in (odd, ~odd & (j >= 2)):  # runs 1, 3, 5, ... and 2, 4, 6, ... are deltas to the one before
+        summed = np.cumsum(np.where(parity, values, 0))
         base = np.concatenate(([0], summed))[first_token]
-        np.copyto(runs, summed - np.repeat(base, per_string), where=chain)
+        np.copyto(runs, summed - np.repeat(base, per_string), where=parity)
     out_of_range = np.flatnonzero((runs < 0) | (runs > _MAX_PIXELS))
     if out_of_range.size:
         bad[np.searchsorted(last_token, out_of_range)] = True

@@ -448,7 +448,7 @@ class ProjectStore:
         params: dict[str, Any] | None = None,
     ) -> Edit:
         """Apply field changes (and a new mask) to one instance and record them, in one transaction."""
-        with self._write() as conn:
+        with self._write():
             row = self._row(instance_id)
             changes = dict(changes)
             assignments = dict(changes)

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pycocotools.coco import COCO
 
-from tests.shared_data import DATA, require  # noqa: F401  (re-exported for the codec tests)
+from tests.shared_data import DATA, require
+
+__all__ = ["DATA", "require"]  # and the names defined below
 
 COCO_TRAIN = DATA / "coco_tiny/annotations/instances_train2017.json"
 COCO_VAL = DATA / "coco_tiny/annotations/instances_val2017.json"

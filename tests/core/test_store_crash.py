@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.model import Category, Dataset, ImageRecord, Instance, ReviewStatus, encode_mask
+from app.core.model import Category, Dataset, ImageRecord, Instance, encode_mask
 from app.core.store import ProjectStore
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")

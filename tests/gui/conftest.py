@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported below
 
 import cv2
 import numpy as np
 import pytest
+from PySide6.QtCore import QSettings
+from pytestqt.qtbot import QtBot
 
+from app.gui.canvas import Canvas
 from app.gui.demo import DEMO_DIR
 from app.gui.document import ImageDocument, InstanceLayer, palette_color
+from app.gui.settings import AppSettings
 
 DOC_SHAPE = (200, 300)
 
@@ -41,14 +48,6 @@ def image_document(qapp: object) -> ImageDocument:
 
 
 # ----------------------------------------------------------------------------- window fixtures (GUI-B)
-from dataclasses import replace
-from pathlib import Path
-from typing import Iterator
-
-from PySide6.QtCore import QSettings
-from pytestqt.qtbot import QtBot
-
-from app.gui.settings import AppSettings
 
 TEST_STEPS = 3
 
@@ -119,3 +118,15 @@ def window(qtbot: QtBot, app_settings: AppSettings, data_dir: Path, random_weigh
 def wait_saved(qtbot: QtBot, window) -> None:  # type: ignore[no-untyped-def]
     """Let the autosave encode and write the edits made so far (it runs in the background)."""
     qtbot.waitUntil(lambda: not window.project.autosave.busy, timeout=10_000)
+
+
+@pytest.fixture
+def canvas(qtbot: QtBot, image_document: ImageDocument) -> Canvas:
+    """A shown 640x440 canvas on ``image_document``."""
+    view = Canvas()
+    qtbot.addWidget(view)
+    view.resize(640, 440)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_document(image_document)
+    return view

@@ -14,17 +14,6 @@ from app.gui.overlays import SELECTED_RGB, TILE, ImageItem, build_pyramid
 from app.gui.preview import ADDED_RGB, REMOVED_RGB, DiffColors, Preview, premultiplied, prepare_preview
 
 
-@pytest.fixture
-def canvas(qtbot: QtBot, image_document: ImageDocument) -> Canvas:
-    view = Canvas()
-    qtbot.addWidget(view)
-    view.resize(640, 440)
-    view.show()
-    qtbot.waitExposed(view)
-    view.set_document(image_document)
-    return view
-
-
 def overlay_pixel(canvas: Canvas, x: int, y: int) -> tuple[int, ...]:
     assert canvas.instance_overlay is not None
     return tuple(int(v) for v in canvas.instance_overlay.pixels((x, y, x + 1, y + 1))[0, 0])

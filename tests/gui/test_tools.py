@@ -16,17 +16,6 @@ NO_MOD = Qt.KeyboardModifier.NoModifier
 CTRL = Qt.KeyboardModifier.ControlModifier
 
 
-@pytest.fixture
-def canvas(qtbot: QtBot, image_document: ImageDocument) -> Canvas:
-    view = Canvas()
-    qtbot.addWidget(view)
-    view.resize(640, 440)
-    view.show()
-    qtbot.waitExposed(view)
-    view.set_document(image_document)
-    return view
-
-
 def view_pos(canvas: Canvas, x: float, y: float) -> QPointF:
     """Viewport position of the centre of image pixel (x, y)."""
     return QPointF(canvas.mapFromScene(QPointF(x + 0.5, y + 0.5)))
