@@ -41,6 +41,7 @@ from app.gui.app import configure_application  # noqa: E402
 from app.gui.demo import DEMO_DIR, DEMO_JSON  # noqa: E402
 from app.gui.main_window import MainWindow  # noqa: E402
 from app.gui.settings import AppSettings  # noqa: E402
+from scripts.weights_choice import choose_weights  # noqa: E402
 
 GOAL_MS = 50.0
 TICK_MS = 5
@@ -162,20 +163,6 @@ def time_large_open(app: QApplication, window: MainWindow, scratch: Path, size: 
     print(f"open {width}x{height} ({len(doc.layers())} instances): document {(shown - start) * 1e3:.0f} ms, "
           f"photo on screen {(watch.painted_at - start) * 1e3:.0f} ms, every overlay drawn {(drawn - start) * 1e3:.0f} ms")
     ticks.report(f"event loop while opening {width}x{height}")
-
-
-def choose_weights(requested: str | None, scratch: Path) -> str:
-    if requested:
-        return requested
-    from app.refiner.unet import build_unet
-    from app.refiner.weights import WeightsError, resolve_weights, save_weights
-
-    try:
-        resolve_weights("compact-v1")
-        return "compact-v1"
-    except WeightsError:
-        print("compact-v1 not installed: timing an untrained compact network")
-        return str(save_weights(build_unet("compact"), scratch / "untrained-compact.safetensors"))
 
 
 def main() -> int:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.gui.app import configure_application  # noqa: E402
 from app.gui.main_window import MainWindow  # noqa: E402
 from app.gui.settings import AppSettings  # noqa: E402
+from scripts.weights_choice import choose_weights  # noqa: E402
 
 log = logging.getLogger("screenshots")
 SIZE = (1560, 940)
@@ -50,20 +51,6 @@ def settle(app: QApplication, seconds: float = 0.4) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
-
-
-def choose_weights(requested: str | None, scratch: Path) -> str:
-    if requested:
-        return requested
-    from app.refiner.weights import WeightsError, resolve_weights, save_weights
-    from app.refiner.unet import build_unet
-
-    try:
-        resolve_weights("compact-v1")
-        return "compact-v1"
-    except WeightsError:
-        log.warning("compact-v1 is not installed: using an UNTRAINED network; the overlays will show noise")
-        return str(save_weights(build_unet("compact"), scratch / "untrained-compact.safetensors"))
 
 
 def shoot(window: MainWindow, out: Path, name: str) -> None:

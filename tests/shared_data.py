@@ -13,3 +13,13 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found: {path} (see ../shared/data/README.md)")
     return path
+
+
+def sources_or_skip(split: str) -> list:
+    """The training sources of ``split`` found in the shared data, else skip the test."""
+    from app.refiner.data import shared_sources
+
+    found = shared_sources(DATA, split)
+    if not found:
+        pytest.skip(f"real data not found at {DATA}")
+    return found

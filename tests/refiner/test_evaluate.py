@@ -6,20 +6,16 @@ import torch
 
 from app.core.metrics import iou
 from app.refiner.api import Refiner
-from app.refiner.data import shared_sources
 from app.refiner.evaluate import NEAR_PERFECT, build_cases, evaluate, markdown_table, methods_for
 from app.refiner.unet import build_unet
 from app.refiner.weights import save_weights
-from tests.shared_data import DATA
+from tests.shared_data import sources_or_skip
 
 
 
 @pytest.fixture(scope="module")
 def sources():
-    found = shared_sources(DATA, "val")
-    if not found:
-        pytest.skip(f"real data not found at {DATA}")
-    return found
+    return sources_or_skip("val")
 
 
 def test_cases_are_fixed_and_of_the_asked_kinds(sources):

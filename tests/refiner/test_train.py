@@ -7,16 +7,13 @@ import torch
 from app.refiner.crops import make_crop
 from app.refiner.data import shared_sources, split_of
 from app.refiner.train import TrainConfig, Trainer, ValidationSet, refiner_loss, run_training, texture_l1_loss
-from tests.shared_data import DATA
+from tests.shared_data import DATA, sources_or_skip
 
 
 
 @pytest.fixture(scope="module")
 def train_sources():
-    found = shared_sources(DATA, "train")
-    if not found:
-        pytest.skip(f"real data not found at {DATA}")
-    return found
+    return sources_or_skip("train")
 
 
 def test_texture_loss_is_zero_for_a_perfect_prediction_and_grows_with_error():
