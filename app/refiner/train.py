@@ -48,6 +48,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     clip_grad: float = 1.0
     texture_weight: float = 5.0
+    error_weight: float = 0.0
+    coarse_t_prob: float = 0.0
     patch_prob: float = 0.25
     size: int = 256
     window: int = 0
@@ -76,19 +78,37 @@ def texture_l1_loss(logits: torch.Tensor, gt: torch.Tensor, keep: torch.Tensor |
     return (diff * keep).sum() / keep.sum().clamp(min=1.0)
 
 
-def refiner_loss(logits: torch.Tensor, gt: torch.Tensor, ignore: torch.Tensor, texture_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """BCE + texture_weight x texture L1, both skipping ignored pixels (Oxford Pets' unknown band)."""
+def refiner_loss(
+    logits: torch.Tensor,
+    gt: torch.Tensor,
+    ignore: torch.Tensor,
+    texture_weight: float,
+    wrong: torch.Tensor | None = None,
+    error_weight: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """BCE + texture_weight x texture L1, both skipping ignored pixels (Oxford Pets' unknown band).
+
+    ``wrong`` marks the pixels where the network's input mask disagrees with the GT; their BCE counts
+    ``1 + error_weight`` times. With few iterations (a CPU run) plain BCE is dominated by the pixels the input
+    already has right, and the network lingers at copying its input; weighting the errors teaches the
+    correction sooner. ``error_weight`` 0 is the spec's loss.
+    """
     keep = 1.0 - ignore
     bce = F.binary_cross_entropy_with_logits(logits.float(), gt, reduction="none")
-    bce = (bce * keep).sum() / keep.sum().clamp(min=1.0)
+    weight = keep if wrong is None or not error_weight else keep * (1.0 + error_weight * wrong.float())
+    bce = (bce * weight).sum() / weight.sum().clamp(min=1.0)
     texture = texture_l1_loss(logits, gt, keep)
-    with torch.no_grad():
-        pred = logits >= 0
-        truth = gt >= 0.5
-        inter = ((pred & truth).float() * keep).sum()
-        union = ((pred | truth).float() * keep).sum().clamp(min=1.0)
     loss = bce + texture_weight * texture
-    return loss, {"loss": loss.item(), "bce": bce.item(), "texture": texture.item(), "iou": (inter / union).item()}
+    return loss, {"loss": loss.item(), "bce": bce.item(), "texture": texture.item(), "iou": _iou(logits >= 0, gt >= 0.5, ignore)}
+
+
+def _iou(pred: torch.Tensor, truth: torch.Tensor, ignore: torch.Tensor) -> float:
+    """IoU of two boolean batches over the pixels not ignored (the training log's figure)."""
+    with torch.no_grad():
+        keep = ignore.to(pred.device) < 0.5
+        inter = (pred & truth & keep).sum()
+        union = ((pred | truth) & keep).sum().clamp(min=1)
+    return (inter / union).item()
 
 
 class CropStream(torch.utils.data.IterableDataset):
@@ -191,11 +211,23 @@ class Trainer:
         progress = min(1.0, (step - c.warmup) / max(1, c.iterations - c.warmup))
         return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
+    def sample_t(self, count: int) -> torch.Tensor:
+        """Code-t per sample: uniform, except that a share ``coarse_t_prob`` gets the last t (m_t = coarse).
+
+        The first reverse step sees the coarse mask alone and decides most of the result, so a short run
+        spends more of its samples there.
+        """
+        last = DEFAULT_SCHEDULE.num_timesteps - 1
+        t = torch.randint(0, DEFAULT_SCHEDULE.num_timesteps, (count,))
+        if self.config.coarse_t_prob > 0:
+            t = torch.where(torch.rand(count) < self.config.coarse_t_prob, torch.full_like(t, last), t)
+        return t
+
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         self.model.train()
         image = (batch["image"].float() - MEAN) / STD
         gt, coarse, ignore = batch["gt"], batch["coarse"], batch["ignore"]
-        t = torch.randint(0, DEFAULT_SCHEDULE.num_timesteps, (gt.shape[0],))
+        t = self.sample_t(gt.shape[0])
         m_t = q_sample(gt, coarse, t)
         x = torch.cat([image, m_t], dim=1).to(self.device)
         for group in self.optimizer.param_groups:
@@ -203,7 +235,10 @@ class Trainer:
         dtype = autocast_dtype(self.device)
         with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             logits = self.model(x, t.to(self.device))
-        loss, stats = refiner_loss(logits, gt.to(self.device), ignore.to(self.device), self.config.texture_weight)
+        wrong = (m_t >= 0.5) != (gt >= 0.5)
+        loss, stats = refiner_loss(logits, gt.to(self.device), ignore.to(self.device), self.config.texture_weight,
+                                   wrong.to(self.device), self.config.error_weight)
+        stats["input_iou"] = _iou(m_t >= 0.5, gt >= 0.5, ignore)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad))
@@ -276,8 +311,9 @@ def run_training(
             mean = {k: float(np.mean([r[k] for r in recent])) for k in recent[0]}
             rate = (trainer.step - first_step) / max(1e-9, time.time() - started)
             log.info(
-                "step %d/%d loss %.4f bce %.4f texture %.4f iou %.3f lr %.2e grad %.2f (%.2f it/s)",
-                trainer.step, config.iterations, mean["loss"], mean["bce"], mean["texture"], mean["iou"], mean["lr"], mean["grad_norm"], rate,
+                "step %d/%d loss %.4f bce %.4f texture %.4f iou %.3f (input %.3f) lr %.2e grad %.2f (%.2f it/s)",
+                trainer.step, config.iterations, mean["loss"], mean["bce"], mean["texture"], mean["iou"], mean["input_iou"],
+                mean["lr"], mean["grad_norm"], rate,
             )
             recent = []
         if trainer.step % config.save_every == 0:

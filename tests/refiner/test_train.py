@@ -10,7 +10,6 @@ from app.refiner.train import TrainConfig, Trainer, ValidationSet, refiner_loss,
 from tests.shared_data import DATA, sources_or_skip
 
 
-
 @pytest.fixture(scope="module")
 def train_sources():
     return sources_or_skip("train")
@@ -37,6 +36,28 @@ def test_loss_ignores_the_unknown_band():
     loss_counted, stats = refiner_loss(wrong, gt, torch.zeros_like(gt), texture_weight=0.0)
     assert loss_ignored.item() < 1e-6 < loss_counted.item()
     assert 0.7 < stats["iou"] < 1.0
+
+
+def test_error_weight_scales_only_the_pixels_the_input_got_wrong():
+    gt = torch.zeros(1, 1, 16, 16)
+    gt[..., :, 8:] = 1
+    logits = torch.zeros_like(gt)  # p = 0.5 everywhere: every pixel has the same BCE
+    wrong = torch.zeros_like(gt, dtype=torch.bool)
+    wrong[..., :4, :] = True
+    plain, _ = refiner_loss(logits, gt, torch.zeros_like(gt), 0.0)
+    weighted, _ = refiner_loss(logits, gt, torch.zeros_like(gt), 0.0, wrong, error_weight=4.0)
+    assert weighted.item() == pytest.approx(plain.item())  # a weighted mean of equal terms
+    logits[..., :4, :] = (0.5 - gt[..., :4, :]) * 8  # now confidently wrong exactly where the input was wrong
+    plain, _ = refiner_loss(logits, gt, torch.zeros_like(gt), 0.0)
+    weighted, _ = refiner_loss(logits, gt, torch.zeros_like(gt), 0.0, wrong, error_weight=4.0)
+    assert weighted.item() > 1.5 * plain.item()
+
+
+def test_coarse_t_prob_draws_the_last_step(tmp_path):
+    last = Trainer(TrainConfig(coarse_t_prob=1.0, device="cpu"), tmp_path).sample_t(64)
+    assert (last == 5).all()
+    mixed = Trainer(TrainConfig(device="cpu"), tmp_path).sample_t(600)
+    assert set(mixed.tolist()) == set(range(6))
 
 
 def test_split_is_stable_and_disjoint(train_sources):
