@@ -45,10 +45,14 @@ def _add_refine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the stochastic reverse process")
     p.add_argument("--deterministic", action="store_true", help="deterministic reverse variant (no sampling)")
     p.add_argument("--pad", type=int, default=20, help="context in pixels around each instance crop")
+    p.add_argument("--official-paste", action="store_true",
+                   help="replace the whole box with the upsampled 256-grid mask, as the official code does, "
+                        "instead of keeping the coarse mask's native pixels where the network changed nothing")
 
 
 def _options(args: argparse.Namespace) -> RefineOptions:
-    return RefineOptions(mode=args.mode, steps=args.steps, seed=args.seed, deterministic=args.deterministic, pad=args.pad)
+    return RefineOptions(mode=args.mode, steps=args.steps, seed=args.seed, deterministic=args.deterministic, pad=args.pad,
+                         keep_native=not args.official_paste)
 
 
 def _write_png(path: Path, mask: np.ndarray) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
@@ -106,7 +107,7 @@ class Instance:
 
     def mask(self) -> np.ndarray:
         """Decode the mask to a (H, W) bool array."""
-        return mask_utils.decode(self.rle).astype(bool)
+        return decode_mask(self.rle)
 
     @property
     def area(self) -> int:
@@ -136,12 +137,24 @@ def rle_areas(rles: Sequence[dict[str, Any]]) -> list[int]:
 
 
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
-    """Encode a (H, W) bool/uint8 mask as compressed COCO RLE with ``counts`` as str."""
+    """Encode a (H, W) bool/uint8 mask (non-zero = inside) as compressed COCO RLE with ``counts`` as str.
+
+    COCO RLE runs column-major. OpenCV's blocked transpose makes the column-major copy several times faster
+    than ``np.asfortranarray`` and releases the GIL meanwhile, so encoding a large photo's mask on a worker
+    thread holds the GIL only for pycocotools' own few milliseconds and never stalls the GUI thread.
+    """
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    binary = mask.view(np.uint8) if mask.dtype == bool else (mask != 0).view(np.uint8)
+    rle = mask_utils.encode(cv2.transpose(np.ascontiguousarray(binary)).T)
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def decode_mask(rle: dict[str, Any]) -> np.ndarray:
+    """A COCO RLE as a C-ordered (H, W) bool mask (pycocotools decodes column-major; see ``encode_mask``)."""
+    column_major = mask_utils.decode(rle)
+    return cv2.transpose(column_major.T).view(bool)
 
 
 @dataclass

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from PySide6.QtCore import QObject, Signal
 
 from app.core.images import find_image_file
-from app.core.model import ChangeKind, Provenance, ReviewStatus, encode_mask
+from app.core.model import ChangeKind, Provenance, ReviewStatus, decode_mask, encode_mask
 from app.core.store_query import InstanceFilter
 from app.gui.controller import ProjectController
 from app.gui.document import ImageDocument, MaskCrop, MaskUpdate, prepare_update
@@ -125,7 +124,7 @@ class RefineRun:
         if isinstance(coarse, MaskCrop):
             base = coarse.full()
         else:
-            base = coarse if isinstance(coarse, np.ndarray) else mask_utils.decode(coarse).astype(bool)
+            base = coarse if isinstance(coarse, np.ndarray) else decode_mask(coarse)
         return state.patch.full_mask(shape, base)
 
     def stored_mask(self, instance_id: int, state: InstanceState, shape: tuple[int, int]) -> tuple[dict[str, Any], Provenance, float]:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
 from app.core.errors import DatasetError
@@ -201,7 +200,7 @@ def _decode(mask: MaskInput) -> np.ndarray:
         return mask.astype(bool, copy=False)
     if isinstance(mask, MaskCrop):
         return mask.full()
-    return mask_utils.decode(mask).astype(bool)
+    return decode_mask(mask)
 
 
 def _probe_environment() -> Environment:

@@ -35,6 +35,7 @@ class RefineOptions:
     pad: int = 20
     min_area: int = 512
     max_patches: int = 64
+    keep_native: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -79,6 +80,7 @@ class Refiner:
                 deterministic=options.deterministic,
                 max_patches=options.max_patches,
                 batch_size=self.runner.batch_size,
+                keep_native=options.keep_native,
             )
             return refine_hr(self.runner, image, masks[0], settings, guidance)
         settings = InstanceSettings(
@@ -88,6 +90,7 @@ class Refiner:
             seed=options.seed,
             deterministic=options.deterministic,
             batch_size=self.runner.batch_size,
+            keep_native=options.keep_native,
         )
         return refine_instances(self.runner, image, masks, settings, guidance)
 

@@ -82,6 +82,7 @@ class InstanceSettings:
     batch_size: int = 32
     seed: int = 0
     deterministic: bool = False
+    keep_native: bool = True
 
 
 @dataclass
@@ -90,6 +91,12 @@ class HRSettings:
 
     ``resize`` is how the whole image goes to the 256 grid: "nearest" as the official code, or "area"
     (anti-aliased down, bilinear up), which matches how the network was trained.
+
+    ``keep_native`` (both pipelines, not in the official code): where the network's mask on the 256 grid
+    agrees with the coarse mask on that grid, the result keeps the coarse mask's native-resolution pixels;
+    only the neighbourhood of grid cells the network changed takes the pasted prediction. The official
+    paste replaces the whole box with a 256-grid mask upsampled, which blurs every detail finer than a grid
+    cell of a large object even where the network changed nothing (docs/decisions/0009).
     """
 
     global_steps: int = 5
@@ -103,6 +110,7 @@ class HRSettings:
     seed: int = 0
     deterministic: bool = False
     resize: str = "area"
+    keep_native: bool = True
 
 
 def normalize(image_rgb: np.ndarray) -> torch.Tensor:
@@ -226,7 +234,8 @@ def refine_instances(
             state.mask = _apply_guidance_grid(state.mask, state.coarse, batch_guide)
             results = []
             for j, (i, box) in enumerate(batch):
-                results.append(_patch_result(state.mask[j : j + 1], conf[j : j + 1], masks[i], box, guidance))
+                kept = state.coarse[j : j + 1] if settings.keep_native else None
+                results.append(_patch_result(state.mask[j : j + 1], conf[j : j + 1], masks[i], box, guidance, coarse_grid=kept))
             step += 1
             extra = skipped if batch_no == 0 and k == 0 else []
             yield RefineStep(
@@ -250,11 +259,24 @@ def _passthrough(mask: np.ndarray, shape: tuple[int, int]) -> MaskPatch:
     return MaskPatch((0, 0, w, h), mask.copy(), np.zeros(shape, np.float32), changed=0, skipped=True)
 
 
-def _patch_result(mask: torch.Tensor, conf: torch.Tensor, coarse_full: np.ndarray, box: Box, guidance: Guidance, mode: str = "bilinear") -> MaskPatch:
+def _patch_result(
+    mask: torch.Tensor,
+    conf: torch.Tensor,
+    coarse_full: np.ndarray,
+    box: Box,
+    guidance: Guidance,
+    mode: str = "bilinear",
+    coarse_grid: torch.Tensor | None = None,
+) -> MaskPatch:
+    """The grid mask pasted into ``box``; with ``coarse_grid``, only near the grid cells that differ from it."""
     x0, y0, x1, y1 = box
     size = (y1 - y0, x1 - x0)
     refined = _to_box(mask, size, mode) >= 0.5
     coarse = _crop(coarse_full, box)
+    if coarse_grid is not None:
+        changed = (mask >= 0.5) != (coarse_grid >= 0.5)
+        near_change = _to_box(changed.float(), size, mode) > 0.0 if bool(changed.any()) else np.zeros(size, bool)
+        refined = np.where(near_change, refined, coarse)
     refined = guidance.clamp(refined, coarse, box)
     confidence = np.clip(_to_box(conf, size, mode), 0.0, 1.0).astype(np.float32)
     return MaskPatch(box, refined, confidence, changed=int(np.count_nonzero(refined != coarse)))
@@ -304,7 +326,7 @@ def refine_hr(
         logits = denoiser(torch.cat([img, state.mask], dim=1), torch.tensor([t]))
         conf = reverse_step(state, logits, t, last, schedule, generator, settings.deterministic)
         state.mask = _apply_guidance_grid(state.mask, state.coarse, guide)
-        result = _patch_result(state.mask, conf, mask, full_box, guidance, up_mode)
+        result = _patch_result(state.mask, conf, mask, full_box, guidance, up_mode, state.coarse if settings.keep_native else None)
         yield RefineStep(k + 1, total, "global", t, shape, [0], [result], final=False)
     assert result is not None
     boxes = _uncertain_boxes(state.fine_probs[0, 0].numpy(), result.mask, settings)

@@ -32,12 +32,13 @@ def _final(steps):
     return out
 
 
-def test_identity_network_gives_back_coarse_mask_to_the_pixel():
+@pytest.mark.parametrize("keep_native", [False, True])
+def test_identity_network_gives_back_coarse_mask_to_the_pixel(keep_native):
     # Box of exactly 256 (216 px object + 2 x 20 px pad): crop, resize and paste are exact.
     shape = (400, 500)
     coarse = np.zeros(shape, bool)
     coarse[50:266, 100:316] = _disk((216, 216), (107.5, 107.5), 108) | (np.arange(216)[None, :] < 30)
-    steps = _final(refine_instances(_identity, _image_of(coarse), [coarse]))
+    steps = _final(refine_instances(_identity, _image_of(coarse), [coarse], InstanceSettings(keep_native=keep_native)))
     assert len(steps) == 6
     assert np.array_equal(steps[-1].mask(0), coarse)
     assert steps[-1].results[0].box == (80, 30, 336, 286)
@@ -47,11 +48,41 @@ def test_identity_network_gives_back_coarse_mask_to_the_pixel():
 def test_identity_network_has_no_half_pixel_shift_when_scaling():
     shape = (700, 900)
     coarse = _disk(shape, (350.0, 420.0), 230)
-    final = _final(refine_instances(_identity, _image_of(coarse), [coarse]))[-1].mask(0)
+    final = _final(refine_instances(_identity, _image_of(coarse), [coarse], InstanceSettings(keep_native=False)))[-1].mask(0)
     inter, union = (final & coarse).sum(), (final | coarse).sum()
     assert inter / union > 0.99
     ys, xs = np.nonzero(final)
     assert abs(ys.mean() - 350.0) < 0.25 and abs(xs.mean() - 420.0) < 0.25
+
+
+@pytest.mark.parametrize("pipeline", ["instance", "hr"])
+def test_keep_native_changes_only_near_what_the_network_changed(pipeline):
+    # A large object (box ~2.5x the grid) whose edge has 1-px teeth no 256 grid can hold, and a network
+    # that agrees with its input except for a block of grid cells it adds in the top-left corner.
+    shape = (720, 760)
+    coarse = np.zeros(shape, bool)
+    coarse[120:620, 140:640] = True
+    coarse[116:120, 140:640:2] = True  # teeth along the top edge
+
+    def adds_corner(x, t):
+        logits = _identity(x, t).clone()
+        logits[..., :24, :24] = 20.0
+        return logits
+
+    def run(keep_native):
+        if pipeline == "hr":
+            steps = refine_hr(adds_corner, _image_of(coarse), coarse, HRSettings(keep_native=keep_native, max_patches=0))
+        else:
+            steps = refine_instances(adds_corner, _image_of(coarse), [coarse], InstanceSettings(keep_native=keep_native))
+        return _final(steps)[-1].mask(0)
+
+    native, official = run(True), run(False)
+    far = np.ones(shape, bool)
+    far[:260, :260] = False  # the corner block and its neighbourhood, whatever the grid's scale
+    assert np.array_equal(native[far], coarse[far])
+    block = (slice(3, 60), slice(3, 60)) if pipeline == "hr" else (slice(98, 112), slice(122, 168))  # box from (120, 96)
+    assert native[block].all() and not coarse[block].all()  # the change itself is applied
+    assert (official[far] != coarse[far]).sum() > 500  # the official paste loses the teeth everywhere
 
 
 def test_oracle_network_recovers_ground_truth_from_shifted_coarse():

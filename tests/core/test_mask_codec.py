@@ -1,0 +1,45 @@
+"""encode_mask / decode_mask: the same RLE as pycocotools' own calls, for every layout a caller hands in."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from app.core.model import decode_mask, encode_mask
+
+
+def _shape() -> np.ndarray:
+    mask = np.zeros((37, 53), np.uint8)
+    cv2.ellipse(mask, (30, 18), (15, 9), 20, 0, 360, 1, thickness=-1)
+    mask[15:20, 25:30] = 0  # a hole
+    mask[30:35, 2:6] = 1  # a second part
+    return mask
+
+
+@pytest.mark.parametrize("layout", ["bool", "uint8", "uint8 of 255", "fortran", "strided view"])
+def test_encode_matches_pycocotools(layout: str) -> None:
+    mask = _shape()
+    expected = mask_utils.encode(np.asfortranarray(mask))
+    expected["counts"] = expected["counts"].decode("ascii")
+    given = {
+        "bool": mask.astype(bool),
+        "uint8": mask,
+        "uint8 of 255": mask * 255,
+        "fortran": np.asfortranarray(mask.astype(bool)),
+        "strided view": np.pad(mask, ((0, 0), (0, 53)))[:, :53],
+    }[layout]
+    assert encode_mask(given) == expected
+
+
+def test_decode_is_row_major_bool_and_round_trips() -> None:
+    mask = _shape().astype(bool)
+    decoded = decode_mask(encode_mask(mask))
+    assert decoded.dtype == bool and decoded.flags["C_CONTIGUOUS"]
+    assert np.array_equal(decoded, mask)
+    assert np.array_equal(decode_mask(mask_utils.encode(np.zeros((4, 6), np.uint8, order="F"))), np.zeros((4, 6), bool))
+
+
+def test_encode_refuses_a_mask_that_is_not_2d() -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        encode_mask(np.zeros((2, 3, 4), bool))
