@@ -25,6 +25,7 @@ from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slo
 
 from app.core.errors import DatasetError
 from app.core.images import read_image_rgb
+from app.core.model import decode_mask
 from app.gui.document import MaskCrop
 
 log = logging.getLogger(__name__)
