@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", default="instance,hr", help="refiner pipelines to evaluate, comma-separated")
     p.add_argument("--per-kind", type=int, default=30, help="held-out instances per coarse-mask kind")
     p.add_argument("--kinds", default=",".join((*COARSE_KINDS, NEAR_PERFECT)), help="coarse-mask kinds, comma-separated")
+    p.add_argument("--methods", help="only these methods, comma-separated (e.g. coarse,grabcut,ours-instance-det)")
     p.add_argument("--official-paste", action="store_true", help="evaluate the official paste instead of keep-native")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="also write every row as JSON here")
@@ -35,6 +36,12 @@ def run_eval(args: argparse.Namespace) -> int:
     cases = build_cases(sources, args.per_kind, kinds=args.kinds.split(","))
     refiner = None if args.no_refiner else Refiner(args.weights, args.device)
     methods = methods_for(refiner, args.modes.split(","), keep_native=not args.official_paste)
+    if args.methods:
+        wanted = args.methods.split(",")
+        unknown = sorted(set(wanted) - set(methods))
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(methods)}")
+        methods = {name: methods[name] for name in wanted}
     print(f"{len(cases)} held-out instances x {len(methods)} methods", file=sys.stderr)
 
     def progress(name: str, done: int, total: int) -> None:
