@@ -1,4 +1,5 @@
-"""Headless refinement: ``refine-image`` for one image and mask, ``demo`` for the bundled demo image."""
+"""Headless refinement: ``refine`` for a project's instances, ``refine-image`` for one image and mask, ``demo``
+for the bundled demo image."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,19 @@ DEMO = RESOURCES / "demo"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    r = subparsers.add_parser("refine", help="refine a project's instances and save them (resumable)")
+    r.add_argument("project", type=Path, help="project file (.srproj) made by `import`")
+    r.add_argument("--images-dir", type=Path, help="where the project's images are, when they moved")
+    r.add_argument("--status", default="unreviewed",
+                   help="review statuses to refine, comma-separated (unreviewed, accepted, rejected, needs_work) or 'all'")
+    r.add_argument("--category", type=int, action="append", help="only this category id (repeatable)")
+    r.add_argument("--min-score", type=float, help="only predictions scored at least this")
+    r.add_argument("--redo", action="store_true", help="refine again instances already refined")
+    r.add_argument("--include-crowd", action="store_true", help="refine crowd regions too")
+    r.add_argument("--limit", type=int, help="at most this many instances")
+    _add_refine_options(r)
+    r.set_defaults(handler=run_refine_project)
+
     p = subparsers.add_parser("refine-image", help="refine one coarse mask of one image")
     p.add_argument("--image", required=True, type=Path, help="RGB image (any format OpenCV reads)")
     p.add_argument("--mask", required=True, type=Path, help="coarse mask PNG (nonzero or >= 128 is foreground)")
@@ -75,6 +89,45 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 def _optional_mask(path: Path | None, shape: tuple[int, int]) -> np.ndarray | None:
     return None if path is None else read_mask(path, shape)
+
+
+def run_refine_project(args: argparse.Namespace) -> int:
+    from app.core.model import ReviewStatus
+    from app.core.store import ProjectStore
+    from app.refiner.batch import Selection, refine_project
+
+    known = {s.value: s for s in ReviewStatus}
+    wanted = [s.strip() for s in args.status.split(",")]
+    if args.status != "all" and not set(wanted) <= set(known):
+        raise ValueError(f"--status {args.status!r}: known statuses are {', '.join(known)} (or 'all')")
+    statuses = None if args.status == "all" else [known[s] for s in wanted]
+    selection = Selection(statuses=statuses, category_ids=args.category, min_score=args.min_score, redo=args.redo,
+                          include_crowd=args.include_crowd, limit=args.limit)
+    store = ProjectStore.open(args.project)
+    try:
+        if store.read_only:
+            raise DatasetError(args.project, f"cannot write to it ({store.read_only_reason})")
+        if args.images_dir is not None:
+            store.set_images_dir(args.images_dir)
+        refiner = Refiner(args.weights, args.device)
+        print(f"refining {args.project.name} with {refiner.name} on {refiner.device} ({args.mode} mode, {args.steps} steps)")
+
+        def progress(done: int, total: int, what: str) -> None:
+            print(f"  [{done}/{total}] {what}", flush=True)
+
+        try:
+            report = refine_project(store, refiner, _options(args), selection, progress)
+        except KeyboardInterrupt:
+            print("interrupted: every instance refined so far is saved; run the same command again to go on")
+            raise
+    finally:
+        store.close()
+    print(f"refined {report.refined} of {report.selected} selected instance(s) on {report.images} image(s) in "
+          f"{report.seconds:.1f} s: {report.changed_pixels} px changed, {report.unchanged} unchanged, "
+          f"{report.passed_through} too small to refine")
+    for problem in report.problems:
+        print(f"  problem: {problem}")
+    return 1 if report.problems and not report.refined else 0
 
 
 def run_refine_image(args: argparse.Namespace) -> int:
