@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", help="only these methods, comma-separated (e.g. coarse,grabcut,ours-instance-det)")
     p.add_argument("--official-paste", action="store_true", help="evaluate the official paste instead of keep-native")
     p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help="compile the network first (not counted in the timings)")
     p.add_argument("--json", type=Path, help="also write every row as JSON here")
     p.set_defaults(handler=run_eval)
 
@@ -34,7 +35,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if not sources:
         raise FileNotFoundError(f"{args.data}: no held-out data found")
     cases = build_cases(sources, args.per_kind, kinds=args.kinds.split(","))
-    refiner = None if args.no_refiner else Refiner(args.weights, args.device)
+    refiner = None if args.no_refiner else Refiner(args.weights, args.device, compile=args.compile)
+    if refiner is not None and args.compile:
+        print("compiling the network (a minute or two)", file=sys.stderr)
+        refiner.refine(cases[0].example.image, cases[0].coarse, min_area=0)
     methods = methods_for(refiner, args.modes.split(","), keep_native=not args.official_paste)
     if args.methods:
         wanted = args.methods.split(",")

@@ -58,6 +58,8 @@ def _add_refine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0, help="seed of the stochastic reverse process")
     p.add_argument("--deterministic", action="store_true", help="deterministic reverse variant (no sampling)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the network first (torch.compile): a minute or two up front, then ~35%% faster steps")
     p.add_argument("--pad", type=int, default=20, help="context in pixels around each instance crop")
     p.add_argument("--official-paste", action="store_true",
                    help="replace the whole box with the upsampled 256-grid mask, as the official code does, "
@@ -109,7 +111,7 @@ def run_refine_project(args: argparse.Namespace) -> int:
             raise DatasetError(args.project, f"cannot write to it ({store.read_only_reason})")
         if args.images_dir is not None:
             store.set_images_dir(args.images_dir)
-        refiner = Refiner(args.weights, args.device)
+        refiner = Refiner(args.weights, args.device, compile=args.compile)
         print(f"refining {args.project.name} with {refiner.name} on {refiner.device} ({args.mode} mode, {args.steps} steps)")
 
         def progress(done: int, total: int, what: str) -> None:
@@ -139,7 +141,7 @@ def run_refine_image(args: argparse.Namespace) -> int:
         foreground=_optional_mask(args.foreground, shape),
         background=_optional_mask(args.background, shape),
     )
-    refiner = Refiner(args.weights, args.device)
+    refiner = Refiner(args.weights, args.device, compile=args.compile)
     print(f"refining {args.image.name} ({shape[1]}x{shape[0]}) with {refiner.name} on {refiner.device}")
     final = None
     started = time.perf_counter()
@@ -159,7 +161,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from app.core.coco import load_coco
 
     dataset, _report = load_coco(DEMO / "demo.json")
-    refiner = Refiner(args.weights, args.device)
+    refiner = Refiner(args.weights, args.device, compile=args.compile)
     out: Path = args.out
     summary = []
     for record in dataset.images.values():

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.refiner.device import Runner  # noqa: E402
 from app.refiner.unet import build_unet  # noqa: E402
 
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -47,11 +48,16 @@ def _rss_mb() -> float:
 
 
 def run_one(preset: str, batch: int, size: int, device: str, dtype: str, threads: int,
-            warmup: int, repeats: int, budget_s: float) -> dict[str, float]:
-    """Time one configuration in this process; returns latency (ms) and peak memory (MB)."""
+            warmup: int, repeats: int, budget_s: float, compile: bool = False) -> dict[str, float]:
+    """Time one configuration in this process; returns latency (ms) and peak memory (MB).
+
+    With ``compile`` the network runs through the app's Runner with ``torch.compile``; the first warm-up
+    call compiles and is not timed."""
     torch.set_num_threads(threads)
     rss_before = _rss_mb()
     model = build_unet(preset).eval().to(device)
+    if compile:
+        model = Runner(model, torch.device(device), preset, precision=dtype, batch_size=batch, compile=True)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 4, size, size, generator=gen).to(device)
     t = torch.randint(0, 6, (batch,), generator=gen).to(device)
@@ -98,7 +104,7 @@ def matmul_tflops(n: int = 8192, repeats: int = 20) -> float:
 def spawn(args: argparse.Namespace, preset: str, batch: int, device: str, dtype: str) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--worker", preset, str(batch), device, dtype,
            "--size", str(args.size), "--threads", str(args.threads), "--warmup", str(args.warmup),
-           "--repeats", str(args.repeats), "--budget", str(args.budget)]
+           "--repeats", str(args.repeats), "--budget", str(args.budget)] + (["--compile"] if args.compile else [])
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
@@ -116,6 +122,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of timed runs per config (min 3 runs)")
+    parser.add_argument("--compile", action="store_true", help="run through torch.compile (first call not timed)")
     parser.add_argument("--flop-batch", type=int, default=32, help="batch of the CUDA bf16 utilisation run")
     parser.add_argument("--worker", nargs=4, metavar=("PRESET", "BATCH", "DEVICE", "DTYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -123,7 +130,7 @@ def main() -> None:
     if args.worker:
         preset, batch, device, dtype = args.worker
         result = run_one(preset, int(batch), args.size, device, dtype, args.threads, args.warmup, args.repeats,
-                         args.budget)
+                         args.budget, args.compile)
         print(json.dumps(result))
         return
 

@@ -48,9 +48,10 @@ class RefineOptions:
 class Refiner:
     """A loaded checkpoint on a device, ready to refine masks step by step."""
 
-    def __init__(self, weights: str | Path | None = None, device: str | None = None, precision: str = "auto", batch_size: int = 0) -> None:
+    def __init__(self, weights: str | Path | None = None, device: str | None = None, precision: str = "auto",
+                 batch_size: int = 0, compile: bool = False) -> None:
         model, self.info = load_weights(weights or DEFAULT_WEIGHTS)
-        self.runner = Runner(model, pick_device(device), self.info.preset, precision, batch_size)
+        self.runner = Runner(model, pick_device(device), self.info.preset, precision, batch_size, compile=compile)
         log.info("refiner %s (%s) on %s", self.name, self.info.preset, self.runner.device)
 
     @property

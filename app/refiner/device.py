@@ -67,6 +67,12 @@ class Runner:
 
     On out-of-memory the chunk size is halved; below one sample the model moves to the CPU, with a
     logged warning. Inputs and outputs may live anywhere; outputs come back as float32 on ``device``.
+
+    ``compile``: run the network through ``torch.compile`` (Inductor, weights frozen as constants). On two
+    CPU cores the compact step drops from about 160 ms to about 100 ms, but the first call compiles for
+    one to two minutes (less with Inductor's on-disk cache) and every new batch shape compiles again, so it
+    pays for long headless runs, not for a single refinement. If compiling fails (no C++ compiler, an
+    unsupported platform) the runner warns once and runs the network as it is.
     """
 
     model: torch.nn.Module
@@ -75,9 +81,11 @@ class Runner:
     precision: str = "auto"
     batch_size: int = 0
     fallbacks: list[str] = field(default_factory=list)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
+        self._compiled: torch.nn.Module | None = None
         if self.batch_size <= 0:
             self.batch_size = default_batch_size(self.device, self.preset)
 
@@ -103,7 +111,7 @@ class Runner:
             stop = min(x.shape[0], start + self.batch_size)
             try:
                 with self._autocast():
-                    out = self.model(x[start:stop].to(self.device), t[start:stop].to(self.device))
+                    out = self._forward(x[start:stop].to(self.device), t[start:stop].to(self.device))
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if not _is_oom(error) or self.device.type == "cpu":
                     raise
@@ -112,6 +120,26 @@ class Runner:
             outputs.append(out.float())
             start = stop
         return torch.cat(outputs)
+
+    def _forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not self.compile:
+            return self.model(x, t)
+        steps = getattr(getattr(self.model, "config", None), "num_timesteps", None)
+        if steps is not None and t.numel() and (int(t.min()) < 0 or int(t.max()) >= steps):
+            raise ValueError(f"timesteps must lie in 0..{steps - 1}, got {t.tolist()}")  # compiled code skips it
+        if self._compiled is None:
+            self._compiled = torch.compile(self.model)
+        try:
+            with torch._inductor.config.patch(freezing=True):
+                return self._compiled(x, t)
+        except Exception as error:  # noqa: BLE001 - any compiler failure falls back to the plain network
+            if _is_oom(error):
+                raise
+            message = f"compiling the network failed, running it uncompiled ({type(error).__name__}: {error})"
+            log.warning("%s", message)
+            self.fallbacks.append(message)
+            self.compile, self._compiled = False, None
+            return self.model(x, t)
 
     def _shrink(self, error: BaseException) -> None:
         if self.device.type == "cuda":
@@ -122,6 +150,7 @@ class Runner:
         else:
             self.device = torch.device("cpu")
             self.model = self.model.to(self.device)
+            self._compiled = None
             self.batch_size = default_batch_size(self.device, self.preset)
             message = "out of memory at batch size 1; falling back to the CPU"
         log.warning("%s (%s)", message, error)

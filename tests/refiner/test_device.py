@@ -55,3 +55,42 @@ def test_other_errors_are_not_swallowed():
     runner = Runner(Broken(limit=1), torch.device("meta"), precision="fp32", batch_size=2)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         runner(torch.zeros(2, 4, 4, 4), torch.zeros(2, dtype=torch.long))
+
+
+def _tiny_unet():
+    from dataclasses import replace
+
+    from app.refiner.unet import PRESETS, DenoiseUNet
+
+    torch.manual_seed(0)
+    config = replace(PRESETS["compact"], model_channels=8, channel_mult=(1, 2), num_res_blocks=(0, 1),
+                     attention_strides=(), time_embed_dim=16, norm_groups=4, num_heads=1)
+    return DenoiseUNet(config)
+
+
+def test_compiled_runner_gives_the_eager_logits():
+    model = _tiny_unet()
+    x, t = torch.randn(2, 4, 32, 32), torch.tensor([1, 5])
+    eager = Runner(model, torch.device("cpu"))(x, t)
+    runner = Runner(model, torch.device("cpu"), compile=True)
+    compiled = runner(x, t)
+    assert runner.compile and not runner.fallbacks  # it really compiled (a failure would have fallen back)
+    assert torch.allclose(compiled, eager, atol=1e-4)
+    with pytest.raises(ValueError, match="timesteps must lie in 0..5"):
+        runner(x, torch.tensor([1, 6]))
+
+
+def test_a_failing_compiler_falls_back_to_the_plain_network(monkeypatch, caplog):
+    def broken_compile(module, **kwargs):
+        def fail(*args):
+            raise RuntimeError("InductorError: no C++ compiler found")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = _tiny_unet()
+    x, t = torch.randn(1, 4, 32, 32), torch.tensor([3])
+    runner = Runner(model, torch.device("cpu"), compile=True)
+    out = runner(x, t)
+    assert torch.allclose(out, Runner(model, torch.device("cpu"))(x, t))
+    assert not runner.compile and "no C++ compiler" in runner.fallbacks[0]
+    assert "running it uncompiled" in caplog.text
