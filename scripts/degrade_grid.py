@@ -60,8 +60,9 @@ def _pennfudan(root: Path, n: int, rng: np.random.Generator) -> Iterator[tuple[s
             labels == ids[np.argmax(counts)]
 
 
-def _cell(image: np.ndarray, gt: np.ndarray, coarse: np.ndarray | None, label: str) -> np.ndarray:
-    """Crop around GT ∪ coarse, draw the overlay and GT contour, scale to CELL × CELL, add the label."""
+def cell(image: np.ndarray, gt: np.ndarray, coarse: np.ndarray | None, label: str, colour: tuple[int, int, int] = RED) -> np.ndarray:
+    """Crop around GT ∪ coarse, draw ``coarse`` (tinted, in ``colour``) and the GT contour, scale to CELL × CELL,
+    add the label. Images are BGR."""
     both = gt | coarse if coarse is not None else gt
     ys, xs = np.nonzero(both)
     pad = int(0.12 * max(np.ptp(ys), np.ptp(xs))) + 4
@@ -78,10 +79,10 @@ def _cell(image: np.ndarray, gt: np.ndarray, coarse: np.ndarray | None, label: s
     if coarse is not None:
         c = fit(coarse)
         tint = view.copy()
-        tint[c > 0] = RED
+        tint[c > 0] = colour
         view = cv2.addWeighted(view, 0.6, tint, 0.4, 0)
         contours, _ = cv2.findContours(c, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(view, contours, -1, RED, 1)
+        cv2.drawContours(view, contours, -1, colour, 1)
     contours, _ = cv2.findContours(fit(gt), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(view, contours, -1, GREEN, 1)
     cell = np.full((CELL + 22, CELL, 3), 255, np.uint8)
@@ -106,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for source in sources.values():
         for name, image, gt in source(args.data, args.per_set, rng):
-            cells = [_cell(image, gt, None, name)]
+            cells = [cell(image, gt, None, name)]
             for kind in COARSE_KINDS:
                 coarse, made = synthesize(gt, rng, kind=kind)
                 tag = kind if made == kind else f"{kind}->{made}"
-                cells.append(_cell(image, gt, coarse, f"{tag} {iou(coarse, gt):.2f}"))
+                cells.append(cell(image, gt, coarse, f"{tag} {iou(coarse, gt):.2f}"))
             rows.append(np.hstack(cells))
     if not cv2.imwrite(str(args.out), np.vstack(rows)):
         print(f"error: could not write {args.out}", file=sys.stderr)
