@@ -145,6 +145,19 @@ class ProjectStore:
                 raise ProjectError(path, f"could not write the project: {e}") from e
             raise
 
+    def sibling(self) -> ProjectStore:
+        """Another writable connection to this project, for another thread (SQLite connections are per
+        thread), covered by the writer lock this store holds: the sibling's lock object is never taken, so
+        closing the sibling releases nothing. Only for a writable store; close the sibling first."""
+        if self.read_only:
+            raise ReadOnlyProjectError(self.path, f"opened read-only ({self.read_only_reason}); no writer to share")
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            configure(conn, read_only=False)
+        except sqlite3.Error as e:
+            raise ProjectError(self.path, f"cannot open a second connection: {e}") from e
+        return ProjectStore(self.path, conn, ProjectLock(self.path), None)
+
     def close(self) -> None:
         self._conn.close()
         if self._lock is not None:

@@ -15,7 +15,6 @@ which refuses them with the usual ``ReadOnlyProjectError``.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
@@ -23,25 +22,11 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from app.core.errors import DatasetError
 from app.core.store import ProjectStore
-from app.core.store_errors import ProjectError
-from app.core.store_lock import ProjectLock
-from app.core.store_schema import configure
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Write = Callable[[ProjectStore], T]
-
-
-def open_sibling(store: ProjectStore) -> ProjectStore:
-    """Another writable connection to ``store``'s project for the calling thread, covered by the writer
-    lock ``store`` holds (the sibling's own lock object is never taken, so closing it releases nothing)."""
-    try:
-        conn = sqlite3.connect(store.path, isolation_level=None)
-        configure(conn, read_only=False)
-    except sqlite3.Error as e:
-        raise ProjectError(store.path, f"cannot open a second connection: {e}") from e
-    return ProjectStore(store.path, conn, ProjectLock(store.path), None)
 
 
 class StoreWriter(QObject):
@@ -65,7 +50,7 @@ class StoreWriter(QObject):
         self._store = None
         self._fallback = store
         if store is not None and not store.read_only:
-            self._store = self._executor.submit(open_sibling, store).result()
+            self._store = self._executor.submit(store.sibling).result()
 
     def submit(
         self, write: Write[T], on_done: Callable[[T], None] | None = None,

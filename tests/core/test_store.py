@@ -356,6 +356,19 @@ def test_read_only_on_request(project: Path) -> None:
         assert not s.read_only
 
 
+
+def test_a_sibling_writes_under_the_owners_lock_and_releases_nothing(project: Path) -> None:
+    with ProjectStore.open(project) as owner:
+        sibling = owner.sibling()
+        sibling.set_status(7, ReviewStatus.ACCEPTED)
+        assert owner.instance(7).status is ReviewStatus.ACCEPTED  # the owner's reads see the sibling's commit
+        sibling.close()
+        with ProjectStore.open(project) as second:
+            assert second.read_only  # the owner still holds the lock after the sibling closed
+    with ProjectStore.open(project, read_only=True) as reader, pytest.raises(ReadOnlyProjectError):
+        reader.sibling()
+
+
 HOLDER = textwrap.dedent(
     """
     import sys
