@@ -271,12 +271,15 @@ def _patch_result(
     """The grid mask pasted into ``box``; with ``coarse_grid``, only near the grid cells that differ from it."""
     x0, y0, x1, y1 = box
     size = (y1 - y0, x1 - x0)
-    refined = _to_box(mask, size, mode) >= 0.5
     coarse = _crop(coarse_full, box)
-    if coarse_grid is not None:
+    if coarse_grid is None:
+        refined = _to_box(mask, size, mode) >= 0.5
+    else:
         changed = (mask >= 0.5) != (coarse_grid >= 0.5)
-        near_change = _to_box(changed.float(), size, mode) > 0.0 if bool(changed.any()) else np.zeros(size, bool)
-        refined = np.where(near_change, refined, coarse)
+        if bool(changed.any()):
+            refined = np.where(_to_box(changed.float(), size, mode) > 0.0, _to_box(mask, size, mode) >= 0.5, coarse)
+        else:
+            refined = coarse.copy()
     refined = guidance.clamp(refined, coarse, box)
     confidence = np.clip(_to_box(conf, size, mode), 0.0, 1.0).astype(np.float32)
     return MaskPatch(box, refined, confidence, changed=int(np.count_nonzero(refined != coarse)))
