@@ -71,7 +71,7 @@ def test_lvis_export_of_a_coco_dataset_adds_lvis_lists(tmp_path: Path) -> None:
 
 
 def test_the_lvis_api_reads_our_export(tmp_path: Path) -> None:
-    lvis = pytest.importorskip("lvis", reason="the lvis package is optional (it pulls matplotlib)")
+    lvis = pytest.importorskip("lvis", reason="the lvis package needs opencv-python (clashes with PySide6) and matplotlib; run this in a separate venv")
     source = require(LVIS_7)
     dataset, _ = load_lvis(source)
     save_lvis(dataset, tmp_path / "out.json")
