@@ -319,12 +319,18 @@ def run_training(
         if trainer.step % config.save_every == 0:
             trainer.save()
         if validation is not None and trainer.step % config.val_every == 0:
-            scores = trainer.validate(validation)
-            log.info("validation at step %d: %s", trainer.step, {k: round(v, 4) for k, v in scores.items()})
-            if scores["iou"] > trainer.best_iou:
-                trainer.best_iou = scores["iou"]
-                if on_best is not None:
-                    on_best(trainer, scores)
-            trainer.save()
+            _validate(trainer, validation, on_best)
+    if validation is not None and trainer.step >= config.iterations and trainer.step % config.val_every and trainer.step > first_step:
+        _validate(trainer, validation, on_best)  # the finished network is a candidate too
     trainer.save()
     return trainer
+
+
+def _validate(trainer: Trainer, validation: ValidationSet, on_best: Callable[[Trainer, dict[str, float]], None] | None) -> None:
+    scores = trainer.validate(validation)
+    log.info("validation at step %d: %s", trainer.step, {k: round(v, 4) for k, v in scores.items()})
+    if scores["iou"] > trainer.best_iou:
+        trainer.best_iou = scores["iou"]
+        if on_best is not None:
+            on_best(trainer, scores)
+    trainer.save()

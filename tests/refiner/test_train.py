@@ -84,7 +84,7 @@ def test_every_source_gives_a_real_example_and_crops_fit(train_sources):
     assert pets.load(0).ignore.any()
 
 
-def test_run_checkpoints_resumes_and_validates(train_sources, tmp_path):
+def test_run_checkpoints_resumes_and_validates(train_sources, tmp_path, caplog):
     config = TrainConfig(iterations=2, batch_size=2, size=64, warmup=1, log_every=1, save_every=1, val_every=2, workers=0, device="cpu")
     validation = ValidationSet.build(shared_sources(DATA, "val"), 2)
     best = []
@@ -95,8 +95,11 @@ def test_run_checkpoints_resumes_and_validates(train_sources, tmp_path):
     assert resumed.resume() and resumed.step == 2
     for a, b in zip(resumed.model.state_dict().values(), trainer.model.state_dict().values()):
         assert torch.equal(a.cpu(), b.cpu())
-    more = run_training(TrainConfig(iterations=3, batch_size=2, size=64, warmup=1, workers=0, device="cpu"), tmp_path, train_sources, None)
+    caplog.set_level("INFO", logger="app.refiner.train")
+    more = run_training(TrainConfig(iterations=3, batch_size=2, size=64, warmup=1, workers=0, val_every=2, device="cpu"),
+                        tmp_path, train_sources, validation)
     assert more.step == 3
+    assert "validation at step 3" in caplog.text  # not a multiple of val_every, yet the finished network is validated
 
 
 def test_resume_refuses_another_network(train_sources, tmp_path):
