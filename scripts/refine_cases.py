@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--best", type=int, default=3)
     parser.add_argument("--worst", type=int, default=5)
     parser.add_argument("--mode", default="instance", choices=("instance", "hr"))
+    parser.add_argument("--deterministic", action="store_true", help="deterministic reverse (default: stochastic, as the app)")
     args = parser.parse_args(argv)
     sources = shared_sources(args.data, "val")
     if not sources:
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     refiner = Refiner(args.weights, "cpu")
     scored = []
     for n, case in enumerate(cases):
-        refined = refiner.refine(case.example.image, case.coarse, mode=args.mode, deterministic=True, min_area=0)
+        refined = refiner.refine(case.example.image, case.coarse, mode=args.mode, deterministic=args.deterministic, min_area=0)
         before, after = iou(case.coarse, case.example.mask), iou(refined, case.example.mask)
         scored.append((after - before, before, after, case, refined))
         print(f"  {n + 1}/{len(cases)} {case.kind}: IoU {before:.3f} -> {after:.3f}", file=sys.stderr, flush=True)

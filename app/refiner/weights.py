@@ -85,10 +85,11 @@ REGISTRY: dict[str, CheckpointEntry] = {
             name="compact-v1",
             preset="compact",
             file_name="compact-v1.safetensors",
-            sha256=None,
+            sha256="0419ab6817d32d0043461423586a8d988046430cbb39daa26d8ddfb492a254d2",
             pipeline="instance",
-            description="SegRefiner Studio's compact network for CPUs and laptops.",
-            source="shipped in the repository's weights/ folder once trained",
+            description="SegRefiner Studio's compact network for CPUs and laptops (6.7 M parameters, fp16), trained "
+                        "on CPU on the shared datasets; see weights/MODEL_CARD.md.",
+            source="shipped in the repository's weights/ folder",
         ),
     )
 }

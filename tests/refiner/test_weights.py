@@ -257,12 +257,13 @@ def test_registry_entries() -> None:
     assert all(UNetConfig.preset(e.preset) for e in REGISTRY.values())
 
 
-def test_registry_name_resolves_in_env_dir(isolated_dirs: Path) -> None:
+def test_registry_name_resolves_in_env_dir(isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(REGISTRY, "compact-v1", dataclasses.replace(REGISTRY["compact-v1"], sha256=None))
     model = build_unet("compact")
     save_weights(model, isolated_dirs / "compact-v1.safetensors", {"training_data": "test"})
     loaded, info = load_weights("compact-v1")
     assert info.name == "compact-v1" and info.path == isolated_dirs / "compact-v1.safetensors"
-    assert info.sha256 == file_sha256(info.path)  # the registry has none yet: computed and logged
+    assert info.sha256 == file_sha256(info.path)  # an entry without a checksum: computed and logged
     assert _same_weights(loaded, model)
 
 
@@ -281,7 +282,8 @@ def test_registry_checksum_is_verified(isolated_dirs: Path, monkeypatch: pytest.
     assert info.sha256 == actual
 
 
-def test_registry_file_of_another_preset_is_rejected(isolated_dirs: Path) -> None:
+def test_registry_file_of_another_preset_is_rejected(isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(REGISTRY, "compact-v1", dataclasses.replace(REGISTRY["compact-v1"], sha256=None))
     save_weights(build_unet(TINY), isolated_dirs / "compact-v1.safetensors")
     with pytest.raises(WeightsError, match="expects preset compact, file has custom"):
         load_weights("compact-v1")

@@ -1,0 +1,55 @@
+"""The shipped default weights: present, checksummed, and better than the coarse input on held-out real images."""
+from __future__ import annotations
+
+import pytest
+
+from app.core.metrics import MetricAccumulator
+from app.refiner.api import DEFAULT_WEIGHTS, Refiner
+from app.refiner.evaluate import NEAR_PERFECT, build_cases
+from app.refiner.weights import REGISTRY, resolve_weights
+from tests.shared_data import sources_or_skip
+
+ENTRY = REGISTRY[DEFAULT_WEIGHTS]
+
+
+def test_default_weights_are_shipped_with_their_checksum():
+    path, entry = resolve_weights(DEFAULT_WEIGHTS)
+    assert entry.sha256, "the default weights must be registered with their sha256"
+    assert path.is_file() and path.stat().st_size < 50 * 2**20
+
+
+@pytest.fixture(scope="module")
+def refiner() -> Refiner:
+    return Refiner(DEFAULT_WEIGHTS, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def cases():
+    # Held-out images (the validation split training never saw), fixed seeds, kinds where a refiner should help.
+    return build_cases(sources_or_skip("val"), per_kind=3, seed=7, kinds=("segrefiner", "segrefiner_expand", "shift", NEAR_PERFECT))
+
+
+def _score(refiner: Refiner, cases, near_perfect: bool, deterministic: bool = False) -> tuple[float, float]:
+    before, after = MetricAccumulator(), MetricAccumulator()
+    for case in cases:
+        if (case.kind == NEAR_PERFECT) != near_perfect:
+            continue
+        refined = refiner.refine(case.example.image, case.coarse, min_area=0, deterministic=deterministic)
+        before.add(case.coarse, case.example.mask, case.example.ignore)
+        after.add(refined, case.example.mask, case.example.ignore)
+    return before.summary().iou, after.summary().iou
+
+
+def test_shipped_weights_refine_real_images_better_than_the_coarse_input(refiner, cases):
+    coarse_iou, refined_iou = _score(refiner, cases, near_perfect=False)
+    assert refined_iou > coarse_iou + 0.005, (coarse_iou, refined_iou)
+
+
+def test_shipped_weights_harm_near_perfect_masks_at_most_as_measured(refiner, cases):
+    # Measured on 15 held-out near-perfect masks (weights/MODEL_CARD.md): the default stochastic reverse
+    # loses 0.8 IoU points, the deterministic one 0.03. Issue 5's goal (no loss at all) is not met yet;
+    # this pins the shipped behaviour so a change of weights or pipeline cannot make it worse unnoticed.
+    coarse_iou, stochastic_iou = _score(refiner, cases, near_perfect=True)
+    _, deterministic_iou = _score(refiner, cases, near_perfect=True, deterministic=True)
+    assert stochastic_iou >= coarse_iou - 0.015, (coarse_iou, stochastic_iou)
+    assert deterministic_iou >= coarse_iou - 0.002, (coarse_iou, deterministic_iou)
