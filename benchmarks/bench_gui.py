@@ -32,7 +32,7 @@ import numpy as np
 if not os.environ.get("DISPLAY"):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QElapsedTimer, QEvent, QEventLoop, QObject, QSettings, QTimer  # noqa: E402
+from PySide6.QtCore import QElapsedTimer, QEvent, QEventLoop, QObject, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.gui.app import configure_application  # noqa: E402
 from app.gui.demo import DEMO_DIR, DEMO_JSON  # noqa: E402
 from app.gui.main_window import MainWindow  # noqa: E402
-from app.gui.settings import AppSettings  # noqa: E402
-from scripts.weights_choice import choose_weights  # noqa: E402
+from scripts.weights_choice import scratch_settings  # noqa: E402
 
 GOAL_MS = 50.0
 TICK_MS = 5
@@ -177,12 +176,7 @@ def main() -> int:
     configure_application(app)
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
-        settings = AppSettings(QSettings(str(scratch / "settings.ini"), QSettings.Format.IniFormat))
-        weights = choose_weights(args.weights, scratch)
-        if Path(weights).suffix:
-            settings.add_weights_file(weights)
-        else:
-            settings.weights = weights
+        settings = scratch_settings(args.weights, scratch)
         settings.steps, settings.min_frame_ms, settings.device = args.steps, 0, args.device
 
         t0 = time.perf_counter()

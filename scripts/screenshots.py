@@ -25,15 +25,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QEventLoop, QSettings
+from PySide6.QtCore import QEventLoop
 from PySide6.QtWidgets import QApplication
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.gui.app import configure_application  # noqa: E402
 from app.gui.main_window import MainWindow  # noqa: E402
-from app.gui.settings import AppSettings  # noqa: E402
-from scripts.weights_choice import choose_weights  # noqa: E402
+from scripts.weights_choice import scratch_settings  # noqa: E402
 
 log = logging.getLogger("screenshots")
 SIZE = (1560, 940)
@@ -71,12 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_application(app)
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
-        settings = AppSettings(QSettings(str(scratch / "settings.ini"), QSettings.Format.IniFormat))
-        weights = choose_weights(args.weights, scratch)
-        if Path(weights).suffix:
-            settings.add_weights_file(weights)
-        else:
-            settings.weights = weights
+        settings = scratch_settings(args.weights, scratch)
         settings.steps = args.steps
         settings.min_frame_ms = 700
         window = MainWindow(settings, data_dir=scratch / "data")
