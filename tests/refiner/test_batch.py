@@ -5,32 +5,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from app.cli import main
 from app.core.coco import load_coco
 from app.core.model import ChangeKind, ReviewStatus
 from app.core.store import ProjectStore
-from app.refiner.api import Refiner, RefineOptions
+from app.refiner.api import RefineOptions
 from app.refiner.batch import Selection, refine_project
-from app.refiner.unet import build_unet
-from app.refiner.weights import save_weights
 
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
 FAST = RefineOptions(steps=1)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "compact-test.safetensors"
-    save_weights(build_unet("compact"), path, {"training_data": "none (random init, for tests)"})
-    return path
-
-
-@pytest.fixture(scope="module")
-def refiner(weights) -> Refiner:
-    return Refiner(weights, device="cpu")
 
 
 @pytest.fixture
@@ -43,7 +27,7 @@ def project(tmp_path) -> Path:
     return path
 
 
-def test_refines_the_selection_saves_provenance_and_resumes(project, refiner):
+def test_refines_the_selection_saves_provenance_and_resumes(project, random_refiner):
     with ProjectStore.open(project) as store:
         ids = [s.id for s in store.list_instances()]
         locked, accepted = ids[0], ids[1]
@@ -51,7 +35,7 @@ def test_refines_the_selection_saves_provenance_and_resumes(project, refiner):
         store.set_status(accepted, ReviewStatus.ACCEPTED)
         before = {i: store.instance(i).mask() for i in ids}
         seen = []
-        report = refine_project(store, refiner, FAST, Selection(), progress=lambda d, t, w: seen.append((d, t)))
+        report = refine_project(store, random_refiner, FAST, Selection(), progress=lambda d, t, w: seen.append((d, t)))
         assert report.selected == len(ids) - 2 and not report.problems
         assert report.refined + report.passed_through == report.selected and report.refined > 0
         assert seen[-1] == (report.selected, report.selected) and len(seen) == report.images
@@ -60,43 +44,43 @@ def test_refines_the_selection_saves_provenance_and_resumes(project, refiner):
             if i in (locked, accepted):
                 assert inst.provenance.kind is ChangeKind.IMPORTED and (inst.mask() == before[i]).all()
             elif inst.provenance.kind is ChangeKind.REFINED:
-                assert inst.provenance.weights == refiner.name and inst.provenance.steps == 1
+                assert inst.provenance.weights == random_refiner.name and inst.provenance.steps == 1
                 assert inst.changed_pixels == int((inst.mask() != before[i]).sum())
                 assert [e.action for e in store.history(i)][-1] == "refine"
-        again = refine_project(store, refiner, FAST, Selection())
+        again = refine_project(store, random_refiner, FAST, Selection())
         assert again.refined == 0 and again.selected == report.passed_through  # the refined ones are done
-        redo = refine_project(store, refiner, FAST, Selection(redo=True, limit=2))
+        redo = refine_project(store, random_refiner, FAST, Selection(redo=True, limit=2))
         assert redo.selected == 2 and redo.refined == 2
 
 
-def test_stops_between_images_and_keeps_what_was_saved(project, refiner):
+def test_stops_between_images_and_keeps_what_was_saved(project, random_refiner):
     with ProjectStore.open(project) as store:
         calls = []
-        report = refine_project(store, refiner, FAST, Selection(), progress=lambda *a: calls.append(a),
+        report = refine_project(store, random_refiner, FAST, Selection(), progress=lambda *a: calls.append(a),
                                 should_stop=lambda: len(calls) >= 1)
         assert report.stopped and report.images == 1
         refined = store.count_instances() - sum(1 for s in store.list_instances() if s.provenance_kind is ChangeKind.IMPORTED)
         assert refined == report.refined > 0
 
 
-def test_an_unreadable_image_is_reported_and_the_rest_refined(project, refiner):
+def test_an_unreadable_image_is_reported_and_the_rest_refined(project, random_refiner):
     with ProjectStore.open(project) as store:
         broken = store.images()[0]
         (store.images_dir / broken.file_name).write_bytes(b"not an image")
-        report = refine_project(store, refiner, FAST, Selection())
+        report = refine_project(store, random_refiner, FAST, Selection())
         assert len(report.problems) == 1 and broken.file_name in report.problems[0]
         assert report.images == len(store.images()) and report.refined > 0
         assert all(s.provenance_kind is ChangeKind.IMPORTED for s in store.list_instances() if s.image_id == broken.id)
 
 
-def test_cli_refine_and_its_bad_input(project, weights, capsys):
-    assert main(["refine", str(project), "--weights", str(weights), "--steps", "1", "--limit", "3"]) == 0
+def test_cli_refine_and_its_bad_input(project, random_weights, capsys):
+    assert main(["refine", str(project), "--weights", str(random_weights), "--steps", "1", "--limit", "3"]) == 0
     out = capsys.readouterr().out
     assert "of 3 selected instance(s)" in out and "[3/3]" in out
-    assert main(["refine", str(project), "--weights", str(weights), "--status", "done"]) == 2
+    assert main(["refine", str(project), "--weights", str(random_weights), "--status", "done"]) == 2
     assert "known statuses" in capsys.readouterr().err
-    assert main(["refine", str(project.with_name("missing.srproj")), "--weights", str(weights)]) == 2
+    assert main(["refine", str(project.with_name("missing.srproj")), "--weights", str(random_weights)]) == 2
     assert "no such project file" in capsys.readouterr().err
     with ProjectStore.open(project):  # another process or window holds the project
-        assert main(["refine", str(project), "--weights", str(weights)]) == 2
+        assert main(["refine", str(project), "--weights", str(random_weights)]) == 2
         assert "cannot write" in capsys.readouterr().err

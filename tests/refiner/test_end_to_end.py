@@ -1,5 +1,4 @@
 """The refiner end to end on real images: API, CLI and both pipelines with a real (untrained) compact net."""
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -8,26 +7,11 @@ import torch
 
 from app.cli import main
 from app.core.images import read_image_rgb
-from app.refiner.api import Refiner, RefineOptions
+from app.refiner.api import RefineOptions
 from app.refiner.pipeline import Guidance
-from app.refiner.unet import build_unet
-from app.refiner.weights import save_weights
 from tests.shared_data import DATA
 
 ECSSD = DATA / "ecssd"
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "compact-random.safetensors"
-    save_weights(build_unet("compact"), path, {"training_data": "none (random init, for tests)"})
-    return path
-
-
-@pytest.fixture(scope="module")
-def refiner(weights) -> Refiner:
-    return Refiner(weights, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +24,22 @@ def example():
     return image, gt, coarse
 
 
-def test_instance_mode_on_a_real_image(refiner, example):
+def test_instance_mode_on_a_real_image(random_refiner, example):
     image, _gt, coarse = example
-    steps = list(refiner.run(image, [coarse], RefineOptions(seed=1)))
+    steps = list(random_refiner.run(image, [coarse], RefineOptions(seed=1)))
     assert [s.step for s in steps] == [1, 2, 3, 4, 5, 6] and steps[-1].final
     final = steps[-1].mask(0)
     assert final.shape == coarse.shape and final.dtype == bool
     assert steps[-1].changed[0] == int((final != coarse).sum())
-    again = list(refiner.run(image, [coarse], RefineOptions(seed=1)))
+    again = list(random_refiner.run(image, [coarse], RefineOptions(seed=1)))
     assert np.array_equal(again[-1].mask(0), final)
 
 
-def test_hr_mode_and_region_on_a_real_image(refiner, example):
+def test_hr_mode_and_region_on_a_real_image(random_refiner, example):
     image, _gt, coarse = example
     region = np.zeros_like(coarse)
     region[:, : coarse.shape[1] // 2] = True
-    steps = list(refiner.run(image, [coarse], RefineOptions(mode="hr", max_patches=4), Guidance(region=region)))
+    steps = list(random_refiner.run(image, [coarse], RefineOptions(mode="hr", max_patches=4), Guidance(region=region)))
     assert [s.stage for s in steps[:5]] == ["global"] * 5 and steps[-1].final
     for s in steps:
         assert np.array_equal(s.mask(0)[~region], coarse[~region])
@@ -68,12 +52,12 @@ def test_options_are_validated():
         RefineOptions(mode="hr", steps=1)
 
 
-def test_cli_refine_image_writes_the_mask_and_every_step(weights, example, tmp_path, capsys):
+def test_cli_refine_image_writes_the_mask_and_every_step(random_weights, example, tmp_path, capsys):
     image, _gt, coarse = example
     cv2.imwrite(str(tmp_path / "coarse.png"), coarse.astype(np.uint8) * 255)
     out = tmp_path / "refined.png"
     code = main(["refine-image", "--image", str(ECSSD / "images" / "0001.jpg"), "--mask", str(tmp_path / "coarse.png"),
-                 "--out", str(out), "--weights", str(weights), "--device", "cpu", "--save-steps", str(tmp_path / "steps")])
+                 "--out", str(out), "--weights", str(random_weights), "--device", "cpu", "--save-steps", str(tmp_path / "steps")])
     assert code == 0
     printed = capsys.readouterr().out
     assert "step 6/6" in printed
@@ -82,18 +66,18 @@ def test_cli_refine_image_writes_the_mask_and_every_step(weights, example, tmp_p
     assert len(list((tmp_path / "steps").glob("step_*.png"))) == 6
 
 
-def test_cli_reports_bad_inputs_clearly(weights, example, tmp_path, capsys):
+def test_cli_reports_bad_inputs_clearly(random_weights, example, tmp_path, capsys):
     image, _gt, coarse = example
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), np.zeros((10, 10), np.uint8))
     out = tmp_path / "out.png"
     out.write_bytes(b"keep me")
-    code = main(["refine-image", "--image", str(ECSSD / "images" / "0001.jpg"), "--mask", str(small), "--out", str(out), "--weights", str(weights)])
+    code = main(["refine-image", "--image", str(ECSSD / "images" / "0001.jpg"), "--mask", str(small), "--out", str(out), "--weights", str(random_weights)])
     err = capsys.readouterr().err
     assert code == 2 and "small.png" in err and "10x10" in err
     assert out.read_bytes() == b"keep me"
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8not a jpeg")
-    code = main(["refine-image", "--image", str(tmp_path / "corrupt.jpg"), "--mask", str(small), "--out", str(out), "--weights", str(weights)])
+    code = main(["refine-image", "--image", str(tmp_path / "corrupt.jpg"), "--mask", str(small), "--out", str(out), "--weights", str(random_weights)])
     assert code == 2 and "corrupt.jpg" in capsys.readouterr().err
     bogus = tmp_path / "bogus.pth"
     torch.save({"conv.weight": torch.zeros(3, 3)}, bogus)

@@ -2,13 +2,9 @@
 
 import numpy as np
 import pytest
-import torch
 
 from app.core.metrics import iou
-from app.refiner.api import Refiner
 from app.refiner.evaluate import NEAR_PERFECT, build_cases, evaluate, markdown_table, methods_for
-from app.refiner.unet import build_unet
-from app.refiner.weights import save_weights
 from tests.shared_data import sources_or_skip
 
 
@@ -26,12 +22,9 @@ def test_cases_are_fixed_and_of_the_asked_kinds(sources):
     assert all(iou(c.coarse, c.example.mask) >= 0.97 for c in a if c.kind == NEAR_PERFECT)
 
 
-def test_every_method_is_scored_per_kind_and_overall(sources, tmp_path):
-    torch.manual_seed(0)
-    weights = tmp_path / "random.safetensors"
-    save_weights(build_unet("compact"), weights)
+def test_every_method_is_scored_per_kind_and_overall(sources, random_refiner):
     cases = build_cases(sources, 1, kinds=["shift", NEAR_PERFECT])
-    methods = methods_for(Refiner(weights, "cpu"), modes=["instance"])
+    methods = methods_for(random_refiner, modes=["instance"])
     assert {"coarse", "grabcut", "ours-instance-stoch", "ours-instance-det"} <= set(methods)
     rows = evaluate(cases, methods)
     coarse_all = next(r for r in rows if r.method == "coarse" and r.kind == "all")
