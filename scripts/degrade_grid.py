@@ -91,6 +91,14 @@ def cell(image: np.ndarray, gt: np.ndarray, coarse: np.ndarray | None, label: st
     return cell
 
 
+def write_grid(path: Path, rows: list[np.ndarray]) -> bool:
+    """Stack the rows into one PNG; False (with a line on stderr) when it cannot be written."""
+    if cv2.imwrite(str(path), np.vstack(rows)):
+        return True
+    print(f"error: could not write {path}", file=sys.stderr)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="PNG file to write")
@@ -113,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 tag = kind if made == kind else f"{kind}->{made}"
                 cells.append(cell(image, gt, coarse, f"{tag} {iou(coarse, gt):.2f}"))
             rows.append(np.hstack(cells))
-    if not cv2.imwrite(str(args.out), np.vstack(rows)):
-        print(f"error: could not write {args.out}", file=sys.stderr)
+    if not write_grid(args.out, rows):
         return 1
     print(f"wrote {args.out}: {len(rows)} rows × {len(COARSE_KINDS) + 1} columns")
     return 0

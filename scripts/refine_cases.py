@@ -13,12 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from degrade_grid import DEFAULT_DATA, cell  # noqa: E402
+from degrade_grid import DEFAULT_DATA, cell, write_grid  # noqa: E402
 
 from app.core.metrics import iou  # noqa: E402
 from app.refiner.api import Refiner  # noqa: E402
@@ -62,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             cell(bgr, gt, case.coarse, f"coarse {before:.3f}"),
             cell(bgr, gt, refined, f"refined {after:.3f}", BLUE),
         ]))
-    if not cv2.imwrite(str(args.out), np.vstack(rows)):
-        print(f"error: could not write {args.out}", file=sys.stderr)
+    if not write_grid(args.out, rows):
         return 1
     print(f"wrote {args.out}: best {args.best} and worst {args.worst} of {len(cases)} cases")
     return 0
