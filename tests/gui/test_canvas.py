@@ -96,14 +96,19 @@ def test_brush_segment_redraws_only_its_rectangle(canvas: Canvas, image_document
     assert overlay_pixel(canvas, 105, 160)[3] == 0
 
 
-def test_overlay_tiles_are_allocated_only_where_masks_are(qtbot: QtBot) -> None:
-    image = np.zeros((2 * TILE + 10, 3 * TILE, 3), dtype=np.uint8)
-    mask = np.zeros(image.shape[:2], dtype=bool)
-    mask[10:50, 10:50] = True
-    doc = ImageDocument(image, 1, [InstanceLayer(1, 1, mask, palette_color(1))])
+def canvas_with_one_square(qtbot: QtBot, shape: tuple[int, int], start: int, stop: int) -> tuple[ImageDocument, Canvas]:
+    """A canvas showing a black image of ``shape`` with one instance: the square [start, stop) on both axes."""
+    mask = np.zeros(shape, dtype=bool)
+    mask[start:stop, start:stop] = True
+    doc = ImageDocument(np.zeros((*shape, 3), dtype=np.uint8), 1, [InstanceLayer(1, 1, mask, palette_color(1))])
     view = Canvas()
     qtbot.addWidget(view)
     view.set_document(doc)
+    return doc, view
+
+
+def test_overlay_tiles_are_allocated_only_where_masks_are(qtbot: QtBot) -> None:
+    doc, view = canvas_with_one_square(qtbot, (2 * TILE + 10, 3 * TILE), 10, 50)
     assert view.instance_overlay is not None and view.instance_overlay.tile_count == 1
     assert view.guidance_overlay is not None and view.guidance_overlay.tile_count == 0
     doc.select(1)
@@ -277,13 +282,7 @@ def test_photo_pyramid_halves_down_to_the_screen_size() -> None:
 
 
 def test_large_redraws_are_spread_over_event_loop_turns(qtbot: QtBot) -> None:
-    image = np.zeros((3 * TILE, 3 * TILE, 3), dtype=np.uint8)
-    mask = np.zeros(image.shape[:2], dtype=bool)
-    mask[100:1400, 100:1400] = True
-    doc = ImageDocument(image, 1, [InstanceLayer(1, 1, mask, palette_color(1))])
-    view = Canvas()
-    qtbot.addWidget(view)
-    view.set_document(doc)
+    doc, view = canvas_with_one_square(qtbot, (3 * TILE, 3 * TILE), 100, 1400)
     overlay = view.instance_overlay
     assert overlay is not None and overlay.pending  # nine tiles: more than one turn's worth
     qtbot.waitUntil(lambda: not overlay.pending, timeout=5000)

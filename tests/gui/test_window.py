@@ -18,6 +18,7 @@ from app.core.model import ReviewStatus
 from app.core.store import ProjectStore
 from app.gui.actions import ActionRegistry
 from app.gui.demo import DEMO_DIR, DEMO_JSON, demo_project_path
+from app.gui.document import ImageDocument
 from app.gui.main_window import MainWindow
 from app.gui.preview import DiffColors
 from app.gui.settings import AppSettings
@@ -47,6 +48,18 @@ def stored_mask(window: MainWindow, instance_id: int) -> np.ndarray:
     store = window.project.store
     assert store is not None
     return store.instance(instance_id).mask()
+
+
+def brush_the_next_instance(window: MainWindow) -> tuple[ImageDocument, int]:
+    """Select the next instance and paint one brush stroke on it; the open document and the instance id."""
+    doc = window.project.doc
+    assert doc is not None
+    window.actions["instance.next"].trigger()
+    selected = doc.selected_id
+    assert selected is not None
+    window.actions["tool.brush"].trigger()
+    drag(window, [(20, 20), (60, 20)])
+    return doc, selected
 
 
 def test_demo_opens_with_images_instances_and_canvas(window: MainWindow) -> None:
@@ -109,13 +122,7 @@ def test_select_paint_erase_undo_redo_autosaves(window: MainWindow, qtbot: QtBot
 
 
 def test_switching_image_right_after_a_stroke_keeps_the_stroke(window: MainWindow, qtbot: QtBot) -> None:
-    doc = window.project.doc
-    assert doc is not None
-    window.actions["instance.next"].trigger()
-    selected = doc.selected_id
-    assert selected is not None
-    window.actions["tool.brush"].trigger()
-    drag(window, [(20, 20), (60, 20)])
+    doc, selected = brush_the_next_instance(window)
     painted = doc.layer(selected).mask.copy()
     with qtbot.waitSignal(window.project.document_changed, timeout=10_000):
         window.actions["image.next"].trigger()
@@ -186,13 +193,7 @@ def test_instance_list_filters_and_sorts_from_the_store(window: MainWindow) -> N
 
 
 def test_export_coco_reads_back_with_pycocotools(window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
-    doc = window.project.doc
-    assert doc is not None
-    window.actions["instance.next"].trigger()
-    selected = doc.selected_id
-    assert selected is not None
-    window.actions["tool.brush"].trigger()
-    drag(window, [(20, 20), (60, 20)])
+    doc, selected = brush_the_next_instance(window)
     dialog = window.open_export_dialog()
     assert dialog is not None
     out = tmp_path / "export.json"
