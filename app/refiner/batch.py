@@ -105,7 +105,8 @@ def _refine_image(store: ProjectStore, refiner: Refiner, options: RefineOptions,
         report.problems.append(str(error))
         log.warning("skipped image %s: %s", image_id, error)
         return f"image {image_id}: skipped ({error.problem})"
-    masks = [store.instance(i).mask() for i in ids]
+    stored = {inst.id: inst for inst in store.instances_for_image(image_id)}  # one query, masks decoded below
+    masks = [stored[i].mask() for i in ids]
     if masks and masks[0].shape != image.shape[:2]:
         problem = f"{path}: the image is {image.shape[1]}x{image.shape[0]} but its masks are {masks[0].shape[1]}x{masks[0].shape[0]}"
         report.problems.append(problem)
