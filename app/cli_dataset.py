@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from app.core.coco import load_coco, load_coco_results, write_coco, write_coco_results
+from app.core.coco import SEGMENTATION_MODES, SegmentationMode, load_coco, load_coco_results, write_coco, write_coco_results
 from app.core.errors import DatasetError
 from app.core.gc_pause import paused_gc
 from app.core.lvis import load_lvis, write_lvis
@@ -65,13 +65,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     exp = subparsers.add_parser(
         "export", help="export a project to COCO / LVIS / results JSON or PNG masks",
-        description="Export a project's current masks. JSON is written with RLE unless --polygons is given.",
+        description="Export a project's current masks. JSON keeps each unedited annotation as its file had it "
+                    "and writes every mask made or changed here as RLE, unless --segmentation says otherwise.",
     )
     exp.add_argument("--project", type=Path, required=True, metavar=f"PROJECT{PROJECT_SUFFIX}")
     exp.add_argument("--format", choices=EXPORT_FORMATS, help="default: the format the project came from")
     exp.add_argument("--out", type=Path, required=True, help="output file (a folder for png)")
-    exp.add_argument("--polygons", action="store_true",
-                     help="write polygons (exact, holes as keyhole cuts); RLE where they cannot be exact")
+    exp.add_argument("--segmentation", choices=SEGMENTATION_MODES, default="source",
+                     help="source (default): unedited annotations as imported, changed masks as RLE; rle: RLE for "
+                          "all; polygon: polygons for all (exact, holes as keyhole cuts), RLE where they cannot be exact")
     exp.add_argument("--accepted-only", action="store_true", help="export only instances marked accepted")
     exp.add_argument("--png-layout", choices=PNG_LAYOUTS, default="label",
                      help="png: one label map per image, overlaps drawn in the project's z-order (default), "
@@ -142,7 +144,7 @@ def run_export(args: argparse.Namespace) -> int:
     start = time.monotonic()
     progress = Progress("exported", "instances")
     with paused_gc():
-        report = export_project(args.project, args.format, args.out, polygons=args.polygons,
+        report = export_project(args.project, args.format, args.out, segmentation=args.segmentation,
                                 accepted_only=args.accepted_only, png_layout=args.png_layout, progress=progress)
     print(report.summary())
     print(f"exported {progress.done} instances to {args.out} in {time.monotonic() - start:.1f} s")
@@ -154,14 +156,15 @@ def export_project(
     fmt: str | None,
     out: Path,
     *,
-    polygons: bool = False,
+    segmentation: SegmentationMode = "source",
     accepted_only: bool = False,
     png_layout: str = "label",
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportReport:
     """Export a project's current masks (the CLI's ``export``, also run by the GUI on a worker thread).
 
-    ``fmt`` is one of EXPORT_FORMATS or None for the format the project came from; ``png_layout`` is
+    ``fmt`` is one of EXPORT_FORMATS or None for the format the project came from; ``segmentation`` is one
+    of SEGMENTATION_MODES (see ``write_coco``); ``png_layout`` is
     "label" (one label map per image, overlaps in z-order) or "binary" (one PNG per instance).
     ``progress(done, total)`` follows the instances written; an exception it raises stops the export
     and leaves nothing at ``out`` (it is written to a temporary file and renamed). The project is opened
@@ -180,7 +183,6 @@ def export_project(
             report_progress = progress
             report_progress(0, total)
             instances = counted(instances, lambda done: report_progress(done, total))
-        segmentation = "polygon" if polygons else "rle"
         if fmt == "coco":
             report = write_coco(out, store.extra, store.images(), store.categories(), instances,
                                 segmentation=segmentation)

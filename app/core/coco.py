@@ -1,9 +1,10 @@
 """COCO instances JSON and COCO results (predictions): import and streaming export.
 
-Import (``load_coco``, ``load_coco_results``) parses the file once with ``json.loads`` and turns every
-segmentation into compressed RLE with pycocotools, exactly as ``COCO.annToRLE`` does: polygons by
-``frPyObjects`` + ``merge`` at the image's size (batched per image), uncompressed RLE by ``frPyObjects``,
-compressed RLE kept as is. A problem that stops the whole file (not JSON, empty, no ``images`` list, ...)
+Import (``load_coco``, ``load_coco_results``) parses the file once (``app.core.json_polygons``: the
+standard library's scanner, keeping the text of each polygon list) and reads masks as ``COCO.annToRLE``
+does: uncompressed RLE through ``frPyObjects``, compressed RLE kept as is, and polygons kept as the file's
+own text, rasterised by ``frPyObjects`` + ``merge`` the first time the instance's mask is read (their
+coordinates are checked at import). A problem that stops the whole file (not JSON, empty, no ``images`` list, ...)
 raises ``DatasetError`` before anything is returned; a problem with one record is put in the
 ``ImportReport`` and that record (or one polygon part) is skipped.
 
@@ -16,7 +17,12 @@ bbox are the mask's (pixel count, tight box).
 
 Export (``write_coco``) streams: it takes iterables of images, categories and instances (the project store
 hands them over from SQLite) and writes one record per line through ``atomic_open``. Segmentations:
-- ``segmentation="rle"`` (default): compressed RLE for every instance.
+- ``segmentation="source"`` (default): an unedited instance as its file had it (polygons as the very same
+  text, RLE as compressed RLE: a crowd region's uncompressed counts come back compressed, the same pixels),
+  every mask made or changed here as compressed RLE. Nothing is approximated and an unedited dataset
+  exports to its own annotations (docs/decisions/0011). Results files are always RLE (see
+  ``write_coco_results``).
+- ``segmentation="rle"``: compressed RLE for every instance.
 - ``segmentation="polygon"``: an unedited instance imported as polygons gets its original polygons back
   exactly. Any other instance is vectorised (``app.core.polygons.mask_to_polygons``: pixel-edge outlines,
   holes as keyhole cuts, one polygon per part) and the polygons are rasterised again and compared with the
@@ -43,6 +49,7 @@ from app.core.atomic import atomic_open
 from app.core.errors import DatasetError, read_input
 from app.core.gc_pause import paused_gc
 from app.core.images import check_image_files
+from app.core.json_polygons import loads_keeping_polygon_text
 from app.core.model import (
     Category,
     ChangeKind,
@@ -52,6 +59,7 @@ from app.core.model import (
     Provenance,
     ReviewStatus,
     SegmentationFormat,
+    SourcePolygons,
     rle_areas,
 )
 from app.core.polygons import mask_to_polygons, pixel_difference
@@ -59,7 +67,8 @@ from app.core.report import ExportReport, ImportReport
 
 log = logging.getLogger(__name__)
 
-SegmentationMode = Literal["rle", "polygon"]
+SegmentationMode = Literal["source", "rle", "polygon"]
+SEGMENTATION_MODES: tuple[SegmentationMode, ...] = ("source", "rle", "polygon")
 InexactPolicy = Literal["rle", "polygon"]
 
 _IMAGE_KEYS = frozenset({"id", "file_name", "width", "height"})
@@ -91,7 +100,7 @@ def load_coco(
     """
     path = Path(path)
     with paused_gc():
-        data = read_json(path)
+        data, polygon_texts = read_json_keeping_polygons(path, "annotations")
         if not isinstance(data, dict):
             hint = " (a list is a results file: import it as predictions)" if isinstance(data, list) else ""
             raise DatasetError(path, f"top level must be a JSON object with images, annotations and categories{hint}")
@@ -99,7 +108,8 @@ def load_coco(
         report = ImportReport(str(path))
         images = _parse_images(images_raw, report)
         categories = _parse_categories(categories_raw, report)
-        instances = _parse_annotations(annotations_raw, images, categories, report, results=False)
+        instances = _parse_annotations(annotations_raw, images, categories, report, results=False,
+                                       polygon_texts=polygon_texts)
     extra = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
     dataset = Dataset(images, categories, instances, extra, kind or ("lvis" if _looks_like_lvis(data) else "coco"))
     _finish(dataset, report, path, images_dir, check_images)
@@ -122,7 +132,7 @@ def load_coco_results(
     """
     path, images_file = Path(path), Path(images_file)
     with paused_gc():
-        predictions = read_json(path)
+        predictions, polygon_texts = read_json_keeping_polygons(path, None)
         if not isinstance(predictions, list):
             raise DatasetError(path, "results must be a JSON list of predictions {image_id, category_id, segmentation, score}")
         meta = read_json(images_file)
@@ -132,7 +142,8 @@ def load_coco_results(
         report = ImportReport(str(path))
         images = _parse_images(images_raw, report, file=str(images_file))
         categories = _parse_categories(categories_raw, report, file=str(images_file))
-        instances = _parse_annotations(predictions, images, categories, report, results=True)
+        instances = _parse_annotations(predictions, images, categories, report, results=True,
+                                       polygon_texts=polygon_texts)
     extra = {k: v for k, v in meta.items() if k not in ("images", "annotations", "categories")}
     dataset = Dataset(images, categories, instances, extra, "results")
     _finish(dataset, report, images_file, images_dir, check_images)
@@ -141,9 +152,22 @@ def load_coco_results(
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Parse a JSON file; anything that stops it (missing, empty, not JSON, not UTF-8) is a DatasetError."""
+    return _parse_json(path, json.loads, read_input(path))
+
+
+def read_json_keeping_polygons(path: str | os.PathLike[str], list_key: str | None) -> tuple[Any, list[str | None] | None]:
+    """``read_json`` plus the polygon text of each record of ``data[list_key]`` (see ``app.core.json_polygons``)."""
     data = read_input(path)
     try:
-        return json.loads(data)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:  # UTF-16/32 or not text: json.loads tells which
+        return _parse_json(path, json.loads, data), None
+    return _parse_json(path, lambda t: loads_keeping_polygon_text(t, list_key), text)
+
+
+def _parse_json(path: str | os.PathLike[str], parse: Callable[[Any], Any], data: bytes | str) -> Any:
+    try:
+        return parse(data)
     except json.JSONDecodeError as e:
         raise DatasetError(path, f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
     except UnicodeDecodeError:
@@ -242,26 +266,29 @@ def _parse_categories(items: list[Any], report: ImportReport, file: str | None =
 
 
 class _AnnotationParser:
-    """One pass over the annotations, then polygons rasterised per image and compressed RLE checked in bulk.
+    """One pass over the annotations, then polygon coordinates and compressed RLE checked in bulk.
 
     The per-annotation pass only checks structure (cheap type and length tests); coordinates are converted
-    and checked once per image, so a 245k-instance file costs little beyond pycocotools' rasterisation.
+    and checked once per image. Polygons are not rasterised here: an instance keeps them (as the file's
+    own text where ``polygon_texts`` has it) and rasterises them the first time its mask is read.
     """
 
-    def __init__(self, images: dict[int, ImageRecord], categories: dict[int, Category], report: ImportReport, results: bool):
+    def __init__(self, images: dict[int, ImageRecord], categories: dict[int, Category], report: ImportReport,
+                 results: bool, polygon_texts: list[str | None] | None):
         self.images, self.categories, self.report, self.results = images, categories, report, results
+        self.polygon_texts = polygon_texts
         self.instances: list[Instance] = []
         self.file_index: list[int] = []
         self.polygons: dict[int, list[tuple[int, list[Any]]]] = {}
         self.compressed: list[int] = []
         self.dropped: set[int] = set()
-        self.provenance_time = time.time()
+        self.provenance = Provenance(ChangeKind.IMPORTED, None, None, None, time.time())
 
     def run(self, items: list[Any]) -> list[Instance]:
         seen: set[int] = set()
         for index, item in enumerate(items):
             self._one(index, item, seen)
-        self._rasterise_polygons()
+        self._check_polygons()
         self._check_compressed()
         if self.dropped:
             return [inst for k, inst in enumerate(self.instances) if k not in self.dropped]
@@ -307,8 +334,10 @@ class _AnnotationParser:
                 return
             fmt = SegmentationFormat.POLYGON
             if parts:
-                rle: dict[str, Any] = {"size": [height, width], "counts": ""}
-                original["segmentation"] = parts
+                rle: dict[str, Any] = {"size": [height, width]}  # rasterised on first use
+                texts = self.polygon_texts
+                source = texts[index] if texts is not None and parts is seg else None
+                original["segmentation"] = parts if source is None else SourcePolygons(source)
             else:
                 add("empty segmentation", record=self._name(index, ann_id), action="kept as an empty mask")
                 rle = _empty_rle(height, width)
@@ -352,7 +381,7 @@ class _AnnotationParser:
         k = len(self.instances)
         self.instances.append(Instance(
             ann_id, image_id, cat_id, rle, score, int(iscrowd), ReviewStatus.UNREVIEWED,
-            Provenance(ChangeKind.IMPORTED, None, None, None, self.provenance_time), extra, fmt, original or None,
+            self.provenance, extra, fmt, original or None,
         ))
         self.file_index.append(index)
         seen.add(ann_id)
@@ -437,42 +466,21 @@ class _AnnotationParser:
             self.report.add("no usable polygon part", record=record)
         return kept or None
 
-    def _rasterise_polygons(self) -> None:
-        """``frPyObjects`` + ``merge`` as ``COCO.annToRLE`` does, one pycocotools call per image."""
+    def _check_polygons(self) -> None:
+        """Drop annotations whose coordinates are not numbers, not finite, or far outside the image (for
+        those pycocotools would allocate the whole span); one conversion per image when all are fine."""
         for image_id, entries in self.polygons.items():
             image = self.images[image_id]
-            height, width = image.height, image.width
-            entries = self._usable_coordinates(entries, height, width)
-            if not entries:
+            limit = 4.0 * max(image.height, image.width)
+            if _coordinates_ok([p for _, parts in entries for p in parts], limit):
                 continue
-            rles = mask_utils.frPyObjects([p for _, parts in entries for p in parts], height, width)
-            start = 0
             for k, parts in entries:
-                n = len(parts)
-                rle = rles[start] if n == 1 else mask_utils.merge(rles[start : start + n])
-                start += n
-                rle["counts"] = rle["counts"].decode("ascii")
-                self.instances[k].rle = rle
-
-    def _usable_coordinates(
-        self, entries: list[tuple[int, list[Any]]], height: int, width: int
-    ) -> list[tuple[int, list[Any]]]:
-        """Drop annotations whose coordinates are not numbers, not finite, or far outside the image (for
-        those pycocotools would allocate the whole span); checked in one conversion when all are fine."""
-        limit = 4.0 * max(height, width)
-        if _coordinates_ok([p for _, parts in entries for p in parts], limit):
-            return entries
-        kept = []
-        for entry in entries:
-            if _coordinates_ok(entry[1], limit):
-                kept.append(entry)
-            else:
-                self.report.add(
-                    f"polygon coordinates are not all numbers within {limit:g} of the {width}x{height} image",
-                    record=self._record(entry[0]),
-                )
-                self.dropped.add(entry[0])
-        return kept
+                if not _coordinates_ok(parts, limit):
+                    self.report.add(
+                        f"polygon coordinates are not all numbers within {limit:g} of the "
+                        f"{image.width}x{image.height} image", record=self._record(k),
+                    )
+                    self.dropped.add(k)
 
     def _check_compressed(self) -> None:
         if not self.compressed:
@@ -489,19 +497,19 @@ class _AnnotationParser:
 
 
 def _coordinates_ok(parts: list[Any], limit: float) -> bool:
-    expected = sum(map(len, parts))
     try:
-        coords = np.asarray(list(chain.from_iterable(parts)), dtype=np.float64)
+        coords = np.fromiter(chain.from_iterable(parts), np.float64, sum(map(len, parts)))
     except (TypeError, ValueError, OverflowError):
         return False
-    # NaN fails both comparisons and infinity the limit, so no separate finiteness pass is needed
-    return bool(coords.ndim == 1 and coords.size == expected and coords.min() >= -limit and coords.max() <= limit)
+    # NaN (a None reads as NaN) fails both comparisons and infinity the limit: no separate finiteness pass
+    return bool(coords.size == 0 or (coords.min() >= -limit and coords.max() <= limit))
 
 
 def _parse_annotations(
-    items: list[Any], images: dict[int, ImageRecord], categories: dict[int, Category], report: ImportReport, *, results: bool
+    items: list[Any], images: dict[int, ImageRecord], categories: dict[int, Category], report: ImportReport, *,
+    results: bool, polygon_texts: list[str | None] | None = None,
 ) -> list[Instance]:
-    return _AnnotationParser(images, categories, report, results).run(items)
+    return _AnnotationParser(images, categories, report, results, polygon_texts).run(items)
 
 
 def rle_pixel_totals(counts: list[str]) -> np.ndarray:
@@ -588,7 +596,7 @@ def write_coco(
     instances: Iterable[Instance],
     *,
     kind: str = "coco",
-    segmentation: SegmentationMode = "rle",
+    segmentation: SegmentationMode = "source",
     on_inexact: InexactPolicy = "rle",
     tolerance: float = 0.0,
     statuses: Collection[ReviewStatus] | None = None,
@@ -632,7 +640,7 @@ def write_coco_results(
     path: str | os.PathLike[str],
     instances: Iterable[Instance],
     *,
-    segmentation: SegmentationMode = "rle",
+    segmentation: SegmentationMode = "source",
     on_inexact: InexactPolicy = "rle",
     tolerance: float = 0.0,
     statuses: Collection[ReviewStatus] | None = None,
@@ -640,16 +648,17 @@ def write_coco_results(
     """Stream a COCO results list ``[{image_id, category_id, segmentation, score, bbox}, ...]``, atomically.
 
     Instance ids are not written (the results format has none); an instance without a score gets 1.0 and
-    is counted in the report. Unknown keys are written back.
+    is counted in the report. Unknown keys are written back. ``segmentation="source"`` writes RLE here:
+    pycocotools' ``loadRes`` (what evaluates results files) reads result segmentations as RLE only.
     """
     _check_options(segmentation, on_inexact)
     report = ExportReport(str(path))
-    encoder = _Encoder(report, segmentation, on_inexact, tolerance, statuses)
+    encoder = _Encoder(report, "rle" if segmentation == "source" else segmentation, on_inexact, tolerance, statuses)
 
     def body(f: IO[str]) -> None:
         f.write("[\n")
         first = True
-        for chunk in _chunks((_dumps(r) for r in encoder.results(instances)), 512):
+        for chunk in _chunks(map(_record_json, encoder.results(instances)), 512):
             f.write(("" if first else ",\n") + ",\n".join(chunk))
             first = False
         f.write("\n]\n")
@@ -659,8 +668,8 @@ def write_coco_results(
 
 
 def _check_options(segmentation: str, on_inexact: str) -> None:
-    if segmentation not in ("rle", "polygon"):
-        raise ValueError(f"segmentation must be 'rle' or 'polygon', not {segmentation!r}")
+    if segmentation not in SEGMENTATION_MODES:
+        raise ValueError(f"segmentation must be 'source', 'rle' or 'polygon', not {segmentation!r}")
     if on_inexact not in ("rle", "polygon"):
         raise ValueError(f"on_inexact must be 'rle' or 'polygon', not {on_inexact!r}")
 
@@ -677,7 +686,7 @@ def _write_list(f: IO[str], key: str, records: Iterator[dict[str, Any]], report:
     f.write(f'"{key}":[\n')
     n = 0
     for chunk in _chunks(records, 512):
-        f.write((",\n" if n else "") + ",\n".join(map(_dumps, chunk)))
+        f.write((",\n" if n else "") + ",\n".join(map(_record_json, chunk)))
         n += len(chunk)
     f.write("\n]")
     report.counts[key] = n
@@ -733,7 +742,10 @@ class _Encoder:
             yield _with_extra(out, inst.extra) if inst.extra else out
 
     def _geometry(self, instances: Iterable[Instance]) -> Iterator[tuple[Instance, Any, Any, Any]]:
-        """Per instance: segmentation, area and bbox; the mask's own area/bbox computed a chunk at a time."""
+        """Per instance: segmentation, area and bbox; the mask's own area/bbox computed a chunk at a time.
+
+        An instance's RLE is only read where it is written or its area/bbox is needed, so polygons that are
+        written back as they came are never rasterised."""
         counts = self.report.counts
         for chunk in _chunks(instances, _CHUNK):
             if self.statuses is not None:
@@ -742,26 +754,28 @@ class _Encoder:
                 chunk = kept
             if not chunk:
                 continue
-            rles = [_rle_json(inst.rle) for inst in chunk]
             originals = [inst.original_segmentation or {} for inst in chunk]
             need = [k for k, o in enumerate(originals) if "area" not in o or "bbox" not in o]
             areas: dict[int, int] = {}
             boxes: dict[int, list[float]] = {}
             if need:
-                subset = [rles[k] for k in need]
+                subset = [chunk[k].rle for k in need]
                 areas = dict(zip(need, rle_areas(subset)))
                 boxes = dict(zip(need, mask_utils.toBbox(subset).tolist()))
             for k, inst in enumerate(chunk):
                 original = originals[k]
-                seg = rles[k] if self.segmentation == "rle" else self._polygon_or_rle(inst, rles[k], original)
+                seg = self._segmentation(inst, original)
                 counts[f"written as {'RLE' if isinstance(seg, dict) else 'polygons'}"] += 1
                 source = SegmentationFormat(inst.source_format).value if inst.source_format else "unknown"
                 counts[f"source format {source}"] += 1
                 yield inst, seg, original.get("area", areas.get(k)), original.get("bbox", boxes.get(k))
 
-    def _polygon_or_rle(self, inst: Instance, rle: dict[str, Any], original: dict[str, Any]) -> Any:
-        if "segmentation" in original:
+    def _segmentation(self, inst: Instance, original: dict[str, Any]) -> Any:
+        if self.segmentation != "rle" and "segmentation" in original:
             return original["segmentation"]
+        rle = _rle_json(inst.rle)
+        if self.segmentation != "polygon":
+            return rle
         record = f"annotation {inst.id}"
         mask = mask_utils.decode(rle)
         polygons = mask_to_polygons(mask, self.tolerance)
@@ -803,6 +817,17 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _record_json(record: dict[str, Any]) -> str:
+    """A record as one line of JSON; polygons kept as their file's text are written as that text."""
+    polygons = record.get("segmentation")
+    if not isinstance(polygons, SourcePolygons):
+        return _dumps(record)
+    items = list(record.items())
+    k = next(i for i, (key, _) in enumerate(items) if key == "segmentation")
+    head, tail = (_dumps(dict(part))[1:-1] for part in (items[:k], items[k + 1:]))
+    return "{" + ",".join(p for p in (head, f'"segmentation":{polygons.text}', tail) if p) + "}"
 
 
 def _is_int(value: Any) -> bool:

@@ -1,11 +1,14 @@
 """Records of the dataset domain: images, categories, instances.
 
 Masks are raster first: an instance holds its mask as a compressed COCO RLE (pycocotools) and decodes it
-on demand, so a whole dataset never sits decoded in memory. Fields we do not model are kept in ``extra``
-and written back untouched on export.
+on demand, so a whole dataset never sits decoded in memory. Polygons read from a file are rasterised on
+first use rather than at import: for an LVIS-sized file pycocotools' rasterisation alone takes as long as
+parsing the whole file, and most instances of a dataset are never looked at in a session (see
+docs/decisions/0011). Fields we do not model are kept in ``extra`` and written back untouched on export.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -14,6 +17,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from app.core.polygons import polygons_to_rle
 
 
 class ReviewStatus(str, Enum):
@@ -42,9 +47,10 @@ class ChangeKind(str, Enum):
     REFINED = "refined"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Provenance:
-    """The last change to an instance: who or what made it, and with which refiner settings."""
+    """The last change to an instance: who or what made it, and with which refiner settings. Frozen, so
+    the instances of one import can share one."""
 
     kind: ChangeKind = ChangeKind.IMPORTED
     weights: str | None = None
@@ -80,9 +86,34 @@ class Category:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SourcePolygons:
+    """A polygon list exactly as the JSON text it had in the imported file.
+
+    Export writes the text back as it was, so an unedited annotation keeps its bytes, and no float is
+    formatted again (for an LVIS-sized file, re-formatting the coordinates costs more than parsing the whole
+    file). The numbers are parsed only when a mask or a coordinate is needed.
+    """
+
+    text: str
+
+    def parse(self) -> list[list[float]]:
+        return json.loads(self.text)
+
+
+def source_polygons(original: dict[str, Any] | None) -> list[list[float]] | None:
+    """The polygons of an ``Instance.original_segmentation`` as numbers, None when it has none."""
+    polygons = None if original is None else original.get("segmentation")
+    return polygons.parse() if isinstance(polygons, SourcePolygons) else polygons
+
+
 @dataclass
 class Instance:
-    """One annotated object: a raster mask kept as compressed RLE (``counts`` as str)."""
+    """One annotated object: a raster mask kept as compressed RLE (``counts`` as str).
+
+    An instance imported as polygons may be built with ``rle={"size": [height, width]}`` (no counts): its
+    mask is then ``original_segmentation``'s polygons, rasterised the first time ``rle`` is read.
+    """
 
     id: int
     image_id: int
@@ -102,8 +133,13 @@ class Instance:
     @property
     def size(self) -> tuple[int, int]:
         """(height, width) of the image the mask covers."""
-        h, w = self.rle["size"]
+        h, w = self._rle["size"]
         return int(h), int(w)
+
+    @property
+    def rasterised(self) -> bool:
+        """Whether the RLE exists yet (False: polygons still to be rasterised on first use)."""
+        return "counts" in self._rle
 
     def mask(self) -> np.ndarray:
         """Decode the mask to a (H, W) bool array."""
@@ -122,6 +158,25 @@ class Instance:
         """Replace the mask; the RLE is re-encoded and the imported geometry no longer applies."""
         self.rle = encode_mask(mask)
         self.original_segmentation = None
+
+
+def _get_rle(self: Instance) -> dict[str, Any]:
+    rle = self._rle
+    if "counts" not in rle:
+        polygons = source_polygons(self.original_segmentation)
+        if polygons is None:
+            raise ValueError(f"instance {self.id} has neither an RLE nor polygons")
+        rle = self._rle = polygons_to_rle(polygons, *rle["size"])
+    return rle
+
+
+def _set_rle(self: Instance, rle: dict[str, Any]) -> None:
+    self._rle = rle
+
+
+# A property set after @dataclass, so the generated __init__, replace(), eq and repr all go through it:
+# an instance still holding polygons rasterises them the first time anything reads its RLE.
+Instance.rle = property(_get_rle, _set_rle, doc="The mask as compressed COCO RLE (``counts`` as str).")  # type: ignore[assignment]
 
 
 def rle_areas(rles: Sequence[dict[str, Any]]) -> list[int]:

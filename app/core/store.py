@@ -33,8 +33,9 @@ from app.core.gc_pause import paused_gc
 from app.core.history import EDIT_COLUMNS, Edit, EditAction, edit_from_row
 from app.core.model import (
     Category, ChangeKind, Dataset, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat,
-    encode_mask,
+    encode_mask, source_polygons,
 )
+from app.core.polygons import polygons_to_rle
 from app.core.store_errors import ProjectError, ReadOnlyProjectError
 from app.core.store_import import AddResult, ProgressFn, add_to_project, build_project
 from app.core.store_lock import ProjectLock
@@ -354,7 +355,7 @@ class ProjectStore:
                 provenance=provenance or Provenance(ChangeKind.MANUAL),
             )
             self._require_category(category_id)
-            insert_instances(conn, [inst], {image_id: 0 if top is None else top + 1})
+            insert_instances(conn, [inst], {image_id: 0 if top is None else top + 1}, rasterise=True)
             return self._record_whole(new_id, EditAction.CREATE, None, self._row(new_id), {})
 
     def delete_instance(self, instance_id: int) -> Edit:
@@ -444,7 +445,9 @@ class ProjectStore:
         if row is None:
             raise ProjectError(self.path, f"no instance with id {instance_id}")
         values = dict(zip(("counts", "height", "width", *ROW_COLUMNS), row))
-        values["original_segmentation"] = unpack_original(values["original_segmentation"])
+        values["original_segmentation"] = original = unpack_original(values["original_segmentation"])
+        if values["counts"] is None:  # imported polygons not rasterised yet: the history needs the pixels
+            values["counts"] = polygons_to_rle(source_polygons(original), values["height"], values["width"])["counts"]
         return values
 
     def _rle_for(self, mask: MaskLike, size: tuple[int, int], what: str) -> dict[str, Any]:
@@ -476,7 +479,7 @@ class ProjectStore:
                     changes["source_format"] = SegmentationFormat.MASK.value
                 assignments = dict(changes)
                 original = changes.get("original_segmentation", row["original_segmentation"])
-                area, x, y, w, h = geometry([(rle, original)])[0]
+                area, x, y, w, h = geometry([original], lambda _: rle)[0]
                 assignments.update(counts=new_counts, area=area, bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h)
             self._update(instance_id, assignments)
             keys = [k for k in STATE_COLUMNS if k in changes or k == "status"]
@@ -498,7 +501,7 @@ class ProjectStore:
         rle = deletion.before_rle
         state = dict(deletion.before or {})
         original = state.pop("original_segmentation")
-        area, x, y, w, h = geometry([(rle, original)])[0]
+        area, x, y, w, h = geometry([original], lambda _: rle)[0]
         columns = ("id", "height", "width", "area", "bbox_x", "bbox_y", "bbox_w", "bbox_h", *state)
         values = (deletion.instance_id, *rle["size"], area, x, y, w, h, *state.values())
         self._conn.execute(

@@ -70,7 +70,8 @@ def add_to_project(
     next_z = dict(conn.execute("SELECT image_id, MAX(z_order) + 1 FROM instances GROUP BY image_id"))
     incoming = (_with_id(inst, renumbered.get(inst.id, inst.id)) for inst in dataset.instances)
     category_ids = set(known_cats) | {c.id for c in new_cats}
-    insert_instances(conn, _checked(project, incoming, sizes, category_ids, progress, len(dataset.instances)), next_z)
+    checked = _checked(project, incoming, sizes, category_ids, progress, len(dataset.instances))
+    insert_instances(conn, checked, next_z, rasterise=True)  # the file may be format 1 (counts NOT NULL)
     return AddResult(len(new_images), len(new_cats), len(dataset.instances), renumbered)
 
 
@@ -102,7 +103,7 @@ def build_project(
     source = source_path or "dataset"
     checked = _checked(source, iter(dataset.instances), sizes, set(dataset.categories), progress,
                        len(dataset.instances))
-    insert_instances(conn, checked, {})
+    insert_instances(conn, checked, {}, rasterise=False)
     conn.execute("COMMIT")
     conn.executescript(INDEXES)
     conn.execute("PRAGMA journal_mode = WAL")

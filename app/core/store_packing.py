@@ -9,7 +9,12 @@ the whole file did (float formatting), so the usual shape, ``{"segmentation": [[
 
 Each group is int64 when all its numbers are integers (a flag says so) and float64 otherwise, which holds
 every JSON number of these fields exactly. A polygon mixing integers and floats comes back all floats
-(equal values). Anything else (other keys, non-numeric values) is kept as JSON text.
+(equal values). Polygons kept as their file's text (``SourcePolygons``, what an import makes) are stored
+as that text, so nothing is converted either way:
+
+    0x02, flags, [8-byte area], [4 x 8-byte bbox], UTF-8 polygon text
+
+Anything else (other keys, non-numeric values) is kept as JSON text.
 """
 from __future__ import annotations
 
@@ -19,11 +24,15 @@ import sys
 from array import array
 from typing import Any
 
-_TAG = 1
+from app.core.model import SourcePolygons
+
+_TAG, _TEXT_TAG = 1, 2
 _COORDS_INT, _HAS_AREA, _AREA_INT, _HAS_BBOX, _BBOX_INT = 1, 2, 4, 8, 16
 _KEYS = frozenset({"segmentation", "area", "bbox"})
 _NUMBER_TYPES = frozenset({int, float})
 _HEADER = struct.Struct("<BBI")
+_TEXT_HEADER = struct.Struct("<BB")
+_TEXT_FLOATS = struct.Struct("<BB5d")
 _SWAP = sys.byteorder != "little"
 
 
@@ -40,6 +49,8 @@ def unpack_original(value: bytes | str | None) -> dict[str, Any] | None:
         return None
     if isinstance(value, str):
         return json.loads(value)
+    if value[0] == _TEXT_TAG:
+        return _unpack_text(value)
     _, flags, n_parts = _HEADER.unpack_from(value)
     lengths = struct.unpack_from(f"<{n_parts}I", value, _HEADER.size)
     start = _HEADER.size + 4 * n_parts
@@ -62,6 +73,8 @@ def unpack_original(value: bytes | str | None) -> dict[str, Any] | None:
 
 def _pack(original: dict[str, Any]) -> bytes | None:
     segmentation = original.get("segmentation")
+    if isinstance(segmentation, SourcePolygons):
+        return _pack_text(original, segmentation)
     if type(segmentation) is not list or not segmentation or not original.keys() <= _KEYS:
         return None
     if any(type(part) is not list for part in segmentation):
@@ -85,6 +98,42 @@ def _pack(original: dict[str, Any]) -> bytes | None:
         chunks.append(box[1])
     chunks[0] = _HEADER.pack(_TAG, flags, len(segmentation))
     return b"".join(chunks)
+
+
+def _pack_text(original: dict[str, Any], polygons: SourcePolygons) -> bytes | None:
+    area, box = original.get("area"), original.get("bbox")
+    if type(area) is float and type(box) is list and len(box) == 4 and len(original) == 3 \
+            and type(box[0]) is float and type(box[1]) is float and type(box[2]) is float and type(box[3]) is float:
+        # the usual case (COCO and LVIS write floats), in one call; the same layout as below
+        return _TEXT_FLOATS.pack(_TEXT_TAG, _HAS_AREA | _HAS_BBOX, area, *box) + polygons.text.encode("utf-8")
+    if not original.keys() <= _KEYS:
+        return None
+    flags, chunks = 0, [b""]
+    for key, has, integer, count in (("area", _HAS_AREA, _AREA_INT, 1), ("bbox", _HAS_BBOX, _BBOX_INT, 4)):
+        if key in original:
+            value = original[key]
+            fixed = _fixed([value] if key == "area" else value)
+            if fixed is None or (count == 4 and len(value) != 4):
+                return None
+            flags |= has | (integer if fixed[0] else 0)
+            chunks.append(fixed[1])
+    chunks[0] = _TEXT_HEADER.pack(_TEXT_TAG, flags)
+    chunks.append(polygons.text.encode("utf-8"))
+    return b"".join(chunks)
+
+
+def _unpack_text(value: bytes) -> dict[str, Any]:
+    _, flags = _TEXT_HEADER.unpack_from(value)
+    out: dict[str, Any] = {}
+    at = _TEXT_HEADER.size
+    if flags & _HAS_AREA:
+        out["area"] = _read(value[at:at + 8], "q" if flags & _AREA_INT else "d")[0]
+        at += 8
+    if flags & _HAS_BBOX:
+        out["bbox"] = _read(value[at:at + 32], "q" if flags & _BBOX_INT else "d")
+        at += 32
+    out["segmentation"] = SourcePolygons(value[at:].decode("utf-8"))
+    return out
 
 
 def _fixed(values: Any) -> tuple[bool, bytes] | None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from pycocotools import mask as mask_utils
 
 from app.core.model import (
-    Category, ChangeKind, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat, rle_areas,
+    Category, ChangeKind, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat, SourcePolygons,
+    rle_areas,
 )
 from app.core.store_packing import pack_original, unpack_original
 
@@ -74,10 +75,17 @@ INSERT_CATEGORY = f"INSERT INTO categories (seq, {CATEGORY_COLUMNS}) VALUES ({',
 
 
 def dump_json(value: Any) -> str:
-    """Compact JSON; empty dicts skip the encoder (most records have no unknown fields)."""
+    """Compact JSON; empty dicts skip the encoder (most records have no unknown fields). Polygons kept as
+    their file's text are written as the polygons (an edit's history keeps them as numbers)."""
     if isinstance(value, dict) and not value:
         return "{}"
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"), default=_polygon_numbers)
+
+
+def _polygon_numbers(value: Any) -> Any:
+    if isinstance(value, SourcePolygons):
+        return value.parse()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def load_json(text: str | None) -> Any:
@@ -112,16 +120,19 @@ def _mask_geometry(rles: Sequence[dict[str, Any]]) -> Iterator[tuple[int, float,
     return ((a, float(b[0]), float(b[1]), float(b[2]), float(b[3])) for a, b in zip(rle_areas(rles), boxes))
 
 
-def geometry(instances: Sequence[tuple[dict[str, Any], dict[str, Any] | None]]) -> list[tuple[float, ...]]:
-    """(area, x, y, w, h) of each (RLE, original segmentation) pair: the annotation's own area and bbox while
-    it carries them (what export writes, and what COCO's size classes use), else the mask's."""
+def geometry(
+    originals: Sequence[dict[str, Any] | None], rle_at: Callable[[int], dict[str, Any]]
+) -> list[tuple[float, ...]]:
+    """(area, x, y, w, h) per instance from its original segmentation: the annotation's own area and bbox
+    while it carries them (what export writes, and what COCO's size classes use), else the mask's, whose
+    RLE ``rle_at(k)`` gives; it is only asked for those, so polygons not yet rasterised stay so."""
     def own(original: dict[str, Any] | None) -> tuple[float, ...] | None:
         if original is None or "area" not in original or len(original.get("bbox") or ()) != 4:
             return None
         return (original["area"], *original["bbox"])
 
-    owns = [own(original) for _, original in instances]
-    computed = _mask_geometry([rle for (rle, _), o in zip(instances, owns) if o is None])
+    owns = [own(original) for original in originals]
+    computed = _mask_geometry([rle_at(k) for k, o in enumerate(owns) if o is None])
     return [o if o is not None else next(computed) for o in owns]
 
 
@@ -144,34 +155,39 @@ def provenance_values(p: Provenance) -> tuple[str, str | None, str | None, int |
 
 
 def insert_instances(
-    conn: sqlite3.Connection, instances: Iterable[Instance], next_z: dict[int, int], batch: int = INSERT_BATCH
+    conn: sqlite3.Connection, instances: Iterable[Instance], next_z: dict[int, int], *, rasterise: bool,
+    batch: int = INSERT_BATCH,
 ) -> None:
     """Insert instances and their masks, a batch at a time (geometry takes few pycocotools calls per batch).
 
     File order is overlap order: each instance goes above the ones before it on its image. ``next_z`` maps
-    an image id to the next free z (images absent from it start at 0) and is advanced in place.
+    an image id to the next free z (images absent from it start at 0) and is advanced in place. Polygons
+    not rasterised yet are stored without counts unless ``rasterise`` (format 1 files require counts).
     """
     chunk: list[Instance] = []
     for inst in instances:
         chunk.append(inst)
         if len(chunk) == batch:
-            _insert_chunk(conn, chunk, next_z)
+            _insert_chunk(conn, chunk, next_z, rasterise)
             chunk = []
-    _insert_chunk(conn, chunk, next_z)
+    _insert_chunk(conn, chunk, next_z, rasterise)
 
 
-def _insert_chunk(conn: sqlite3.Connection, chunk: list[Instance], next_z: dict[int, int]) -> None:
+def _insert_chunk(conn: sqlite3.Connection, chunk: list[Instance], next_z: dict[int, int], rasterise: bool) -> None:
     rows, masks = [], []
-    for inst, geo in zip(chunk, geometry([(inst.rle, inst.original_segmentation) for inst in chunk])):
-        rle, p, image_id = inst.rle, inst.provenance, inst.image_id
+    geometries = geometry([inst.original_segmentation for inst in chunk], lambda k: chunk[k].rle)
+    for inst, geo in zip(chunk, geometries):
+        p, image_id = inst.provenance, inst.image_id
         z_order = next_z.get(image_id, 0)
         next_z[image_id] = z_order + 1
+        height, width = inst.size
         rows.append((
-            inst.id, image_id, inst.category_id, rle["size"][0], rle["size"][1], inst.score, int(inst.iscrowd),
+            inst.id, image_id, inst.category_id, height, width, inst.score, int(inst.iscrowd),
             _VALUE[inst.status], _VALUE[p.kind], p.weights, p.mode, p.steps, p.timestamp, z_order,
             _VALUE.get(inst.source_format), dump_json(inst.extra), *geo,
         ))
-        masks.append((inst.id, counts_text(rle), pack_original(inst.original_segmentation)))
+        counts = counts_text(inst.rle) if rasterise or inst.rasterised else None
+        masks.append((inst.id, counts, pack_original(inst.original_segmentation)))
     conn.executemany(INSERT_INSTANCE, rows)
     conn.executemany(INSERT_MASK, masks)
 
@@ -179,8 +195,9 @@ def _insert_chunk(conn: sqlite3.Connection, chunk: list[Instance], next_z: dict[
 def instance_from_row(row: Sequence[Any]) -> StoredInstance:
     (iid, image_id, category_id, counts, h, w, score, iscrowd, status, pkind, pweights, pmode, psteps, ptime,
      z_order, locked, hidden, changed, confidence, source_format, original, extra) = row
+    rle = {"size": [h, w]} if counts is None else rle_from(counts, h, w)  # None: polygons, rasterised on use
     return StoredInstance(
-        id=iid, image_id=image_id, category_id=category_id, rle=rle_from(counts, h, w), score=score,
+        id=iid, image_id=image_id, category_id=category_id, rle=rle, score=score,
         iscrowd=iscrowd, status=_STATUS[status],
         provenance=Provenance(_KIND[pkind], pweights, pmode, psteps, ptime), extra=load_json(extra),
         source_format=_FORMAT.get(source_format),

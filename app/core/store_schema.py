@@ -8,12 +8,15 @@ COCO's size classes are computed from), the mask's pixel count and tight box oth
 instances it is the rowid, so export reads the table front to back and ``id`` lookups use a unique index.
 The bulky part of an instance (its RLE counts and imported polygons, about 1 kB for LVIS) lives in
 ``instance_masks``, keyed by instance id, so that filtering, sorting and counting scan a narrow table.
+Imported polygons are stored as the file's text without counts (NULL) until the instance's mask is first
+changed: rasterising every polygon at import would cost as much as parsing the file (format 2; format 1
+files always have counts and open unchanged, docs/decisions/0011).
 """
 from __future__ import annotations
 
 import sqlite3
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PROJECT_SUFFIX = ".srproj"
 
 SCHEMA = """
@@ -44,7 +47,7 @@ CREATE TABLE categories (
 );
 CREATE TABLE instances (
     seq INTEGER PRIMARY KEY,
-    id INTEGER NOT NULL UNIQUE,
+    id INTEGER NOT NULL,
     image_id INTEGER NOT NULL REFERENCES images(id),
     category_id INTEGER NOT NULL REFERENCES categories(id),
     height INTEGER NOT NULL,
@@ -72,7 +75,7 @@ CREATE TABLE instances (
 );
 CREATE TABLE instance_masks (
     instance_id INTEGER PRIMARY KEY REFERENCES instances(id) ON DELETE CASCADE,
-    counts TEXT NOT NULL,
+    counts TEXT,
     original_segmentation BLOB
 );
 CREATE TABLE edits (
@@ -97,6 +100,7 @@ CREATE TABLE session_state (
 # Built after a bulk import: filling indexed tables row by row is slower than indexing once. No index on
 # status: four values over a narrow table scan as fast as an index would serve them.
 INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS instances_by_id ON instances(id);
 CREATE INDEX IF NOT EXISTS instances_by_image ON instances(image_id, z_order);
 CREATE INDEX IF NOT EXISTS instances_by_category ON instances(category_id);
 CREATE INDEX IF NOT EXISTS edits_by_instance ON edits(instance_id);

@@ -1,4 +1,4 @@
-"""The export dialog: COCO, LVIS, COCO results or PNG masks, RLE or polygons, all or accepted only.
+"""The export dialog: COCO, LVIS, COCO results or PNG masks; masks as imported, RLE or polygons; all or accepted only.
 
 The export itself is the CLI's (``cli_dataset.export_project``), run on the thread pool against its own
 read-only connection to the project, so the window stays usable and the file is written atomically. The
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.cli_dataset import export_project
+from app.core.coco import SegmentationMode
 from app.core.report import ExportReport
 from app.gui.workers import Task, TaskRunner
 
@@ -45,13 +46,13 @@ class ExportChoice:
 
     fmt: str
     out: Path
-    polygons: bool
+    segmentation: SegmentationMode
     accepted_only: bool
     png_layout: str
 
     def run(self, project: Path, progress: Callable[[int, int], None]) -> ExportReport:
-        return export_project(project, self.fmt, self.out, polygons=self.polygons, accepted_only=self.accepted_only,
-                              png_layout=self.png_layout, progress=progress)
+        return export_project(project, self.fmt, self.out, segmentation=self.segmentation,
+                              accepted_only=self.accepted_only, png_layout=self.png_layout, progress=progress)
 
 
 class ExportDialog(QDialog):
@@ -73,9 +74,10 @@ class ExportDialog(QDialog):
         for key, text in FORMATS.items():
             self.format_box.addItem(text, key)
         self.format_box.setCurrentIndex(self.format_box.findData(default_format(kind)))
-        self.rle_button = QRadioButton("RLE (exact)")
+        self.source_button = QRadioButton("As imported; masks changed here as RLE (exact)")
+        self.rle_button = QRadioButton("RLE for every instance (exact)")
         self.polygon_button = QRadioButton("Polygons (RLE where a polygon cannot be exact)")
-        self.rle_button.setChecked(True)
+        self.source_button.setChecked(True)
         self.accepted_only = QCheckBox("Only instances marked accepted")
         self.path_edit = QLineEdit()
         browse = QPushButton("Browse…")
@@ -94,7 +96,8 @@ class ExportDialog(QDialog):
         self.report_view.hide()
         form = QFormLayout()
         form.addRow("Format", self.format_box)
-        form.addRow("Masks", self.rle_button)
+        form.addRow("Masks", self.source_button)
+        form.addRow("", self.rle_button)
         form.addRow("", self.polygon_button)
         form.addRow("", self.accepted_only)
         form.addRow("Save to", path_row)
@@ -123,8 +126,8 @@ class ExportDialog(QDialog):
 
     def _format_changed(self) -> None:
         png = self.fmt.startswith("png")
-        self.rle_button.setEnabled(not png)
-        self.polygon_button.setEnabled(not png)
+        for button in (self.source_button, self.rle_button, self.polygon_button):
+            button.setEnabled(not png)
         self.path_edit.setText(str(self._default_path()))
 
     def _browse(self) -> None:
@@ -142,10 +145,15 @@ class ExportDialog(QDialog):
         return ExportChoice(
             fmt="png" if png else fmt,
             out=Path(self.path_edit.text().strip()).expanduser(),
-            polygons=self.polygon_button.isChecked() and not png,
+            segmentation=self._segmentation(),
             accepted_only=self.accepted_only.isChecked(),
             png_layout="binary" if fmt == "png-binary" else "label",
         )
+
+    def _segmentation(self) -> SegmentationMode:
+        if self.rle_button.isChecked():
+            return "rle"
+        return "polygon" if self.polygon_button.isChecked() else "source"
 
     def start(self) -> None:
         """Run the export on the thread pool; the report shows here when it is written."""

@@ -141,11 +141,11 @@ def test_detect_format(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ export
 @needs_coco_tiny
-@pytest.mark.parametrize("polygons", [False, True])
+@pytest.mark.parametrize("segmentation", ["source", "rle", "polygon"])
 def test_export_reads_back_pixel_exact(val_project: Path, val_masks: dict[int, np.ndarray], tmp_path: Path,
-                                       polygons: bool, capsys: pytest.CaptureFixture[str]) -> None:
+                                       segmentation: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.json"
-    assert run("export", "--project", val_project, "--out", out, *(["--polygons"] if polygons else [])) == 0
+    assert run("export", "--project", val_project, "--out", out, "--segmentation", segmentation) == 0
     assert "exported 815/815 instances" in capsys.readouterr().err
     original, exported = json.loads(VAL.read_text()), json.loads(out.read_text())
     assert exported["images"] == original["images"]
@@ -153,10 +153,17 @@ def test_export_reads_back_pixel_exact(val_project: Path, val_masks: dict[int, n
     got = masks_by_id(COCO(str(out)))
     assert got.keys() == val_masks.keys()
     assert all(np.array_equal(got[i], val_masks[i]) for i in got)
-    if polygons:  # unedited polygons come back as they were; crowd RLE is vectorised (pixel-exact above)
-        by_id = {a["id"]: a for a in exported["annotations"]}
+    by_id = {a["id"]: a for a in exported["annotations"]}
+    if segmentation == "source":  # an unedited project exports to its own annotations (crowd RLE compressed)
+        kept = [a for a in original["annotations"] if not isinstance(a["segmentation"], dict)]
+        assert [by_id[a["id"]] for a in kept] == kept
+        assert all(isinstance(by_id[a["id"]]["segmentation"]["counts"], str) for a in original["annotations"]
+                   if isinstance(a["segmentation"], dict))
+    if segmentation == "polygon":  # unedited polygons come back as they were; crowd RLE is vectorised
         assert [by_id[a["id"]] for a in original["annotations"] if isinstance(a["segmentation"], list)] == [
             a for a in original["annotations"] if isinstance(a["segmentation"], list)]
+    if segmentation == "rle":
+        assert all(isinstance(a["segmentation"], dict) for a in exported["annotations"])
 
 
 @needs_coco_tiny
@@ -172,14 +179,15 @@ def test_export_after_edits_accepted_only(tmp_path: Path, capsys: pytest.Capture
         store.set_mask(first, edited, provenance=Provenance(ChangeKind.REFINED, "compact", "lr", 4))
         store.set_status(first, ReviewStatus.ACCEPTED)
         store.set_status(second, ReviewStatus.ACCEPTED)
-    for flag in ([], ["--polygons"]):
-        out = tmp_path / f"accepted{len(flag)}.json"
-        assert run("export", "--project", project, "--out", out, "--accepted-only", *flag) == 0
+    for mode in ("source", "rle", "polygon"):
+        out = tmp_path / f"accepted-{mode}.json"
+        assert run("export", "--project", project, "--out", out, "--accepted-only", "--segmentation", mode) == 0
         assert "813 excluded by status" in capsys.readouterr().out
         coco = COCO(str(out))
         assert sorted(coco.anns) == sorted([first, second])
         assert np.array_equal(coco.annToMask(coco.anns[first]), edited)
         assert coco.anns[first]["area"] == int(edited.sum())
+        assert isinstance(coco.anns[first]["segmentation"], list if mode == "polygon" else dict)  # an edit: RLE
 
 
 @needs_coco_tiny
@@ -269,7 +277,7 @@ def test_lvis_round_trips_through_a_project_unchanged(tmp_path: Path) -> None:
     assert run("import", LVIS, "--project", project) == 0
     with ProjectStore.open(project, read_only=True) as store:
         assert store.kind == "lvis"
-    assert run("export", "--project", project, "--out", out, "--polygons") == 0
+    assert run("export", "--project", project, "--out", out) == 0
     assert json.loads(out.read_text()) == json.loads(LVIS.read_text())
 
 

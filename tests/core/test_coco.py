@@ -32,7 +32,7 @@ def _by_id(records: list[dict]) -> dict[int, dict]:
 
 
 @pytest.mark.parametrize("source", REAL_FILES, ids=lambda p: p.name)
-@pytest.mark.parametrize("segmentation", ["rle", "polygon"])
+@pytest.mark.parametrize("segmentation", ["source", "rle", "polygon"])
 def test_round_trip_is_exact_on_real_files(source: Path, segmentation: str, tmp_path: Path) -> None:
     """Import then export with no edits: same pixels (by pycocotools), ids, categories and unknown fields."""
     require(source)
@@ -52,9 +52,9 @@ def test_round_trip_is_exact_on_real_files(source: Path, segmentation: str, tmp_
     for ann_id, ann in src_anns.items():
         got = dst_anns[ann_id]
         assert {k: v for k, v in ann.items() if k != "segmentation"} == {k: v for k, v in got.items() if k != "segmentation"}
-        if segmentation == "polygon" and isinstance(ann["segmentation"], list):
+        if segmentation != "rle" and isinstance(ann["segmentation"], list):
             assert got["segmentation"] == ann["segmentation"]  # the original polygons, exactly
-        if segmentation == "rle":
+        if segmentation == "rle" or (segmentation == "source" and isinstance(ann["segmentation"], dict)):
             assert isinstance(got["segmentation"]["counts"], str)
 
 
@@ -317,3 +317,18 @@ def test_export_of_many_edited_instances(tmp_path: Path) -> None:
     report = save_coco(dataset, tmp_path / "out.json")
     anns = read(tmp_path / "out.json")["annotations"]
     assert report.counts["annotations"] == 300 and {a["area"] for a in anns} == {int(dataset.instances[0].area)}
+
+
+def test_polygons_are_kept_as_text_and_rasterised_on_first_use() -> None:
+    """Import does not rasterise: each polygon instance keeps its file's text until its mask is read."""
+    from app.core.model import SourcePolygons
+
+    dataset, _ = load_coco(require(LVIS_7))
+    api = coco_api(LVIS_7)
+    assert all(not inst.rasterised for inst in dataset.instances)
+    assert all(isinstance(inst.original_segmentation["segmentation"], SourcePolygons) for inst in dataset.instances)
+    inst = dataset.instances[0]
+    assert inst.size == (api.imgs[inst.image_id]["height"], api.imgs[inst.image_id]["width"])
+    assert not inst.rasterised  # the size needs no pixels
+    assert np.array_equal(inst.mask(), api.annToMask(api.anns[inst.id]).astype(bool))
+    assert inst.rasterised and inst.rle["counts"] == api.annToRLE(api.anns[inst.id])["counts"].decode()

@@ -23,7 +23,7 @@ def test_polygon_export_of_unedited_lvis_equals_the_source(source: Path, tmp_pat
 def test_rle_export_keeps_every_field_but_the_encoding(tmp_path: Path) -> None:
     source = require(LVIS_7)
     dataset, _ = load_lvis(source)
-    save_lvis(dataset, tmp_path / "out.json")
+    save_lvis(dataset, tmp_path / "out.json", segmentation="rle")
     src, out = read(source), read(tmp_path / "out.json")
     strip = lambda anns: [{k: v for k, v in a.items() if k != "segmentation"} for a in anns]  # noqa: E731
     assert strip(out["annotations"]) == strip(src["annotations"])

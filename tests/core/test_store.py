@@ -19,6 +19,7 @@ from app.core.store import ProjectStore
 from app.core.store_errors import ProjectError, ReadOnlyProjectError
 from app.core.store_packing import pack_original, unpack_original
 from app.core.store_query import InstanceFilter
+from tests.core.codec_samples import tiny_coco
 from tests.core.store_samples import H, W, blob, ring, sample_dataset, two_parts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -485,6 +486,88 @@ def test_unusual_imported_geometry_is_kept_as_json(original: dict) -> None:
     assert unpack_original(packed) == original
 
 
+@pytest.mark.parametrize("extra", [{}, {"area": 959.73, "bbox": [12.08, 245.03, 32.49, 37.45]}, {"area": 7}])
+def test_imported_polygon_text_is_packed_as_text(extra: dict) -> None:
+    from app.core.model import SourcePolygons
+
+    original = {"segmentation": SourcePolygons("[[12.670, 249.44, 35.21,246.69, 44.57, 1e2]]"), **extra}
+    packed = pack_original(original)
+    assert isinstance(packed, bytes) and b"[[12.670, 249.44, 35.21,246.69, 44.57, 1e2]]" in packed
+    assert unpack_original(packed) == original
+
+
 def test_a_polygon_mixing_integers_and_floats_comes_back_equal() -> None:
     original = {"segmentation": [[1, 2.5, 3, 4, 5, 6]], "bbox": [1, 2.5, 4, 3.5]}
     assert unpack_original(pack_original(original)) == original
+
+
+# ------------------------------------------------------------------- imported polygons, rasterised on first use
+def _polygon_project(tmp_path: Path) -> tuple[Path, Path]:
+    """A project imported from a COCO file of polygons spelt as a person would not (``5.50``, spaces)."""
+    from app.core.coco import load_coco
+
+    source = tmp_path / "src.json"
+    data = tiny_coco()
+    text = json.dumps(data).replace('[[5.0, 5.0, 15.0, 5.0, 15.0, 15.0, 5.0, 15.0]]', '[[5.50, 5, 15,5, 15.0,15, 5, 15 ]]')
+    source.write_text(text)
+    dataset, report = load_coco(source)
+    assert report.ok and not any(inst.rasterised for inst in dataset.instances)
+    ProjectStore.create(tmp_path / "p.srproj", dataset, source_path=source).close()
+    return tmp_path / "p.srproj", source
+
+
+def test_imported_polygons_are_stored_as_their_text_and_rasterised_on_first_use(tmp_path: Path) -> None:
+    from app.core.model import SourcePolygons
+    from app.core.polygons import polygons_to_rle
+
+    project, source = _polygon_project(tmp_path)
+    with ProjectStore.open(project) as store:
+        assert store._conn.execute("SELECT COUNT(*) FROM instance_masks WHERE counts IS NULL").fetchone()[0] == 3
+        inst = store.instance(17)
+        assert not inst.rasterised
+        assert inst.original_segmentation["segmentation"] == SourcePolygons("[[5.50, 5, 15,5, 15.0,15, 5, 15 ]]")
+        expected = polygons_to_rle([[5.5, 5, 15, 5, 15, 15, 5, 15]], 30, 40)
+        assert inst.rle == expected and inst.rasterised
+        edit = store.set_mask(17, np.zeros((30, 40), bool))
+        assert edit.before_rle == expected  # the history holds the imported pixels
+        store.revert(edit.id)
+        back = store.instance(17)
+        assert back.rle == expected and back.original_segmentation["area"] == 100.0
+        assert back.original_segmentation["segmentation"] == [[5.5, 5, 15, 5, 15, 15, 5, 15]]
+
+
+def test_source_export_of_an_unedited_project_writes_the_files_own_polygon_text(tmp_path: Path) -> None:
+    from app.core.coco import write_coco
+
+    project, source = _polygon_project(tmp_path)
+    with ProjectStore.open(project, read_only=True) as store:
+        write_coco(tmp_path / "out.json", store.extra, store.images(), store.categories(), store.iter_instances())
+    out = (tmp_path / "out.json").read_text()
+    assert out.count('"segmentation":[[5.50, 5, 15,5, 15.0,15, 5, 15 ]]') == 2
+    assert json.loads(out)["annotations"] == json.loads(source.read_text())["annotations"]
+
+
+def test_adding_polygons_to_an_existing_project_stores_their_pixels(tmp_path: Path, store: ProjectStore) -> None:
+    """A project made by format 1 requires counts; an addition always rasterises (it is a small file)."""
+    from app.core.coco import load_coco
+
+    data = tiny_coco(W, H)
+    data["categories"] = [{"id": 1, "name": "acorn"}, {"id": 2, "name": "dog"}]
+    for record in data["images"] + data["annotations"]:
+        record["id"] += 100
+    for ann in data["annotations"]:
+        ann["image_id"] += 100
+    (tmp_path / "add.json").write_text(json.dumps(data))
+    dataset, _ = load_coco(tmp_path / "add.json")
+    store.add_dataset(dataset)
+    assert store.counts_by_image()[101] == 2
+    assert store._conn.execute("SELECT COUNT(*) FROM instance_masks WHERE counts IS NULL").fetchone()[0] == 0
+
+
+def test_a_format_1_project_still_opens(project: Path) -> None:
+    conn = sqlite3.connect(project)
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    conn.commit()
+    conn.close()
+    with ProjectStore.open(project) as store:
+        assert np.array_equal(store.instance(31).mask(), ring())
