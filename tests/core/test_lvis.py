@@ -70,11 +70,12 @@ def test_lvis_export_of_a_coco_dataset_adds_lvis_lists(tmp_path: Path) -> None:
     assert [a.get("iscrowd") for a in out["annotations"]] == [None, None, 1]
 
 
-def test_the_lvis_api_reads_our_export(tmp_path: Path) -> None:
+@pytest.mark.parametrize("segmentation", ["source", "rle"])
+def test_the_lvis_api_reads_our_export(segmentation: str, tmp_path: Path) -> None:
     lvis = pytest.importorskip("lvis", reason="the lvis package needs opencv-python (clashes with PySide6) and matplotlib; run this in a separate venv")
     source = require(LVIS_7)
     dataset, _ = load_lvis(source)
-    save_lvis(dataset, tmp_path / "out.json")
+    save_lvis(dataset, tmp_path / "out.json", segmentation=segmentation)
     ours, theirs = lvis.LVIS(str(tmp_path / "out.json")), lvis.LVIS(str(source))
     assert sorted(ours.get_ann_ids()) == sorted(theirs.get_ann_ids())
     for ann_id in theirs.get_ann_ids():
