@@ -60,11 +60,13 @@ def weights_name(value: str) -> str:
 
 @dataclass
 class InstanceState:
-    """One instance at one yielded step: its patch and how many reverse steps produced it."""
+    """One instance at one yielded step."""
 
     patch: MaskPatch
-    reverse_steps: int
-    timestep: int
+
+    @property
+    def reverse_steps(self) -> int:
+        return self.patch.reverse_steps
 
     @cached_property
     def mean_confidence(self) -> float:
@@ -106,12 +108,7 @@ class RefineRun:
     def add(self, step: RefineStep) -> dict[int, InstanceState]:
         current = dict(self.snapshots[-1]) if self.snapshots else {}
         for index, patch in zip(step.indices, step.results):
-            instance_id = self.job.instance_ids[index]
-            before = current.get(instance_id)
-            count = 0 if before is None else before.reverse_steps
-            if not patch.skipped and (before is None or before.timestep != step.timestep):
-                count += 1
-            current[instance_id] = InstanceState(patch, count, step.timestep)
+            current[self.job.instance_ids[index]] = InstanceState(patch)
         if self.keep_all:
             self.snapshots.append(current)
             self.steps.append(step)

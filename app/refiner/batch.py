@@ -116,15 +116,15 @@ def _refine_image(store: ProjectStore, refiner: Refiner, options: RefineOptions,
         runs = [(k, refiner.run(image, [mask], options)) for k, mask in enumerate(masks)]
     else:
         runs = [(0, refiner.run(image, masks, options))]
-    finals = {k: (patch, steps) for offset, run in runs for k, patch, steps in _final_patches(run, offset)}
+    finals = {k: patch for offset, run in runs for k, patch in _final_patches(run, offset)}
     changed_here = 0
     for k, instance_id in enumerate(ids):
-        patch, steps = finals[k]
+        patch = finals[k]
         if patch.skipped:
             report.passed_through += 1
             continue
         refined = patch.full_mask(image.shape[:2], masks[k])
-        provenance = Provenance(ChangeKind.REFINED, refiner.name, options.mode, steps)
+        provenance = Provenance(ChangeKind.REFINED, refiner.name, options.mode, patch.reverse_steps)
         store.set_mask(instance_id, refined, provenance=provenance, mean_confidence=float(patch.confidence.mean()))
         report.refined += 1
         report.unchanged += patch.changed == 0
@@ -133,15 +133,10 @@ def _refine_image(store: ProjectStore, refiner: Refiner, options: RefineOptions,
     return f"image {image_id} ({path.name}): {len(ids)} instance(s), {changed_here} px changed, {time.perf_counter() - started:.1f} s"
 
 
-def _final_patches(steps: Iterable[RefineStep], offset: int = 0) -> list[tuple[int, MaskPatch, int]]:
-    """(index, last patch, reverse steps that produced it) for every instance a run yields."""
+def _final_patches(steps: Iterable[RefineStep], offset: int = 0) -> list[tuple[int, MaskPatch]]:
+    """(index, last patch) for every instance a run yields."""
     last: dict[int, MaskPatch] = {}
-    counts: dict[int, int] = {}
-    timesteps: dict[int, int] = {}
     for step in steps:
         for index, patch in zip(step.indices, step.results):
             last[index] = patch
-            if not patch.skipped and timesteps.get(index) != step.timestep:
-                counts[index] = counts.get(index, 0) + 1
-                timesteps[index] = step.timestep
-    return [(offset + i, patch, counts.get(i, 0)) for i, patch in last.items()]
+    return [(offset + i, patch) for i, patch in last.items()]

@@ -235,7 +235,8 @@ def refine_instances(
             results = []
             for j, (i, box) in enumerate(batch):
                 kept = state.coarse[j : j + 1] if settings.keep_native else None
-                results.append(_patch_result(state.mask[j : j + 1], conf[j : j + 1], masks[i], box, guidance, coarse_grid=kept))
+                results.append(_patch_result(state.mask[j : j + 1], conf[j : j + 1], masks[i], box, guidance, k + 1,
+                                             coarse_grid=kept))
             step += 1
             extra = skipped if batch_no == 0 and k == 0 else []
             yield RefineStep(
@@ -265,6 +266,7 @@ def _patch_result(
     coarse_full: np.ndarray,
     box: Box,
     guidance: Guidance,
+    reverse_steps: int,
     mode: str = "bilinear",
     coarse_grid: torch.Tensor | None = None,
 ) -> MaskPatch:
@@ -282,7 +284,7 @@ def _patch_result(
             refined = coarse.copy()
     refined = guidance.clamp(refined, coarse, box)
     confidence = np.clip(_to_box(conf, size, mode), 0.0, 1.0).astype(np.float32)
-    return MaskPatch(box, refined, confidence, changed=int(np.count_nonzero(refined != coarse)))
+    return MaskPatch(box, refined, confidence, changed=int(np.count_nonzero(refined != coarse)), reverse_steps=reverse_steps)
 
 
 def refine_hr(
@@ -329,7 +331,8 @@ def refine_hr(
         logits = denoiser(torch.cat([img, state.mask], dim=1), torch.tensor([t]))
         conf = reverse_step(state, logits, t, last, schedule, generator, settings.deterministic)
         state.mask = _apply_guidance_grid(state.mask, state.coarse, guide)
-        result = _patch_result(state.mask, conf, mask, full_box, guidance, up_mode, state.coarse if settings.keep_native else None)
+        result = _patch_result(state.mask, conf, mask, full_box, guidance, k + 1, up_mode,
+                               state.coarse if settings.keep_native else None)
         yield RefineStep(k + 1, total, "global", t, shape, [0], [result], final=False)
     assert result is not None
     boxes = _uncertain_boxes(state.fine_probs[0, 0].numpy(), result.mask, settings)
@@ -366,7 +369,8 @@ def refine_hr(
         merged = global_mask.copy()
         merged[covered] = prob_sum[covered] / count[covered] >= 0.5
         merged = guidance.clamp(merged, mask, full_box)
-        patch = MaskPatch(full_box, merged, conf_full.copy(), changed=int(np.count_nonzero(merged != mask)))
+        patch = MaskPatch(full_box, merged, conf_full.copy(), changed=int(np.count_nonzero(merged != mask)),
+                          reverse_steps=len(global_indices) + 1)
         step = len(global_indices) + b + 1
         yield RefineStep(step, total, "local", local_t, shape, [0], [patch], final=b == len(batches) - 1)
 

@@ -11,13 +11,15 @@ class MaskPatch:
     """One instance's current mask, kept only inside its crop box (it equals the input outside it).
 
     ``box`` is (x0, y0, x1, y1), end-exclusive, in image pixels. ``mask`` is bool and ``confidence``
-    float32 in [0, 1], both of shape (y1 - y0, x1 - x0).
+    float32 in [0, 1], both of shape (y1 - y0, x1 - x0). ``reverse_steps`` counts the network's reverse
+    steps behind this mask (what provenance records; 0 for a mask passed through).
     """
 
     box: tuple[int, int, int, int]
     mask: np.ndarray
     confidence: np.ndarray
     changed: int
+    reverse_steps: int = 0
     skipped: bool = False
 
     def full_mask(self, shape: tuple[int, int], base: np.ndarray | None = None) -> np.ndarray:

@@ -33,8 +33,8 @@ def test_prepare_draws_previews_patches_and_store_masks_ahead() -> None:
     job = RefineJob(1, "w", "cpu", "instance", 1, 0, np.zeros((*SHAPE, 3), np.uint8), [encode_mask(other), crop6], [5, 6])
     run = RefineRun(job, 1, RefineChoice("w", "cpu", "instance", 1, 0), {5: job.masks[0], 6: crop6}, keep_all=False,
                     base_versions={6: 3}, focus_id=6)
-    patches = [MaskPatch(box5, refined5, np.ones(refined5.shape, np.float32), 40),
-               MaskPatch(box6, refined6, np.full(refined6.shape, 0.5, np.float32), 60)]
+    patches = [MaskPatch(box5, refined5, np.ones(refined5.shape, np.float32), 40, reverse_steps=1),
+               MaskPatch(box6, refined6, np.full(refined6.shape, 0.5, np.float32), 60, reverse_steps=1)]
     step = RefineStep(1, 1, "instance", 0, SHAPE, [0, 1], patches, True)
     controller = SimpleNamespace(diff_colors=DiffColors(), want_confidence=True)
     RefineController._prepare(controller, run, step, [other, opened])  # type: ignore[arg-type]
@@ -55,7 +55,7 @@ def test_prepare_draws_previews_patches_and_store_masks_ahead() -> None:
     rle, provenance, confidence = run.stored_mask(5, state[5], SHAPE)
     assert rle is run.encoded[5][1] and np.array_equal(mask_utils.decode(rle).astype(bool), want)
     assert provenance.steps == 1 and confidence == 1.0
-    stale = RefineStep(2, 2, "instance", 0, SHAPE, [0], [MaskPatch(box5, refined5.copy(), patches[0].confidence, 40)], True)
+    stale = RefineStep(2, 2, "instance", 0, SHAPE, [0], [MaskPatch(box5, refined5.copy(), patches[0].confidence, 40, reverse_steps=2)], True)
     newer = run.add(stale)  # a state the refine thread did not encode: encoded here, same pixels
     rle2, _, _ = run.stored_mask(5, newer[5], SHAPE)
     assert rle2 is not run.encoded[5][1] and rle2["counts"] == rle["counts"]

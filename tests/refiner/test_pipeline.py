@@ -242,3 +242,25 @@ def test_stochastic_run_uses_torch_generator_not_global_rng():
     torch.manual_seed(123)
     b = [s.mask(0) for s in refine_instances(lambda x, t: _oracle(x, t) * 0.05, _image_of(gt), [coarse])]
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_each_patch_counts_the_reverse_steps_behind_it():
+    """What provenance records: one per reverse step the mask went through, none for a pass-through."""
+    shape = (300, 300)
+    gt = _disk(shape, (150, 150), 80)
+    tiny = np.zeros(shape, bool)
+    tiny[5, 5] = True
+    steps = list(refine_instances(_oracle, _image_of(gt), [_disk(shape, (155, 145), 78), tiny],
+                                  InstanceSettings(steps=4)))
+    counts = [[(i, r.reverse_steps) for i, r in zip(s.indices, s.results)] for s in steps]
+    assert counts == [[(0, 1), (1, 0)], [(0, 2)], [(0, 3)], [(0, 4)]]
+
+    def unsure_at_edges(x, t):  # the oracle, blurred: unsure along the boundary, so HR takes local patches
+        return torch.nn.functional.avg_pool2d(_oracle(x, t), 15, stride=1, padding=7)
+
+    hr = _final(refine_hr(unsure_at_edges, _image_of(gt), _disk(shape, (155, 145), 78), HRSettings(batch_size=2)))
+    local = [s.results[0].reverse_steps for s in hr if s.stage == "local"]
+    assert [s.results[0].reverse_steps for s in hr if s.stage == "global"] == [1, 2, 3, 4, 5]
+    assert local and set(local) == {6}  # 6, not 5: local patches ran
+    confident = _final(refine_hr(_identity, _image_of(gt), gt))  # nothing uncertain: no local patches
+    assert [s.results[0].reverse_steps for s in confident] == [1, 2, 3, 4, 5, 5]
