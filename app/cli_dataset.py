@@ -110,9 +110,13 @@ def run_import(args: argparse.Namespace) -> int:
 
 def _run_import(args: argparse.Namespace) -> int:
     start = time.monotonic()
+    project: Path = args.project or args.source.with_suffix(PROJECT_SUFFIX)
+    if not args.add:  # before the parse, which may take a while: a new project may go into a new folder
+        if project.exists():
+            raise ProjectError(project, "already exists; open it, or add the dataset to it with --add")
+        project.parent.mkdir(parents=True, exist_ok=True)
     dataset, report = load_source(args)
     print(report.summary())
-    project: Path = args.project or args.source.with_suffix(PROJECT_SUFFIX)
     progress = Progress("stored", "instances")
     if args.add:
         with ProjectStore.open(project) as store:

@@ -116,6 +116,8 @@ class ProjectStore:
         temporary file; the next create of the same project removes it).
         """
         path = Path(path)
+        if not path.parent.is_dir():
+            raise ProjectError(path, f"the folder {path.parent} does not exist")
         lock = ProjectLock(path)
         try:
             locked = lock.acquire()

@@ -73,6 +73,14 @@ def test_import_refuses_to_overwrite_a_project(val_project: Path) -> None:
 
 
 @needs_coco_tiny
+def test_import_into_a_new_folder_makes_it(tmp_path: Path) -> None:
+    project = tmp_path / "new" / "deeper" / "val.srproj"
+    assert run("import", VAL, "--project", project) == 0
+    with ProjectStore.open(project, read_only=True) as store:
+        assert store.count_instances() == 815
+
+
+@needs_coco_tiny
 def test_import_predictions_into_an_existing_project(tmp_path: Path) -> None:
     project = tmp_path / "val.srproj"
     run("import", VAL, "--project", project)

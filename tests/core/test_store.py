@@ -66,6 +66,12 @@ def test_create_refuses_an_existing_path(project: Path) -> None:
         ProjectStore.create(project, sample_dataset())
 
 
+def test_create_in_a_missing_folder_names_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(ProjectError, match=f"the folder {tmp_path / 'nowhere'} does not exist"):
+        ProjectStore.create(tmp_path / "nowhere" / "p.srproj", sample_dataset())
+    assert not (tmp_path / "nowhere").exists()
+
+
 @pytest.mark.parametrize(
     "corrupt, message",
     [
