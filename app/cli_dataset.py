@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from app.core.coco import SEGMENTATION_MODES, SegmentationMode, load_coco, load_coco_results, write_coco, write_coco_results
+from app.core.coco import load_coco, load_coco_results
+from app.core.coco_export import SEGMENTATION_MODES, SegmentationMode, write_coco, write_coco_results
 from app.core.errors import DatasetError
 from app.core.gc_pause import paused_gc
 from app.core.lvis import load_lvis, write_lvis

@@ -93,7 +93,7 @@ def phase_open(work: Path) -> dict[str, float]:
 
 
 def phase_export(work: Path, segmentation: str = "source") -> dict[str, float]:
-    from app.core.coco import write_coco
+    from app.core.coco_export import write_coco
     from app.core.gc_pause import paused_gc
     from app.core.store import ProjectStore
 

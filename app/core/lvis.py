@@ -2,7 +2,7 @@
 ``image_count`` / ``instance_count``, kept in ``extra``) and per-image ``neg_category_ids`` /
 ``not_exhaustive_category_ids``.
 
-Reading and writing are COCO's (``app.core.coco``) with the LVIS conventions switched on:
+Reading and writing are COCO's (``app.core.coco``, ``app.core.coco_export``) with the LVIS conventions switched on:
 - LVIS v1 images have no ``file_name``; it is taken from ``coco_url`` as ``val2017/000000266409.jpg`` (as
   detectron2 does) and not written back, so the file round-trips unchanged.
 - Images always carry the two category-id lists on export (``[]`` when unknown), which LVIS' evaluation
@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Mapping
 
-from app.core.coco import load_coco, write_coco
+from app.core.coco import load_coco
+from app.core.coco_export import write_coco
 from app.core.model import Category, Dataset, ImageRecord, Instance
 from app.core.report import ExportReport, ImportReport
 
@@ -37,7 +38,7 @@ def write_lvis(
     instances: Iterable[Instance],
     **options: Any,
 ) -> ExportReport:
-    """Stream an LVIS file, atomically; ``options`` as for ``app.core.coco.write_coco``."""
+    """Stream an LVIS file, atomically; ``options`` as for ``app.core.coco_export.write_coco``."""
     return write_coco(path, meta, images, categories, instances, kind="lvis", **options)
 
 

@@ -17,7 +17,7 @@ Vectorising (``mask_to_polygons``), the rule the README quotes:
 - With ``tolerance > 0`` each outline is simplified by ``cv2.approxPolyDP`` (Douglas-Peucker, in pixels);
   the result is then only approximately the mask, and export checks it (see ``pixel_difference``).
 Exporters compare every vectorised polygon's rasterisation with the mask and never write a lossy polygon
-silently: see ``app.core.coco.write_coco``.
+silently: see ``app.core.coco_export.write_coco``.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.cli_dataset import export_project
-from app.core.coco import SegmentationMode
+from app.core.coco_export import SegmentationMode
 from app.core.report import ExportReport
 from app.gui.workers import Task, TaskRunner
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from app.core.coco import load_coco, load_coco_results, rle_pixel_totals, save_coco, save_coco_results, write_coco
+from app.core.coco import load_coco, load_coco_results
+from app.core.coco_export import save_coco, save_coco_results, write_coco
+from app.core.rle_check import rle_pixel_totals
 from app.core.errors import DatasetError
 from app.core.model import ReviewStatus, SegmentationFormat, encode_mask
 from tests.core.codec_samples import (

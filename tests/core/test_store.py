@@ -543,7 +543,7 @@ def test_imported_polygons_are_stored_as_their_text_and_rasterised_on_first_use(
 
 
 def test_source_export_of_an_unedited_project_writes_the_files_own_polygon_text(tmp_path: Path) -> None:
-    from app.core.coco import write_coco
+    from app.core.coco_export import write_coco
 
     project, source = _polygon_project(tmp_path)
     with ProjectStore.open(project, read_only=True) as store:
