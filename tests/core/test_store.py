@@ -540,6 +540,10 @@ def test_imported_polygons_are_stored_as_their_text_and_rasterised_on_first_use(
         back = store.instance(17)
         assert back.rle == expected and back.original_segmentation["area"] == 100.0
         assert back.original_segmentation["segmentation"] == [[5.5, 5, 15, 5, 15, 15, 5, 15]]
+        triangle = store.instance(18).mask()
+        deletion = store.delete_instance(18)  # still polygons only: its history must hold the pixels
+        store.revert(deletion.id)
+        assert np.array_equal(store.instance(18).mask(), triangle) and triangle.any()
 
 
 def test_source_export_of_an_unedited_project_writes_the_files_own_polygon_text(tmp_path: Path) -> None:
