@@ -11,8 +11,8 @@ raises ``DatasetError`` before anything is returned; a problem with one record i
 Round trips: keys we do not model are kept in ``extra`` on every record (and top-level keys other than
 images/annotations/categories in ``Dataset.extra``) and written back untouched. A modelled optional field
 with an unexpected type (``"supercategory": null``) stays in ``extra`` verbatim too. While an instance's
-mask is unedited its ``original_segmentation`` keeps the file's own polygons, ``area`` and ``bbox``, which
-export writes back verbatim, so an unedited dataset exports to the same annotations; once edited, area and
+mask is unedited its ``original_segmentation`` keeps the file's own polygons (or uncompressed RLE), ``area``
+and ``bbox``, which export writes back verbatim, so an unedited dataset exports to the same annotations; once edited, area and
 bbox are the mask's (pixel count, tight box). Export: ``app.core.coco_export``.
 """
 from __future__ import annotations
@@ -324,6 +324,7 @@ class _AnnotationParser:
             if parsed is None:
                 return
             rle, fmt = parsed
+            original["segmentation"] = seg  # uncompressed counts (a crowd region): written back as they were
         area, bbox = ann.get("area"), ann.get("bbox")
         if area is not None:
             if type(area) in _NUMBER_TYPES:

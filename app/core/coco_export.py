@@ -3,8 +3,7 @@
 Export (``write_coco``) streams: it takes iterables of images, categories and instances (the project store
 hands them over from SQLite) and writes one record per line through ``atomic_open``. Segmentations:
 - ``segmentation="source"`` (default): an unedited instance as its file had it (polygons as the very same
-  text, RLE as compressed RLE: a crowd region's uncompressed counts come back compressed, the same pixels),
-  every mask made or changed here as compressed RLE. Nothing is approximated and an unedited dataset
+  text, compressed or uncompressed RLE as it was), every mask made or changed here as compressed RLE. Nothing is approximated and an unedited dataset
   exports to its own annotations (docs/decisions/0011). Results files are always RLE (see
   ``write_coco_results``).
 - ``segmentation="rle"``: compressed RLE for every instance.
@@ -229,8 +228,9 @@ class _Encoder:
                 yield inst, seg, original.get("area", areas.get(k)), original.get("bbox", boxes.get(k))
 
     def _segmentation(self, inst: Instance, original: dict[str, Any]) -> Any:
-        if self.segmentation != "rle" and "segmentation" in original:
-            return original["segmentation"]
+        own = original.get("segmentation")
+        if own is not None and (self.segmentation == "source" or (self.segmentation == "polygon" and not isinstance(own, dict))):
+            return own
         rle = _rle_json(inst.rle)
         if self.segmentation != "polygon":
             return rle

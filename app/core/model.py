@@ -102,9 +102,12 @@ class SourcePolygons:
 
 
 def source_polygons(original: dict[str, Any] | None) -> list[list[float]] | None:
-    """The polygons of an ``Instance.original_segmentation`` as numbers, None when it has none."""
+    """The polygons of an ``Instance.original_segmentation`` as numbers, None when it has none (an imported
+    uncompressed RLE is kept there too, as the file's dict)."""
     polygons = None if original is None else original.get("segmentation")
-    return polygons.parse() if isinstance(polygons, SourcePolygons) else polygons
+    if isinstance(polygons, SourcePolygons):
+        return polygons.parse()
+    return polygons if isinstance(polygons, list) else None
 
 
 @dataclass
@@ -127,7 +130,7 @@ class Instance:
     source_format: SegmentationFormat | None = None
     original_segmentation: dict[str, Any] | None = None
     """The annotation's own geometry while the mask is unedited: ``{"segmentation": polygons}`` when the
-    source had polygons, plus its ``area`` and ``bbox`` when it had them. Export writes these back verbatim
+    source had polygons (or its uncompressed RLE dict), plus its ``area`` and ``bbox`` when it had them. Export writes these back verbatim
     so an unedited dataset round-trips exactly; ``set_mask`` drops it (they no longer describe the mask)."""
 
     @property

@@ -54,9 +54,11 @@ def test_round_trip_is_exact_on_real_files(source: Path, segmentation: str, tmp_
     for ann_id, ann in src_anns.items():
         got = dst_anns[ann_id]
         assert {k: v for k, v in ann.items() if k != "segmentation"} == {k: v for k, v in got.items() if k != "segmentation"}
+        if segmentation == "source":
+            assert got["segmentation"] == ann["segmentation"]  # polygons and RLE as the file had them
         if segmentation != "rle" and isinstance(ann["segmentation"], list):
             assert got["segmentation"] == ann["segmentation"]  # the original polygons, exactly
-        if segmentation == "rle" or (segmentation == "source" and isinstance(ann["segmentation"], dict)):
+        if segmentation == "rle":
             assert isinstance(got["segmentation"]["counts"], str)
 
 
