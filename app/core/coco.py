@@ -12,8 +12,8 @@ Round trips: keys we do not model are kept in ``extra`` on every record (and top
 images/annotations/categories in ``Dataset.extra``) and written back untouched. A modelled optional field
 with an unexpected type (``"supercategory": null``) stays in ``extra`` verbatim too. While an instance's
 mask is unedited its ``original_segmentation`` keeps the file's own polygons (or uncompressed RLE), ``area``
-and ``bbox``, which export writes back verbatim, so an unedited dataset exports to the same annotations; once edited, area and
-bbox are the mask's (pixel count, tight box). Export: ``app.core.coco_export``.
+and ``bbox``, which export writes back verbatim, so an unedited dataset exports to the same annotations;
+once edited, area and bbox are the mask's (pixel count, tight box). Export: ``app.core.coco_export``.
 """
 from __future__ import annotations
 

@@ -3,9 +3,9 @@
 Export (``write_coco``) streams: it takes iterables of images, categories and instances (the project store
 hands them over from SQLite) and writes one record per line through ``atomic_open``. Segmentations:
 - ``segmentation="source"`` (default): an unedited instance as its file had it (polygons as the very same
-  text, compressed or uncompressed RLE as it was), every mask made or changed here as compressed RLE. Nothing is approximated and an unedited dataset
-  exports to its own annotations (docs/decisions/0011). Results files are always RLE (see
-  ``write_coco_results``).
+  text, compressed or uncompressed RLE as it was), every mask made or changed here as compressed RLE.
+  Nothing is approximated and an unedited dataset exports to its own annotations (docs/decisions/0011).
+  Results files are always RLE (see ``write_coco_results``).
 - ``segmentation="rle"``: compressed RLE for every instance.
 - ``segmentation="polygon"``: an unedited instance imported as polygons gets its original polygons back
   exactly. Any other instance is vectorised (``app.core.polygons.mask_to_polygons``: pixel-edge outlines,

@@ -101,13 +101,15 @@ class SourcePolygons:
         return json.loads(self.text)
 
 
-def source_polygons(original: dict[str, Any] | None) -> list[list[float]] | None:
-    """The polygons of an ``Instance.original_segmentation`` as numbers, None when it has none (an imported
-    uncompressed RLE is kept there too, as the file's dict)."""
+def rasterise_original(original: dict[str, Any] | None, height: int, width: int) -> dict[str, Any]:
+    """The RLE of an ``Instance.original_segmentation``'s polygons (pycocotools, as ``COCO.annToRLE``);
+    ValueError when it holds none (an imported uncompressed RLE is kept there too, as the file's dict)."""
     polygons = None if original is None else original.get("segmentation")
     if isinstance(polygons, SourcePolygons):
-        return polygons.parse()
-    return polygons if isinstance(polygons, list) else None
+        polygons = polygons.parse()
+    if not isinstance(polygons, list):
+        raise ValueError("no polygons to rasterise it from")
+    return polygons_to_rle(polygons, height, width)
 
 
 @dataclass
@@ -130,8 +132,9 @@ class Instance:
     source_format: SegmentationFormat | None = None
     original_segmentation: dict[str, Any] | None = None
     """The annotation's own geometry while the mask is unedited: ``{"segmentation": polygons}`` when the
-    source had polygons (or its uncompressed RLE dict), plus its ``area`` and ``bbox`` when it had them. Export writes these back verbatim
-    so an unedited dataset round-trips exactly; ``set_mask`` drops it (they no longer describe the mask)."""
+    source had polygons (or its uncompressed RLE dict), plus its ``area`` and ``bbox`` when it had them.
+    Export writes these back verbatim so an unedited dataset round-trips exactly; ``set_mask`` drops it
+    (they no longer describe the mask)."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -166,10 +169,10 @@ class Instance:
 def _get_rle(self: Instance) -> dict[str, Any]:
     rle = self._rle
     if "counts" not in rle:
-        polygons = source_polygons(self.original_segmentation)
-        if polygons is None:
-            raise ValueError(f"instance {self.id} has neither an RLE nor polygons")
-        rle = self._rle = polygons_to_rle(polygons, *rle["size"])
+        try:
+            rle = self._rle = rasterise_original(self.original_segmentation, *rle["size"])
+        except ValueError as e:
+            raise ValueError(f"instance {self.id} has no RLE yet: {e}") from e
     return rle
 
 

@@ -33,9 +33,8 @@ from app.core.gc_pause import paused_gc
 from app.core.history import EDIT_COLUMNS, Edit, EditAction, edit_from_row
 from app.core.model import (
     Category, ChangeKind, Dataset, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat,
-    encode_mask, source_polygons,
+    encode_mask, rasterise_original,
 )
-from app.core.polygons import polygons_to_rle
 from app.core.store_errors import ProjectError, ReadOnlyProjectError
 from app.core.store_import import AddResult, ProgressFn, add_to_project, build_project
 from app.core.store_lock import ProjectLock
@@ -449,7 +448,7 @@ class ProjectStore:
         values = dict(zip(("counts", "height", "width", *ROW_COLUMNS), row))
         values["original_segmentation"] = original = unpack_original(values["original_segmentation"])
         if values["counts"] is None:  # imported polygons not rasterised yet: the history needs the pixels
-            values["counts"] = polygons_to_rle(source_polygons(original), values["height"], values["width"])["counts"]
+            values["counts"] = rasterise_original(original, values["height"], values["width"])["counts"]
         return values
 
     def _rle_for(self, mask: MaskLike, size: tuple[int, int], what: str) -> dict[str, Any]:

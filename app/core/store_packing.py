@@ -54,20 +54,14 @@ def unpack_original(value: bytes | str | None) -> dict[str, Any] | None:
     _, flags, n_parts = _HEADER.unpack_from(value)
     lengths = struct.unpack_from(f"<{n_parts}I", value, _HEADER.size)
     start = _HEADER.size + 4 * n_parts
-    numbers = _read(value[start:], "d")  # one read for all groups; integer groups are read again below
     total = sum(lengths)
-    if flags & _COORDS_INT:
-        numbers[:total] = _read(value[start:start + 8 * total], "q")
+    numbers = _read(value[start:start + 8 * total], "q" if flags & _COORDS_INT else "d")
     parts, k = [], 0
     for n in lengths:
         parts.append(numbers[k:k + n])
         k += n
     out: dict[str, Any] = {"segmentation": parts}
-    if flags & _HAS_AREA:
-        out["area"] = _read(value[start + 8 * k:start + 8 * k + 8], "q")[0] if flags & _AREA_INT else numbers[k]
-        k += 1
-    if flags & _HAS_BBOX:
-        out["bbox"] = _read(value[start + 8 * k:start + 8 * k + 32], "q") if flags & _BBOX_INT else numbers[k:k + 4]
+    out.update(_unpack_area_bbox(value, start + 8 * k, flags)[0])
     return out
 
 
@@ -83,20 +77,13 @@ def _pack(original: dict[str, Any]) -> bytes | None:
     if coords is None:
         return None
     flags = _COORDS_INT if coords[0].typecode == "q" else 0
-    chunks = [b"", struct.pack(f"<{len(segmentation)}I", *map(len, segmentation)), *map(_bytes, coords)]
-    if "area" in original:
-        area = _fixed([original["area"]])
-        if area is None:
-            return None
-        flags |= _HAS_AREA | (_AREA_INT if area[0] else 0)
-        chunks.append(area[1])
-    if "bbox" in original:
-        box = _fixed(original["bbox"])
-        if box is None or len(original["bbox"]) != 4:
-            return None
-        flags |= _HAS_BBOX | (_BBOX_INT if box[0] else 0)
-        chunks.append(box[1])
-    chunks[0] = _HEADER.pack(_TAG, flags, len(segmentation))
+    area_bbox = _pack_area_bbox(original)
+    if area_bbox is None:
+        return None
+    chunks = [
+        _HEADER.pack(_TAG, flags | area_bbox[0], len(segmentation)),
+        struct.pack(f"<{len(segmentation)}I", *map(len, segmentation)), *map(_bytes, coords), area_bbox[1],
+    ]
     return b"".join(chunks)
 
 
@@ -108,32 +95,44 @@ def _pack_text(original: dict[str, Any], polygons: SourcePolygons) -> bytes | No
         return _TEXT_FLOATS.pack(_TEXT_TAG, _HAS_AREA | _HAS_BBOX, area, *box) + polygons.text.encode("utf-8")
     if not original.keys() <= _KEYS:
         return None
-    flags, chunks = 0, [b""]
-    for key, has, integer, count in (("area", _HAS_AREA, _AREA_INT, 1), ("bbox", _HAS_BBOX, _BBOX_INT, 4)):
-        if key in original:
-            value = original[key]
-            fixed = _fixed([value] if key == "area" else value)
-            if fixed is None or (count == 4 and len(value) != 4):
-                return None
-            flags |= has | (integer if fixed[0] else 0)
-            chunks.append(fixed[1])
-    chunks[0] = _TEXT_HEADER.pack(_TEXT_TAG, flags)
-    chunks.append(polygons.text.encode("utf-8"))
-    return b"".join(chunks)
+    area_bbox = _pack_area_bbox(original)
+    if area_bbox is None:
+        return None
+    return _TEXT_HEADER.pack(_TEXT_TAG, area_bbox[0]) + area_bbox[1] + polygons.text.encode("utf-8")
 
 
 def _unpack_text(value: bytes) -> dict[str, Any]:
     _, flags = _TEXT_HEADER.unpack_from(value)
+    out, at = _unpack_area_bbox(value, _TEXT_HEADER.size, flags)
+    out["segmentation"] = SourcePolygons(value[at:].decode("utf-8"))
+    return out
+
+
+def _pack_area_bbox(original: dict[str, Any]) -> tuple[int, bytes] | None:
+    """(flags, bytes) of the optional area and bbox, each int64 when all integers, else float64; None when
+    one is not numbers (or the bbox not four)."""
+    flags, chunks = 0, []
+    for key, has, integer in (("area", _HAS_AREA, _AREA_INT), ("bbox", _HAS_BBOX, _BBOX_INT)):
+        if key in original:
+            value = original[key]
+            fixed = _fixed([value] if key == "area" else value)
+            if fixed is None or (key == "bbox" and len(value) != 4):
+                return None
+            flags |= has | (integer if fixed[0] else 0)
+            chunks.append(fixed[1])
+    return flags, b"".join(chunks)
+
+
+def _unpack_area_bbox(value: bytes, at: int, flags: int) -> tuple[dict[str, Any], int]:
+    """What ``_pack_area_bbox`` wrote at ``at``, and the offset after it."""
     out: dict[str, Any] = {}
-    at = _TEXT_HEADER.size
     if flags & _HAS_AREA:
         out["area"] = _read(value[at:at + 8], "q" if flags & _AREA_INT else "d")[0]
         at += 8
     if flags & _HAS_BBOX:
         out["bbox"] = _read(value[at:at + 32], "q" if flags & _BBOX_INT else "d")
         at += 32
-    out["segmentation"] = SourcePolygons(value[at:].decode("utf-8"))
-    return out
+    return out, at
 
 
 def _fixed(values: Any) -> tuple[bool, bytes] | None:

@@ -1,4 +1,4 @@
-"""The export dialog: COCO, LVIS, COCO results or PNG masks; masks as imported, RLE or polygons; all or accepted only.
+"""The export dialog: COCO, LVIS, results or PNG masks; masks as imported, RLE or polygons; all or accepted only.
 
 The export itself is the CLI's (``cli_dataset.export_project``), run on the thread pool against its own
 read-only connection to the project, so the window stays usable and the file is written atomically. The
