@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -27,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if f.name == "source_weights":
             continue
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name))
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop after this much wall time (validating, saving and exporting first); 0: no limit")
     p.add_argument("--source-weights", type=json.loads, default={}, help='JSON sampling weights per source, e.g. {"ecssd": 2}')
     p.set_defaults(handler=run_train)
 
@@ -54,5 +58,7 @@ def run_train(args: argparse.Namespace) -> int:
         log.info("exported best weights (val IoU %.4f) to %s", scores["iou"], args.export)
 
     init = load_weights(args.init)[0] if args.init else None
-    run_training(config, args.run, train_sources, validation, on_best=export_best, init_weights=init)
+    deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes > 0 else math.inf
+    run_training(config, args.run, train_sources, validation, on_best=export_best, init_weights=init,
+                 should_stop=lambda: time.monotonic() >= deadline)
     return 0

@@ -196,6 +196,9 @@ class Trainer:
         self.model = init_weights if init_weights is not None else build_unet(config.preset)
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.autocast = autocast_dtype(self.device)
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast == torch.float16)
         self.step = 0
         self.best_iou = -1.0
         self.history: list[dict[str, float]] = []
@@ -229,20 +232,21 @@ class Trainer:
         gt, coarse, ignore = batch["gt"], batch["coarse"], batch["ignore"]
         t = self.sample_t(gt.shape[0])
         m_t = q_sample(gt, coarse, t)
-        x = torch.cat([image, m_t], dim=1).to(self.device)
+        x = torch.cat([image, m_t], dim=1).to(self.device, non_blocking=True)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
-        dtype = autocast_dtype(self.device)
-        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
             logits = self.model(x, t.to(self.device))
         wrong = (m_t >= 0.5) != (gt >= 0.5)
-        loss, stats = refiner_loss(logits, gt.to(self.device), ignore.to(self.device), self.config.texture_weight,
-                                   wrong.to(self.device), self.config.error_weight)
+        loss, stats = refiner_loss(logits, gt.to(self.device, non_blocking=True), ignore.to(self.device, non_blocking=True),
+                                   self.config.texture_weight, wrong.to(self.device, non_blocking=True), self.config.error_weight)
         stats["input_iou"] = _iou(m_t >= 0.5, gt >= 0.5, ignore)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad))
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.step += 1
         stats["lr"] = self.lr_at(self.step - 1)
         return stats
@@ -257,6 +261,7 @@ class Trainer:
             "config": asdict(self.config),
             "model_config": self.model.config.to_dict(),
             "torch_rng": torch.get_rng_state(),
+            "scaler": self.scaler.state_dict(),
         }
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -274,6 +279,8 @@ class Trainer:
         self.step = int(state["step"])
         self.best_iou = float(state["best_iou"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         return True
 
     def validate(self, validation: ValidationSet) -> dict[str, float]:
@@ -292,18 +299,24 @@ def run_training(
     should_stop: Callable[[], bool] = lambda: False,
     init_weights: DenoiseUNet | None = None,
 ) -> Trainer:
-    """Train (or resume) until ``config.iterations``; checkpoints, validates and logs along the way.
+    """Train (or resume) until ``config.iterations`` or ``should_stop()``; checkpoints, validates and logs.
 
     ``init_weights`` starts a new run from a trained network (ignored when the run folder has a checkpoint).
+    However the run ends, the network it ends with is validated (unless it just was) and saved, so a run cut
+    short by a time budget still offers its last network as a candidate for export.
     """
     trainer = Trainer(config, run_dir, init_weights)
     if trainer.resume():
         log.info("resumed %s at step %d", trainer.checkpoint_path, trainer.step)
     stream = CropStream(train_sources, config.source_weights, config.size, config.patch_prob, config.seed + trainer.step, config.window)
-    loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, num_workers=config.workers)
+    loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, num_workers=config.workers,
+                                         pin_memory=trainer.device.type == "cuda")
     started, first_step, recent = time.time(), trainer.step, []
     for batch in loader:
-        if trainer.step >= config.iterations or should_stop():
+        if trainer.step >= config.iterations:
+            break
+        if should_stop():
+            log.info("stopping at step %d of %d", trainer.step, config.iterations)
             break
         stats = trainer.train_step(batch)
         recent.append(stats)
@@ -320,8 +333,8 @@ def run_training(
             trainer.save()
         if validation is not None and trainer.step % config.val_every == 0:
             _validate(trainer, validation, on_best)
-    if validation is not None and trainer.step >= config.iterations and trainer.step % config.val_every and trainer.step > first_step:
-        _validate(trainer, validation, on_best)  # the finished network is a candidate too
+    if validation is not None and trainer.step % config.val_every and trainer.step > first_step:
+        _validate(trainer, validation, on_best)
     trainer.save()
     return trainer
 

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from app.cli import main
 from app.refiner.crops import make_crop
 from app.refiner.data import shared_sources, split_of
-from app.refiner.train import TrainConfig, Trainer, ValidationSet, refiner_loss, run_training, texture_l1_loss
+from app.refiner.train import CropStream, TrainConfig, Trainer, ValidationSet, refiner_loss, run_training, texture_l1_loss
 from tests.shared_data import DATA, sources_or_skip
 
 
@@ -102,6 +103,26 @@ def test_run_checkpoints_resumes_and_validates(train_sources, tmp_path, caplog):
     assert "validation at step 3" in caplog.text  # not a multiple of val_every, yet the finished network is validated
 
 
+def test_a_run_stopped_early_validates_and_offers_its_last_network(train_sources, tmp_path, caplog):
+    caplog.set_level("INFO", logger="app.refiner.train")
+    answers = iter([False, False, True])
+    best = []
+    config = TrainConfig(iterations=100, batch_size=2, size=64, warmup=1, val_every=50, workers=0, device="cpu")
+    trainer = run_training(config, tmp_path, train_sources, ValidationSet.build(shared_sources(DATA, "val"), 2),
+                           on_best=lambda t, s: best.append(t.step), should_stop=lambda: next(answers))
+    assert trainer.step == 2 and best == [2]
+    assert "stopping at step 2 of 100" in caplog.text and "validation at step 2" in caplog.text
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_cli_time_budget_stops_the_run_and_keeps_its_checkpoint(train_sources, tmp_path):
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(DATA), "--run", str(run), "--iterations", "100000", "--batch-size", "2",
+                 "--size", "64", "--workers", "0", "--val-instances", "0", "--device", "cpu", "--max-minutes", "0.01"])
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert code == 0 and state["step"] < 100000 and state["config"]["iterations"] == 100000
+
+
 def test_resume_refuses_another_network(train_sources, tmp_path):
     Trainer(TrainConfig(iterations=1, device="cpu"), tmp_path).save()
     other = Trainer(TrainConfig(preset="official", device="cpu"), tmp_path)
@@ -131,3 +152,20 @@ def test_boundary_window_keeps_scale_and_centres_on_errors():
         assert w.image.shape == (128, 128, 3) and w.gt.shape == (128, 128)
         assert (w.gt != w.coarse).any()
     assert boundary_window(crop, 256, rng) is crop
+
+
+def test_fp16_training_scales_the_loss_and_keeps_the_scaler_in_checkpoints(train_sources, tmp_path):
+    """The fp16 path (CUDA cards without bf16) exercised on CPU: loss scaling steps, saves and resumes."""
+    config = TrainConfig(iterations=2, batch_size=2, size=64, warmup=1, workers=0, device="cpu")
+    trainer = Trainer(config, tmp_path)
+    trainer.autocast = torch.float16
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    batch = next(iter(torch.utils.data.DataLoader(CropStream(train_sources, {}, 64, 0.0, 0), batch_size=2)))
+    stats = trainer.train_step(batch)
+    assert np.isfinite(stats["loss"]) and trainer.step == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    trainer.save()
+    resumed = Trainer(config, tmp_path)
+    resumed.scaler = torch.amp.GradScaler("cpu")
+    assert resumed.resume() and resumed.scaler.get_scale() == trainer.scaler.get_scale()
