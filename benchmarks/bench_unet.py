@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -29,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.refiner.device import Runner  # noqa: E402
 from app.refiner.unet import build_unet  # noqa: E402
-
-DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def count(preset: str, size: int) -> tuple[float, int]:
@@ -51,24 +48,21 @@ def run_one(preset: str, batch: int, size: int, device: str, dtype: str, threads
             warmup: int, repeats: int, budget_s: float, compile: bool = False) -> dict[str, float]:
     """Time one configuration in this process; returns latency (ms) and peak memory (MB).
 
-    With ``compile`` the network runs through the app's Runner with ``torch.compile``; the first warm-up
-    call compiles and is not timed."""
+    The network runs through the app's Runner, as the pipelines call it (channels-last, autocast on CUDA);
+    with ``compile`` also through ``torch.compile``, whose first warm-up call compiles and is not timed."""
     torch.set_num_threads(threads)
     rss_before = _rss_mb()
-    model = build_unet(preset).eval().to(device)
-    if compile:
-        model = Runner(model, torch.device(device), preset, precision=dtype, batch_size=batch, compile=True)
+    model = Runner(build_unet(preset).eval(), torch.device(device), preset, precision=dtype, batch_size=batch, compile=compile)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 4, size, size, generator=gen).to(device)
     t = torch.randint(0, 6, (batch,), generator=gen).to(device)
     cuda = device == "cuda"
-    autocast = torch.autocast("cuda", dtype=DTYPES[dtype]) if DTYPES[dtype] else nullcontext()
     if cuda:
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats()
     times: list[float] = []
     cpu_times: list[float] = []
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode():
         for i in range(warmup + repeats):
             if cuda:
                 torch.cuda.synchronize()
