@@ -84,8 +84,8 @@ class Runner:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) skip layout conversions in every conv:
-        # the compact step on 2 CPU cores drops from about 170 ms to about 145 ms (benchmarks/bench_unet.py).
+        # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) skip layout conversions in every conv; on
+        # 2 CPU cores the compact step measured 3-40 % faster (benchmarks/bench_unet.py; a noisy VM).
         self.model = self.model.to(self.device, memory_format=torch.channels_last).eval()
         self._compiled: torch.nn.Module | None = None
         if self.batch_size <= 0:

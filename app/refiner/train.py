@@ -192,6 +192,8 @@ class Trainer:
         self.device = pick_device(config.device)
         if config.threads > 0:
             torch.set_num_threads(config.threads)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every batch has the same shape: pick the fastest kernels once
         torch.manual_seed(config.seed)
         self.model = init_weights if init_weights is not None else build_unet(config.preset)
         # Channels-last: about 1.45x faster training steps on CPU (oneDNN) and the layout cuDNN wants for bf16.
