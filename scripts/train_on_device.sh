@@ -35,7 +35,6 @@ init=()
 if [ ! -f runs/gpu/last.pt ]; then
     init=(--init "${INIT:-compact-v1}")
 fi
-set -o pipefail
 "$py" -m app.cli train "${init[@]}" --data "$data" --device "${DEVICE:-cuda}" --workers "${WORKERS:-12}" \
     --batch-size 32 --run runs/gpu --export "$out/compact-gpu.safetensors" --max-minutes "$minutes" "$@" \
     2>&1 | tee "$out/train.log"
