@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -18,6 +19,7 @@ from app.core.metrics import to_binary
 log = logging.getLogger(__name__)
 
 Refiner = Callable[[np.ndarray, np.ndarray], np.ndarray]
+GMM_COMPONENTS = 5
 
 
 def _check(image: np.ndarray, coarse: np.ndarray) -> np.ndarray:
@@ -65,17 +67,105 @@ def morph_smooth(image: np.ndarray, coarse: np.ndarray, scale: float = 0.03) -> 
     return out
 
 
+@dataclass
+class GrabCutFit:
+    """GrabCut's result on a crop and its two colour models (OpenCV's 5-component GMMs, 1×65 float64 each)."""
+
+    mask: np.ndarray
+    foreground_model: np.ndarray
+    background_model: np.ndarray
+
+    def foreground_posterior(self, pixels: np.ndarray) -> np.ndarray:
+        """P(foreground | colour) for uint8 or float pixels (..., 3) in the channel order GrabCut saw.
+
+        The two GMMs' likelihoods with equal priors: the colour model of the whole object that GrabCut
+        fitted, evaluated anywhere (float32, same leading shape as ``pixels``). 0.5 everywhere when GrabCut
+        left either model empty (nothing to compare).
+        """
+        if not (self.foreground_model[0, :GMM_COMPONENTS] > 0).any() or not (self.background_model[0, :GMM_COMPONENTS] > 0).any():
+            return np.full(pixels.shape[:-1], 0.5, np.float32)
+        flat = pixels.reshape(-1, 3).astype(np.float64)
+        fg = _gmm_log_likelihood(self.foreground_model, flat)
+        bg = _gmm_log_likelihood(self.background_model, flat)
+        return (1.0 / (1.0 + np.exp(np.clip(bg - fg, -60.0, 60.0)))).astype(np.float32).reshape(pixels.shape[:-1])
+
+    def posterior_table(self, levels: int = 32) -> ColourTable:
+        """:meth:`foreground_posterior` tabulated on a ``levels``³ colour grid: a lookup per pixel afterwards."""
+        step = 256 // levels
+        centres = np.arange(levels, dtype=np.float64) * step + (step - 1) / 2
+        grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), axis=-1)
+        return ColourTable(self.foreground_posterior(grid), step)
+
+
+@dataclass
+class ColourTable:
+    """A colour -> probability table on a regular grid of uint8 colours (``step`` values per cell)."""
+
+    table: np.ndarray
+    step: int
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """The table's value for each uint8 pixel (..., 3) (float32, leading shape kept)."""
+        q = pixels // self.step
+        return self.table[q[..., 0], q[..., 1], q[..., 2]]
+
+
+def _gmm_log_likelihood(model: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """log sum_k w_k N(x; mu_k, Sigma_k) for OpenCV's GrabCut GMM layout (weights, means, covariances)."""
+    k = GMM_COMPONENTS
+    weights = model[0, :k]
+    means = model[0, k:4 * k].reshape(k, 3)
+    covs = model[0, 4 * k:13 * k].reshape(k, 3, 3)
+    logs = np.full((x.shape[0], k), -np.inf)
+    for c in range(k):
+        if weights[c] <= 0:
+            continue
+        cov = covs[c] + np.eye(3) * 1e-3
+        inv = np.linalg.inv(cov)
+        d = x - means[c]
+        maha = np.einsum("ni,ij,nj->n", d, inv, d)
+        logs[:, c] = math.log(weights[c]) - 0.5 * (maha + math.log(np.linalg.det(cov)) + 3 * math.log(2 * math.pi))
+    top = logs.max(axis=1, keepdims=True)
+    top[~np.isfinite(top)] = 0.0
+    return (top + np.log(np.exp(logs - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+def grabcut_fit(image: np.ndarray, mask: np.ndarray, size: float, iterations: int = 3, band: float = 0.08,
+                core_depth: float = 0.05, seed: int = 0) -> GrabCutFit | None:
+    """GrabCut on ``image`` (a crop, uint8 H×W×3) initialised from ``mask`` (bool) of an object of ``size`` px.
+
+    Within ``core_depth`` × size of the mask's edge the inside is probable foreground, deeper is definite
+    foreground; a band of ``band`` × size outside is probable background, beyond it definite background. So
+    GrabCut only moves the boundary, which it does well; left free to relabel the whole interior it drifts
+    onto background of similar colour. OpenCV's RNG is seeded with ``seed`` so a call repeats. None when
+    GrabCut cannot run (an empty mask, no background to model, an OpenCV error).
+    """
+    crop = mask.astype(np.uint8)
+    if not crop.any():
+        return None
+    near = cv2.dilate(crop, _disk(max(2, round(band * size))), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    deep = cv2.erode(crop, _disk(max(1, round(core_depth * size))))
+    gc = np.full(crop.shape, cv2.GC_BGD, np.uint8)
+    gc[near > 0] = cv2.GC_PR_BGD
+    gc[crop > 0] = cv2.GC_PR_FGD
+    gc[deep > 0] = cv2.GC_FGD
+    fgd, bgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(seed)
+    try:
+        cv2.grabCut(np.ascontiguousarray(image), gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error as exc:
+        log.warning("GrabCut failed, keeping the coarse mask: %s", exc)
+        return None
+    return GrabCutFit((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD), fgd, bgd)
+
+
 def grabcut_refine(image: np.ndarray, coarse: np.ndarray, iterations: int = 3, band: float = 0.08,
                    core_depth: float = 0.05, max_side: int = 400, seed: int = 0) -> np.ndarray:
-    """OpenCV GrabCut initialised from the coarse mask.
+    """OpenCV GrabCut initialised from the coarse mask (see :func:`grabcut_fit`).
 
-    Within ``core_depth`` × object size of the mask's edge the inside is probable foreground, deeper is
-    definite foreground; a band of ``band`` × object size outside is probable background, beyond it
-    definite background. So GrabCut only moves the boundary, which it does well; left free to relabel the
-    whole interior it drifts onto background of similar colour and does worse than the coarse input.
     It runs on the crop around the band, downscaled when larger than ``max_side`` (the result is
-    upsampled). OpenCV's RNG is seeded with ``seed`` so a call repeats. Any failure (no background to
-    model, an OpenCV error, an empty result) returns the coarse mask.
+    upsampled). Any failure (no background to model, an OpenCV error, an empty result) returns the coarse
+    mask.
     """
     mask = _check(image, coarse)
     if not mask.any() or mask.all():
@@ -91,23 +181,10 @@ def grabcut_refine(image: np.ndarray, coarse: np.ndarray, iterations: int = 3, b
         img = cv2.resize(img, small, interpolation=cv2.INTER_AREA)
         shrunk = cv2.resize(crop.astype(np.float32), small, interpolation=cv2.INTER_AREA)
         crop = (shrunk >= 0.5).astype(np.uint8)
-    near = cv2.dilate(crop, _disk(max(2, round(band * size * scale))),
-                      borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    deep = cv2.erode(crop, _disk(max(1, round(core_depth * size * scale))))
-    gc = np.full(crop.shape, cv2.GC_BGD, np.uint8)
-    gc[near > 0] = cv2.GC_PR_BGD
-    gc[crop > 0] = cv2.GC_PR_FGD
-    gc[deep > 0] = cv2.GC_FGD
-    if not crop.any():
+    fit = grabcut_fit(img, crop > 0, size * scale, iterations, band, core_depth, seed)
+    if fit is None:
         return mask
-    cv2.setRNGSeed(seed)
-    try:
-        cv2.grabCut(img, gc, None, np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64),
-                    iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error as exc:
-        log.warning("GrabCut failed, keeping the coarse mask: %s", exc)
-        return mask
-    fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.float32)
+    fg = fit.mask.astype(np.float32)
     if scale < 1.0:
         fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR)
     result = fg >= 0.5

@@ -13,7 +13,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from app.refiner.band_net import BandNet
+from app.refiner.band_pipeline import INSTANCE_MAX_WORK, BandRunner, BandSettings, refine_band
 from app.refiner.device import Runner, pick_device
+from app.refiner.encoder import pretrained_encoder
 from app.refiner.pipeline import Guidance, HRSettings, InstanceSettings, refine_hr, refine_instances
 from app.refiner.steps import RefineStep
 from app.refiner.weights import load_weights
@@ -51,7 +54,14 @@ class Refiner:
     def __init__(self, weights: str | Path | None = None, device: str | None = None, precision: str = "auto",
                  batch_size: int = 0, compile: bool = False) -> None:
         model, self.info = load_weights(weights or DEFAULT_WEIGHTS)
-        self.runner = Runner(model, pick_device(device), self.info.preset, precision, batch_size, compile=compile)
+        target = pick_device(device)
+        self.runner: Runner | BandRunner
+        if isinstance(model, BandNet):
+            if compile:
+                log.info("--compile applies to the U-Net presets; the band network runs as it is")
+            self.runner = BandRunner(model, pretrained_encoder(), target, precision)
+        else:
+            self.runner = Runner(model, target, self.info.preset, precision, batch_size, compile=compile)
         log.info("refiner %s (%s) on %s", self.name, self.info.preset, self.runner.device)
 
     @property
@@ -72,9 +82,14 @@ class Refiner:
     ) -> Iterator[RefineStep]:
         """Yield every step of refining ``masks`` (instance mode) or ``masks[0]`` (hr mode) on ``image``."""
         guidance = guidance or Guidance()
+        if options.mode == "hr" and len(masks) != 1:
+            raise ValueError(f"hr mode refines one mask at a time, got {len(masks)}")
+        if isinstance(self.runner, BandRunner):
+            band = BandSettings(steps=options.steps, min_area=options.min_area, seed=options.seed,
+                                deterministic=options.deterministic, keep_native=options.keep_native,
+                                max_work=None if options.mode == "hr" else INSTANCE_MAX_WORK)
+            return refine_band(self.runner, image, masks, band, guidance)
         if options.mode == "hr":
-            if len(masks) != 1:
-                raise ValueError(f"hr mode refines one mask at a time, got {len(masks)}")
             settings = HRSettings(
                 global_steps=options.steps - 1,
                 seed=options.seed,

@@ -26,6 +26,9 @@ from app.core.metrics import to_binary
 COARSE_KINDS: tuple[str, ...] = (
     "segrefiner", "segrefiner_expand", "lowres", "polygon", "shift", "missing_thin", "blobs",
 )
+# Kinds that need the image too (``synthesize(..., image=...)``).
+IMAGE_KINDS: tuple[str, ...] = ("leak",)
+ALL_KINDS: tuple[str, ...] = COARSE_KINDS + IMAGE_KINDS
 DEFAULT_PROBS: Mapping[str, float] = {
     "segrefiner": 0.30, "segrefiner_expand": 0.10, "lowres": 0.15, "polygon": 0.10,
     "shift": 0.15, "missing_thin": 0.10, "blobs": 0.10,
@@ -345,6 +348,36 @@ def _blobs(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _paste(gt.shape, box, out)
 
 
+def _leak(gt: np.ndarray, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """A leak into look-alike background: nearby background whose colour matches the object's there joins it.
+
+    Within 6–25 % of the object's size outside it, each pixel is compared (CIELAB distance) with the object's
+    local colour (the object's pixels averaged with a wide Gaussian); the most similar 15–50 % of that ring,
+    where connected to the object, are added, then smoothed a little, as a model fooled by colour would.
+    """
+    size = _object_size(gt)
+    reach = max(2, round(size * rng.uniform(0.06, 0.25)))
+    box = _box(gt, reach + 2)
+    crop = gt[box[0]:box[1], box[2]:box[3]]
+    lab = cv2.cvtColor(np.ascontiguousarray(image[box[0]:box[1], box[2]:box[3]]), cv2.COLOR_RGB2LAB).astype(np.float32)
+    weight = crop.astype(np.float32)
+    sigma = max(1.0, reach / 2)
+    norm = cv2.GaussianBlur(weight, (0, 0), sigma) + 1e-6
+    local = np.stack([cv2.GaussianBlur(lab[..., c] * weight, (0, 0), sigma) for c in range(3)], axis=-1) / norm[..., None]
+    ring = (cv2.dilate(crop.astype(np.uint8), _disk(reach)) > 0) & ~crop & (norm > 1e-3)
+    if not ring.any():
+        return _paste(gt.shape, box, crop)
+    distance = np.linalg.norm(lab - local, axis=-1)
+    cut = np.quantile(distance[ring], rng.uniform(0.15, 0.5))
+    grown = (crop | (ring & (distance <= cut))).astype(np.uint8)
+    n, labels = cv2.connectedComponents(grown, connectivity=8)
+    touching = np.unique(labels[crop])
+    out = np.isin(labels, touching[touching > 0])
+    radius = max(1, round(0.02 * size))
+    out = cv2.morphologyEx(out.astype(np.uint8), cv2.MORPH_CLOSE, _disk(radius)) > 0
+    return _paste(gt.shape, box, out)
+
+
 _KINDS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "segrefiner": _segrefiner,
     "segrefiner_expand": _segrefiner_expand,
@@ -365,30 +398,34 @@ def _sensible(coarse: np.ndarray, gt: np.ndarray) -> bool:
 
 
 def synthesize(gt: np.ndarray, rng: np.random.Generator, kind: str | None = None,
-               probs: Mapping[str, float] = DEFAULT_PROBS) -> tuple[np.ndarray, str]:
+               probs: Mapping[str, float] = DEFAULT_PROBS, image: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """A coarse mask for ``gt`` and the name of the degradation that made it.
 
-    ``kind`` forces one degradation; otherwise one is drawn with ``probs`` (weights over COARSE_KINDS,
-    normalised). A result that is empty, over 3× the GT's area, or with an IoU to the GT outside
+    ``kind`` forces one degradation; otherwise one is drawn with ``probs`` (weights over ALL_KINDS,
+    normalised; kinds that need the image are left out when ``image`` (uint8 RGB) is not given). A result that is empty, over 3× the GT's area, or with an IoU to the GT outside
     [0.3, 0.995] is redrawn (same kind, up to 4 tries); then a 1-px shift is used and reported as "shift".
     An empty GT comes back empty as "none". Returns a bool mask of the GT's shape.
     """
     if kind is None:
-        unknown = set(probs) - set(COARSE_KINDS)
+        unknown = set(probs) - set(ALL_KINDS)
         if unknown:
             raise ValueError(f"unknown coarse-mask kinds in probs: {', '.join(sorted(unknown))}")
-        names = list(probs)
+        names = [n for n in probs if image is not None or n not in IMAGE_KINDS]
         weights = np.array([probs[n] for n in names], dtype=np.float64)
         if (weights < 0).any() or weights.sum() <= 0:
             raise ValueError("probs must be non-negative with a positive sum")
         kind = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-    elif kind not in _KINDS:
-        raise ValueError(f"unknown coarse-mask kind {kind!r}; expected one of {', '.join(COARSE_KINDS)}")
+    elif kind not in ALL_KINDS:
+        raise ValueError(f"unknown coarse-mask kind {kind!r}; expected one of {', '.join(ALL_KINDS)}")
+    elif kind in IMAGE_KINDS and image is None:
+        raise ValueError(f"coarse-mask kind {kind!r} needs the image")
     g = to_binary(gt, "ground truth")
     if not g.any():
         return g, NO_DEGRADATION
+    if image is not None and image.shape[:2] != g.shape:
+        raise ValueError(f"image is {image.shape[:2]}, the ground truth {g.shape}")
     for _ in range(ATTEMPTS):
-        coarse = _KINDS[kind](g, rng)
+        coarse = _leak(g, rng, image) if kind in IMAGE_KINDS else _KINDS[kind](g, rng)
         if _sensible(coarse, g):
             return coarse, kind
     return _fallback(g), FALLBACK_KIND
@@ -401,3 +438,16 @@ def _fallback(gt: np.ndarray) -> np.ndarray:
     if not np.array_equal(grown, gt):
         return grown
     return cv2.erode(m, _disk(1), borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+
+
+def near_perfect(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A tiny boundary error: a 1-px dilation or erosion, or a 2x low-resolution round trip."""
+    m = gt.astype(np.uint8)
+    choice = int(rng.integers(3))
+    if choice == 0:
+        return cv2.dilate(m, np.ones((3, 3), np.uint8)) > 0
+    if choice == 1:
+        return cv2.erode(m, np.ones((3, 3), np.uint8)) > 0
+    h, w = gt.shape
+    small = cv2.resize(m.astype(np.float32), (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5

@@ -14,14 +14,13 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Sequence
 
-import cv2
 import numpy as np
 
 from app.core.classical import CLASSICAL_REFINERS
 from app.core.metrics import MetricAccumulator, iou
 from app.refiner.api import Refiner, RefineOptions
 from app.refiner.data import Example, Source
-from app.refiner.degrade import COARSE_KINDS, synthesize
+from app.refiner.degrade import ALL_KINDS, near_perfect, synthesize
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +50,7 @@ class Row:
     seconds_per_instance: float
 
 
-def _near_perfect(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A tiny boundary error: a 1-px dilation or erosion, or a 2x low-resolution round trip."""
-    m = gt.astype(np.uint8)
-    choice = int(rng.integers(3))
-    if choice == 0:
-        return cv2.dilate(m, np.ones((3, 3), np.uint8)) > 0
-    if choice == 1:
-        return cv2.erode(m, np.ones((3, 3), np.uint8)) > 0
-    h, w = gt.shape
-    small = cv2.resize(m.astype(np.float32), (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
-
-
-def build_cases(sources: Sequence[Source], per_kind: int, seed: int = 2026, kinds: Iterable[str] = (*COARSE_KINDS, NEAR_PERFECT)) -> list[Case]:
+def build_cases(sources: Sequence[Source], per_kind: int, seed: int = 2026, kinds: Iterable[str] = (*ALL_KINDS, NEAR_PERFECT)) -> list[Case]:
     """``per_kind`` held-out examples per coarse kind, the same ones for every method and every run."""
     rng = np.random.default_rng(seed)
     pool = [(s, i) for s in sources for i in range(len(s))]
@@ -80,11 +66,11 @@ def build_cases(sources: Sequence[Source], per_kind: int, seed: int = 2026, kind
             if example.mask.sum() < 1024:
                 continue
             if kind == NEAR_PERFECT:
-                coarse = _near_perfect(example.mask, rng)
+                coarse = near_perfect(example.mask, rng)
                 if iou(coarse, example.mask) < 0.97:
                     continue
             else:
-                coarse, made_kind = synthesize(example.mask, rng, kind=kind)
+                coarse, made_kind = synthesize(example.mask, rng, kind=kind, image=example.image)
                 if made_kind != kind:
                     continue
             cases.append(Case(example, coarse, kind))

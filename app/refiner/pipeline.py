@@ -150,7 +150,7 @@ def _to_box(prob: torch.Tensor, box_size: tuple[int, int], mode: str) -> np.ndar
     return _paste(prob, box_size)
 
 
-def _apply_guidance_grid(mask: torch.Tensor, coarse: torch.Tensor, guide: dict[str, torch.Tensor | None]) -> torch.Tensor:
+def apply_guidance_grid(mask: torch.Tensor, coarse: torch.Tensor, guide: dict[str, torch.Tensor | None]) -> torch.Tensor:
     """Hold region and constraints on the network grid, so the model sees what the user forced."""
     if guide["region"] is not None:
         mask = torch.where(guide["region"], mask, coarse)
@@ -170,7 +170,7 @@ def mask_box(mask: np.ndarray, pad: int, shape: tuple[int, int]) -> Box | None:
     return max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad)
 
 
-def _check_inputs(image: np.ndarray, masks: Sequence[np.ndarray]) -> tuple[int, int]:
+def check_inputs(image: np.ndarray, masks: Sequence[np.ndarray]) -> tuple[int, int]:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got {image.shape} {image.dtype}")
     shape = image.shape[:2]
@@ -196,7 +196,7 @@ def refine_instances(
     through unchanged (reported with ``skipped=True`` in the first yield).
     """
     settings = settings or InstanceSettings()
-    shape = _check_inputs(image, masks)
+    shape = check_inputs(image, masks)
     guidance.check(shape)
     indices = schedule.indices(settings.steps)
     masks = [np.asarray(m, dtype=bool) for m in masks]
@@ -214,7 +214,7 @@ def refine_instances(
     grid = (settings.size, settings.size)
     step = 0
     if not batches:
-        yield RefineStep(1, 1, "instance", indices[-1], shape, [i for i, _ in skipped], [_passthrough(masks[i], shape) for i, _ in skipped], True)
+        yield RefineStep(1, 1, "instance", indices[-1], shape, [i for i, _ in skipped], [passthrough(masks[i], shape) for i, _ in skipped], True)
         return
     for batch_no, batch in enumerate(batches):
         crops, coarse, guides = [], [], []
@@ -224,18 +224,18 @@ def refine_instances(
             guides.append(guidance.crop_tensors(box, grid))
         img = torch.cat(crops)
         state = ReverseState.start(torch.cat(coarse).float())
-        batch_guide = _stack_guides(guides)
-        state.coarse = _apply_guidance_grid(state.coarse, state.coarse, batch_guide)
+        batch_guide = stack_guides(guides)
+        state.coarse = apply_guidance_grid(state.coarse, state.coarse, batch_guide)
         state.mask = state.coarse.clone()
         for k, t in enumerate(indices):
             last = k == len(indices) - 1
             logits = denoiser(torch.cat([img, state.mask], dim=1), torch.full((len(batch),), t, dtype=torch.long))
             conf = reverse_step(state, logits, t, last, schedule, generator, settings.deterministic)
-            state.mask = _apply_guidance_grid(state.mask, state.coarse, batch_guide)
+            state.mask = apply_guidance_grid(state.mask, state.coarse, batch_guide)
             results = []
             for j, (i, box) in enumerate(batch):
                 kept = state.coarse[j : j + 1] if settings.keep_native else None
-                results.append(_patch_result(state.mask[j : j + 1], conf[j : j + 1], masks[i], box, guidance, k + 1,
+                results.append(patch_result(state.mask[j : j + 1], conf[j : j + 1], masks[i], box, guidance, k + 1,
                                              coarse_grid=kept))
             step += 1
             extra = skipped if batch_no == 0 and k == 0 else []
@@ -246,21 +246,21 @@ def refine_instances(
                 timestep=t,
                 image_size=shape,
                 indices=[i for i, _ in batch] + [i for i, _ in extra],
-                results=results + [_passthrough(masks[i], shape) for i, _ in extra],
+                results=results + [passthrough(masks[i], shape) for i, _ in extra],
                 final=last,
             )
 
 
-def _stack_guides(guides: list[dict[str, torch.Tensor | None]]) -> dict[str, torch.Tensor | None]:
+def stack_guides(guides: list[dict[str, torch.Tensor | None]]) -> dict[str, torch.Tensor | None]:
     return {name: None if guides[0][name] is None else torch.cat([g[name] for g in guides]) for name in guides[0]}
 
 
-def _passthrough(mask: np.ndarray, shape: tuple[int, int]) -> MaskPatch:
+def passthrough(mask: np.ndarray, shape: tuple[int, int]) -> MaskPatch:
     h, w = shape
     return MaskPatch((0, 0, w, h), mask.copy(), np.zeros(shape, np.float32), changed=0, skipped=True)
 
 
-def _patch_result(
+def patch_result(
     mask: torch.Tensor,
     conf: torch.Tensor,
     coarse_full: np.ndarray,
@@ -303,13 +303,13 @@ def refine_hr(
     overlap and used only inside their union. Yields one step per global step and per patch batch.
     """
     settings = settings or HRSettings()
-    shape = _check_inputs(image, [mask])
+    shape = check_inputs(image, [mask])
     guidance.check(shape)
     h, w = shape
     mask = np.asarray(mask, dtype=bool)
     full_box = (0, 0, w, h)
     if mask.sum() <= settings.min_area:
-        yield RefineStep(1, 1, "global", 0, shape, [0], [_passthrough(mask, shape)], True)
+        yield RefineStep(1, 1, "global", 0, shape, [0], [passthrough(mask, shape)], True)
         return
     steps = settings.global_steps
     indices = schedule.indices(steps + 1)
@@ -321,7 +321,7 @@ def refine_hr(
     coarse_grid = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], size=grid, mode=down) >= 0.5
     guide = guidance.crop_tensors(full_box, grid)
     state = ReverseState.start(coarse_grid.float())
-    state.coarse = _apply_guidance_grid(state.coarse, state.coarse, guide)
+    state.coarse = apply_guidance_grid(state.coarse, state.coarse, guide)
     state.mask = state.coarse.clone()
     up_mode = "nearest" if settings.resize == "nearest" else "bilinear"
     total = len(global_indices) + 1
@@ -330,8 +330,8 @@ def refine_hr(
         last = k == len(global_indices) - 1
         logits = denoiser(torch.cat([img, state.mask], dim=1), torch.tensor([t]))
         conf = reverse_step(state, logits, t, last, schedule, generator, settings.deterministic)
-        state.mask = _apply_guidance_grid(state.mask, state.coarse, guide)
-        result = _patch_result(state.mask, conf, mask, full_box, guidance, k + 1, up_mode,
+        state.mask = apply_guidance_grid(state.mask, state.coarse, guide)
+        result = patch_result(state.mask, conf, mask, full_box, guidance, k + 1, up_mode,
                                state.coarse if settings.keep_native else None)
         yield RefineStep(k + 1, total, "global", t, shape, [0], [result], final=False)
     assert result is not None

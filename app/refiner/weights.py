@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from app.refiner.band_net import BandConfig, BandNet
 from app.refiner.unet import PRESETS, DenoiseUNet, UNetConfig
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ WRAPPER_PREFIX = "module."
 IGNORED_PREFIXES = ("loss_texture.",)
 SAFETENSORS_SUFFIX = ".safetensors"
 FORMAT_TAG = "segrefiner-studio/unet-weights-v1"
+BAND_FORMAT_TAG = "segrefiner-studio/band-weights-v1"
+BAND_PRESET = "band"
+Network = DenoiseUNet | BandNet
+NetworkConfig = UNetConfig | BandConfig
 RESERVED_METADATA = frozenset({"format", "preset", "config", "dtype"})
 ENV_WEIGHTS_DIR = "SEGREFINER_WEIGHTS_DIR"
 REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
@@ -101,15 +106,17 @@ class WeightsInfo:
 
     path: Path
     preset: str
-    config: UNetConfig
+    config: NetworkConfig
     file_format: str
     name: str | None = None
     sha256: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def preset_name(config: UNetConfig) -> str:
-    """The preset a config equals, or ``custom``."""
+def preset_name(config: NetworkConfig) -> str:
+    """The preset a config equals (``band`` for every band network), or ``custom``."""
+    if isinstance(config, BandConfig):
+        return BAND_PRESET
     return next((name for name, preset in PRESETS.items() if preset == config), "custom")
 
 
@@ -186,7 +193,7 @@ def load_official_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Te
 
 
 def save_weights(
-    model: DenoiseUNet,
+    model: Network,
     path: str | os.PathLike[str],
     metadata: Mapping[str, Any] | None = None,
     *,
@@ -207,7 +214,7 @@ def save_weights(
         if overflow:
             raise ValueError(f"weights overflow float16 (e.g. {_examples(overflow)}); save in float32")
     header = {
-        "format": FORMAT_TAG,
+        "format": BAND_FORMAT_TAG if isinstance(model, BandNet) else FORMAT_TAG,
         "preset": preset_name(model.config),
         "config": json.dumps(model.config.to_dict()),
         "dtype": str(dtype).removeprefix("torch."),
@@ -228,10 +235,10 @@ def load_weights(
     *,
     device: str | torch.device = "cpu",
     verify: bool = True,
-) -> tuple[DenoiseUNet, WeightsInfo]:
+) -> tuple[Network, WeightsInfo]:
     """An eval-mode network and its :class:`WeightsInfo` from a registry name or a file path.
 
-    ``.safetensors`` files are ours (network rebuilt from their metadata); anything else is read as an
+    ``.safetensors`` files are ours (a U-Net or a band network, rebuilt from their metadata); anything else is read as an
     official-style ``.pth`` into the ``official`` preset. Registry files are checked against their SHA-256
     when the registry knows it and ``verify`` is set (and the checksum is logged when it does not).
     """
@@ -289,7 +296,7 @@ def _describe_load_failure(exc: Exception) -> str:
     return f"not a PyTorch checkpoint: corrupt, truncated or another format ({type(exc).__name__})"
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], UNetConfig, str, dict[str, Any]]:
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], NetworkConfig, str, dict[str, Any]]:
     path = _existing_file(path)
     try:
         with safe_open(path, framework="pt", device="cpu") as handle:
@@ -297,13 +304,15 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], UNetConfig, 
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
-    if header.get("format") != FORMAT_TAG or "config" not in header:
-        raise WeightsError(f"{path}: safetensors without SegRefiner Studio metadata (no {FORMAT_TAG} config); "
-                           "write weights with save_weights")
+    tag = header.get("format")
+    if tag not in (FORMAT_TAG, BAND_FORMAT_TAG) or "config" not in header:
+        raise WeightsError(f"{path}: safetensors without SegRefiner Studio metadata (no {FORMAT_TAG} or "
+                           f"{BAND_FORMAT_TAG} config); write weights with save_weights")
+    kind, config_type = ("band-network", BandConfig) if tag == BAND_FORMAT_TAG else ("U-Net", UNetConfig)
     try:
-        config = UNetConfig.from_dict(json.loads(header["config"]))
+        config = config_type.from_dict(json.loads(header["config"]))
     except (ValueError, TypeError) as exc:
-        raise WeightsError(f"{path}: invalid U-Net config in metadata ({exc})") from exc
+        raise WeightsError(f"{path}: invalid {kind} config in metadata ({exc})") from exc
     metadata = {k: _decode_json(v) for k, v in header.items() if k not in RESERVED_METADATA}
     return state, config, header.get("preset") or preset_name(config), metadata
 
@@ -315,10 +324,10 @@ def _decode_json(text: str) -> Any:
         return text
 
 
-def _build_loaded(config: UNetConfig, state: dict[str, torch.Tensor], path: Path, preset: str) -> DenoiseUNet:
+def _build_loaded(config: NetworkConfig, state: dict[str, torch.Tensor], path: Path, preset: str) -> Network:
     """The network of ``config`` holding exactly ``state``, or a WeightsError describing the mismatch."""
     with torch.device("meta"):
-        model = DenoiseUNet(config)
+        model: Network = BandNet(config) if isinstance(config, BandConfig) else DenoiseUNet(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
@@ -335,7 +344,7 @@ def _build_loaded(config: UNetConfig, state: dict[str, torch.Tensor], path: Path
                 f"{k} {list(state[k].shape)}{'' if state[k].is_floating_point() else f' {state[k].dtype}'} "
                 f"vs {list(expected[k])}" for k in mismatched[:_EXAMPLES]))
         raise WeightsError(
-            f"{path}: does not match the {preset} U-Net ({len(expected)} tensors): {len(missing)} missing, "
+            f"{path}: does not match the {preset} {'band network' if preset == BAND_PRESET else 'U-Net'} ({len(expected)} tensors): {len(missing)} missing, "
             f"{len(unexpected)} unexpected, {len(mismatched)} mismatched keys; " + "; ".join(details))
     model.load_state_dict({k: v.float().contiguous() for k, v in state.items()}, strict=True, assign=True)
     return model

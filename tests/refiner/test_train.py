@@ -117,7 +117,7 @@ def test_a_run_stopped_early_validates_and_offers_its_last_network(train_sources
 
 def test_cli_time_budget_stops_the_run_and_keeps_its_checkpoint(train_sources, tmp_path):
     run = tmp_path / "run"
-    code = main(["train", "--data", str(DATA), "--run", str(run), "--iterations", "100000", "--batch-size", "2",
+    code = main(["train-unet", "--data", str(DATA), "--run", str(run), "--iterations", "100000", "--batch-size", "2",
                  "--size", "64", "--workers", "0", "--val-instances", "0", "--device", "cpu", "--max-minutes", "0.01"])
     state = torch.load(run / "last.pt", weights_only=True)
     assert code == 0 and state["step"] < 100000 and state["config"]["iterations"] == 100000

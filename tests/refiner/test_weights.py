@@ -177,7 +177,8 @@ def test_safetensors_round_trip_with_metadata(tmp_path: Path) -> None:
     assert _same_weights(loaded, model)
     x, t = _inputs()
     with torch.no_grad():
-        assert torch.equal(loaded(x, t), model(x, t))
+        # Identical weights at other addresses may take another SIMD path (oneDNN): equal to float32 rounding.
+        torch.testing.assert_close(loaded(x, t), model(x, t), rtol=0, atol=1e-6)
     assert not list(tmp_path.glob("*.tmp"))
 
 

@@ -1,0 +1,232 @@
+"""Refinement with the band network: SegRefiner's reverse diffusion over an instance's boundary band.
+
+Per instance: the frame (box + context), the frozen encoder's features of the context canvas and GrabCut's cues are
+computed once; then each of the T reverse steps runs the context decoder on the current mask, the head on the
+work-grid tiles of the boundary band, and SegRefiner's reverse step (confidence-based flips) on the whole work grid,
+where pixels outside the band keep their label. Every step is yielded as a :class:`RefineStep`, exactly as the
+U-Net pipelines do, so the window animates, stops and scrubs it the same way.
+
+``max_work`` picks the mode: 512 (instance mode: the crop at native resolution up to 512 px on its long side) or
+None (HR mode: native resolution whatever the size; only the band's tiles are computed, so cost follows the
+boundary's length, not the image's area).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from app.refiner.band_frame import (
+    Frame,
+    InstanceCues,
+    band_cells,
+    band_width,
+    context_cues,
+    frame_for,
+    gather_tiles,
+    instance_cues,
+    resize_mask,
+    signed_distance,
+)
+from app.refiner.band_net import HALO, BandNet, encoder_features, sample_context
+from app.refiner.device import autocast_dtype
+from app.refiner.diffusion import ReverseState, Schedule, reverse_step
+from app.refiner.encoder import LiteEncoder
+from app.refiner.pipeline import (
+    NO_GUIDANCE,
+    Guidance,
+    apply_guidance_grid,
+    check_inputs,
+    mask_box,
+    passthrough,
+    patch_result,
+    stack_guides,
+)
+from app.refiner.steps import MaskPatch, RefineStep
+
+log = logging.getLogger(__name__)
+
+INSTANCE_MAX_WORK = 512
+
+
+@dataclass
+class BandSettings:
+    """Band pipeline settings. ``max_work`` None is HR mode (native resolution)."""
+
+    steps: int = 6
+    min_area: int = 512
+    batch_size: int = 8
+    seed: int = 0
+    deterministic: bool = True
+    keep_native: bool = True
+    max_work: int | None = INSTANCE_MAX_WORK
+    pad_ratio: float = 0.25
+
+
+class BandRunner:
+    """The band network and its frozen encoder on a device, run without autograd (autocast on GPUs)."""
+
+    def __init__(self, net: BandNet, encoder: LiteEncoder, device: torch.device, precision: str = "auto",
+                 max_tiles: int = 256) -> None:
+        self.device = device
+        self.net = net.to(device).eval()
+        self.encoder = encoder.to(device).eval()
+        self.dtype = autocast_dtype(device, precision)
+        self.max_tiles = max_tiles
+        self.fallbacks: list[str] = []  # what the U-Net Runner reports on out-of-memory; none here yet
+
+    @property
+    def config(self):  # noqa: ANN201 - BandConfig, kept import-light
+        return self.net.config
+
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        if self.dtype is None:
+            yield
+        else:
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                yield
+
+    @torch.inference_mode()
+    def project(self, canvases: np.ndarray) -> list[torch.Tensor]:
+        """Projected encoder features of (B, S, S, 3) uint8 canvases."""
+        x = torch.from_numpy(canvases).permute(0, 3, 1, 2).float().to(self.device)
+        with self._autocast():
+            return self.net.project_features(encoder_features(self.encoder, x))
+
+    @torch.inference_mode()
+    def step(self, projected: list[torch.Tensor], context: np.ndarray, tiles: torch.Tensor, grids: torch.Tensor,
+             counts: list[int]) -> torch.Tensor:
+        """Head corrections (N, 1, tile, tile) float32 on the CPU for the tiles of a batch of instances.
+
+        ``counts[b]`` tiles in a row belong to instance b.
+        """
+        with self._autocast():
+            features = self.net.context(projected, torch.from_numpy(context).to(self.device))
+            sampled = sample_context(features, counts, grids.to(self.device))
+            out = [self.net.head(tiles[start : start + self.max_tiles].to(self.device),
+                                 sampled[start : start + self.max_tiles].to(features.dtype)).float().cpu()
+                   for start in range(0, tiles.shape[0], self.max_tiles)]
+        side = tiles.shape[-1] - 2 * HALO
+        return torch.cat(out) if out else torch.zeros(0, 1, side, side)
+
+
+@dataclass
+class _Instance:
+    index: int
+    frame: Frame
+    cues: InstanceCues
+    coarse_work: np.ndarray
+    grabcut_work: np.ndarray
+    guide: dict[str, torch.Tensor | None]
+    state: ReverseState
+
+
+def refine_band(
+    runner: BandRunner,
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    settings: BandSettings | None = None,
+    guidance: Guidance = NO_GUIDANCE,
+) -> Iterator[RefineStep]:
+    """Refine masks with the band network, yielding a ``RefineStep`` per reverse step per batch of instances.
+
+    Masks under ``min_area`` pixels pass through unchanged (``skipped=True`` in the first yield).
+    """
+    settings = settings or BandSettings()
+    config = runner.config
+    schedule = Schedule(num_timesteps=config.num_timesteps)
+    shape = check_inputs(image, masks)
+    guidance.check(shape)
+    indices = schedule.indices(min(settings.steps, config.num_timesteps))
+    stage = "instance" if settings.max_work is not None else "local"
+    masks = [np.asarray(m, dtype=bool) for m in masks]
+    fg_box = mask_box(guidance.foreground, 0, shape) if guidance.foreground is not None else None
+    todo, skipped = [], []
+    for i, mask in enumerate(masks):
+        frame = None
+        if cv2.countNonZero(mask.view(np.uint8)) >= max(1, settings.min_area):
+            frame = frame_for(mask, config.context, settings.pad_ratio, max_work=settings.max_work, extra=fg_box)
+        (todo if frame is not None else skipped).append((i, frame))
+    if not todo:
+        yield RefineStep(1, 1, stage, indices[-1], shape, [i for i, _ in skipped],
+                         [passthrough(masks[i], shape) for i, _ in skipped], True)
+        return
+    batches = [todo[k : k + settings.batch_size] for k in range(0, len(todo), settings.batch_size)]
+    total = len(batches) * len(indices)
+    generator = torch.Generator().manual_seed(settings.seed)
+    step = 0
+    for batch_no, batch in enumerate(batches):
+        instances = [_prepare(image, masks[i], i, frame, guidance, settings.seed) for i, frame in batch]
+        projected = runner.project(np.stack([inst.cues.canvas_rgb for inst in instances]))
+        for k, t in enumerate(indices):
+            last = k == len(indices) - 1
+            logits = _band_logits(runner, projected, instances, t)
+            results: list[MaskPatch] = []
+            for inst, logit in zip(instances, logits):
+                conf = reverse_step(inst.state, logit, t, last, schedule, generator, settings.deterministic)
+                inst.state.mask = apply_guidance_grid(inst.state.mask, inst.state.coarse, inst.guide)
+                kept = inst.state.coarse if settings.keep_native else None
+                results.append(patch_result(inst.state.mask, conf, masks[inst.index], inst.frame.box, guidance, k + 1,
+                                            coarse_grid=kept))
+            step += 1
+            extra = skipped if batch_no == 0 and k == 0 else []
+            yield RefineStep(
+                step=step,
+                total=total,
+                stage=stage,
+                timestep=t,
+                image_size=shape,
+                indices=[inst.index for inst in instances] + [i for i, _ in extra],
+                results=results + [passthrough(masks[i], shape) for i, _ in extra],
+                final=last,
+            )
+
+
+def _prepare(image: np.ndarray, mask: np.ndarray, index: int, frame: Frame, guidance: Guidance, seed: int) -> _Instance:
+    cues = instance_cues(image, mask, frame, seed)
+    x0, y0, x1, y1 = frame.box
+    coarse_work = resize_mask(mask[y0:y1, x0:x1], frame.work)
+    hc, wc = frame.content
+    grabcut_work = resize_mask(cues.grabcut[:hc, :wc] >= 0.5, frame.work)
+    guide = guidance.crop_tensors(frame.box, frame.work)
+    coarse = torch.from_numpy(coarse_work.astype(np.float32))[None, None]
+    state = ReverseState.start(coarse)
+    state.coarse = apply_guidance_grid(state.coarse, state.coarse, guide)
+    state.mask = state.coarse.clone()
+    return _Instance(index, frame, cues, coarse_work, grabcut_work, guide, state)
+
+
+def _band_logits(runner: BandRunner, projected: list[torch.Tensor], instances: list[_Instance], t: int) -> list[torch.Tensor]:
+    """Per instance, (1, 1, h, w) logits on its work grid: the head's inside the band, identity outside."""
+    config = runner.config
+    contexts, tiles, grids, counts, cells, currents = [], [], [], [], [], []
+    for inst in instances:
+        current = inst.state.mask[0, 0].numpy() >= 0.5
+        currents.append(current)
+        contexts.append(context_cues(inst.cues, current, t, config))
+        sdf = signed_distance(current)
+        origins = band_cells(current, sdf, inst.coarse_work, inst.grabcut_work, band_width(inst.coarse_work), config.tile)
+        batch = gather_tiles(inst.cues, current, sdf, t, config, origins)
+        tiles.append(batch.inputs)
+        grids.append(batch.grids)
+        counts.append(len(origins))
+        cells.append(origins)
+    deltas = runner.step(projected, np.stack(contexts), torch.cat(tiles), torch.cat(grids), counts)
+    out, start = [], 0
+    for current, origins in zip(currents, cells):
+        identity = runner.net.identity_logits(torch.from_numpy(current.astype(np.float32)))
+        logits = identity.clone()
+        h, w = current.shape
+        for y0, x0 in origins:  # overlapping tiles compute the same values there: assign, never add
+            delta = deltas[start, 0, : h - y0, : w - x0]
+            start += 1
+            region = (slice(y0, y0 + delta.shape[0]), slice(x0, x0 + delta.shape[1]))
+            logits[region] = identity[region] + delta
+        out.append(logits[None, None])
+    return out

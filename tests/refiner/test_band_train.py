@@ -1,0 +1,107 @@
+"""Training the band network: samples as the pipeline sees them, the loss, a resumable run, the CLI."""
+import numpy as np
+import pytest
+import torch
+
+from app.cli import main
+from app.refiner.band_net import BandConfig
+from app.refiner.band_samples import SampleSettings, make_sample, noisy_mask
+from app.refiner.band_train import BandTrainConfig, BandTrainer, SampleStream, band_loss, run_band_training
+from app.refiner.degrade import near_perfect, synthesize
+from app.core.metrics import iou
+from tests.shared_data import DATA, sources_or_skip
+
+
+@pytest.fixture(scope="module")
+def train_sources():
+    return sources_or_skip("train")
+
+
+def test_samples_from_every_source_have_the_shapes_the_network_takes(train_sources):
+    config = BandConfig()
+    rng = np.random.default_rng(0)
+    side = config.tile + 6
+    for source in train_sources:
+        sample = make_sample(source.load(0), rng, config, SampleSettings(tiles=3))
+        assert sample["canvas"].shape == (256, 256, 3) and sample["canvas"].dtype == np.uint8
+        assert sample["context"].shape == (config.context_channels, 256, 256)
+        assert sample["tiles"].shape == (3, config.tile_channels, side, side)
+        assert sample["grids"].shape == (3, side, side, 2) and np.abs(sample["grids"]).max() <= 2
+        for key in ("gt", "current", "weight"):
+            assert sample[key].shape == (3, 1, config.tile, config.tile)
+        assert set(np.unique(sample["gt"])) <= {0.0, 1.0} and sample["weight"].min() >= 0
+        assert all(np.isfinite(v).all() for v in sample.values())
+
+
+def test_noisy_mask_mixes_truth_and_coarse_in_the_right_share():
+    rng = np.random.default_rng(0)
+    gt = np.zeros((200, 200), bool)
+    gt[:, :100] = True
+    coarse = ~gt
+    for smooth in (False, True):
+        m = noisy_mask(gt, coarse, 0.3, rng, smooth)
+        assert abs((m == gt).mean() - 0.3) < 0.03
+    assert np.array_equal(noisy_mask(gt, coarse, 0.0, rng, True), coarse)
+
+
+def test_leak_grows_into_look_alike_background_only():
+    rng = np.random.default_rng(0)
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[:, 80:] = (200, 30, 30)  # the object's colour continues to the right of it
+    image[30:90, 40:80] = (200, 30, 30)
+    gt = np.zeros((120, 160), bool)
+    gt[30:90, 40:80] = True
+    coarse, kind = synthesize(gt, rng, kind="leak", image=image)
+    assert kind == "leak" and (coarse & ~gt).any() and (coarse & gt).sum() == gt.sum()
+    assert not (coarse & ~gt)[:, :40].any()  # the dark side looks nothing like the object
+    with pytest.raises(ValueError, match="needs the image"):
+        synthesize(gt, rng, kind="leak")
+    assert {synthesize(gt, rng, probs={"leak": 1.0, "shift": 0.5})[1] for _ in range(5)} == {"shift"}
+
+
+def test_near_perfect_masks_are_near_perfect():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:100, :100]
+    gt = (yy - 50) ** 2 + (xx - 47) ** 2 <= 33**2
+    scores = [iou(near_perfect(gt, rng), gt) for _ in range(12)]
+    assert all(0.9 < s <= 1.0 for s in scores) and min(scores) < 1.0
+
+
+def test_loss_ignores_zero_weight_pixels_and_rewards_the_truth():
+    gt = torch.zeros(2, 1, 8, 8)
+    gt[..., 4:] = 1
+    weight = torch.ones_like(gt)
+    good, _ = band_loss((gt * 2 - 1) * 8, gt, weight, 0.5)
+    bad, _ = band_loss((0.5 - gt) * 8, gt, weight, 0.5)
+    masked, _ = band_loss((0.5 - gt) * 8, gt, torch.zeros_like(gt), 0.0)
+    assert good.item() < 0.01 < bad.item() and masked.item() == 0.0
+
+
+def test_a_short_run_learns_saves_and_resumes(train_sources, tmp_path):
+    config = BandTrainConfig(iterations=3, batch_size=2, tiles=2, warmup=1, workers=0, device="cpu", log_every=1)
+    trainer = run_band_training(config, tmp_path, train_sources, None, network=BandConfig(widths=(16, 16, 16, 8)))
+    assert trainer.step == 3 and (tmp_path / "last.pt").exists()
+    assert trainer.net.head3.weight.abs().sum() > 0  # the zero-initialised head has moved
+    resumed = BandTrainer(BandTrainConfig(iterations=4, device="cpu"), tmp_path, BandConfig(widths=(16, 16, 16, 8)))
+    assert resumed.resume() and resumed.step == 3
+    with pytest.raises(ValueError, match="another band-network configuration"):
+        BandTrainer(BandTrainConfig(device="cpu"), tmp_path).resume()
+
+
+def test_a_stream_worker_yields_tensors(train_sources):
+    stream = SampleStream(train_sources, {}, BandConfig(), SampleSettings(tiles=1), seed=0)
+    sample = next(iter(stream))
+    assert sample["tiles"].dtype == torch.float32 and sample["canvas"].dtype == torch.uint8
+
+
+def test_cli_trains_validates_and_exports_within_a_time_budget(train_sources, tmp_path):
+    run, out = tmp_path / "run", tmp_path / "best.safetensors"
+    code = main(["train", "--data", str(DATA), "--run", str(run), "--iterations", "100000", "--batch-size", "2",
+                 "--tiles", "2", "--workers", "0", "--val-per-kind", "1", "--device", "cpu", "--max-minutes", "0.01",
+                 "--export", str(out)])
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert code == 0 and 0 < state["step"] < 100000 and out.exists()
+    from app.refiner.weights import load_weights
+
+    _, info = load_weights(out)
+    assert info.preset == "band" and info.metadata["validation"]["iou"] > 0.5
