@@ -4,24 +4,37 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from app.cli_train import DEFAULT_DATA
 from app.core.atomic import write_text_atomic
 from app.refiner.api import Refiner
 from app.refiner.data import shared_sources
-from app.refiner.degrade import COARSE_KINDS
-from app.refiner.evaluate import NEAR_PERFECT, build_cases, evaluate, markdown_table, methods_for, rows_as_dicts
+from app.refiner.degrade import ALL_KINDS
+from app.refiner.evaluate import (
+    NEAR_PERFECT,
+    build_cases,
+    difference_table,
+    markdown_table,
+    methods_for,
+    paired_bootstrap,
+    rows_as_dicts,
+    score_cases,
+    summarize,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="evaluate the refiner and classical baselines on held-out images")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding the real datasets")
-    p.add_argument("--weights", help="checkpoint to evaluate (name or file); default compact-v1")
+    p.add_argument("--weights", help="checkpoint to evaluate (name or file); default: the app's default weights")
     p.add_argument("--no-refiner", action="store_true", help="only the coarse input and the classical refiners")
     p.add_argument("--modes", default="instance,hr", help="refiner pipelines to evaluate, comma-separated")
-    p.add_argument("--per-kind", type=int, default=30, help="held-out instances per coarse-mask kind")
-    p.add_argument("--kinds", default=",".join((*COARSE_KINDS, NEAR_PERFECT)), help="coarse-mask kinds, comma-separated")
+    p.add_argument("--per-kind", type=int, default=50, help="held-out instances per coarse-mask kind (sets take turns)")
+    p.add_argument("--kinds", default=",".join((*ALL_KINDS, NEAR_PERFECT)), help="coarse-mask kinds, comma-separated")
+    p.add_argument("--against", default="grabcut",
+                   help="baseline for the paired bootstrap intervals of every 'ours' method (default grabcut)")
     p.add_argument("--methods", help="only these methods, comma-separated (e.g. coarse,grabcut,ours-instance-det)")
     p.add_argument("--official-paste", action="store_true", help="evaluate the official paste instead of keep-native")
     p.add_argument("--device", default="auto")
@@ -52,10 +65,25 @@ def run_eval(args: argparse.Namespace) -> int:
         if done == total or done % 10 == 0:
             print(f"  {name}: {done}/{total}", file=sys.stderr, flush=True)
 
-    rows = evaluate(cases, methods, progress)
+    scored = score_cases(cases, methods, progress)
+    rows = summarize(cases, scored)
     for kind in ["all", *dict.fromkeys(c.kind for c in cases)]:
         print(markdown_table(rows, kind))
         print()
+    differences = []
+    if args.against in scored:
+        for name in scored:
+            if name.startswith("ours"):
+                diff = paired_bootstrap(cases, scored, name, args.against)
+                differences += diff
+                print(difference_table(diff))
+                print()
     if args.json:
-        write_text_atomic(args.json, json.dumps(rows_as_dicts(rows), indent=1))
+        write_text_atomic(args.json, json.dumps({
+            "cases": [{"kind": c.kind, "source": c.source, "key": c.example.key} for c in cases],
+            "rows": rows_as_dicts(rows),
+            "differences": [asdict(d) for d in differences],
+            "per_case": {name: [{"iou": r.scores.iou, "mba": r.scores.mba, "boundary_iou": r.scores.boundary_iou,
+                                 "seconds": r.seconds} for r in results] for name, results in scored.items()},
+        }, indent=1))
     return 0

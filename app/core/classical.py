@@ -121,12 +121,10 @@ def _gmm_log_likelihood(model: np.ndarray, x: np.ndarray) -> np.ndarray:
         if weights[c] <= 0:
             continue
         cov = covs[c] + np.eye(3) * 1e-3
-        inv = np.linalg.inv(cov)
         d = x - means[c]
-        maha = np.einsum("ni,ij,nj->n", d, inv, d)
+        maha = ((d @ np.linalg.inv(cov)) * d).sum(axis=1)
         logs[:, c] = math.log(weights[c]) - 0.5 * (maha + math.log(np.linalg.det(cov)) + 3 * math.log(2 * math.pi))
     top = logs.max(axis=1, keepdims=True)
-    top[~np.isfinite(top)] = 0.0
     return (top + np.log(np.exp(logs - top).sum(axis=1, keepdims=True)))[:, 0]
 
 
@@ -247,6 +245,54 @@ def guided_filter_refine(image: np.ndarray, coarse: np.ndarray, radius: float = 
     out = mask.copy()
     out[ys, xs] = soft >= threshold
     return out
+
+
+def matting_refine(image: np.ndarray, coarse: np.ndarray, band: float = 0.08, core_depth: float = 0.05,
+                   max_side: int = 400) -> np.ndarray:
+    """Closed-form matting (Levin et al., via the optional ``pymatting`` package) from a coarse-mask trimap.
+
+    The trimap is GrabCut's initialisation: definite foreground deeper than ``core_depth`` x object size inside
+    the mask, definite background beyond ``band`` x size outside, unknown between; alpha >= 0.5 is the mask. Runs
+    on the crop, downscaled to ``max_side``. Raises ImportError when pymatting is not installed.
+    """
+    from pymatting import estimate_alpha_cf
+
+    mask = _check(image, coarse)
+    if not mask.any() or mask.all():
+        return mask
+    size = _object_size(mask)
+    ys, xs = _crop_box(mask, max(3, round(band * size)) + 2)
+    crop = mask[ys, xs].astype(np.uint8)
+    img = np.ascontiguousarray(image[ys, xs])
+    h, w = crop.shape
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        small = (max(1, round(w * scale)), max(1, round(h * scale)))
+        img = cv2.resize(img, small, interpolation=cv2.INTER_AREA)
+        crop = (cv2.resize(crop.astype(np.float32), small, interpolation=cv2.INTER_AREA) >= 0.5).astype(np.uint8)
+    near = cv2.dilate(crop, _disk(max(2, round(band * size * scale))), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    deep = cv2.erode(crop, _disk(max(1, round(core_depth * size * scale))))
+    trimap = np.where(deep > 0, 1.0, np.where(near > 0, 0.5, 0.0))
+    if not (trimap == 1.0).any() or not (trimap == 0.0).any():
+        return mask
+    alpha = estimate_alpha_cf(img.astype(np.float64) / 255.0, trimap)
+    if scale < 1.0:
+        alpha = cv2.resize(alpha.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    out = mask.copy()
+    out[ys, xs] = alpha >= 0.5
+    return out
+
+
+def available_refiners() -> dict[str, Refiner]:
+    """The classical refiners, plus closed-form matting when the optional ``pymatting`` is installed."""
+    refiners = dict(CLASSICAL_REFINERS)
+    try:
+        import pymatting  # noqa: F401
+    except ImportError:
+        log.info("pymatting is not installed: closed-form matting is left out of the comparison")
+    else:
+        refiners["matting"] = matting_refine
+    return refiners
 
 
 CLASSICAL_REFINERS: dict[str, Refiner] = {

@@ -199,43 +199,48 @@ def gather_tiles(cues: InstanceCues, mask_work: np.ndarray, sdf_work: np.ndarray
     """
     side = config.tile + 2 * HALO
     h, w = mask_work.shape
-    rgb = (cues.work_rgb.astype(np.float32) - RGB_MEAN) / RGB_STD
-    sdf = np.tanh(sdf_work / SDF_SCALE_WORK)
-    tval = timestep_value(t, config)
-    inputs, grids = [], []
-    for y0, x0 in origins:
-        ys = np.clip(np.arange(y0 - HALO, y0 - HALO + side), 0, h - 1)
-        xs = np.clip(np.arange(x0 - HALO, x0 - HALO + side), 0, w - 1)
-        index = np.ix_(ys, xs)
-        channels = [rgb[index].transpose(2, 0, 1), mask_work[index][None].astype(np.float32),
-                    np.full((1, side, side), tval, np.float32)]
-        named = {"sdf": lambda: sdf[index][None],
-                 "grabcut": lambda: np.zeros((1, side, side), np.float32),  # sampled from the canvas below
-                 "colour": lambda: cues.work_colour(cues.work_rgb[index])[None]}
-        channels += [named[c]() for c in config.cues]
-        inputs.append(np.concatenate(channels))
-        grids.append(canvas_grid(cues.frame, ys, xs))
-    batch = torch.from_numpy(np.stack(inputs))
-    grid = torch.from_numpy(np.stack(grids))
-    if "grabcut" in config.cues:
+    n = len(origins)
+    oy = np.array([o[0] for o in origins], np.int64)
+    ox = np.array([o[1] for o in origins], np.int64)
+    ys = np.clip(oy[:, None] - HALO + np.arange(side)[None, :], 0, h - 1)  # (n, side)
+    xs = np.clip(ox[:, None] - HALO + np.arange(side)[None, :], 0, w - 1)
+    rows, cols = ys[:, :, None], xs[:, None, :]
+    rgb = cues.work_rgb[rows, cols]  # (n, side, side, 3) uint8
+    channels = {
+        "rgb": ((rgb.astype(np.float32) - RGB_MEAN) / RGB_STD).transpose(0, 3, 1, 2),
+        "mask": mask_work[rows, cols][:, None].astype(np.float32),
+        "t": np.full((n, 1, side, side), timestep_value(t, config), np.float32),
+        "sdf": np.tanh(sdf_work[rows, cols] / SDF_SCALE_WORK)[:, None],
+        "grabcut": np.zeros((n, 1, side, side), np.float32),  # sampled from the canvas below
+        "colour": cues.work_colour(rgb)[:, None],
+    }
+    inputs = np.concatenate([channels[c] for c in ("rgb", "mask", "t", *config.cues)], axis=1)
+    ry = cues.frame.content[0] / cues.frame.work[0]
+    rx = cues.frame.content[1] / cues.frame.work[1]
+    gy = 2.0 * (ys.astype(np.float32) + 0.5) * ry / cues.frame.canvas - 1.0
+    gx = 2.0 * (xs.astype(np.float32) + 0.5) * rx / cues.frame.canvas - 1.0
+    grids = np.stack(np.broadcast_arrays(gx[:, None, :], gy[:, :, None]), axis=-1).astype(np.float32)
+    batch = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    grid = torch.from_numpy(grids)
+    if "grabcut" in config.cues and n:
         at = 5 + config.cues.index("grabcut")
-        canvas = torch.from_numpy(cues.grabcut)[None, None].expand(len(origins), 1, -1, -1)
-        batch[:, at : at + 1] = torch.nn.functional.grid_sample(canvas, grid, mode="bilinear", padding_mode="border",
-                                                                align_corners=False)
+        canvas = torch.from_numpy(cues.grabcut)[None, None]
+        sampled = torch.nn.functional.grid_sample(canvas, grid.reshape(1, n * side, side, 2), mode="bilinear",
+                                                  padding_mode="border", align_corners=False)
+        batch[:, at] = sampled.reshape(n, side, side)
     return TileBatch(list(origins), batch, grid)
 
 
-def band_cells(mask_work: np.ndarray, sdf_work: np.ndarray, coarse_work: np.ndarray, grabcut_work: np.ndarray,
+def band_cells(mask_work: np.ndarray, sdf_work: np.ndarray, coarse_band: np.ndarray, grabcut_work: np.ndarray,
                width: float, tile: int) -> list[tuple[int, int]]:
     """Origins of the work-grid tiles that hold the boundary band.
 
-    The band: pixels within ``width`` of the current or the coarse mask's boundary, and where GrabCut's result
-    disagrees with the current mask. The work grid is cut into ``tile`` x ``tile`` cells (the last row and column
-    shifted inwards so every cell lies inside); a cell with any band pixel is refined.
+    The band: pixels within ``width`` of the current mask's boundary, the coarse mask's band ``coarse_band``
+    (computed once per instance with :func:`near_boundary`), and where GrabCut's result disagrees with the
+    current mask. The work grid is cut into ``tile`` x ``tile`` cells (the last row and column shifted inwards so
+    every cell lies inside); a cell with any band pixel is refined.
     """
-    band = np.abs(sdf_work) <= width
-    band |= np.abs(signed_distance(coarse_work)) <= width
-    band |= grabcut_work != mask_work
+    band = (np.abs(sdf_work) <= width) | coarse_band | (grabcut_work != mask_work)
     h, w = band.shape
     cells = []
     for y0 in _cell_starts(h, tile):
@@ -243,6 +248,11 @@ def band_cells(mask_work: np.ndarray, sdf_work: np.ndarray, coarse_work: np.ndar
             if band[y0 : y0 + tile, x0 : x0 + tile].any():
                 cells.append((y0, x0))
     return cells
+
+
+def near_boundary(mask: np.ndarray, width: float) -> np.ndarray:
+    """Pixels within ``width`` of the mask's boundary, on either side."""
+    return np.abs(signed_distance(mask)) <= width
 
 
 def _cell_starts(length: int, tile: int) -> list[int]:

@@ -30,6 +30,7 @@ from app.refiner.band_frame import (
     frame_for,
     gather_tiles,
     instance_cues,
+    near_boundary,
     resize_mask,
     signed_distance,
 )
@@ -122,6 +123,8 @@ class _Instance:
     frame: Frame
     cues: InstanceCues
     coarse_work: np.ndarray
+    coarse_band: np.ndarray
+    width: float
     grabcut_work: np.ndarray
     guide: dict[str, torch.Tensor | None]
     state: ReverseState
@@ -199,7 +202,8 @@ def _prepare(image: np.ndarray, mask: np.ndarray, index: int, frame: Frame, guid
     state = ReverseState.start(coarse)
     state.coarse = apply_guidance_grid(state.coarse, state.coarse, guide)
     state.mask = state.coarse.clone()
-    return _Instance(index, frame, cues, coarse_work, grabcut_work, guide, state)
+    width = band_width(coarse_work)
+    return _Instance(index, frame, cues, coarse_work, near_boundary(coarse_work, width), width, grabcut_work, guide, state)
 
 
 def _band_logits(runner: BandRunner, projected: list[torch.Tensor], instances: list[_Instance], t: int) -> list[torch.Tensor]:
@@ -211,7 +215,7 @@ def _band_logits(runner: BandRunner, projected: list[torch.Tensor], instances: l
         currents.append(current)
         contexts.append(context_cues(inst.cues, current, t, config))
         sdf = signed_distance(current)
-        origins = band_cells(current, sdf, inst.coarse_work, inst.grabcut_work, band_width(inst.coarse_work), config.tile)
+        origins = band_cells(current, sdf, inst.coarse_band, inst.grabcut_work, inst.width, config.tile)
         batch = gather_tiles(inst.cues, current, sdf, t, config, origins)
         tiles.append(batch.inputs)
         grids.append(batch.grids)

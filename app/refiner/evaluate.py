@@ -16,8 +16,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from app.core.classical import CLASSICAL_REFINERS
-from app.core.metrics import MetricAccumulator, iou
+from app.core.classical import available_refiners
+from app.core.metrics import ImageScores, MetricAccumulator, iou, score
 from app.refiner.api import Refiner, RefineOptions
 from app.refiner.data import Example, Source
 from app.refiner.degrade import ALL_KINDS, near_perfect, synthesize
@@ -35,6 +35,7 @@ class Case:
     example: Example
     coarse: np.ndarray
     kind: str
+    source: str = ""
 
 
 @dataclass
@@ -50,19 +51,24 @@ class Row:
     seconds_per_instance: float
 
 
-def build_cases(sources: Sequence[Source], per_kind: int, seed: int = 2026, kinds: Iterable[str] = (*ALL_KINDS, NEAR_PERFECT)) -> list[Case]:
-    """``per_kind`` held-out examples per coarse kind, the same ones for every method and every run."""
+def build_cases(sources: Sequence[Source], per_kind: int, seed: int = 2026,
+                kinds: Iterable[str] = (*ALL_KINDS, NEAR_PERFECT)) -> list[Case]:
+    """``per_kind`` held-out examples per coarse kind, the same ones for every method and every run.
+
+    Sources take turns, so every set is represented in every kind however their sizes differ; within a
+    source the examples come in a fixed random order.
+    """
     rng = np.random.default_rng(seed)
-    pool = [(s, i) for s in sources for i in range(len(s))]
     cases = []
     for kind in kinds:
-        order = rng.permutation(len(pool))
-        made = 0
-        for k in order:
-            if made >= per_kind:
-                break
-            source, i = pool[int(k)]
-            example = source.load(i)
+        orders = [list(rng.permutation(len(s))) for s in sources]
+        made, turn = 0, 0
+        while made < per_kind and any(orders):
+            k = turn % len(sources)
+            turn += 1
+            if not orders[k]:
+                continue
+            example = sources[k].load(int(orders[k].pop(0)))
             if example.mask.sum() < 1024:
                 continue
             if kind == NEAR_PERFECT:
@@ -73,7 +79,7 @@ def build_cases(sources: Sequence[Source], per_kind: int, seed: int = 2026, kind
                 coarse, made_kind = synthesize(example.mask, rng, kind=kind, image=example.image)
                 if made_kind != kind:
                     continue
-            cases.append(Case(example, coarse, kind))
+            cases.append(Case(example, coarse, kind, sources[k].name))
             made += 1
     return cases
 
@@ -92,7 +98,7 @@ def refiner_method(refiner: Refiner, options: RefineOptions) -> Method:
 def methods_for(refiner: Refiner | None, modes: Sequence[str] = ("instance", "hr"), keep_native: bool = True) -> dict[str, Method]:
     """The coarse input, the classical refiners and (when weights are given) our refiner's variants."""
     methods: dict[str, Method] = {"coarse": lambda image, coarse: coarse}
-    methods.update(CLASSICAL_REFINERS)
+    methods.update(available_refiners())
     if refiner is not None:
         for mode in modes:
             for deterministic in (False, True):
@@ -101,28 +107,114 @@ def methods_for(refiner: Refiner | None, modes: Sequence[str] = ("instance", "hr
     return methods
 
 
-def evaluate(cases: Sequence[Case], methods: dict[str, Method], progress: Callable[[str, int, int], None] | None = None) -> list[Row]:
-    """Run every method on every case; rows per (method, kind) and per method over all kinds but near-perfect."""
-    rows = []
+@dataclass(frozen=True)
+class Scored:
+    """One method's result on one case."""
+
+    scores: ImageScores
+    seconds: float
+
+
+def score_cases(cases: Sequence[Case], methods: dict[str, Method],
+                progress: Callable[[str, int, int], None] | None = None) -> dict[str, list[Scored]]:
+    """Every method on every case: per-case scores and times, in the order of ``cases``."""
+    out: dict[str, list[Scored]] = {}
     for name, method in methods.items():
-        per_kind: dict[str, MetricAccumulator] = defaultdict(MetricAccumulator)
-        overall = MetricAccumulator()
-        seconds: dict[str, float] = defaultdict(float)
+        out[name] = []
         for n, case in enumerate(cases):
             started = time.perf_counter()
             refined = method(case.example.image, case.coarse)
             elapsed = time.perf_counter() - started
-            seconds[case.kind] += elapsed
-            per_kind[case.kind].add(refined, case.example.mask, case.example.ignore)
-            if case.kind != NEAR_PERFECT:
-                overall.add(refined, case.example.mask, case.example.ignore)
-                seconds["all"] += elapsed
+            out[name].append(Scored(score(refined, case.example.mask, case.example.ignore), elapsed))
             if progress is not None:
                 progress(name, n + 1, len(cases))
-        for kind, acc in [*per_kind.items(), ("all", overall)]:
+    return out
+
+
+def summarize(cases: Sequence[Case], scored: dict[str, list[Scored]]) -> list[Row]:
+    """Rows per (method, kind) and per method over all kinds but near-perfect ("all")."""
+    rows = []
+    for name, results in scored.items():
+        groups: dict[str, list[Scored]] = defaultdict(list)
+        for case, result in zip(cases, results):
+            groups[case.kind].append(result)
+            if case.kind != NEAR_PERFECT:
+                groups["all"].append(result)
+        for kind, group in [*((k, v) for k, v in groups.items() if k != "all"), ("all", groups["all"])]:
+            if not group:
+                continue
+            acc = MetricAccumulator(scores=[g.scores for g in group])
             s = acc.summary()
-            rows.append(Row(name, kind, s.count, s.iou, s.mba, s.mean_boundary_iou, seconds[kind] / max(1, s.count)))
+            rows.append(Row(name, kind, s.count, s.iou, s.mba, s.mean_boundary_iou,
+                            sum(g.seconds for g in group) / len(group)))
     return rows
+
+
+def evaluate(cases: Sequence[Case], methods: dict[str, Method], progress: Callable[[str, int, int], None] | None = None) -> list[Row]:
+    """Run every method on every case; rows per (method, kind) and per method over all kinds but near-perfect."""
+    return summarize(cases, score_cases(cases, methods, progress))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """method - baseline on a group of cases, with a paired bootstrap 95 % interval (IoU and mBA, as fractions)."""
+
+    method: str
+    baseline: str
+    kind: str
+    count: int
+    iou: float
+    iou_low: float
+    iou_high: float
+    mba: float
+    mba_low: float
+    mba_high: float
+
+
+def paired_bootstrap(cases: Sequence[Case], scored: dict[str, list[Scored]], method: str, baseline: str,
+                     resamples: int = 2000, seed: int = 0) -> list[Difference]:
+    """Dataset-level IoU and mean mBA differences per kind and overall ("all", near-perfect apart).
+
+    Cases are resampled with replacement, the same draw for both methods (paired), and the 2.5th / 97.5th
+    percentiles of the differences give the interval.
+    """
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, case in enumerate(cases):
+        groups[case.kind].append(i)
+        if case.kind != NEAR_PERFECT:
+            groups["all"].append(i)
+    out = []
+    for kind, index in [*((k, v) for k, v in groups.items() if k != "all"), ("all", groups["all"])]:
+        if not index:
+            continue
+        a = [scored[method][i].scores for i in index]
+        b = [scored[baseline][i].scores for i in index]
+        inter_a, union_a = np.array([s.intersection for s in a], float), np.array([s.union for s in a], float)
+        inter_b, union_b = np.array([s.intersection for s in b], float), np.array([s.union for s in b], float)
+        mba_diff = np.array([x.mba - y.mba for x, y in zip(a, b)])
+        draws = rng.integers(0, len(index), size=(resamples, len(index)))
+        iou_diff = (inter_a[draws].sum(1) / np.maximum(union_a[draws].sum(1), 1)
+                    - inter_b[draws].sum(1) / np.maximum(union_b[draws].sum(1), 1))
+        mba_boot = mba_diff[draws].mean(1)
+        point = inter_a.sum() / max(union_a.sum(), 1) - inter_b.sum() / max(union_b.sum(), 1)
+        out.append(Difference(method, baseline, kind, len(index), float(point),
+                              float(np.percentile(iou_diff, 2.5)), float(np.percentile(iou_diff, 97.5)),
+                              float(mba_diff.mean()), float(np.percentile(mba_boot, 2.5)),
+                              float(np.percentile(mba_boot, 97.5))))
+    return out
+
+
+def difference_table(differences: Sequence[Difference]) -> str:
+    """Differences as a Markdown table, in points (IoU and mBA x 100)."""
+    if not differences:
+        return ""
+    d0 = differences[0]
+    lines = [f"| kind | n | {d0.method} - {d0.baseline}: IoU [95 % CI] | mBA [95 % CI] |", "| --- | --- | --- | --- |"]
+    for d in differences:
+        lines.append(f"| {d.kind} | {d.count} | {100 * d.iou:+.2f} [{100 * d.iou_low:+.2f}, {100 * d.iou_high:+.2f}] | "
+                     f"{100 * d.mba:+.2f} [{100 * d.mba_low:+.2f}, {100 * d.mba_high:+.2f}] |")
+    return "\n".join(lines)
 
 
 def markdown_table(rows: Sequence[Row], kind: str = "all") -> str:

@@ -11,6 +11,7 @@ from app.refiner.band_frame import (
     frame_of_box,
     gather_tiles,
     instance_cues,
+    near_boundary,
     signed_distance,
 )
 from app.refiner.band_net import HALO, BandConfig, BandNet
@@ -119,7 +120,7 @@ def test_tiles_compute_exactly_what_the_head_computes_on_the_whole_grid(encoder)
     sdf = signed_distance(mask)
     h, w = mask.shape
     whole = gather_tiles(cues, mask, sdf, 3, BandConfig(tile=max(h, w)), [(0, 0)])
-    origins = band_cells(mask, sdf, mask, mask, 4.0, 16)
+    origins = band_cells(mask, sdf, near_boundary(mask, 4.0), mask, 4.0, 16)
     tiles = gather_tiles(cues, mask, sdf, 3, net.config, origins)
     features = torch.randn(1, net.config.head_features, 8, 8)
     from app.refiner.band_net import sample_context
@@ -135,7 +136,7 @@ def test_tiles_compute_exactly_what_the_head_computes_on_the_whole_grid(encoder)
 def test_band_cells_cover_the_boundary_and_leave_the_far_inside_alone():
     mask = _disk((300, 300), (150, 150), 120)
     sdf = signed_distance(mask)
-    cells = band_cells(mask, sdf, mask, mask, 8.0, 32)
+    cells = band_cells(mask, sdf, near_boundary(mask, 8.0), mask, 8.0, 32)
     covered = np.zeros_like(mask)
     for y, x in cells:
         covered[y : y + 32, x : x + 32] = True
