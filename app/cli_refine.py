@@ -57,7 +57,11 @@ def _add_refine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=6, help="reverse steps (1..6)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=0, help="seed of the stochastic reverse process")
-    p.add_argument("--deterministic", action="store_true", help="deterministic reverse variant (no sampling)")
+    reverse = p.add_mutually_exclusive_group()
+    reverse.add_argument("--deterministic", dest="deterministic", action="store_const", const=True, default=None,
+                         help="deterministic reverse (no sampling; the default of the band network)")
+    reverse.add_argument("--stochastic", dest="deterministic", action="store_const", const=False,
+                         help="stochastic reverse, as the official code (the default of the U-Net presets)")
     p.add_argument("--compile", action="store_true",
                    help="compile the network first (torch.compile): a minute or two up front, then ~35%% faster steps")
     p.add_argument("--pad", type=int, default=20, help="context in pixels around each instance crop")

@@ -34,7 +34,7 @@ class RefineOptions:
     mode: str = "instance"
     steps: int = 6
     seed: int = 0
-    deterministic: bool = False
+    deterministic: bool | None = None  # None: the network's own (band: deterministic; U-Net: stochastic, official)
     pad: int = 20
     min_area: int = 512
     max_patches: int = 64
@@ -86,14 +86,14 @@ class Refiner:
             raise ValueError(f"hr mode refines one mask at a time, got {len(masks)}")
         if isinstance(self.runner, BandRunner):
             band = BandSettings(steps=options.steps, min_area=options.min_area, seed=options.seed,
-                                deterministic=options.deterministic, keep_native=options.keep_native,
+                                deterministic=options.deterministic is not False, keep_native=options.keep_native,
                                 max_work=None if options.mode == "hr" else INSTANCE_MAX_WORK)
             return refine_band(self.runner, image, masks, band, guidance)
         if options.mode == "hr":
             settings = HRSettings(
                 global_steps=options.steps - 1,
                 seed=options.seed,
-                deterministic=options.deterministic,
+                deterministic=bool(options.deterministic),
                 max_patches=options.max_patches,
                 batch_size=self.runner.batch_size,
                 keep_native=options.keep_native,
@@ -104,7 +104,7 @@ class Refiner:
             pad=options.pad,
             min_area=options.min_area,
             seed=options.seed,
-            deterministic=options.deterministic,
+            deterministic=bool(options.deterministic),
             batch_size=self.runner.batch_size,
             keep_native=options.keep_native,
         )

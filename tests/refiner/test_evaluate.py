@@ -34,3 +34,47 @@ def test_every_method_is_scored_per_kind_and_overall(sources, random_refiner):
     assert len(rows) == len(methods) * 3
     table = markdown_table(rows)
     assert table.count("\n") == len(methods) + 1 and "ours-instance-det" in table
+
+
+def test_sets_take_turns_so_every_set_is_in_every_kind(sources):
+    cases = build_cases(sources, len(sources), kinds=["shift"])
+    assert len({c.source for c in cases}) == len(cases) == len(sources)
+
+
+def _scored(ious, mbas):
+    from app.core.metrics import ImageScores
+    from app.refiner.evaluate import Scored
+
+    return [Scored(ImageScores(i, 0.0, m, int(i * 1000), 1000), 0.0) for i, m in zip(ious, mbas)]
+
+
+def _cases(kinds):
+    from app.refiner.evaluate import Case
+
+    return [Case(None, None, kind) for kind in kinds]
+
+
+def test_paired_bootstrap_interval_excludes_zero_only_for_a_real_gain():
+    from app.refiner.evaluate import difference_table, paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.7, 0.9, 60)
+    cases = _cases(["shift"] * 30 + ["lowres"] * 30)
+    scored = {"grabcut": _scored(base, base), "ours": _scored(base + 0.02, base + rng.normal(0, 0.05, 60)),
+              "same": _scored(base, base)}
+    gain = {d.kind: d for d in paired_bootstrap(cases, scored, "ours", "grabcut")}
+    assert set(gain) == {"shift", "lowres", "all"} and gain["all"].count == 60
+    assert gain["all"].iou == pytest.approx(0.02, abs=1e-3) and 0 < gain["all"].iou_low < 0.02 < gain["all"].iou_high
+    assert gain["all"].mba_low < 0 < gain["all"].mba_high  # noise around zero: the interval says so
+    same = paired_bootstrap(cases, scored, "same", "grabcut")
+    assert all(d.iou == d.iou_low == d.iou_high == 0.0 for d in same)
+    assert "| all | 60 | +2.00 [" in difference_table(list(gain.values()))
+
+
+def test_near_perfect_cases_are_reported_apart_from_all():
+    from app.refiner.evaluate import paired_bootstrap
+
+    cases = _cases(["shift", NEAR_PERFECT])
+    scored = {"a": _scored([0.9, 0.99], [0.8, 0.9]), "b": _scored([0.8, 0.98], [0.7, 0.9])}
+    by_kind = {d.kind: d.count for d in paired_bootstrap(cases, scored, "a", "b", resamples=50)}
+    assert by_kind == {"shift": 1, NEAR_PERFECT: 1, "all": 1}
