@@ -24,11 +24,11 @@ from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
 from app.core.mask_ops import mask_bbox
-from app.gui.canvas import Canvas
-from app.gui.demo import DEMO_DIR
-from app.gui.document import ImageDocument, InstanceLayer, palette_color
-from app.gui.overlays import build_pyramid
-from app.gui.preview import Preview, prepare_preview
+from app.gui.editor.canvas import Canvas
+from app.services.demo import DEMO_DIR
+from app.gui.editor.document import ImageDocument, InstanceLayer, palette_color
+from app.gui.editor.overlays import build_pyramid
+from app.gui.editor.preview import Preview, prepare_preview
 
 GOAL_MS = 16.0
 W, H = 8000, 6000

@@ -38,7 +38,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.gui.app import configure_application  # noqa: E402
-from app.gui.demo import DEMO_DIR, DEMO_JSON  # noqa: E402
+from app.services.demo import DEMO_DIR, DEMO_JSON  # noqa: E402
 from app.gui.main_window import MainWindow  # noqa: E402
 from scripts.weights_choice import scratch_settings  # noqa: E402
 

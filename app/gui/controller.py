@@ -23,24 +23,24 @@ from pycocotools import mask as mask_utils
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage
 
-from app.cli_dataset import load_source, report_path_for
+from app.cli.dataset import load_source, report_path_for
 from app.core.errors import DatasetError
 from app.core.images import find_image_file, read_image_rgb
 from app.core.mask_ops import Rect
-from app.core.model import Category, ChangeKind, ImageRecord, Provenance, ReviewStatus, decode_mask
+from app.core.records import Category, ChangeKind, ImageRecord, Provenance, ReviewStatus, decode_mask
 from app.core.report import ImportReport
-from app.core.store import MaskLike, ProjectStore
-from app.core.store_errors import ProjectError
-from app.core.store_query import InstanceFilter
-from app.core.store_rows import StoredInstance
-from app.core.store_schema import PROJECT_SUFFIX
-from app.gui.controller_autosave import Autosave
-from app.gui.demo import open_demo_project
-from app.gui.document import ImageDocument, InstanceLayer, palette_color
-from app.gui.overlays import build_pyramid
+from app.core.store.project import MaskLike, ProjectStore
+from app.core.store.errors import ProjectError
+from app.core.store.query import InstanceFilter
+from app.core.store.rows import StoredInstance
+from app.core.store.schema import PROJECT_SUFFIX
+from app.gui.autosave import Autosave
+from app.services.demo import open_demo_project
+from app.gui.editor.document import ImageDocument, InstanceLayer, palette_color
+from app.gui.editor.overlays import build_pyramid
 from app.gui.store_writer import StoreWriter
 from app.gui.settings import AppSettings
-from app.gui.workers import TaskRunner
+from app.gui.refine.worker import TaskRunner
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from PySide6.QtWidgets import (
     QPlainTextEdit, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
 )
 
-from app.cli_dataset import export_project
-from app.core.coco_export import SegmentationMode
+from app.cli.dataset import export_project
+from app.core.formats.coco_export import SegmentationMode
 from app.core.report import ExportReport
-from app.gui.workers import Task, TaskRunner
+from app.gui.refine.worker import Task, TaskRunner
 
 MAX_LISTED_PROBLEMS = 200
 FORMATS = {

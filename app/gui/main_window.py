@@ -16,21 +16,21 @@ from PySide6.QtWidgets import (
     QToolBar, QUndoView, QWidget,
 )
 
-from app.core.model import ReviewStatus
-from app.core.store_schema import PROJECT_SUFFIX
+from app.core.records import ReviewStatus
+from app.core.store.schema import PROJECT_SUFFIX
 from app.gui.actions import TOOLS, ActionRegistry
-from app.gui.canvas import Canvas
-from app.gui.canvas_navigator import Navigator
+from app.gui.editor.canvas import Canvas
+from app.gui.editor.navigator import Navigator
 from app.gui.controller import ProjectController
-from app.gui.controller_refine import RefineController
+from app.gui.refine.controller import RefineController
 from app.gui.docks.image_list import ImageListPanel
 from app.gui.docks.instance_list import InstanceListPanel
 from app.gui.docks.properties import PropertiesPanel
-from app.gui.docks.refine_panel import RefinePanel
-from app.gui.document import ImageDocument
+from app.gui.refine.panel import RefinePanel
+from app.gui.editor.document import ImageDocument
 from app.gui.export_dialog import ExportDialog
 from app.gui.settings import AppSettings, SettingsDialog
-from app.gui.workers import Environment, RefineService, TaskRunner
+from app.gui.refine.worker import Environment, RefineService, TaskRunner
 
 log = logging.getLogger(__name__)
 

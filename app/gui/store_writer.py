@@ -21,7 +21,7 @@ from typing import Any, Callable, TypeVar
 from PySide6.QtCore import QObject, Signal, Slot
 
 from app.core.errors import DatasetError
-from app.core.store import ProjectStore
+from app.core.store.project import ProjectStore
 
 log = logging.getLogger(__name__)
 

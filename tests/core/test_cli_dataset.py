@@ -11,11 +11,11 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from app import cli_dataset
+from app.cli import dataset as cli_dataset
 from app.core.errors import DatasetError
-from app.core.model import ChangeKind, Provenance, ReviewStatus
-from app.core.store import ProjectStore
-from app.core.store_errors import ProjectError
+from app.core.records import ChangeKind, Provenance, ReviewStatus
+from app.core.store.project import ProjectStore
+from app.core.store.errors import ProjectError
 from tests.shared_data import DATA
 
 COCO_TINY = DATA / "coco_tiny"

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.history import EditAction
-from app.core.model import (
+from app.core.store.history import EditAction
+from app.core.records import (
     ChangeKind, Dataset, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat, encode_mask,
 )
-from app.core.store import ProjectStore
-from app.core.store_errors import ProjectError, ReadOnlyProjectError
-from app.core.store_packing import pack_original, unpack_original
-from app.core.store_query import InstanceFilter
+from app.core.store.project import ProjectStore
+from app.core.store.errors import ProjectError, ReadOnlyProjectError
+from app.core.store.packing import pack_original, unpack_original
+from app.core.store.query import InstanceFilter
 from tests.core.codec_samples import tiny_coco
 from tests.core.store_samples import H, W, blob, ring, sample_dataset, two_parts
 
@@ -379,7 +379,7 @@ def test_a_sibling_writes_under_the_owners_lock_and_releases_nothing(project: Pa
 HOLDER = textwrap.dedent(
     """
     import sys
-    from app.core.store import ProjectStore
+    from app.core.store.project import ProjectStore
     store = ProjectStore.open(sys.argv[1])
     print("writable" if not store.read_only else "read-only", flush=True)
     sys.stdin.readline()
@@ -494,7 +494,7 @@ def test_unusual_imported_geometry_is_kept_as_json(original: dict) -> None:
 
 @pytest.mark.parametrize("extra", [{}, {"area": 959.73, "bbox": [12.08, 245.03, 32.49, 37.45]}, {"area": 7}])
 def test_imported_polygon_text_is_packed_as_text(extra: dict) -> None:
-    from app.core.model import SourcePolygons
+    from app.core.records import SourcePolygons
 
     original = {"segmentation": SourcePolygons("[[12.670, 249.44, 35.21,246.69, 44.57, 1e2]]"), **extra}
     packed = pack_original(original)
@@ -510,7 +510,7 @@ def test_a_polygon_mixing_integers_and_floats_comes_back_equal() -> None:
 # ------------------------------------------------------------------- imported polygons, rasterised on first use
 def _polygon_project(tmp_path: Path) -> tuple[Path, Path]:
     """A project imported from a COCO file of polygons spelt as a person would not (``5.50``, spaces)."""
-    from app.core.coco import load_coco
+    from app.core.formats.coco import load_coco
 
     source = tmp_path / "src.json"
     data = tiny_coco()
@@ -523,8 +523,8 @@ def _polygon_project(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_imported_polygons_are_stored_as_their_text_and_rasterised_on_first_use(tmp_path: Path) -> None:
-    from app.core.model import SourcePolygons
-    from app.core.polygons import polygons_to_rle
+    from app.core.records import SourcePolygons
+    from app.core.formats.polygons import polygons_to_rle
 
     project, source = _polygon_project(tmp_path)
     with ProjectStore.open(project) as store:
@@ -547,7 +547,7 @@ def test_imported_polygons_are_stored_as_their_text_and_rasterised_on_first_use(
 
 
 def test_source_export_of_an_unedited_project_writes_the_files_own_polygon_text(tmp_path: Path) -> None:
-    from app.core.coco_export import write_coco
+    from app.core.formats.coco_export import write_coco
 
     project, source = _polygon_project(tmp_path)
     with ProjectStore.open(project, read_only=True) as store:
@@ -559,7 +559,7 @@ def test_source_export_of_an_unedited_project_writes_the_files_own_polygon_text(
 
 def test_adding_polygons_to_an_existing_project_stores_their_pixels(tmp_path: Path, store: ProjectStore) -> None:
     """A project made by format 1 requires counts; an addition always rasterises (it is a small file)."""
-    from app.core.coco import load_coco
+    from app.core.formats.coco import load_coco
 
     data = tiny_coco(W, H)
     data["categories"] = [{"id": 1, "name": "acorn"}, {"id": 2, "name": "dog"}]

@@ -14,9 +14,9 @@ import pytest
 from PySide6.QtCore import QSettings
 from pytestqt.qtbot import QtBot
 
-from app.gui.canvas import Canvas
-from app.gui.demo import DEMO_DIR
-from app.gui.document import ImageDocument, InstanceLayer, palette_color
+from app.gui.editor.canvas import Canvas
+from app.services.demo import DEMO_DIR
+from app.gui.editor.document import ImageDocument, InstanceLayer, palette_color
 from app.gui.settings import AppSettings
 
 DOC_SHAPE = (200, 300)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QTimer
 
-from app.gui.commands import PatchCommand
-from app.gui.document import UNDO_LIMIT, ImageDocument, InstanceLayer, MaskUpdate, palette_color, prepare_update
-from app.gui.preview import Preview
+from app.gui.editor.commands import PatchCommand
+from app.gui.editor.document import UNDO_LIMIT, ImageDocument, InstanceLayer, MaskUpdate, palette_color, prepare_update
+from app.gui.editor.preview import Preview
 
 
 def stroke(doc: ImageDocument, target: int | str, points: list[tuple[int, int]], size: int = 5, value: bool = True) -> None:

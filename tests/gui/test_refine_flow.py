@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from pytestqt.qtbot import QtBot
 
-from app.core.history import EditAction
-from app.core.model import ChangeKind
+from app.core.store.history import EditAction
+from app.core.records import ChangeKind
 from app.gui.main_window import MainWindow
 from app.refiner.unet import PRESETS, DenoiseUNet
 

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from app.core.model import encode_mask
-from app.gui.controller_refine import RefineChoice, RefineController, RefineRun
-from app.gui.document import MaskCrop
-from app.gui.preview import DiffColors
-from app.gui.workers import RefineJob
+from app.core.records import encode_mask
+from app.gui.refine.controller import RefineChoice, RefineController, RefineRun
+from app.gui.editor.document import MaskCrop
+from app.gui.editor.preview import DiffColors
+from app.gui.refine.worker import RefineJob
 from app.refiner.steps import MaskPatch, RefineStep
 
 SHAPE = (60, 80)

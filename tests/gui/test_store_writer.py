@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from pytestqt.qtbot import QtBot
 
-from app.core.coco import load_coco
+from app.core.formats.coco import load_coco
 from app.core.errors import DatasetError
-from app.core.model import ReviewStatus
-from app.core.store import ProjectStore
-from app.gui.demo import DEMO_DIR, DEMO_JSON
+from app.core.records import ReviewStatus
+from app.core.store.project import ProjectStore
+from app.services.demo import DEMO_DIR, DEMO_JSON
 from app.gui.store_writer import StoreWriter
 
 

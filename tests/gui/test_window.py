@@ -14,13 +14,13 @@ from PySide6.QtGui import QColor, QKeySequence, QMouseEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from app.core.model import ReviewStatus
-from app.core.store import ProjectStore
+from app.core.records import ReviewStatus
+from app.core.store.project import ProjectStore
 from app.gui.actions import ActionRegistry
-from app.gui.demo import DEMO_DIR, DEMO_JSON, demo_project_path
-from app.gui.document import ImageDocument
+from app.services.demo import DEMO_DIR, DEMO_JSON, demo_project_path
+from app.gui.editor.document import ImageDocument
 from app.gui.main_window import MainWindow
-from app.gui.preview import DiffColors
+from app.gui.editor.preview import DiffColors
 from app.gui.settings import AppSettings
 
 from .conftest import open_window, wait_saved

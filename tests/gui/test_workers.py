@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from pytestqt.qtbot import QtBot
 
-from app.core.model import encode_mask
-from app.gui.demo import DEMO_DIR
-from app.gui.document import MaskCrop
-from app.gui.workers import Environment, RefineJob, RefineService, TaskRunner, describe_error
+from app.core.records import encode_mask
+from app.services.demo import DEMO_DIR
+from app.gui.editor.document import MaskCrop
+from app.gui.refine.worker import Environment, RefineJob, RefineService, TaskRunner, describe_error
 
 TIMEOUT_MS = 60_000
 

@@ -10,8 +10,8 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTableView, QVBoxLayout, QWidget
 
-from app.core.model import ImageRecord, ReviewStatus
-from app.core.store import ProjectStore
+from app.core.records import ImageRecord, ReviewStatus
+from app.core.store.project import ProjectStore
 
 Index = QModelIndex | QPersistentModelIndex
 COLUMNS = ("Image", "Size", "Instances", "To review")

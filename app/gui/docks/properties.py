@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
-from app.core.model import Category, ReviewStatus
-from app.core.store import ProjectStore
-from app.core.store_errors import ProjectError
-from app.gui.document import ImageDocument
+from app.core.records import Category, ReviewStatus
+from app.core.store.project import ProjectStore
+from app.core.store.errors import ProjectError
+from app.gui.editor.document import ImageDocument
 
 STATUS_TEXT = {s.value: s.value.replace("_", " ") for s in ReviewStatus}
 

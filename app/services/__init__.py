@@ -1,0 +1,1 @@
+"""The service layer (filled in the next commit)."""
