@@ -50,13 +50,32 @@ class ChangeKind(str, Enum):
 @dataclass(frozen=True)
 class Provenance:
     """The last change to an instance: who or what made it, and with which refiner settings. Frozen, so
-    the instances of one import can share one."""
+    the instances of one import can share one.
+
+    The one shape provenance takes from the refiner to the store, in the window (undo steps carry it) and
+    headless. ``mean_confidence`` is the model's mean confidence over its crop, for a refinement only.
+    """
 
     kind: ChangeKind = ChangeKind.IMPORTED
     weights: str | None = None
     mode: str | None = None
     steps: int | None = None
     timestamp: float = field(default_factory=time.time)
+    mean_confidence: float | None = None
+
+    @classmethod
+    def manual(cls) -> Provenance:
+        """A hand edit, now."""
+        return cls(ChangeKind.MANUAL)
+
+    @classmethod
+    def refined(cls, weights: str, mode: str, steps: int, mean_confidence: float | None) -> Provenance:
+        """A refinement, now: the weights' name, the pipeline mode and the reverse steps behind the mask."""
+        return cls(ChangeKind.REFINED, weights, mode, steps, mean_confidence=mean_confidence)
+
+    @property
+    def is_refined(self) -> bool:
+        return ChangeKind(self.kind) is ChangeKind.REFINED
 
 
 @dataclass

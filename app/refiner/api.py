@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -14,36 +14,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from app.refiner.device import Runner, pick_device
+from app.refiner.options import DEFAULT_WEIGHTS, RefineOptions
 from app.refiner.pipeline import Guidance, HRSettings, InstanceSettings, refine_hr, refine_instances
 from app.refiner.steps import RefineStep
 from app.refiner.weights import load_weights
 
 log = logging.getLogger(__name__)
-
-MODES = ("instance", "hr")
-DEFAULT_WEIGHTS = "compact-v1"
-
-
-@dataclass(frozen=True)
-class RefineOptions:
-    """What an annotator or a script chooses per run."""
-
-    mode: str = "instance"
-    steps: int = 6
-    seed: int = 0
-    deterministic: bool = False
-    pad: int = 20
-    min_area: int = 512
-    max_patches: int = 64
-    keep_native: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        low = 2 if self.mode == "hr" else 1
-        if not low <= self.steps <= 6:
-            raise ValueError(f"steps must be in {low}..6 in {self.mode} mode, got {self.steps}")
-
 
 class Refiner:
     """A loaded checkpoint on a device, ready to refine masks step by step."""
@@ -80,6 +56,7 @@ class Refiner:
                 seed=options.seed,
                 deterministic=options.deterministic,
                 max_patches=options.max_patches,
+                min_area=options.smallest_area,
                 batch_size=self.runner.batch_size,
                 keep_native=options.keep_native,
             )
@@ -87,7 +64,7 @@ class Refiner:
         settings = InstanceSettings(
             steps=options.steps,
             pad=options.pad,
-            min_area=options.min_area,
+            min_area=options.smallest_area,
             seed=options.seed,
             deterministic=options.deterministic,
             batch_size=self.runner.batch_size,

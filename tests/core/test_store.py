@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,8 @@ def test_session_state_resumes(project: Path) -> None:
 def test_images_dir_and_image_path(store: ProjectStore, tmp_path: Path) -> None:
     assert store.image_path(store.image(4)) is None
     store.set_images_dir(tmp_path)
+    assert store.image_path(store.image(4)) is None  # no such file
+    (tmp_path / "a.jpg").write_bytes(b"")
     assert store.image_path(store.image(4)) == tmp_path.resolve() / "a.jpg"
     with pytest.raises(ProjectError, match="no image with id 5"):
         store.image(5)
@@ -181,8 +184,8 @@ def test_list_filters_and_sorts_in_sql(store: ProjectStore) -> None:
 
 def test_list_by_change_size_and_confidence(store: ProjectStore) -> None:
     refined = Provenance(ChangeKind.REFINED, weights="compact", mode="lr", steps=6)
-    store.set_mask(31, ring() | blob(), provenance=refined, mean_confidence=0.7)
-    store.set_mask(12, two_parts()[::-1], provenance=refined, mean_confidence=0.95)
+    store.set_mask(31, ring() | blob(), provenance=replace(refined, mean_confidence=0.7))
+    store.set_mask(12, two_parts()[::-1], provenance=replace(refined, mean_confidence=0.95))
     changed = {31: int((blob() & ~ring()).sum()), 12: int((two_parts() ^ two_parts()[::-1]).sum())}
     assert changed[31] > changed[12]
     rows = store.list_instances(InstanceFilter(sort_by="changed_pixels", descending=True))
@@ -219,7 +222,7 @@ def test_manual_edit_updates_mask_geometry_and_history(store: ProjectStore) -> N
 
 def test_revert_a_refinement_days_later(store: ProjectStore) -> None:
     refined = Provenance(ChangeKind.REFINED, weights="segrefiner_lr", mode="lr", steps=6)
-    refine = store.set_mask(7, ring(), provenance=refined, mean_confidence=0.6, params={"seed": 3})
+    refine = store.set_mask(7, ring(), provenance=replace(refined, mean_confidence=0.6), params={"seed": 3})
     status = store.set_status(7, ReviewStatus.ACCEPTED)
     inst = store.instance(7)
     assert inst.provenance.weights == "segrefiner_lr" and inst.provenance.steps == 6

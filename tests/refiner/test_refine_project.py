@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
 from app.core.formats.coco import load_coco
+from app.core.package_data import demo_dir
 from app.core.records import ChangeKind, ReviewStatus
 from app.core.store.project import ProjectStore
-from app.refiner.api import RefineOptions
-from app.services.refine import Selection, refine_project
+from app.main import main
+from app.refiner.options import RefineOptions
+from app.services.refine import refine_project
+from app.services.selection import Selection
 
-DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
+DEMO = demo_dir()
 FAST = RefineOptions(steps=1)
 
 

@@ -21,7 +21,6 @@ import logging
 import os
 import sqlite3
 import time
-import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -30,6 +29,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from app.core.gc_pause import paused_gc
+from app.core.images import find_image_file
 from app.core.store.history import EDIT_COLUMNS, Edit, EditAction, edit_from_row
 from app.core.records import (
     Category, ChangeKind, Dataset, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat,
@@ -45,7 +45,8 @@ from app.core.store.rows import (
     InstanceSummary, StoredInstance, category_from_row, counts_text, dump_json, geometry, image_from_row,
     insert_instances, instance_from_row, provenance_values, rle_from, summary_from_row,
 )
-from app.core.store.schema import FORMAT_VERSION, configure
+from app.core.store.files import check_project, connect, fsync_file, take_lock
+from app.core.store.schema import configure
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,12 @@ class ProjectStore:
         path = Path(path)
         if not path.is_file():
             raise ProjectError(path, "no such project file")
-        _check_project(path)
+        check_project(path)
         lock, reason = None, "opened read-only on request"
         if not read_only:
-            lock, reason = _take_lock(path)
+            lock, reason = take_lock(path)
         try:
-            conn = _connect(path, read_only=lock is None)
+            conn = connect(path, read_only=lock is None)
         except BaseException as e:
             if lock is not None:
                 lock.release()
@@ -135,9 +136,9 @@ class ProjectStore:
                     build_project(conn, dataset, source_path, images_dir, progress)
             finally:
                 conn.close()
-            _fsync(tmp)
+            fsync_file(tmp)
             os.replace(tmp, path)
-            return cls(path, _connect(path, read_only=False), lock, None)
+            return cls(path, connect(path, read_only=False), lock, None)
         except BaseException as e:
             tmp.unlink(missing_ok=True)
             if not path.exists():
@@ -205,13 +206,18 @@ class ProjectStore:
         self._meta["images_dir"] = value
 
     def image_path(self, image: ImageRecord) -> Path | None:
-        """Where the image file should be, or None when the project knows no images folder."""
-        return None if self.images_dir is None else self.images_dir / image.file_name
+        """The image's file under the project's images folder (``find_image_file``: the one resolver the
+        window and the command line share), None when no folder is set or no file matches."""
+        return None if self.images_dir is None else find_image_file(self.images_dir, image)
 
     # --------------------------------------------------------------------------------- reading
     def images(self) -> list[ImageRecord]:
         """Every image in file order (20k records for LVIS val: fine to hold)."""
         return [image_from_row(r) for r in self._conn.execute(f"SELECT {IMAGE_COLUMNS} FROM images ORDER BY seq")]
+
+    def image_ids(self) -> list[int]:
+        """Every image id in file order (what a refine queue walks)."""
+        return [r[0] for r in self._conn.execute("SELECT id FROM images ORDER BY seq")]
 
     def image(self, image_id: int) -> ImageRecord:
         row = self._conn.execute(f"SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
@@ -297,20 +303,20 @@ class ProjectStore:
         mask: MaskLike,
         *,
         provenance: Provenance | None = None,
-        mean_confidence: float | None = None,
         params: dict[str, Any] | None = None,
     ) -> Edit:
         """Replace an instance's mask. ``provenance`` says what made it (default: a manual edit now); a
-        REFINED provenance records a 'refine' edit and sets the instance's changed-pixel count."""
-        provenance = provenance or Provenance(ChangeKind.MANUAL)
-        refined = ChangeKind(provenance.kind) is ChangeKind.REFINED
+        REFINED provenance records a 'refine' edit and sets the instance's changed-pixel count and mean
+        confidence (kept through later hand edits, as figures of the last refinement)."""
+        provenance = provenance or Provenance.manual()
+        refined = provenance.is_refined
         kind, weights, mode, steps, stamp = provenance_values(provenance)
         changes: dict[str, Any] = {
             "prov_kind": kind, "prov_weights": weights, "prov_mode": mode, "prov_steps": steps,
             "prov_time": stamp,
         }
         if refined:
-            changes["mean_confidence"] = mean_confidence
+            changes["mean_confidence"] = provenance.mean_confidence
         action = EditAction.REFINE if refined else EditAction.MANUAL
         return self._change(instance_id, action, changes, mask=mask, params=params)
 
@@ -559,57 +565,3 @@ def _changed_pixels(a: dict[str, Any], b: dict[str, Any]) -> int:
     """|a xor b| from the RLEs alone: |a| + |b| - 2 |a and b|."""
     both = mask_utils.merge([a, b], intersect=True)
     return int(mask_utils.area(a) + mask_utils.area(b) - 2 * mask_utils.area(both))
-
-
-def _check_project(path: Path) -> None:
-    """Refuse anything that is not one of our projects before a writable connection can touch it."""
-    try:
-        conn = _connect(path, read_only=True, configure_it=False)
-    except sqlite3.Error as e:
-        raise ProjectError(path, f"cannot open: {e}") from e
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-    except sqlite3.Error as e:
-        raise ProjectError(path, f"not a SegRefiner Studio project ({e})") from e
-    finally:
-        conn.close()
-    if row is None:
-        raise ProjectError(path, "not a SegRefiner Studio project (no format version)")
-    version = json.loads(row[0])
-    if version > FORMAT_VERSION:
-        raise ProjectError(
-            path, f"made by a newer SegRefiner Studio (project format {version}; this one reads up to "
-            f"{FORMAT_VERSION})"
-        )
-
-
-def _take_lock(path: Path) -> tuple[ProjectLock | None, str | None]:
-    """The writer lock, or None and the reason the project must open read-only."""
-    if not os.access(path, os.W_OK):
-        return None, "the project file is not writable"
-    lock = ProjectLock(path)
-    try:
-        if lock.acquire():
-            return lock, None
-    except OSError as e:
-        return None, f"cannot create the lock file {lock.path}: {e.strerror}"
-    return None, f"already open for writing by {lock.holder()}"
-
-
-def _connect(path: Path, *, read_only: bool, configure_it: bool = True) -> sqlite3.Connection:
-    if read_only:
-        uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-    else:
-        conn = sqlite3.connect(path, isolation_level=None)
-    if configure_it:
-        configure(conn, read_only=read_only)
-    return conn
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -199,7 +199,9 @@ def instance_from_row(row: Sequence[Any]) -> StoredInstance:
     return StoredInstance(
         id=iid, image_id=image_id, category_id=category_id, rle=rle, score=score,
         iscrowd=iscrowd, status=_STATUS[status],
-        provenance=Provenance(_KIND[pkind], pweights, pmode, psteps, ptime), extra=load_json(extra),
+        provenance=Provenance(_KIND[pkind], pweights, pmode, psteps, ptime,
+                              mean_confidence=confidence if _KIND[pkind] is ChangeKind.REFINED else None),
+        extra=load_json(extra),
         source_format=_FORMAT.get(source_format),
         original_segmentation=unpack_original(original), z_order=z_order, locked=bool(locked), hidden=bool(hidden),
         changed_pixels=changed, mean_confidence=confidence,
