@@ -22,11 +22,12 @@ import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
 
 from app.core.errors import DatasetError
-from app.core.records import ChangeKind, Provenance, ReviewStatus, encode_mask
+from app.core.records import Provenance, ReviewStatus, encode_mask
 from app.core.store.project import ProjectStore
 from app.core.store.errors import ProjectError
 from app.core.store.rows import StoredInstance
-from app.gui.editor.document import ImageDocument, InstanceLayer
+from app.gui.editor.document import ImageDocument
+from app.gui.editor.layers import InstanceLayer
 from app.gui.store_writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,11 @@ class Saved:
         return cls(ReviewStatus(inst.status).value, inst.category_id, inst.z_order, inst.locked, not inst.hidden)
 
 
-def provenance_of(layer: InstanceLayer) -> tuple[Provenance, float | None]:
-    """The store's provenance (and mean confidence, for refinements) of a layer's current mask."""
-    p = layer.provenance or {"kind": ChangeKind.MANUAL.value}
-    kind = ChangeKind(p.get("kind", ChangeKind.MANUAL.value))
-    if kind is ChangeKind.IMPORTED:
-        kind = ChangeKind.MANUAL  # an undo back to the imported mask is still an edit of the project
-    confidence = p.get("mean_confidence") if kind is ChangeKind.REFINED else None
-    return Provenance(kind, p.get("weights"), p.get("mode"), p.get("steps")), confidence
+def provenance_of(layer: InstanceLayer) -> Provenance:
+    """The store's provenance of a layer's current mask: the refinement's as its undo step recorded it,
+    else a hand edit (an undo back to the imported mask is still an edit of the project)."""
+    p = layer.provenance
+    return p if p is not None and p.is_refined else Provenance.manual()
 
 
 class Autosave(QObject):
@@ -184,14 +182,14 @@ class Autosave(QObject):
         """Encode a copy of the mask as it is now (its bounding box, copied here), and write it unless the
         store holds it already."""
         snapshot = doc.snapshot(instance_id)
-        provenance, confidence = provenance_of(doc.layer(instance_id))
+        provenance = provenance_of(doc.layer(instance_id))
         force = action == "refine"  # a refinement that changed nothing is still recorded
 
         def write(st: ProjectStore) -> bool:
             rle = encode_mask(snapshot.full())
             if rle["counts"] == self._counts.get(instance_id) and not force:
                 return False
-            st.set_mask(instance_id, rle, provenance=provenance, mean_confidence=confidence, params={"action": action})
+            st.set_mask(instance_id, rle, provenance=provenance, params={"action": action})
             self._counts[instance_id] = rle["counts"]
             return True
 

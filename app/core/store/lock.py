@@ -32,10 +32,6 @@ class ProjectLock:
         self.path = lock_path_for(project)
         self._file: IO[bytes] | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._file is not None
-
     def acquire(self) -> bool:
         """Take the lock if nobody holds it; False when another process (or window) does."""
         f = open(self.path, "a+b")

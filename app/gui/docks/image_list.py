@@ -43,9 +43,6 @@ class ImageListModel(QAbstractTableModel):
         self._counts = store.counts_by_image() if store is not None else {}
         self._todo = store.counts_by_image([ReviewStatus.UNREVIEWED]) if store is not None else {}
 
-    def image_at(self, row: int) -> ImageRecord:
-        return self._images[row]
-
     def row_of(self, image_id: int) -> int:
         return self._rows.get(image_id, -1)
 

@@ -259,9 +259,6 @@ class Canvas(QGraphicsView):
     show_confidence = _overlay_option("show_confidence", "Show the refine preview's uncertainty heatmap.")
     show_guidance = _overlay_option("show_guidance", "Show constraint and region strokes.")
 
-    def set_opacity(self, value: float) -> None:
-        self.opacity = float(value)
-
     def set_contour_only(self, on: bool) -> None:
         self.contour_only = bool(on)
 
@@ -276,9 +273,6 @@ class Canvas(QGraphicsView):
 
     def set_show_confidence(self, on: bool) -> None:
         self.show_confidence = bool(on)
-
-    def set_show_guidance(self, on: bool) -> None:
-        self.show_guidance = bool(on)
 
     @property
     def diff_colors(self) -> DiffColors:

@@ -7,16 +7,35 @@ are never merged. A command pushed after its pixels were drawn (``applied``) ski
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
+from PySide6.QtCore import SignalInstance
 from PySide6.QtGui import QUndoCommand
 
 from app.core import mask_ops
 from app.core.mask_ops import PackedPatch, Rect
+from app.core.records import Provenance
+from app.gui.editor.layers import InstanceLayer, Patch, Target
 
-if TYPE_CHECKING:
-    from app.gui.editor.document import ImageDocument, InstanceLayer, Target
+
+class EditableDocument(Protocol):
+    """What the undo commands need of the document (app/gui/editor/document.py), which imports them."""
+
+    edited: SignalInstance
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def layer(self, instance_id: int) -> InstanceLayer: ...
+
+    def write_patch(self, target: Target, rect: Rect, patch: np.ndarray) -> None: ...
+
+    def set_layer_field(self, instance_id: int, name: str, value: Any) -> None: ...
+
+    def insert_layer(self, layer: InstanceLayer) -> None: ...
+
+    def remove_layer(self, instance_id: int) -> InstanceLayer: ...
 
 FIELD_ACTIONS = {"status": "status", "category_id": "category", "visible": "visibility", "locked": "lock", "z": "z-order"}
 ACTION_LABELS = {
@@ -39,24 +58,6 @@ def describe(action: str, target: Target | None) -> str:
     return label if target is None or isinstance(target, str) else f"{label} #{target}"
 
 
-@dataclass(frozen=True)
-class Patch:
-    """Before and after pixels of one rectangle of one target (instance id or guidance name)."""
-
-    target: Target
-    rect: Rect
-    before: PackedPatch
-    after: PackedPatch
-
-    @classmethod
-    def of(cls, target: Target, rect: Rect, before: np.ndarray, after: np.ndarray) -> Patch:
-        return cls(target, rect, PackedPatch.pack(before), PackedPatch.pack(after))
-
-    @property
-    def nbytes(self) -> int:
-        return self.before.nbytes + self.after.nbytes
-
-
 class PatchCommand(QUndoCommand):
     """Rectangle deltas of one edit (a stroke, fill, lasso, accepted refinement or guidance clear).
 
@@ -67,14 +68,14 @@ class PatchCommand(QUndoCommand):
 
     def __init__(
         self,
-        doc: ImageDocument,
+        doc: EditableDocument,
         patches: list[Patch],
         action: str,
         text: str,
-        provenance: dict[str, Any] | None = None,
+        provenance: Provenance | None = None,
         applied: bool = True,
         instance_ids: Sequence[int] = (),
-        provenances: Mapping[int, dict[str, Any] | None] | None = None,
+        provenances: Mapping[int, Provenance | None] | None = None,
     ) -> None:
         super().__init__(text)
         self.doc = doc
@@ -83,7 +84,7 @@ class PatchCommand(QUndoCommand):
         self._skip_draw = applied
         ids = {p.target for p in patches if not isinstance(p.target, str)} | set(instance_ids)
         self.instance_ids = sorted(ids)
-        default = provenance if provenance is not None else {"kind": "manual"}
+        default = provenance if provenance is not None else Provenance.manual()
         own = provenances or {}
         self._provenance = {i: (doc.layer(i).provenance, own.get(i) or default) for i in self.instance_ids}
 
@@ -114,7 +115,7 @@ class PatchCommand(QUndoCommand):
 class LayerFieldCommand(QUndoCommand):
     """Change one property of an instance: status, category, visibility, lock or z-order."""
 
-    def __init__(self, doc: ImageDocument, instance_id: int, name: str, value: Any, text: str) -> None:
+    def __init__(self, doc: EditableDocument, instance_id: int, name: str, value: Any, text: str) -> None:
         super().__init__(text)
         self.doc = doc
         self.instance_id = instance_id
@@ -154,7 +155,7 @@ class PackedLayer:
 
 
 class AddInstanceCommand(QUndoCommand):
-    def __init__(self, doc: ImageDocument, layer: InstanceLayer) -> None:
+    def __init__(self, doc: EditableDocument, layer: InstanceLayer) -> None:
         super().__init__(f"Add instance #{layer.id}")
         self.doc = doc
         self.packed = PackedLayer.pack(layer)
@@ -171,7 +172,7 @@ class AddInstanceCommand(QUndoCommand):
 
 
 class DeleteInstanceCommand(QUndoCommand):
-    def __init__(self, doc: ImageDocument, layer: InstanceLayer) -> None:
+    def __init__(self, doc: EditableDocument, layer: InstanceLayer) -> None:
         super().__init__(f"Delete instance #{layer.id}")
         self.doc = doc
         self.packed = PackedLayer.pack(layer)

@@ -1,6 +1,6 @@
 """The open image as the editor holds it: decoded instance masks, guidance strokes, the refine preview.
 
-Every change to an instance goes through an undo command (app/gui/commands.py) that keeps only the
+Every change to an instance goes through an undo command (app/gui/editor/commands.py) that keeps only the
 rectangle it changed, so hundreds of undo levels on an 8K photo stay cheap. The canvas paints through the
 stroke API (``begin_stroke`` / ``stroke_to`` / ``end_stroke``): pixels are drawn at once for feedback and
 the whole stroke becomes one undo step when the mouse is released.
@@ -12,7 +12,7 @@ refiner may change). Guidance belongs to the image, not to an instance; ``clear_
 After each committed change to an instance (do, undo or redo) the document emits ``edited(id, action)``;
 the instance's state in the document is then the truth to save: ``has_layer(id)`` False means deleted.
 
-Refinement results stay inside the refiner's crop box: the preview (app/gui/preview.py) and accepted
+Refinement results stay inside the refiner's crop box: the preview (app/gui/editor/preview.py) and accepted
 masks (``apply_mask`` with a box, ``apply_updates``) carry only the box, so a step on a large photo costs
 the box, not the image. ``mask_version(id)`` counts an instance's pixel changes, so work prepared on another
 thread against one version (a preview's diff image, an accepted refinement's undo patch) is used only
@@ -20,8 +20,6 @@ while the instance is still at that version.
 """
 from __future__ import annotations
 
-import colorsys
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -30,103 +28,17 @@ from PySide6.QtGui import QImage, QUndoStack
 
 from app.core import mask_ops
 from app.core.mask_ops import Rect
-from app.gui.editor.commands import AddInstanceCommand, DeleteInstanceCommand, LayerFieldCommand, Patch, PatchCommand, describe
+from app.core.records import Provenance
+from app.gui.editor.commands import AddInstanceCommand, DeleteInstanceCommand, LayerFieldCommand, PatchCommand, describe
+from app.gui.editor.layers import GUIDANCE, InstanceLayer, MaskCrop, MaskUpdate, Patch, Target, box_patch, palette_color
 from app.gui.editor.preview import Preview
 
-GUIDANCE = ("foreground", "background", "region")
 UNDO_LIMIT = 1000
-Target = int | str
-
-
-def palette_color(key: int) -> tuple[int, int, int]:
-    """A distinct, saturated RGB colour for an id (golden-ratio hue walk, stable across sessions)."""
-    hue = (key * 0.618033988749895) % 1.0
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 1.0)
-    return int(r * 255), int(g * 255), int(b * 255)
 
 
 def qrect(rect: Rect) -> QRect:
     """(x0, y0, x1, y1) end-exclusive as a QRect."""
     return QRect(rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1])
-
-
-@dataclass
-class InstanceLayer:
-    """One instance as the editor holds it; ``mask`` is (H, W) bool at image resolution."""
-
-    id: int
-    category_id: int
-    mask: np.ndarray
-    color: tuple[int, int, int]
-    visible: bool = True
-    locked: bool = False
-    z: int = 0
-    status: str = "unreviewed"
-    provenance: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class MaskUpdate:
-    """A new mask for one instance inside ``box`` (x0, y0, x1, y1), e.g. an accepted refinement.
-
-    ``mask`` has the box's shape; outside the box the instance keeps its pixels. When ``base_version`` is
-    set, ``patch`` is the change already worked out against that version of the instance's mask (None: no
-    pixel changes), see ``prepare_update``.
-    """
-
-    instance_id: int
-    box: Rect
-    mask: np.ndarray
-    provenance: dict[str, Any] | None = None
-    patch: Patch | None = None
-    base_version: int | None = None
-
-
-@dataclass(frozen=True)
-class MaskCrop:
-    """A copy of an instance's mask kept to a rectangle holding all its pixels (outside it the mask is
-    empty): cheap to take on the GUI thread however large the photo; worker threads widen it."""
-
-    shape: tuple[int, int]
-    box: Rect | None
-    pixels: np.ndarray | None
-
-    def full(self) -> np.ndarray:
-        """The whole (H, W) bool mask."""
-        out = np.zeros(self.shape, dtype=bool)
-        if self.box is not None and self.pixels is not None:
-            mask_ops.put_patch(out, self.box, self.pixels)
-        return out
-
-    def region(self, box: Rect) -> np.ndarray:
-        """The mask inside ``box`` (any rectangle of the image)."""
-        x0, y0, x1, y1 = box
-        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        common = mask_ops.intersect_rect(box, self.box)
-        if common is not None and self.box is not None and self.pixels is not None:
-            cx0, cy0, cx1, cy1 = common
-            bx0, by0 = self.box[0], self.box[1]
-            out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = self.pixels[cy0 - by0 : cy1 - by0, cx0 - bx0 : cx1 - bx0]
-        return out
-
-
-def box_patch(instance_id: int, box: Rect, before: np.ndarray, mask: np.ndarray) -> Patch | None:
-    """The undo patch that turns ``before`` into ``mask`` inside ``box`` (bounded by the changed pixels)."""
-    changed = mask_ops.changed_rect(before, mask)
-    if changed is None:
-        return None
-    cx0, cy0, cx1, cy1 = changed
-    rect = (box[0] + cx0, box[1] + cy0, box[0] + cx1, box[1] + cy1)
-    return Patch.of(instance_id, rect, before[cy0:cy1, cx0:cx1], mask[cy0:cy1, cx0:cx1])
-
-
-def prepare_update(
-    instance_id: int, box: Rect, mask: np.ndarray, before: np.ndarray, base_version: int,
-    provenance: dict[str, Any] | None = None,
-) -> MaskUpdate:
-    """A ``MaskUpdate`` with its patch worked out against ``before``, the instance's pixels in ``box`` at
-    version ``base_version``; safe on any thread, so accepting it costs the GUI thread only the writing."""
-    return MaskUpdate(instance_id, box, mask, provenance, box_patch(instance_id, box, before, mask), base_version)
 
 
 class ImageDocument(QObject):
@@ -279,10 +191,6 @@ class ImageDocument(QObject):
         self.preview_changed.emit()
 
     # ----- strokes (brush, eraser, constraint and region brushes)
-    @property
-    def stroke_active(self) -> bool:
-        return self._stroke is not None
-
     def begin_stroke(self, target: Target, action: str) -> bool:
         """Start one undoable stroke on ``target``; False (and nothing starts) when it is not editable."""
         self.end_stroke()
@@ -339,7 +247,7 @@ class ImageDocument(QObject):
         return self._one_shot(target, action, lambda mask: mask_ops.paint_polygon(mask, polygon, value))
 
     def apply_mask(
-        self, instance_id: int, new_mask: np.ndarray, action: str, provenance: dict[str, Any] | None = None,
+        self, instance_id: int, new_mask: np.ndarray, action: str, provenance: Provenance | None = None,
         box: Rect | None = None,
     ) -> bool:
         """Replace an instance's mask (e.g. accept a refinement); the undo step keeps only the changed bbox.
@@ -377,7 +285,7 @@ class ImageDocument(QObject):
         ids = [u.instance_id for u in updates]
         if text is None:
             text = describe(action, ids[0]) if len(ids) == 1 else f"{describe(action, None)} ({len(ids)} instances)"
-        provenances: Mapping[int, dict[str, Any] | None] = {u.instance_id: u.provenance for u in updates}
+        provenances: Mapping[int, Provenance | None] = {u.instance_id: u.provenance for u in updates}
         self.undo_stack.push(PatchCommand(self, patches, action, text, instance_ids=ids, provenances=provenances))
         return len(patches)
 
@@ -419,7 +327,7 @@ class ImageDocument(QObject):
         if instance_id in self._layers:
             raise ValueError(f"instance {instance_id} already exists in image {self.image_id}")
         z = max((layer.z for layer in self._layers.values()), default=-1) + 1
-        layer = InstanceLayer(instance_id, category_id, np.ascontiguousarray(mask, dtype=bool), palette_color(instance_id), z=z, provenance={"kind": "manual"})
+        layer = InstanceLayer(instance_id, category_id, np.ascontiguousarray(mask, dtype=bool), palette_color(instance_id), z=z, provenance=Provenance.manual())
         self.undo_stack.push(AddInstanceCommand(self, layer))
         return instance_id
 

@@ -23,7 +23,8 @@ from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
 from app.core import mask_ops
 from app.core.mask_ops import Rect
-from app.gui.editor.document import ImageDocument, palette_color
+from app.gui.editor.document import ImageDocument
+from app.gui.editor.layers import palette_color
 from app.gui.editor.preview import DiffColors, Preview, premultiplied, qimage_view, render_diff, render_heat
 
 TILE = 512

@@ -7,16 +7,28 @@ removes its own strokes, fill removes the clicked part instead of filling the cl
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol, Sequence
 
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPointF, Qt, SignalInstance
 
-from app.gui.editor.document import ImageDocument, Target
-
-if TYPE_CHECKING:
-    from app.gui.editor.canvas import Canvas
+from app.gui.editor.document import ImageDocument
+from app.gui.editor.layers import Target
 
 Point = tuple[int, int]
+
+
+class ToolHost(Protocol):
+    """What a tool needs of the view it works in (the canvas, app/gui/editor/canvas.py, which makes the tools)."""
+
+    message: SignalInstance
+
+    @property
+    def document(self) -> ImageDocument | None: ...
+
+    @property
+    def brush_size(self) -> int: ...
+
+    def show_lasso(self, points: Sequence[tuple[float, float]] | None) -> None: ...
 
 
 def pixel(pos: QPointF) -> Point:
@@ -31,7 +43,7 @@ class Tool:
     uses_brush = False
     cursor = Qt.CursorShape.ArrowCursor
 
-    def __init__(self, canvas: Canvas) -> None:
+    def __init__(self, canvas: ToolHost) -> None:
         self.canvas = canvas
 
     @property
@@ -85,7 +97,7 @@ class BrushTool(Tool):
     uses_brush = True
     cursor = Qt.CursorShape.CrossCursor
 
-    def __init__(self, canvas: Canvas, name: str, guidance: str | None, value: bool) -> None:
+    def __init__(self, canvas: ToolHost, name: str, guidance: str | None, value: bool) -> None:
         super().__init__(canvas)
         self.name = name
         self.guidance = guidance
@@ -139,7 +151,7 @@ class LassoTool(Tool):
 
     cursor = Qt.CursorShape.CrossCursor
 
-    def __init__(self, canvas: Canvas, name: str, value: bool) -> None:
+    def __init__(self, canvas: ToolHost, name: str, value: bool) -> None:
         super().__init__(canvas)
         self.name = name
         self.value = value
@@ -172,7 +184,7 @@ class LassoTool(Tool):
         self.canvas.show_lasso(None)
 
 
-def make_tools(canvas: Canvas) -> dict[str, Tool]:
+def make_tools(canvas: ToolHost) -> dict[str, Tool]:
     """One instance of every tool, by the names ``Canvas.set_tool`` takes."""
     tools: list[Tool] = [
         SelectTool(canvas),

@@ -17,19 +17,31 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.actions import ActionRegistry
-from app.gui.refine.controller import RefineChoice
-from app.gui.settings import MAX_STEPS, MODES, AppSettings, weights_label
 from app.gui.refine.worker import Environment
+from app.gui.settings import AppSettings, weights_label
+from app.refiner.options import MODES, NUM_TIMESTEPS, RefineOptions, steps_range
 
 MODE_TEXT = {"instance": "Instance (objects)", "hr": "High resolution (one mask)"}
 RUN_ACTIONS = ("refine.run", "refine.image", "refine.dataset")
 
 
+class _ComboBox(QComboBox):
+    """A combo box that says when its list is about to open (the refiner's choices are probed then)."""
+
+    opening = Signal()
+
+    def showPopup(self) -> None:  # noqa: N802 (Qt override)
+        self.opening.emit()
+        super().showPopup()
+
+
 class RefinePanel(QWidget):
-    """Refiner settings and controls. ``scrubbed(index)`` asks to show a step (0-based)."""
+    """Refiner settings and controls. ``scrubbed(index)`` asks to show a step (0-based);
+    ``environment_wanted`` says the user is choosing weights or a device, which needs the probe."""
 
     scrubbed = Signal(int)
     choice_changed = Signal()
+    environment_wanted = Signal()
 
     def __init__(self, settings: AppSettings, actions: ActionRegistry, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -44,7 +56,8 @@ class RefinePanel(QWidget):
         self.mode_box = QComboBox()
         for mode in MODES:
             self.mode_box.addItem(MODE_TEXT[mode], mode)
-        self.weights_box = QComboBox()
+        self.weights_box = _ComboBox()
+        self.weights_box.opening.connect(self.environment_wanted)
         self.weights_box.setMinimumContentsLength(14)
         self.weights_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         add = QToolButton()
@@ -56,8 +69,9 @@ class RefinePanel(QWidget):
         weights_row.addWidget(self.weights_box, 1)
         weights_row.addWidget(add)
         self.steps_box = QSpinBox()
-        self.steps_box.setRange(1, MAX_STEPS)
-        self.device_box = QComboBox()
+        self.steps_box.setRange(1, NUM_TIMESTEPS)
+        self.device_box = _ComboBox()
+        self.device_box.opening.connect(self.environment_wanted)
         self.seed_box = QSpinBox()
         self.seed_box.setRange(0, 2**31 - 1)
         form = QFormLayout()
@@ -184,14 +198,14 @@ class RefinePanel(QWidget):
         self.choice_changed.emit()
 
     # ----- choice
-    def choice(self) -> RefineChoice:
-        return RefineChoice(
+    def options(self) -> RefineOptions:
+        """The panel's choices as the one ``RefineOptions`` the refiner takes."""
+        return RefineOptions(
             weights=self.weights_box.currentData() or self.settings.weights,
             device=self.device_box.currentText() or "auto",
             mode=self.mode_box.currentData(),
             steps=self.steps_box.value(),
             seed=self.seed_box.value(),
-            min_frame_s=self.settings.min_frame_ms / 1000,
         )
 
     def problem(self) -> str | None:
@@ -217,7 +231,7 @@ class RefinePanel(QWidget):
             s.device = self.device_box.currentText()
         if self.weights_box.currentData():
             s.weights = self.weights_box.currentData()
-        low = 2 if s.mode == "hr" else 1
+        low, _ = steps_range(s.mode)
         if self.steps_box.value() < low:
             self.steps_box.setValue(low)
         self._update_warning()

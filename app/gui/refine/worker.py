@@ -1,14 +1,15 @@
-"""Background work: the refiner on its own QThread, and one-off jobs (import, export, image loading).
+"""The refiner on its own QThread: jobs in, one self-contained ``RefineFrame`` per step out.
 
 The GUI thread never waits on torch: weights are loaded, and the refiner's generator iterated, on the
-refine thread, which sends one ``step`` signal per ``RefineStep``; a job's ``prepare`` callback runs there
-first, so per-step work for the display (drawing the preview) is done before the GUI thread sees the step.
-A stop request is honoured between steps
-(the generator is closed, nothing is applied), so the instance stays exactly as it was. Every failure
-becomes a ``failed`` signal with one readable message; nothing propagates into Qt's event loop.
+refine thread, which builds each step's frame there (app/gui/refine/frames.py: previews drawn, undo
+patches worked out, store masks encoded) from the job's own data and sends it with one ``frame`` signal.
+No code of the GUI's controllers runs on this thread, and nothing is shared with it but immutable jobs
+and frames. A stop request is honoured between steps (the generator is closed, nothing is applied), so
+the instance stays exactly as it was. Every failure becomes a ``failed`` signal with one readable
+message.
 
-torch and the refiner modules are imported on the refine thread the first time it needs them, so opening
-the window does not wait for torch's import either.
+torch and the refiner modules are imported on the refine thread the first time a job or a probe needs
+them, so opening the window does not import torch at all (docs/decisions/0013).
 """
 from __future__ import annotations
 
@@ -18,44 +19,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import numpy as np
-from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from app.core.errors import DatasetError
 from app.core.images import read_image_rgb
-from app.core.records import decode_mask
-from app.gui.editor.document import MaskCrop
+from app.gui.refine.frames import RefineJob, build_frame, whole_mask
+from app.gui.tasks import describe_error
+from app.services.refine import load_refiner
 
 log = logging.getLogger(__name__)
-
-PROGRESS_INTERVAL_S = 0.05
-
-MaskInput = np.ndarray | dict[str, Any] | MaskCrop
-"""A (H, W) bool mask, a compressed COCO RLE, or a document's MaskCrop; made whole on the refine thread."""
-
-
-@dataclass(frozen=True)
-class RefineJob:
-    """One run of the refiner over some instances of one image."""
-
-    job_id: int
-    weights: str
-    device: str
-    mode: str
-    steps: int
-    seed: int
-    image: np.ndarray | Path
-    masks: Sequence[MaskInput]
-    instance_ids: Sequence[int]
-    region: np.ndarray | None = None
-    foreground: np.ndarray | None = None
-    background: np.ndarray | None = None
-    min_frame_s: float = 0.0
-    prepare: Callable[[Any, Sequence[np.ndarray]], None] | None = None
-    """Called on the refine thread with each RefineStep, and the job's masks as the refiner got them,
-    before the step is sent."""
 
 
 @dataclass(frozen=True)
@@ -81,20 +54,6 @@ class Environment:
     weights: list[WeightsChoice] = field(default_factory=list)
 
 
-class Cancelled(Exception):
-    """Raised inside a job's progress callback once the user cancelled it."""
-
-
-def describe_error(error: BaseException) -> str:
-    """One line for the user: our errors' own messages, out-of-memory with advice, others typed."""
-    text = str(error) or type(error).__name__
-    if isinstance(error, MemoryError) or "out of memory" in text.lower():
-        return f"Out of memory: {text.splitlines()[0]}. Try fewer steps, the CPU device, or a smaller image."
-    if isinstance(error, (DatasetError, ValueError, FileNotFoundError)) or type(error).__name__ == "WeightsError":
-        return text
-    return f"{type(error).__name__}: {text}"
-
-
 class RefineWorker(QObject):
     """Lives on the refine thread. Slots run there; ``request_stop`` may be called from any thread."""
 
@@ -103,7 +62,7 @@ class RefineWorker(QObject):
     loaded = Signal(str, str)       # weights name, device
     notice = Signal(str)            # a recoverable event worth showing (out-of-memory fallback)
     started = Signal(int)           # job id
-    step = Signal(int, object)      # job id, RefineStep
+    frame = Signal(object)          # RefineFrame
     finished = Signal(int, bool)    # job id, stopped before the end
     failed = Signal(int, str)       # job id (-1: probing), message
 
@@ -147,28 +106,24 @@ class RefineWorker(QObject):
         self.finished.emit(job.job_id, stopped)
 
     def _run(self, job: RefineJob) -> bool:
-        refiner = self._refiner_for(job.weights, job.device)
-        from app.refiner.api import RefineOptions
+        refiner = self._refiner_for(job)
         from app.refiner.pipeline import Guidance
 
         image = read_image_rgb(job.image) if isinstance(job.image, Path) else job.image
-        masks = [_decode(m) for m in job.masks]
-        options = RefineOptions(mode=job.mode, steps=job.steps, seed=job.seed)
-        guidance = Guidance(job.region, job.foreground, job.background)
-        steps = refiner.run(image, masks, options, guidance)
+        masks = [whole_mask(m) for m in job.masks]
+        steps = refiner.run(image, masks, job.options, Guidance(job.region, job.foreground, job.background))
         last_emit = None
         try:
             for step in steps:
                 self._report_fallbacks(refiner)
                 if self._stopping(job):
                     return True
-                if job.prepare is not None:
-                    job.prepare(step, masks)
+                frame = build_frame(job, step, masks, refiner.name)
                 if last_emit is not None and job.min_frame_s > 0:
                     self._wake.wait(max(0.0, last_emit + job.min_frame_s - time.monotonic()))
                     if self._stopping(job):
                         return True
-                self.step.emit(job.job_id, step)
+                self.frame.emit(frame)
                 last_emit = time.monotonic()
                 if self._stopping(job) and not step.final:
                     return True
@@ -176,14 +131,12 @@ class RefineWorker(QObject):
             steps.close()
         return False
 
-    def _refiner_for(self, weights: str, device: str) -> Any:
-        key = (weights, device)
+    def _refiner_for(self, job: RefineJob) -> Any:
+        key = (job.options.weights, job.options.device)
         if self._refiner_key != key:
-            from app.refiner.api import Refiner
-
             self._refiner = self._refiner_key = None
-            self.loading.emit(weights)
-            self._refiner = Refiner(weights, None if device == "auto" else device)
+            self.loading.emit(job.options.weights)
+            self._refiner = load_refiner(job.options)
             self._refiner_key = key
             self._seen_fallbacks = 0
             self.loaded.emit(self._refiner.name, self._refiner.device)
@@ -194,14 +147,6 @@ class RefineWorker(QObject):
         for message in fallbacks[self._seen_fallbacks:]:
             self.notice.emit(message)
         self._seen_fallbacks = len(fallbacks)
-
-
-def _decode(mask: MaskInput) -> np.ndarray:
-    if isinstance(mask, np.ndarray):
-        return mask.astype(bool, copy=False)
-    if isinstance(mask, MaskCrop):
-        return mask.full()
-    return decode_mask(mask)
 
 
 def _probe_environment() -> Environment:
@@ -225,7 +170,11 @@ def _probe_environment() -> Environment:
 
 
 class RefineService(QObject):
-    """The GUI side of the refine thread: submit jobs, stop them, probe; signals come from ``worker``."""
+    """The GUI side of the refine thread: submit jobs, stop them, probe; signals come from ``worker``.
+
+    ``probe()`` imports torch on the refine thread, so the window asks for it only when the user turns to
+    the refiner (the first run, the weights or device list, the settings dialog); it runs once.
+    """
 
     _submit = Signal(object)
     _probe = Signal()
@@ -242,6 +191,7 @@ class RefineService(QObject):
         self.thread.finished.connect(self.worker.deleteLater)
         self.thread.start()
         self.last_job_id = 0
+        self.probe_requested = False
 
     def next_job_id(self) -> int:
         return next(self._ids)
@@ -255,7 +205,10 @@ class RefineService(QObject):
         self.worker.request_stop(self.last_job_id + 1)
 
     def probe(self) -> None:
-        self._probe.emit()
+        """Look for devices and weights on the refine thread, once (``worker.probed`` answers)."""
+        if not self.probe_requested:
+            self.probe_requested = True
+            self._probe.emit()
 
     def shutdown(self, timeout_ms: int = 60_000) -> None:
         """Stop work and end the thread (at application exit)."""
@@ -263,88 +216,3 @@ class RefineService(QObject):
         self.thread.quit()
         if not self.thread.wait(timeout_ms):
             log.warning("the refine thread did not stop within %d ms", timeout_ms)
-
-
-class _TaskSignals(QObject):
-    progress = Signal(int, int)
-    done = Signal(object)
-    failed = Signal(str)
-
-
-class Task(QRunnable):
-    """A function run on Qt's thread pool: ``fn(progress)`` where ``progress(done, total)`` reports and
-    raises ``Cancelled`` once ``cancel()`` was called. Results and errors come back as signals.
-
-    A job may report per item (an export, per instance); the signal goes out at most every
-    ``PROGRESS_INTERVAL_S`` (and at the end), so a quarter of a million reports do not flood the window.
-    """
-
-    def __init__(self, fn: Callable[[Callable[[int, int], None]], Any], name: str) -> None:
-        super().__init__()
-        self.setAutoDelete(False)
-        self.fn = fn
-        self.name = name
-        self.signals = _TaskSignals()
-        self._cancelled = threading.Event()
-        self._reported = 0.0
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def _progress(self, done: int, total: int) -> None:
-        if self._cancelled.is_set():
-            raise Cancelled(f"{self.name} cancelled")
-        now = time.monotonic()
-        if done >= total or now - self._reported >= PROGRESS_INTERVAL_S:
-            self._reported = now
-            self.signals.progress.emit(done, total)
-
-    def run(self) -> None:
-        try:
-            result = self.fn(self._progress)
-        except Cancelled as error:
-            self.signals.failed.emit(str(error))
-        except Exception as error:
-            log.exception("%s failed", self.name)
-            self.signals.failed.emit(describe_error(error))
-        else:
-            self.signals.done.emit(result)
-
-
-class TaskRunner(QObject):
-    """Starts ``Task``s on the global thread pool and keeps them alive until they report back."""
-
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._running: set[Task] = set()
-
-    def start(
-        self,
-        fn: Callable[[Callable[[int, int], None]], Any],
-        name: str,
-        on_done: Callable[[Any], None],
-        on_failed: Callable[[str], None],
-        on_progress: Callable[[int, int], None] | None = None,
-    ) -> Task:
-        task = Task(fn, name)
-        task.signals.done.connect(on_done)
-        task.signals.failed.connect(on_failed)
-        if on_progress is not None:
-            task.signals.progress.connect(on_progress)
-        task.signals.done.connect(lambda _result, t=task: self._running.discard(t))
-        task.signals.failed.connect(lambda _message, t=task: self._running.discard(t))
-        self._running.add(task)
-        QThreadPool.globalInstance().start(task)
-        return task
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._running)
-
-    def wait(self, timeout_ms: int = 30_000) -> bool:
-        """Wait for running tasks (at exit, so an export in progress completes)."""
-        return QThreadPool.globalInstance().waitForDone(timeout_ms)
