@@ -12,15 +12,16 @@ from pathlib import Path
 from app.refiner.data import shared_sources
 from app.refiner.train import TrainConfig, Trainer, ValidationSet, run_training
 from app.refiner.weights import load_weights, save_weights
+from app.services.training import default_data_dir
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DEFAULT_DATA = default_data_dir()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train or resume the refiner (checkpoints in --run)")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding ecssd/, oxford_pets/, pennfudan/, coco_tiny/, lvis_val_100/")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding ecssd/, oxford_pets/, pennfudan/, coco_tiny/, lvis_val_100/ (default: $SEGREFINER_DATA, else ../shared/data)")
     p.add_argument("--run", type=Path, default=Path("runs/compact"), help="run folder (last.pt is resumed when present)")
     p.add_argument("--init", help="start from these weights (name or .safetensors file) instead of random")
     p.add_argument("--export", type=Path, help="write the best validated weights here as safetensors (fp16)")
