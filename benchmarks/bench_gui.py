@@ -206,6 +206,7 @@ def main() -> int:
         print(f"time to first paint of the demo: {(canvas_watch.painted_at - opened) * 1e3:.0f} ms from opening "
               "the project (created fresh) to the photo on screen")
 
+        window.service.probe()  # what opening the weights list does; the window itself does not load torch
         probe_deadline = time.monotonic() + 60
         wait_until(app, lambda: window.environment is not None or time.monotonic() > probe_deadline, 70)
         largest = max(doc.layers(), key=lambda layer: int(layer.mask.sum())).id
