@@ -155,7 +155,7 @@ class MainWindow(QMainWindow):
         self.progress_bar.hide()
         self.cursor_label = QLabel("")
         self.zoom_label = QLabel("")
-        self.device_label = QLabel("refiner: checking…")
+        self.device_label = QLabel("refiner: loads on first use")
         for widget in (self.progress_bar, self.cursor_label, self.zoom_label, self.device_label):
             bar.addPermanentWidget(widget)
 
