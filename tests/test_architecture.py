@@ -19,7 +19,7 @@ LAYERS = {  # layer -> the layers it may import
     "entry": {"entry", "cli", "gui", "core"},
 }
 # ``train`` and ``eval`` still call the refiner directly: their bodies move into app/services once the
-# concurrent refiner rewrite has landed (docs/decisions/0012), so that the two changes merge cleanly.
+# concurrent refiner rewrite has landed (docs/decisions/0013), so that the two changes merge cleanly.
 CLI_EXEMPT = {"app.cli.train": {"refiner", "core"}, "app.cli.eval": {"refiner", "core"}}
 
 

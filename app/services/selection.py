@@ -2,7 +2,7 @@
 
 The window's refine queue ("all instances of the image", "all unreviewed") and the headless ``refine`` both
 select through ``Selection`` and find files through ``image_file``, so they refine the same instances and
-read the same files on the same project (docs/decisions/0012).
+read the same files on the same project (docs/decisions/0013).
 
 Rules every selection keeps, whatever its fields say:
 - locked instances are never refined: locking is how an annotator protects an instance;

@@ -5,7 +5,7 @@ the job alone (``build_frame`` is a pure function of the job, the step and the d
 patches with their provenance, the preview images of the instance the GUI will show (drawn against the
 instance's pixels at the version the job was made from), and at the last step the undo patches of the open
 image's instances or the store-ready RLE of another image's. The frame is immutable once sent, so nothing
-is shared between the threads but these values (docs/decisions/0008, 0013).
+is shared between the threads but these values (docs/decisions/0008, 0014).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ the instance stays exactly as it was. Every failure becomes a ``failed`` signal 
 message.
 
 torch and the refiner modules are imported on the refine thread the first time a job or a probe needs
-them, so opening the window does not import torch at all (docs/decisions/0013).
+them, so opening the window does not import torch at all (docs/decisions/0014).
 """
 from __future__ import annotations
 
