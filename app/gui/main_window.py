@@ -57,6 +57,7 @@ class MainWindow(QMainWindow):
         self.project = ProjectController(self.settings, self.tasks, data_dir, self)
         self.refine = RefineController(self.project, self.service, self)
         self.environment: Environment | None = None
+        self.settings_dialog: SettingsDialog | None = None
         self.last_error: tuple[str, str] | None = None
         self._zoom_to_selection = False
         self._refresh_timer = QTimer(self)
@@ -510,6 +511,8 @@ class MainWindow(QMainWindow):
     def _environment_ready(self, environment: Environment) -> None:
         self.environment = environment
         self.refine_panel.set_environment(environment)
+        if self.settings_dialog is not None:
+            self.settings_dialog.set_choices(environment.devices, [w.name for w in environment.weights])
         self.device_label.setText(f"refiner: {self.settings.device} ({', '.join(environment.devices)} available)")
         self._refine_state_changed()
 
@@ -520,11 +523,14 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------- dialogs
     def open_settings(self) -> SettingsDialog:
-        self.service.probe()
+        self.service.probe()  # the dialog lists what it finds when it answers (_environment_ready)
         devices = self.environment.devices if self.environment is not None else []
         weights = [w.name for w in self.environment.weights] if self.environment is not None else []
         dialog = SettingsDialog(self.settings, self.actions, devices, weights, self)
         dialog.applied.connect(self._settings_applied)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.destroyed.connect(lambda: setattr(self, "settings_dialog", None))
+        self.settings_dialog = dialog
         dialog.open()
         return dialog
 

@@ -229,8 +229,6 @@ class SettingsDialog(QDialog):
         page = QWidget()
         form = QFormLayout(page)
         self.device_box = QComboBox()
-        self.device_box.addItems(list(dict.fromkeys(["auto", *devices])))
-        self.device_box.setCurrentText(self.settings.device)
         self.mode_box = QComboBox()
         self.mode_box.addItems(MODES)
         self.mode_box.setCurrentText(self.settings.mode)
@@ -238,9 +236,7 @@ class SettingsDialog(QDialog):
         self.steps_box.setRange(1, NUM_TIMESTEPS)
         self.steps_box.setValue(self.settings.steps)
         self.weights_box = QComboBox()
-        for value in dict.fromkeys([*weights, *self.settings.extra_weights]):
-            self.weights_box.addItem(weights_label(value), value)
-        self._select_weights(self.settings.weights)
+        self.set_choices(devices, weights)
         add = QPushButton("Add checkpoint file…")
         add.clicked.connect(self._add_weights)
         row = QHBoxLayout()
@@ -303,6 +299,19 @@ class SettingsDialog(QDialog):
         return page
 
     # ----- behaviour
+    def set_choices(self, devices: Sequence[str], weights: Sequence[str]) -> None:
+        """List these devices and registry weights (the refiner's probe may answer after the dialog opened),
+        keeping what is chosen."""
+        device = self.device_box.currentText() or self.settings.device
+        chosen = self.weights_box.currentData() or self.settings.weights
+        self.device_box.clear()
+        self.device_box.addItems(list(dict.fromkeys(["auto", *devices, device])))
+        self.device_box.setCurrentText(device)
+        self.weights_box.clear()
+        for value in dict.fromkeys([*weights, *self.settings.extra_weights]):
+            self.weights_box.addItem(weights_label(value), value)
+        self._select_weights(chosen)
+
     def shortcut_editor(self, name: str) -> QKeySequenceEdit:
         return self._editors[name]
 

@@ -303,6 +303,18 @@ def test_shortcuts_are_editable_and_remembered(window: MainWindow, app_settings:
     assert fresh.shortcut("tool.brush").toString() == "B"
 
 
+def test_the_refiner_is_probed_on_demand_and_the_open_settings_list_what_it_found(
+    window: MainWindow, qtbot: QtBot,
+) -> None:
+    assert window.environment is None and not window.service.probe_requested  # nothing loaded torch at start
+    dialog = window.open_settings()
+    qtbot.waitUntil(lambda: window.environment is not None, timeout=60_000)
+    names = {dialog.weights_box.itemData(i) for i in range(dialog.weights_box.count())}
+    assert {"compact-v1", "segrefiner-lr", "segrefiner-hr"} <= names
+    assert dialog.device_box.findText("cpu") >= 0 and dialog.device_box.currentText() == "auto"
+    assert window.device_label.text().startswith("refiner: auto")
+
+
 def test_diff_colours_from_settings_reach_the_canvas_and_the_refiner(
     window: MainWindow, app_settings: AppSettings, data_dir: Path, qtbot: QtBot,
 ) -> None:
