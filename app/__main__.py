@@ -1,6 +1,6 @@
 """``python -m app`` is ``segrefiner-studio``."""
 import sys
 
-from app.cli import main
+from app.main import main
 
 sys.exit(main())

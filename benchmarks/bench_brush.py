@@ -24,11 +24,12 @@ from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
 from app.core.mask_ops import mask_bbox
-from app.gui.canvas import Canvas
-from app.gui.demo import DEMO_DIR
-from app.gui.document import ImageDocument, InstanceLayer, palette_color
-from app.gui.overlays import build_pyramid
-from app.gui.preview import Preview, prepare_preview
+from app.gui.editor.canvas import Canvas
+from app.core.package_data import demo_dir
+from app.gui.editor.document import ImageDocument
+from app.gui.editor.layers import InstanceLayer, palette_color
+from app.gui.editor.overlays import build_pyramid
+from app.gui.editor.preview import Preview, prepare_preview
 
 GOAL_MS = 16.0
 W, H = 8000, 6000
@@ -36,7 +37,7 @@ W, H = 8000, 6000
 
 def make_document(instances: int) -> ImageDocument:
     """The astronaut photo upscaled to 8000x6000 with large overlapping instances (ellipses with holes)."""
-    photo = cv2.cvtColor(cv2.imread(str(DEMO_DIR / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
+    photo = cv2.cvtColor(cv2.imread(str(demo_dir() / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
     image = cv2.resize(photo, (W, H), interpolation=cv2.INTER_LINEAR)
     rng = np.random.default_rng(0)
     layers = []

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 from pycocotools.coco import COCO
 
-from app.core.coco import load_coco
-from app.core.coco_export import save_coco
+from app.core.formats.coco import load_coco
+from app.core.formats.coco_export import save_coco
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

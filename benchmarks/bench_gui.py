@@ -38,7 +38,8 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.gui.app import configure_application  # noqa: E402
-from app.gui.demo import DEMO_DIR, DEMO_JSON  # noqa: E402
+from app.core.package_data import demo_dir
+from app.services.demo import DEMO_JSON
 from app.gui.main_window import MainWindow  # noqa: E402
 from scripts.weights_choice import scratch_settings  # noqa: E402
 
@@ -104,9 +105,9 @@ def wait_until(app: QApplication, done, timeout_s: float) -> None:  # type: igno
 
 def scaled_demo(folder: Path, scale: float) -> Path:
     """The demo dataset with every photo and polygon enlarged ``scale`` times (for large-image figures)."""
-    data = json.loads(DEMO_JSON.read_text())
+    data = json.loads((demo_dir() / DEMO_JSON).read_text())
     for img in data["images"]:
-        photo = cv2.imread(str(DEMO_DIR / img["file_name"]))
+        photo = cv2.imread(str(demo_dir() / img["file_name"]))
         big = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
         img["file_name"] = Path(img["file_name"]).with_suffix(".jpg").name
         cv2.imwrite(str(folder / img["file_name"]), big, [cv2.IMWRITE_JPEG_QUALITY, 92])
@@ -120,10 +121,10 @@ def scaled_demo(folder: Path, scale: float) -> Path:
 
 def large_demo(folder: Path, width: int, height: int) -> Path:
     """A one-image COCO file: the demo's coffee photo stretched to ``width`` x ``height``, polygons too."""
-    data = json.loads(DEMO_JSON.read_text())
+    data = json.loads((demo_dir() / DEMO_JSON).read_text())
     record = next(img for img in data["images"] if img["file_name"] == "coffee.png")
     sx, sy = width / record["width"], height / record["height"]
-    photo = cv2.resize(cv2.imread(str(DEMO_DIR / record["file_name"])), (width, height), interpolation=cv2.INTER_CUBIC)
+    photo = cv2.resize(cv2.imread(str(demo_dir() / record["file_name"])), (width, height), interpolation=cv2.INTER_CUBIC)
     name = f"coffee-{width}x{height}.jpg"
     cv2.imwrite(str(folder / name), photo, [cv2.IMWRITE_JPEG_QUALITY, 92])
     anns = [a for a in data["annotations"] if a["image_id"] == record["id"]]
@@ -205,6 +206,7 @@ def main() -> int:
         print(f"time to first paint of the demo: {(canvas_watch.painted_at - opened) * 1e3:.0f} ms from opening "
               "the project (created fresh) to the photo on screen")
 
+        window.service.probe()  # what opening the weights list does; the window itself does not load torch
         probe_deadline = time.monotonic() + 60
         wait_until(app, lambda: window.environment is not None or time.monotonic() > probe_deadline, 70)
         largest = max(doc.layers(), key=lambda layer: int(layer.mask.sum())).id

@@ -22,10 +22,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.core.coco import load_coco  # noqa: E402
+from app.core.formats.coco import load_coco  # noqa: E402
 from app.core.images import find_image_file, read_image_rgb  # noqa: E402
+from app.core.package_data import demo_dir  # noqa: E402
 
-DEMO = Path(__file__).resolve().parents[1] / "resources" / "demo"
+DEMO = demo_dir()
 
 
 def demo_instances() -> list[tuple[np.ndarray, np.ndarray]]:

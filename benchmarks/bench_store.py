@@ -58,9 +58,9 @@ class Clock:
 
 
 def phase_import(work: Path) -> dict[str, float]:
-    from app.core.coco import load_coco
+    from app.core.formats.coco import load_coco
     from app.core.gc_pause import paused_gc
-    from app.core.store import ProjectStore
+    from app.core.store.project import ProjectStore
 
     with paused_gc():  # as the import command does
         clock = Clock()
@@ -73,8 +73,8 @@ def phase_import(work: Path) -> dict[str, float]:
 
 
 def phase_open(work: Path) -> dict[str, float]:
-    from app.core.store import ProjectStore
-    from app.core.store_query import InstanceFilter
+    from app.core.store.project import ProjectStore
+    from app.core.store.query import InstanceFilter
 
     baseline = _peak_rss_mb()
     clock = Clock()
@@ -93,9 +93,9 @@ def phase_open(work: Path) -> dict[str, float]:
 
 
 def phase_export(work: Path, segmentation: str = "source") -> dict[str, float]:
-    from app.core.coco_export import write_coco
+    from app.core.formats.coco_export import write_coco
     from app.core.gc_pause import paused_gc
-    from app.core.store import ProjectStore
+    from app.core.store.project import ProjectStore
 
     clock = Clock()
     with paused_gc(), ProjectStore.open(work / "lvis.srproj", read_only=True) as store:  # as the export command

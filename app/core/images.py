@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from app.core.errors import DatasetError, read_input
-from app.core.model import ImageRecord
+from app.core.records import ImageRecord
 from app.core.report import ImportReport
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

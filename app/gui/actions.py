@@ -166,10 +166,6 @@ class ActionRegistry(QObject):
             self._settings.setValue(key, sequence.toString(QKeySequence.SequenceFormat.PortableText))
         self._apply(name, sequence)
 
-    def reset_shortcuts(self) -> None:
-        for name in self._specs:
-            self.set_shortcut(name, self._specs[name].shortcut)
-
     def _apply(self, name: str, sequence: QKeySequence) -> None:
         action = self._actions[name]
         action.setShortcut(sequence)
@@ -177,3 +173,33 @@ class ActionRegistry(QObject):
         tip = spec.tip or spec.text.replace("&", "").rstrip("…")
         shown = sequence.toString(QKeySequence.SequenceFormat.NativeText)
         action.setToolTip(f"{tip} ({shown})" if shown else tip)
+
+
+# Where the actions appear: menus (None: a separator; @recent, @docks: filled by the window), toolbars, and
+# the actions that need a selected instance.
+MENUS: dict[str, tuple[str | None, ...]] = {
+    "&File": ("file.open_demo", "file.open_project", "@recent", None, "file.import_coco", "file.import_results",
+              "file.import_png", "file.images_folder", None, "file.save", "file.export", None, "file.settings",
+              None, "file.quit"),
+    "&Edit": ("edit.undo", "edit.redo", None, "edit.clear_guidance"),
+    "&Tools": tuple(f"tool.{t}" for t in TOOLS) + (None, "brush.smaller", "brush.larger"),
+    "&Instance": ("instance.new", "instance.delete", "instance.category", None, "instance.lock", "instance.hide",
+                  "instance.raise", "instance.lower", None, "instance.next", "instance.previous", "image.next",
+                  "image.previous"),
+    "&Review": ("review.accepted", "review.rejected", "review.needs_work", None, "review.next_unreviewed"),
+    "R&efine": ("refine.run", "refine.image", "refine.dataset", None, "refine.stop", "refine.pause", None,
+                "refine.accept", "refine.accept_next", "refine.reject", None, "refine.step_back",
+                "refine.step_forward"),
+    "&View": ("view.fit", "view.actual", "view.zoom_instance", None, "view.contour_only", "view.selected_only",
+              "view.color_by_category", None, "view.show_diff", "view.show_confidence", None, "@docks"),
+}
+MAIN_TOOLBAR = ("file.open_project", "file.save", "file.export", None, "edit.undo", "edit.redo", None,
+                "refine.run", "refine.stop", "refine.accept", "refine.reject", None, "review.accepted",
+                "review.rejected", "review.needs_work", "review.next_unreviewed", None, "view.fit", "view.actual",
+                "view.contour_only", "view.show_diff", "view.show_confidence")
+TOOLS_TOOLBAR = tuple(f"tool.{t}" for t in TOOLS) + (None, "brush.smaller", "brush.larger", None, "instance.new",
+                                                      "instance.delete", "instance.lock", "instance.hide",
+                                                      "instance.raise", "instance.lower")
+INSTANCE_ACTIONS = ("instance.delete", "instance.category", "instance.lock", "instance.hide", "instance.raise",
+                    "instance.lower", "review.accepted", "review.rejected", "review.needs_work",
+                    "view.zoom_instance")

@@ -16,16 +16,18 @@ from pathlib import Path
 
 import qtawesome as qta
 from PySide6.QtCore import QTimer, Qt
-from PySide6.QtGui import QColor, QImageReader, QPalette
+from PySide6.QtGui import QColor, QIcon, QImageReader, QPalette
 from PySide6.QtWidgets import QApplication, QStyleFactory
 
+from app.core.package_data import icon_path, stylesheet
 from app.gui.main_window import MainWindow
+from app.gui.platform_check import check_platform
 
 log = logging.getLogger(__name__)
 
 ORGANIZATION = "SegRefiner"
 APPLICATION = "SegRefiner Studio"
-STYLESHEET = Path(__file__).resolve().parents[2] / "resources" / "styles" / "app.qss"
+DESKTOP_FILE = "segrefiner-studio"
 ICON_COLORS = {True: ("#e5e7eb", "#6b7280"), False: ("#374151", "#b0b4ba")}
 GUI_SWITCH_INTERVAL_S = 0.001
 
@@ -37,11 +39,12 @@ def configure_application(app: QApplication) -> None:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setOrganizationDomain("segrefiner.studio")
+    app.setDesktopFileName(DESKTOP_FILE)
+    app.setWindowIcon(QIcon(str(icon_path())))
     QImageReader.setAllocationLimit(0)
     app.setStyle(QStyleFactory.create("Fusion"))
     apply_theme(app)
-    if STYLESHEET.is_file():
-        app.setStyleSheet(STYLESHEET.read_text(encoding="utf-8"))
+    app.setStyleSheet(stylesheet().read_text(encoding="utf-8"))
 
 
 def is_dark(app: QApplication) -> bool:
@@ -78,9 +81,15 @@ def run_gui(argv: list[str]) -> int:
     """Run the window until it is closed; returns the exit status.
 
     ``argv``: Qt's own options (``-platform xcb``, ...) and at most one project file to open; with none,
-    the bundled demo project opens.
+    the bundled demo project opens. Where the window cannot be shown (no display, missing system
+    libraries) it says so and returns 1 instead of letting Qt abort.
     """
     existing = QApplication.instance()
+    if existing is None and "-platform" not in argv:
+        problem = check_platform()
+        if problem is not None:
+            print(problem.message, file=sys.stderr)
+            return 1
     app = existing if isinstance(existing, QApplication) else QApplication([sys.argv[0], *argv])
     configure_application(app)
     args = argv if existing is not None else app.arguments()[1:]

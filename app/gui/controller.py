@@ -1,6 +1,6 @@
 """The open project: opening and importing, loading images into documents, navigation, review.
 
-Every committed edit of the open image is saved by ``Autosave`` (controller_autosave.py), so closing or
+Every committed edit of the open image is saved by ``Autosave`` (autosave.py), so closing or
 killing the app loses at most the stroke in progress.
 
 Slow work (reading an image, decoding its masks into the row-major arrays the editor uses, building the
@@ -10,7 +10,6 @@ GUI thread's queries, which are fast; writes (a committed, fsynced transaction e
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import logging
 from concurrent.futures import Future
@@ -20,27 +19,28 @@ from typing import Any, Callable
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, QStandardPaths, QTimer, Signal
 from PySide6.QtGui import QImage
 
-from app.cli_dataset import load_source, report_path_for
 from app.core.errors import DatasetError
-from app.core.images import find_image_file, read_image_rgb
+from app.core.images import read_image_rgb
 from app.core.mask_ops import Rect
-from app.core.model import Category, ChangeKind, ImageRecord, Provenance, ReviewStatus, decode_mask
-from app.core.report import ImportReport
-from app.core.store import MaskLike, ProjectStore
-from app.core.store_errors import ProjectError
-from app.core.store_query import InstanceFilter
-from app.core.store_rows import StoredInstance
-from app.core.store_schema import PROJECT_SUFFIX
-from app.gui.controller_autosave import Autosave
-from app.gui.demo import open_demo_project
-from app.gui.document import ImageDocument, InstanceLayer, palette_color
-from app.gui.overlays import build_pyramid
+from app.core.records import Category, ImageRecord, Provenance, ReviewStatus, decode_mask
+from app.core.store.errors import ProjectError
+from app.core.store.project import MaskLike, ProjectStore
+from app.core.store.query import InstanceFilter
+from app.core.store.rows import StoredInstance
+from app.gui.autosave import Autosave
+from app.gui.editor.document import ImageDocument
+from app.gui.editor.layers import InstanceLayer, palette_color
+from app.gui.editor.overlays import build_pyramid
 from app.gui.store_writer import StoreWriter
 from app.gui.settings import AppSettings
-from app.gui.workers import TaskRunner
+from app.gui.tasks import TaskRunner
+from app.services.datasets import ImportRequest, ImportResult, default_project_path, import_project
+from app.services.demo import open_demo_project
+from app.services.refine import save_refinement
+from app.services.selection import image_file
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ def rle_bbox(rle: dict[str, Any]) -> Rect | None:
     return None if w == 0 or h == 0 else (x, y, x + w, y + h)
 
 
-def provenance_dict(stored: StoredInstance) -> dict[str, Any]:
-    p = stored.provenance
-    return {"kind": ChangeKind(p.kind).value, "weights": p.weights, "mode": p.mode, "steps": p.steps}
+def default_data_dir() -> Path:
+    """The user's application data folder (QStandardPaths.AppDataLocation), where the demo project lives."""
+    return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
 
 
 class ProjectController(QObject):
@@ -128,7 +128,7 @@ class ProjectController(QObject):
 
     def open_demo(self) -> bool:
         try:
-            store = open_demo_project(self.data_dir)
+            store = open_demo_project(self.data_dir or default_data_dir())
         except (DatasetError, OSError) as e:
             self.error.emit("Cannot open the demo project", str(e))
             return False
@@ -141,23 +141,19 @@ class ProjectController(QObject):
     ) -> None:
         """Create a project from a dataset on the thread pool, then open it (an existing one is opened).
 
-        ``fmt`` is one of cli_dataset's IMPORT_FORMATS or None to detect it; the project is written beside
-        the source unless ``project`` says where.
+        ``fmt`` names a row of app/services/formats.IMPORT_FORMATS or is None to detect it; the project is
+        written beside the source unless ``project`` says where.
         """
-        project = project or source.with_suffix(PROJECT_SUFFIX)
+        project = project or default_project_path(source)
         if project.exists():
             self.message.emit(f"{project.name} already exists: opening it")
             self.open_project(project)
             return
-        args = argparse.Namespace(source=source, format=fmt, images=images_dir, images_file=images_file)
+        request = ImportRequest(source, fmt, images_dir, images_file)
 
-        def run(progress: Callable[[int, int], None]) -> tuple[Path, ImportReport]:
+        def run(progress: Callable[[int, int], None]) -> ImportResult:
             progress(0, 0)
-            dataset, report = load_source(args)
-            ProjectStore.create(project, dataset, source_path=source, images_dir=images_dir,
-                                progress=progress).close()
-            report.write_json(report_path_for(project))
-            return project, report
+            return import_project(request, project, progress=progress)
 
         self.progress.emit(f"Importing {source.name}", 0, 0)
         self.import_task = self.tasks.start(
@@ -169,13 +165,12 @@ class ProjectController(QObject):
         if self.import_task is not None:
             self.import_task.cancel()
 
-    def _imported(self, result: tuple[Path, ImportReport]) -> None:
+    def _imported(self, result: ImportResult) -> None:
         self.import_task = None
-        project, report = result
         self.progress.emit("Import", 1, 1)
-        if report.problems:
-            self.error.emit("Imported with problems", report.summary(max_problems=15))
-        self.open_project(project)
+        if result.report.problems:
+            self.error.emit("Imported with problems", result.report.summary(max_problems=15))
+        self.open_project(result.project)
 
     def _import_failed(self, message: str) -> None:
         self.import_task = None
@@ -240,15 +235,19 @@ class ProjectController(QObject):
         self.autosave.finish()  # the rows read below must hold every edit made so far
         record = store.image(image_id)
         instances = store.instances_for_image(image_id)
-        path = find_image_file(store.images_dir, record) if store.images_dir is not None else None
+        try:
+            path: Path | None = image_file(store, record)
+            missing = None
+        except DatasetError as e:
+            path, missing = None, e
         token = self._loading = next(self._tokens)
-        where = store.images_dir or "(no images folder set: File > Locate Images Folder)"
 
         def run(progress: Callable[[int, int], None]) -> LoadedImage:
             problem = None
             try:
                 if path is None:
-                    raise DatasetError(record.file_name, f"not found under {where}")
+                    assert missing is not None
+                    raise missing
                 image = read_image_rgb(path)
                 if image.shape[:2] != (record.height, record.width):
                     raise DatasetError(path, f"is {image.shape[1]}x{image.shape[0]}, the project says "
@@ -270,7 +269,7 @@ class ProjectController(QObject):
         layers = [
             InstanceLayer(
                 inst.id, inst.category_id, mask, palette_color(inst.id), visible=not inst.hidden, locked=inst.locked,
-                z=inst.z_order, status=ReviewStatus(inst.status).value, provenance=provenance_dict(inst),
+                z=inst.z_order, status=ReviewStatus(inst.status).value, provenance=inst.provenance,
             )
             for inst, mask in zip(loaded.instances, loaded.masks)
         ]
@@ -391,13 +390,12 @@ class ProjectController(QObject):
         return instance_id
 
     # ------------------------------------------------------------------------------- saving
-    def store_mask(self, instance_id: int, write: Callable[[], tuple[MaskLike, Provenance, float | None]],
-                   on_done: Callable[[], None] | None = None) -> Future[None]:
-        """Write a mask for an instance not on the open image (the refine queue) on the writer thread;
-        ``write()`` makes the mask there (pasting and encoding a full-resolution mask takes a while)."""
+    def save_refinement(self, instance_id: int, mask: Callable[[], MaskLike], provenance: Provenance,
+                        on_done: Callable[[], None] | None = None) -> Future[None]:
+        """Save a refinement of an instance not on the open image (the refine queue) on the writer thread;
+        ``mask()`` gives the mask there (usually encoded already by the refine thread)."""
         def save(store: ProjectStore) -> None:
-            mask, provenance, confidence = write()
-            store.set_mask(instance_id, mask, provenance=provenance, mean_confidence=confidence)
+            save_refinement(store, instance_id, mask(), provenance)
 
         def done(_result: None) -> None:
             self.saved.emit(instance_id)

@@ -1,6 +1,6 @@
 """The export dialog: COCO, LVIS, results or PNG masks; masks as imported, RLE or polygons; all or accepted only.
 
-The export itself is the CLI's (``cli_dataset.export_project``), run on the thread pool against its own
+The export itself is the command line's (``app.services.datasets.export_project``), run on the thread pool against its own
 read-only connection to the project, so the window stays usable and the file is written atomically. The
 bar follows the instances written; Cancel stops the export (nothing is written). When it is done the
 dialog stays open on the export's report: what was written, and every instance it could not write as
@@ -18,26 +18,13 @@ from PySide6.QtWidgets import (
     QPlainTextEdit, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
 )
 
-from app.cli_dataset import export_project
-from app.core.coco_export import SegmentationMode
+from app.core.formats.coco_export import SegmentationMode
 from app.core.report import ExportReport
-from app.gui.workers import Task, TaskRunner
+from app.gui.tasks import Task, TaskRunner
+from app.services.datasets import export_project
+from app.services.formats import EXPORT_FORMATS, default_export_format
 
 MAX_LISTED_PROBLEMS = 200
-FORMATS = {
-    "coco": "COCO instances JSON",
-    "lvis": "LVIS v1 JSON",
-    "results": "COCO results (predictions) JSON",
-    "png-label": "PNG label maps (one per image, z-order kept)",
-    "png-binary": "PNG binary masks (one per instance)",
-}
-
-
-def default_format(kind: str) -> str:
-    """The export format matching what the project was imported from."""
-    if kind in ("coco", "lvis", "results"):
-        return kind
-    return "png-label" if kind.startswith("png") else "coco"
 
 
 @dataclass(frozen=True)
@@ -48,11 +35,10 @@ class ExportChoice:
     out: Path
     segmentation: SegmentationMode
     accepted_only: bool
-    png_layout: str
 
     def run(self, project: Path, progress: Callable[[int, int], None]) -> ExportReport:
         return export_project(project, self.fmt, self.out, segmentation=self.segmentation,
-                              accepted_only=self.accepted_only, png_layout=self.png_layout, progress=progress)
+                              accepted_only=self.accepted_only, progress=progress)
 
 
 class ExportDialog(QDialog):
@@ -71,9 +57,9 @@ class ExportDialog(QDialog):
         self.task: Task | None = None
         self.report: ExportReport | None = None
         self.format_box = QComboBox()
-        for key, text in FORMATS.items():
-            self.format_box.addItem(text, key)
-        self.format_box.setCurrentIndex(self.format_box.findData(default_format(kind)))
+        for fmt in EXPORT_FORMATS.values():
+            self.format_box.addItem(fmt.description, fmt.name)
+        self.format_box.setCurrentIndex(self.format_box.findData(default_export_format(kind)))
         self.source_button = QRadioButton("As imported; masks changed here as RLE (exact)")
         self.rle_button = QRadioButton("RLE for every instance (exact)")
         self.polygon_button = QRadioButton("Polygons (RLE where a polygon cannot be exact)")
@@ -118,21 +104,24 @@ class ExportDialog(QDialog):
     def fmt(self) -> str:
         return self.format_box.currentData()
 
+    @property
+    def to_folder(self) -> bool:
+        return EXPORT_FORMATS[self.fmt].target == "folder"
+
     def _default_path(self) -> Path:
         stem = self.project.with_suffix("").name
-        if self.fmt.startswith("png"):
-            return self.project.parent / f"{stem}-masks"
+        if self.to_folder:
+            return self.project.parent / f"{stem}-{self.fmt}"
         return self.project.parent / f"{stem}-{self.fmt}.json"
 
     def _format_changed(self) -> None:
-        png = self.fmt.startswith("png")
         for button in (self.source_button, self.rle_button, self.polygon_button):
-            button.setEnabled(not png)
+            button.setEnabled(EXPORT_FORMATS[self.fmt].json)
         self.path_edit.setText(str(self._default_path()))
 
     def _browse(self) -> None:
-        if self.fmt.startswith("png"):
-            path = QFileDialog.getExistingDirectory(self, "Export PNG masks to", str(self.project.parent))
+        if self.to_folder:
+            path = QFileDialog.getExistingDirectory(self, "Export masks to", str(self.project.parent))
         else:
             path, _ = QFileDialog.getSaveFileName(self, "Export to", self.path_edit.text(), "JSON (*.json)")
         if path:
@@ -140,14 +129,11 @@ class ExportDialog(QDialog):
 
     def choice(self) -> ExportChoice:
         """What to export, as the dialog is set."""
-        fmt = self.fmt
-        png = fmt.startswith("png")
         return ExportChoice(
-            fmt="png" if png else fmt,
+            fmt=self.fmt,
             out=Path(self.path_edit.text().strip()).expanduser(),
             segmentation=self._segmentation(),
             accepted_only=self.accepted_only.isChecked(),
-            png_layout="binary" if fmt == "png-binary" else "label",
         )
 
     def _segmentation(self) -> SegmentationMode:

@@ -16,55 +16,30 @@ from PySide6.QtWidgets import (
     QToolBar, QUndoView, QWidget,
 )
 
-from app.core.model import ReviewStatus
-from app.core.store_schema import PROJECT_SUFFIX
-from app.gui.actions import TOOLS, ActionRegistry
-from app.gui.canvas import Canvas
-from app.gui.canvas_navigator import Navigator
+from app.core.errors import DatasetError
+from app.core.records import ReviewStatus
+from app.gui.actions import INSTANCE_ACTIONS, MAIN_TOOLBAR, MENUS, TOOLS, TOOLS_TOOLBAR, ActionRegistry
 from app.gui.controller import ProjectController
-from app.gui.controller_refine import RefineController
 from app.gui.docks.image_list import ImageListPanel
 from app.gui.docks.instance_list import InstanceListPanel
 from app.gui.docks.properties import PropertiesPanel
-from app.gui.docks.refine_panel import RefinePanel
-from app.gui.document import ImageDocument
+from app.gui.editor.canvas import Canvas
+from app.gui.editor.document import ImageDocument
+from app.gui.editor.navigator import Navigator
 from app.gui.export_dialog import ExportDialog
+from app.gui.import_dialogs import ask_import, ask_import_of
+from app.gui.refine.controller import RefineController
+from app.gui.refine.panel import RefinePanel
+from app.gui.refine.worker import Environment, RefineService
 from app.gui.settings import AppSettings, SettingsDialog
-from app.gui.workers import Environment, RefineService, TaskRunner
+from app.gui.tasks import TaskRunner
+from app.services.datasets import PROJECT_SUFFIX
 
 log = logging.getLogger(__name__)
 
 APP_TITLE = "SegRefiner Studio"
 REFRESH_DELAY_MS = 150
 MESSAGE_MS = 8000
-
-MENUS: dict[str, tuple[str | None, ...]] = {
-    "&File": ("file.open_demo", "file.open_project", "@recent", None, "file.import_coco", "file.import_results",
-              "file.import_png", "file.images_folder", None, "file.save", "file.export", None, "file.settings",
-              None, "file.quit"),
-    "&Edit": ("edit.undo", "edit.redo", None, "edit.clear_guidance"),
-    "&Tools": tuple(f"tool.{t}" for t in TOOLS) + (None, "brush.smaller", "brush.larger"),
-    "&Instance": ("instance.new", "instance.delete", "instance.category", None, "instance.lock", "instance.hide",
-                  "instance.raise", "instance.lower", None, "instance.next", "instance.previous", "image.next",
-                  "image.previous"),
-    "&Review": ("review.accepted", "review.rejected", "review.needs_work", None, "review.next_unreviewed"),
-    "R&efine": ("refine.run", "refine.image", "refine.dataset", None, "refine.stop", "refine.pause", None,
-                "refine.accept", "refine.accept_next", "refine.reject", None, "refine.step_back",
-                "refine.step_forward"),
-    "&View": ("view.fit", "view.actual", "view.zoom_instance", None, "view.contour_only", "view.selected_only",
-              "view.color_by_category", None, "view.show_diff", "view.show_confidence", None, "@docks"),
-}
-MAIN_TOOLBAR = ("file.open_project", "file.save", "file.export", None, "edit.undo", "edit.redo", None,
-                "refine.run", "refine.stop", "refine.accept", "refine.reject", None, "review.accepted",
-                "review.rejected", "review.needs_work", "review.next_unreviewed", None, "view.fit", "view.actual",
-                "view.contour_only", "view.show_diff", "view.show_confidence")
-TOOLS_TOOLBAR = tuple(f"tool.{t}" for t in TOOLS) + (None, "brush.smaller", "brush.larger", None, "instance.new",
-                                                      "instance.delete", "instance.lock", "instance.hide",
-                                                      "instance.raise", "instance.lower")
-INSTANCE_ACTIONS = ("instance.delete", "instance.category", "instance.lock", "instance.hide", "instance.raise",
-                    "instance.lower", "review.accepted", "review.rejected", "review.needs_work",
-                    "view.zoom_instance")
-
 
 class MainWindow(QMainWindow):
     """The annotator's window. ``data_dir`` holds the demo project (default: the user's data folder)."""
@@ -82,6 +57,7 @@ class MainWindow(QMainWindow):
         self.project = ProjectController(self.settings, self.tasks, data_dir, self)
         self.refine = RefineController(self.project, self.service, self)
         self.environment: Environment | None = None
+        self.settings_dialog: SettingsDialog | None = None
         self.last_error: tuple[str, str] | None = None
         self._zoom_to_selection = False
         self._refresh_timer = QTimer(self)
@@ -102,7 +78,6 @@ class MainWindow(QMainWindow):
         self._restore_layout()
         self._update_document_actions()
         self._refine_state_changed()
-        self.service.probe()
 
     # ------------------------------------------------------------------------------- building
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
@@ -181,7 +156,7 @@ class MainWindow(QMainWindow):
         self.progress_bar.hide()
         self.cursor_label = QLabel("")
         self.zoom_label = QLabel("")
-        self.device_label = QLabel("refiner: checking…")
+        self.device_label = QLabel("refiner: loads on first use")
         for widget in (self.progress_bar, self.cursor_label, self.zoom_label, self.device_label):
             bar.addPermanentWidget(widget)
 
@@ -190,9 +165,9 @@ class MainWindow(QMainWindow):
         handlers = {
             "file.open_demo": p.open_demo,
             "file.open_project": self._open_project_dialog,
-            "file.import_coco": self._import_coco_dialog,
-            "file.import_results": self._import_results_dialog,
-            "file.import_png": self._import_png_dialog,
+            "file.import_coco": lambda: self._import_dialog("json"),
+            "file.import_results": lambda: self._import_dialog("results"),
+            "file.import_png": lambda: self._import_dialog("png"),
             "file.images_folder": self._images_folder_dialog,
             "file.save": self._save,
             "file.export": self.open_export_dialog,
@@ -265,6 +240,7 @@ class MainWindow(QMainWindow):
         r.error.connect(self.show_error)
         self.refine_panel.scrubbed.connect(r.show_step)
         self.refine_panel.choice_changed.connect(self._refine_state_changed)
+        self.refine_panel.environment_wanted.connect(self.service.probe)
 
         w = self.service.worker
         w.probed.connect(self._environment_ready)
@@ -302,29 +278,10 @@ class MainWindow(QMainWindow):
         if path:
             self.project.open_project(Path(path))
 
-    def _import_coco_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import COCO or LVIS JSON", "", "JSON (*.json)")
-        if path:
-            self._ask_images_and_import(Path(path), None)
-
-    def _import_results_dialog(self) -> None:
-        results, _ = QFileDialog.getOpenFileName(self, "COCO results file (predictions)", "", "JSON (*.json)")
-        if not results:
-            return
-        images_file, _ = QFileDialog.getOpenFileName(
-            self, "COCO / LVIS file giving the images and categories", str(Path(results).parent), "JSON (*.json)")
-        if images_file:
-            self._ask_images_and_import(Path(results), "results", Path(images_file))
-
-    def _import_png_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder of PNG masks")
-        if folder:
-            self._ask_images_and_import(Path(folder), None)
-
-    def _ask_images_and_import(self, source: Path, fmt: str | None, images_file: Path | None = None) -> None:
-        folder = QFileDialog.getExistingDirectory(self, f"Image folder for {source.name}", str(source.parent))
-        if folder:
-            self.project.import_dataset(source, fmt, Path(folder), images_file)
+    def _import_dialog(self, kind: str) -> None:
+        request = ask_import(self, kind)
+        if request is not None:
+            self.project.import_dataset(request.source, request.fmt, request.images_dir, request.images_file)
 
     def _images_folder_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder holding the project's images")
@@ -353,21 +310,15 @@ class MainWindow(QMainWindow):
         """What a dropped file does: open a project, import a JSON or a folder of PNG masks."""
         if path.suffix == PROJECT_SUFFIX:
             self.project.open_project(path)
-        elif path.suffix.lower() == ".json":
-            with path.open("rb") as f:
-                is_results = f.read(64).lstrip()[:1] == b"["
-            if is_results:
-                images_file, _ = QFileDialog.getOpenFileName(
-                    self, "COCO / LVIS file giving the images and categories", str(path.parent), "JSON (*.json)")
-                if images_file:
-                    self._ask_images_and_import(path, "results", Path(images_file))
-            else:
-                self._ask_images_and_import(path, None)
-        elif path.is_dir():
-            self._ask_images_and_import(path, None)
-        else:
-            self.show_error("Cannot open", f"{path.name}: drop a project ({PROJECT_SUFFIX}), a COCO/LVIS JSON or a "
+            return
+        try:
+            request = ask_import_of(self, path)
+        except DatasetError as error:
+            self.show_error("Cannot open", f"{error}\nDrop a project ({PROJECT_SUFFIX}), a COCO/LVIS JSON or a "
                                            "folder of PNG masks")
+            return
+        if request is not None:
+            self.project.import_dataset(request.source, request.fmt, request.images_dir, request.images_file)
 
     # ------------------------------------------------------------------------------- project state
     def _project_changed(self) -> None:
@@ -528,7 +479,9 @@ class MainWindow(QMainWindow):
         if problem is not None:
             self.show_error("Cannot refine", problem)
             return False
-        return bool(start(self.refine_panel.choice()))
+        self.service.probe()  # the devices and weights, for the panel, once torch is being loaded anyway
+        self.refine.min_frame_s = self.settings.min_frame_ms / 1000
+        return bool(start(self.refine_panel.options()))
 
     def refine_selected(self) -> bool:
         return self._run_checked(self.refine.refine_selected)
@@ -558,6 +511,8 @@ class MainWindow(QMainWindow):
     def _environment_ready(self, environment: Environment) -> None:
         self.environment = environment
         self.refine_panel.set_environment(environment)
+        if self.settings_dialog is not None:
+            self.settings_dialog.set_choices(environment.devices, [w.name for w in environment.weights])
         self.device_label.setText(f"refiner: {self.settings.device} ({', '.join(environment.devices)} available)")
         self._refine_state_changed()
 
@@ -568,10 +523,14 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------- dialogs
     def open_settings(self) -> SettingsDialog:
+        self.service.probe()  # the dialog lists what it finds when it answers (_environment_ready)
         devices = self.environment.devices if self.environment is not None else []
         weights = [w.name for w in self.environment.weights] if self.environment is not None else []
         dialog = SettingsDialog(self.settings, self.actions, devices, weights, self)
         dialog.applied.connect(self._settings_applied)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.destroyed.connect(lambda: setattr(self, "settings_dialog", None))
+        self.settings_dialog = dialog
         dialog.open()
         return dialog
 

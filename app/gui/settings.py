@@ -21,11 +21,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.actions import ActionRegistry
+from app.refiner.options import DEFAULT_WEIGHTS, MODES, NUM_TIMESTEPS, steps_range
 
-MODES = ("instance", "hr")
-MAX_STEPS = 6
 MAX_RECENT = 10
-DEFAULT_WEIGHTS = "compact-v1"
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,7 @@ class _Key:
 
 DEVICE = _Key("refine/device", "auto")
 MODE = _Key("refine/mode", "instance")
-STEPS = _Key("refine/steps", MAX_STEPS)
+STEPS = _Key("refine/steps", NUM_TIMESTEPS)
 SEED = _Key("refine/seed", 0)
 WEIGHTS = _Key("refine/weights", DEFAULT_WEIGHTS)
 EXTRA_WEIGHTS = _Key("refine/extra_weights", "[]")
@@ -89,7 +87,9 @@ class AppSettings:
 
     @property
     def steps(self) -> int:
-        return min(MAX_STEPS, max(1, self._get(STEPS)))
+        """The remembered steps, within what the remembered mode accepts."""
+        low, high = steps_range(self.mode)
+        return min(high, max(low, self._get(STEPS)))
 
     @steps.setter
     def steps(self, value: int) -> None:
@@ -229,18 +229,14 @@ class SettingsDialog(QDialog):
         page = QWidget()
         form = QFormLayout(page)
         self.device_box = QComboBox()
-        self.device_box.addItems(list(dict.fromkeys(["auto", *devices])))
-        self.device_box.setCurrentText(self.settings.device)
         self.mode_box = QComboBox()
         self.mode_box.addItems(MODES)
         self.mode_box.setCurrentText(self.settings.mode)
         self.steps_box = QSpinBox()
-        self.steps_box.setRange(1, MAX_STEPS)
+        self.steps_box.setRange(1, NUM_TIMESTEPS)
         self.steps_box.setValue(self.settings.steps)
         self.weights_box = QComboBox()
-        for value in dict.fromkeys([*weights, *self.settings.extra_weights]):
-            self.weights_box.addItem(weights_label(value), value)
-        self._select_weights(self.settings.weights)
+        self.set_choices(devices, weights)
         add = QPushButton("Add checkpoint file…")
         add.clicked.connect(self._add_weights)
         row = QHBoxLayout()
@@ -303,6 +299,19 @@ class SettingsDialog(QDialog):
         return page
 
     # ----- behaviour
+    def set_choices(self, devices: Sequence[str], weights: Sequence[str]) -> None:
+        """List these devices and registry weights (the refiner's probe may answer after the dialog opened),
+        keeping what is chosen."""
+        device = self.device_box.currentText() or self.settings.device
+        chosen = self.weights_box.currentData() or self.settings.weights
+        self.device_box.clear()
+        self.device_box.addItems(list(dict.fromkeys(["auto", *devices, device])))
+        self.device_box.setCurrentText(device)
+        self.weights_box.clear()
+        for value in dict.fromkeys([*weights, *self.settings.extra_weights]):
+            self.weights_box.addItem(weights_label(value), value)
+        self._select_weights(chosen)
+
     def shortcut_editor(self, name: str) -> QKeySequenceEdit:
         return self._editors[name]
 

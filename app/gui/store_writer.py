@@ -1,6 +1,6 @@
 """The project's writes, on their own thread.
 
-Every edit is one committed SQLite transaction with a full fsync (app/core/store.py), which on a busy
+Every edit is one committed SQLite transaction with a full fsync (app/core/store/project.py), which on a busy
 disk or a large mask takes tens of milliseconds: on the GUI thread that would stall painting after each
 stroke and each refinement written. The window therefore hands its writes to ``StoreWriter``: one thread
 with its own connection to the project, running them in the order they were made, so an edit and its
@@ -21,7 +21,7 @@ from typing import Any, Callable, TypeVar
 from PySide6.QtCore import QObject, Signal, Slot
 
 from app.core.errors import DatasetError
-from app.core.store import ProjectStore
+from app.core.store.project import ProjectStore
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -17,35 +17,12 @@ from app.refiner.band_net import BandNet
 from app.refiner.band_pipeline import INSTANCE_MAX_WORK, BandRunner, BandSettings, refine_band
 from app.refiner.device import Runner, pick_device
 from app.refiner.encoder import pretrained_encoder
+from app.refiner.options import DEFAULT_WEIGHTS, RefineOptions
 from app.refiner.pipeline import Guidance, HRSettings, InstanceSettings, refine_hr, refine_instances
 from app.refiner.steps import RefineStep
 from app.refiner.weights import load_weights
 
 log = logging.getLogger(__name__)
-
-MODES = ("instance", "hr")
-DEFAULT_WEIGHTS = "compact-v1"
-
-
-@dataclass(frozen=True)
-class RefineOptions:
-    """What an annotator or a script chooses per run."""
-
-    mode: str = "instance"
-    steps: int = 6
-    seed: int = 0
-    deterministic: bool | None = None  # None: the network's own (band: deterministic; U-Net: stochastic, official)
-    pad: int = 20
-    min_area: int = 512
-    max_patches: int = 64
-    keep_native: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        low = 2 if self.mode == "hr" else 1
-        if not low <= self.steps <= 6:
-            raise ValueError(f"steps must be in {low}..6 in {self.mode} mode, got {self.steps}")
 
 
 class Refiner:
@@ -85,7 +62,7 @@ class Refiner:
         if options.mode == "hr" and len(masks) != 1:
             raise ValueError(f"hr mode refines one mask at a time, got {len(masks)}")
         if isinstance(self.runner, BandRunner):
-            band = BandSettings(steps=options.steps, min_area=options.min_area, seed=options.seed,
+            band = BandSettings(steps=options.steps, min_area=options.smallest_area, seed=options.seed,
                                 deterministic=options.deterministic is not False, keep_native=options.keep_native,
                                 max_work=None if options.mode == "hr" else INSTANCE_MAX_WORK)
             return refine_band(self.runner, image, masks, band, guidance)
@@ -95,6 +72,7 @@ class Refiner:
                 seed=options.seed,
                 deterministic=bool(options.deterministic),
                 max_patches=options.max_patches,
+                min_area=options.smallest_area,
                 batch_size=self.runner.batch_size,
                 keep_native=options.keep_native,
             )
@@ -102,7 +80,7 @@ class Refiner:
         settings = InstanceSettings(
             steps=options.steps,
             pad=options.pad,
-            min_area=options.min_area,
+            min_area=options.smallest_area,
             seed=options.seed,
             deterministic=bool(options.deterministic),
             batch_size=self.runner.batch_size,

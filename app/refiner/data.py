@@ -15,7 +15,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from app.core.coco import load_coco
+from app.core.formats.coco import load_coco
 from app.core.images import find_image_file, read_image_rgb
 
 log = logging.getLogger(__name__)

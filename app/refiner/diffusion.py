@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-NUM_TIMESTEPS = 6
+from app.refiner.options import NUM_TIMESTEPS
 
 
 @dataclass(frozen=True)

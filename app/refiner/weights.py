@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from app.core.package_data import weights_dir
 from app.refiner.band_net import BandConfig, BandNet
 from app.refiner.unet import PRESETS, DenoiseUNet, UNetConfig
 
@@ -38,7 +39,7 @@ Network = DenoiseUNet | BandNet
 NetworkConfig = UNetConfig | BandConfig
 RESERVED_METADATA = frozenset({"format", "preset", "config", "dtype"})
 ENV_WEIGHTS_DIR = "SEGREFINER_WEIGHTS_DIR"
-REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+PACKAGE_WEIGHTS_DIR = weights_dir()
 _EXAMPLES = 3
 
 
@@ -93,8 +94,8 @@ REGISTRY: dict[str, CheckpointEntry] = {
             sha256="0419ab6817d32d0043461423586a8d988046430cbb39daa26d8ddfb492a254d2",
             pipeline="instance",
             description="SegRefiner Studio's compact network for CPUs and laptops (6.7 M parameters, fp16), trained "
-                        "on CPU on the shared datasets; see weights/MODEL_CARD.md.",
-            source="shipped in the repository's weights/ folder",
+                        "on CPU on the shared datasets; see app/weights/MODEL_CARD.md.",
+            source="shipped in the package's weights folder (app/weights/)",
         ),
     )
 }
@@ -121,11 +122,11 @@ def preset_name(config: NetworkConfig) -> str:
 
 
 def weights_search_dirs() -> list[Path]:
-    """Where registry files are looked for: $SEGREFINER_WEIGHTS_DIR, the user data dir, the repo's weights/."""
+    """Where registry files are looked for: $SEGREFINER_WEIGHTS_DIR, the user data dir, the package's weights/."""
     dirs = [Path(p).expanduser() for p in os.environ.get(ENV_WEIGHTS_DIR, "").split(os.pathsep) if p]
     data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     dirs.append(Path(data_home) / "segrefiner-studio" / "weights")
-    dirs.append(REPO_WEIGHTS_DIR)
+    dirs.append(PACKAGE_WEIGHTS_DIR)
     return dirs
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.core.model import Category, Dataset, ImageRecord, Instance, encode_mask
+from app.core.records import Category, Dataset, ImageRecord, Instance, encode_mask
 
 H, W = 40, 60
 

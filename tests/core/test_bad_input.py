@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from app.core.coco import load_coco, load_coco_results
+from app.core.formats.coco import load_coco, load_coco_results
 from app.core.errors import DatasetError
-from app.core.model import encode_mask
-from app.core.png_masks import load_binary_masks, load_label_masks
+from app.core.records import encode_mask
+from app.core.formats.png_masks import load_binary_masks, load_label_masks
 from app.core.report import ImportReport
 from tests.core.codec_samples import tiny_coco, write
 

@@ -11,11 +11,12 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from app import cli_dataset
+from app.cli import dataset as cli_dataset
 from app.core.errors import DatasetError
-from app.core.model import ChangeKind, Provenance, ReviewStatus
-from app.core.store import ProjectStore
-from app.core.store_errors import ProjectError
+from app.core.records import ChangeKind, Provenance, ReviewStatus
+from app.core.store.project import ProjectStore
+from app.core.store.errors import ProjectError
+from app.services.datasets import detect_format, export_project
 from tests.shared_data import DATA
 
 COCO_TINY = DATA / "coco_tiny"
@@ -92,7 +93,7 @@ def test_import_predictions_into_an_existing_project(tmp_path: Path) -> None:
                             "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
     preds = tmp_path / "preds.json"
     preds.write_text(json.dumps(predictions))
-    assert cli_dataset.detect_format(preds) == "results"
+    assert detect_format(preds) == "results"
     with pytest.raises(DatasetError, match="needs --images-file"):
         run("import", preds, "--project", project, "--add")
     assert run("import", preds, "--images-file", VAL, "--project", project, "--add") == 0
@@ -139,12 +140,12 @@ def test_detect_format(tmp_path: Path) -> None:
     instances.mkdir()
     (labels / "FudanPed00001_mask.png").write_bytes(b"")
     (instances / "img_1.png").write_bytes(b"")
-    assert [cli_dataset.detect_format(p) for p in (obj, lst, labels, instances)] == [
+    assert [detect_format(p) for p in (obj, lst, labels, instances)] == [
         "coco", "results", "png-labels", "png-instances"]
     with pytest.raises(DatasetError, match="c.txt: not a JSON annotation file"):
-        cli_dataset.detect_format(other)
+        detect_format(other)
     with pytest.raises(DatasetError, match="file not found"):
-        cli_dataset.detect_format(tmp_path / "missing.json")
+        detect_format(tmp_path / "missing.json")
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -201,7 +202,7 @@ def test_export_project_reports_progress_and_returns_the_report(
 ) -> None:
     calls: list[tuple[int, int]] = []
     out = tmp_path / "api.json"
-    report = cli_dataset.export_project(val_project, None, out, progress=lambda done, total: calls.append((done, total)))
+    report = export_project(val_project, None, out, progress=lambda done, total: calls.append((done, total)))
     assert calls[0] == (0, 815) and calls[-1] == (815, 815)
     assert [done for done, _ in calls] == list(range(816))
     assert report.source == str(out) and report.ok
@@ -220,17 +221,18 @@ def test_export_project_stopped_by_its_progress_writes_nothing(val_project: Path
             raise Stop
 
     with pytest.raises(Stop):
-        cli_dataset.export_project(val_project, "lvis", tmp_path / "stopped.json", progress=stop_at_ten)
+        export_project(val_project, "lvis", tmp_path / "stopped.json", progress=stop_at_ten)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_export_project_refuses_unknown_formats_naming_the_file(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match=r"out\.json: export format must be one of coco, lvis, results, png"):
-        cli_dataset.export_project(tmp_path / "p.srproj", "yaml", tmp_path / "out.json")
-    with pytest.raises(DatasetError, match="png layout must be one of label, binary"):
-        cli_dataset.export_project(tmp_path / "p.srproj", "png", tmp_path / "out", png_layout="tiles")
+    with pytest.raises(DatasetError, match=r"out\.json: export format must be one of coco, lvis, results, png-labels, "
+                                           r"png-instances, not 'yaml'"):
+        export_project(tmp_path / "p.srproj", "yaml", tmp_path / "out.json")
+    with pytest.raises(DatasetError, match="segmentation must be one of source, rle, polygon, not 'tiles'"):
+        export_project(tmp_path / "p.srproj", "png-labels", tmp_path / "out", segmentation="tiles")  # type: ignore[arg-type]
     with pytest.raises(ProjectError, match="no such project file"):
-        cli_dataset.export_project(tmp_path / "p.srproj", "coco", tmp_path / "out.json")
+        export_project(tmp_path / "p.srproj", "coco", tmp_path / "out.json")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from app.core.coco import load_coco, load_coco_results
-from app.core.coco_export import save_coco, save_coco_results, write_coco
-from app.core.rle_check import rle_pixel_totals
+from app.core.formats.coco import load_coco, load_coco_results
+from app.core.formats.coco_export import save_coco, save_coco_results, write_coco
+from app.core.formats.rle_check import rle_pixel_totals
 from app.core.errors import DatasetError
-from app.core.model import ReviewStatus, SegmentationFormat, encode_mask
+from app.core.records import ReviewStatus, SegmentationFormat, encode_mask
 from tests.core.codec_samples import (
     COCO_TRAIN,
     COCO_VAL,
@@ -325,7 +325,7 @@ def test_export_of_many_edited_instances(tmp_path: Path) -> None:
 
 def test_polygons_are_kept_as_text_and_rasterised_on_first_use() -> None:
     """Import does not rasterise: each polygon instance keeps its file's text until its mask is read."""
-    from app.core.model import SourcePolygons
+    from app.core.records import SourcePolygons
 
     dataset, _ = load_coco(require(LVIS_7))
     api = coco_api(LVIS_7)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from app.core.coco import load_coco
-from app.core.coco_export import save_coco
+from app.core.formats.coco import load_coco
+from app.core.formats.coco_export import save_coco
 from app.core.errors import DatasetError
 from tests.core.codec_samples import COCO_VAL, coco_api, require
 

@@ -9,7 +9,7 @@ import pytest
 
 from app.core.errors import DatasetError
 from app.core.images import check_image_files, find_image_file, probe_image_size, read_image_rgb
-from app.core.model import ImageRecord
+from app.core.records import ImageRecord
 from app.core.report import ImportReport
 from tests.core.codec_samples import DATA, require
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.json_polygons import loads_keeping_polygon_text
+from app.core.formats.json_polygons import loads_keeping_polygon_text
 from tests.core.codec_samples import COCO_TRAIN, COCO_VAL, LABELME_COCO, LVIS_7, LVIS_100, require
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.coco import load_coco
+from app.core.formats.coco import load_coco
 from app.core.images import find_image_file
-from app.core.lvis import load_lvis, save_lvis, write_lvis
+from app.core.formats.lvis import load_lvis, save_lvis, write_lvis
 from tests.core.codec_samples import DATA, LVIS_7, LVIS_100, coco_api, read, require, tiny_coco, write
 
 

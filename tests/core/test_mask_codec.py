@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from app.core.model import decode_mask, encode_mask
+from app.core.records import decode_mask, encode_mask
 
 
 def _shape() -> np.ndarray:

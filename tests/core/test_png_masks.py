@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from app.core.model import Category, Dataset, ImageRecord, Instance, ReviewStatus, encode_mask
-from app.core.png_masks import load_binary_masks, load_label_masks, save_png_masks, write_label_masks
+from app.core.records import Category, Dataset, ImageRecord, Instance, ReviewStatus, encode_mask
+from app.core.formats.png_masks import load_binary_masks, load_label_masks, save_png_masks, write_label_masks
 from tests.core.codec_samples import PENNFUDAN, require
 
 

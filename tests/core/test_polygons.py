@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from app.core.polygons import mask_to_polygons, pixel_difference, polygons_to_rle
+from app.core.formats.polygons import mask_to_polygons, pixel_difference, polygons_to_rle
 from tests.core.codec_samples import COCO_VAL, coco_api, require
 
 

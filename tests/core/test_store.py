@@ -6,19 +6,20 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from app.core.history import EditAction
-from app.core.model import (
+from app.core.store.history import EditAction
+from app.core.records import (
     ChangeKind, Dataset, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat, encode_mask,
 )
-from app.core.store import ProjectStore
-from app.core.store_errors import ProjectError, ReadOnlyProjectError
-from app.core.store_packing import pack_original, unpack_original
-from app.core.store_query import InstanceFilter
+from app.core.store.project import ProjectStore
+from app.core.store.errors import ProjectError, ReadOnlyProjectError
+from app.core.store.packing import pack_original, unpack_original
+from app.core.store.query import InstanceFilter
 from tests.core.codec_samples import tiny_coco
 from tests.core.store_samples import H, W, blob, ring, sample_dataset, two_parts
 
@@ -141,6 +142,8 @@ def test_session_state_resumes(project: Path) -> None:
 def test_images_dir_and_image_path(store: ProjectStore, tmp_path: Path) -> None:
     assert store.image_path(store.image(4)) is None
     store.set_images_dir(tmp_path)
+    assert store.image_path(store.image(4)) is None  # no such file
+    (tmp_path / "a.jpg").write_bytes(b"")
     assert store.image_path(store.image(4)) == tmp_path.resolve() / "a.jpg"
     with pytest.raises(ProjectError, match="no image with id 5"):
         store.image(5)
@@ -181,8 +184,8 @@ def test_list_filters_and_sorts_in_sql(store: ProjectStore) -> None:
 
 def test_list_by_change_size_and_confidence(store: ProjectStore) -> None:
     refined = Provenance(ChangeKind.REFINED, weights="compact", mode="lr", steps=6)
-    store.set_mask(31, ring() | blob(), provenance=refined, mean_confidence=0.7)
-    store.set_mask(12, two_parts()[::-1], provenance=refined, mean_confidence=0.95)
+    store.set_mask(31, ring() | blob(), provenance=replace(refined, mean_confidence=0.7))
+    store.set_mask(12, two_parts()[::-1], provenance=replace(refined, mean_confidence=0.95))
     changed = {31: int((blob() & ~ring()).sum()), 12: int((two_parts() ^ two_parts()[::-1]).sum())}
     assert changed[31] > changed[12]
     rows = store.list_instances(InstanceFilter(sort_by="changed_pixels", descending=True))
@@ -219,7 +222,7 @@ def test_manual_edit_updates_mask_geometry_and_history(store: ProjectStore) -> N
 
 def test_revert_a_refinement_days_later(store: ProjectStore) -> None:
     refined = Provenance(ChangeKind.REFINED, weights="segrefiner_lr", mode="lr", steps=6)
-    refine = store.set_mask(7, ring(), provenance=refined, mean_confidence=0.6, params={"seed": 3})
+    refine = store.set_mask(7, ring(), provenance=replace(refined, mean_confidence=0.6), params={"seed": 3})
     status = store.set_status(7, ReviewStatus.ACCEPTED)
     inst = store.instance(7)
     assert inst.provenance.weights == "segrefiner_lr" and inst.provenance.steps == 6
@@ -379,7 +382,7 @@ def test_a_sibling_writes_under_the_owners_lock_and_releases_nothing(project: Pa
 HOLDER = textwrap.dedent(
     """
     import sys
-    from app.core.store import ProjectStore
+    from app.core.store.project import ProjectStore
     store = ProjectStore.open(sys.argv[1])
     print("writable" if not store.read_only else "read-only", flush=True)
     sys.stdin.readline()
@@ -494,7 +497,7 @@ def test_unusual_imported_geometry_is_kept_as_json(original: dict) -> None:
 
 @pytest.mark.parametrize("extra", [{}, {"area": 959.73, "bbox": [12.08, 245.03, 32.49, 37.45]}, {"area": 7}])
 def test_imported_polygon_text_is_packed_as_text(extra: dict) -> None:
-    from app.core.model import SourcePolygons
+    from app.core.records import SourcePolygons
 
     original = {"segmentation": SourcePolygons("[[12.670, 249.44, 35.21,246.69, 44.57, 1e2]]"), **extra}
     packed = pack_original(original)
@@ -510,7 +513,7 @@ def test_a_polygon_mixing_integers_and_floats_comes_back_equal() -> None:
 # ------------------------------------------------------------------- imported polygons, rasterised on first use
 def _polygon_project(tmp_path: Path) -> tuple[Path, Path]:
     """A project imported from a COCO file of polygons spelt as a person would not (``5.50``, spaces)."""
-    from app.core.coco import load_coco
+    from app.core.formats.coco import load_coco
 
     source = tmp_path / "src.json"
     data = tiny_coco()
@@ -523,8 +526,8 @@ def _polygon_project(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_imported_polygons_are_stored_as_their_text_and_rasterised_on_first_use(tmp_path: Path) -> None:
-    from app.core.model import SourcePolygons
-    from app.core.polygons import polygons_to_rle
+    from app.core.records import SourcePolygons
+    from app.core.formats.polygons import polygons_to_rle
 
     project, source = _polygon_project(tmp_path)
     with ProjectStore.open(project) as store:
@@ -547,7 +550,7 @@ def test_imported_polygons_are_stored_as_their_text_and_rasterised_on_first_use(
 
 
 def test_source_export_of_an_unedited_project_writes_the_files_own_polygon_text(tmp_path: Path) -> None:
-    from app.core.coco_export import write_coco
+    from app.core.formats.coco_export import write_coco
 
     project, source = _polygon_project(tmp_path)
     with ProjectStore.open(project, read_only=True) as store:
@@ -559,7 +562,7 @@ def test_source_export_of_an_unedited_project_writes_the_files_own_polygon_text(
 
 def test_adding_polygons_to_an_existing_project_stores_their_pixels(tmp_path: Path, store: ProjectStore) -> None:
     """A project made by format 1 requires counts; an addition always rasterises (it is a small file)."""
-    from app.core.coco import load_coco
+    from app.core.formats.coco import load_coco
 
     data = tiny_coco(W, H)
     data["categories"] = [{"id": 1, "name": "acorn"}, {"id": 2, "name": "dog"}]

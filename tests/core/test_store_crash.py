@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.model import Category, Dataset, ImageRecord, Instance, encode_mask
-from app.core.store import ProjectStore
+from app.core.records import Category, Dataset, ImageRecord, Instance, encode_mask
+from app.core.store.project import ProjectStore
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
@@ -31,8 +31,8 @@ EDITOR = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from app.core.model import ChangeKind, Provenance, ReviewStatus
-    from app.core.store import ProjectStore
+    from app.core.records import ChangeKind, Provenance, ReviewStatus
+    from app.core.store.project import ProjectStore
 
     store = ProjectStore.open(sys.argv[1])
     assert not store.read_only, store.read_only_reason
@@ -56,7 +56,7 @@ EDITOR = textwrap.dedent(
 CREATOR = textwrap.dedent(
     """
     import sys
-    from app.core.store import ProjectStore
+    from app.core.store.project import ProjectStore
     from tests.core.test_store_crash import dataset
 
     ds = dataset(int(sys.argv[2]))

@@ -14,9 +14,10 @@ import pytest
 from PySide6.QtCore import QSettings
 from pytestqt.qtbot import QtBot
 
-from app.gui.canvas import Canvas
-from app.gui.demo import DEMO_DIR
-from app.gui.document import ImageDocument, InstanceLayer, palette_color
+from app.gui.editor.canvas import Canvas
+from app.core.package_data import demo_dir
+from app.gui.editor.document import ImageDocument
+from app.gui.editor.layers import InstanceLayer, palette_color
 from app.gui.settings import AppSettings
 
 DOC_SHAPE = (200, 300)
@@ -24,13 +25,13 @@ DOC_SHAPE = (200, 300)
 
 @pytest.fixture
 def image_document(qapp: object) -> ImageDocument:
-    """The demo's astronaut photo (resources/demo) resized to 300x200, with three instances.
+    """The demo's astronaut photo (app/resources/demo) resized to 300x200, with three instances.
 
     1: a 60x80 box at x 40..100, y 30..110 with a 20x20 hole at x 60..80, y 50..70 (z 0, category 1);
     2: a disc of radius 30 at (180, 100) (z 1, category 2);
     3: a 30x30 box at x 220..250, y 140..170, locked (z 2, category 1).
     """
-    photo = cv2.cvtColor(cv2.imread(str(DEMO_DIR / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
+    photo = cv2.cvtColor(cv2.imread(str(demo_dir() / "astronaut.jpg")), cv2.COLOR_BGR2RGB)
     image = np.ascontiguousarray(cv2.resize(photo, (DOC_SHAPE[1], DOC_SHAPE[0]), interpolation=cv2.INTER_AREA))
     box = np.zeros(DOC_SHAPE, dtype=bool)
     box[30:110, 40:100] = True

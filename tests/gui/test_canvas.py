@@ -8,10 +8,11 @@ from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from app.gui.canvas import Canvas
-from app.gui.document import ImageDocument, InstanceLayer, palette_color
-from app.gui.overlays import SELECTED_RGB, TILE, ImageItem, build_pyramid
-from app.gui.preview import ADDED_RGB, REMOVED_RGB, DiffColors, Preview, premultiplied, prepare_preview
+from app.gui.editor.canvas import Canvas
+from app.gui.editor.document import ImageDocument
+from app.gui.editor.layers import InstanceLayer, palette_color
+from app.gui.editor.overlays import SELECTED_RGB, TILE, ImageItem, build_pyramid
+from app.gui.editor.preview import ADDED_RGB, REMOVED_RGB, DiffColors, Preview, premultiplied, prepare_preview
 
 
 def overlay_pixel(canvas: Canvas, x: int, y: int) -> tuple[int, ...]:

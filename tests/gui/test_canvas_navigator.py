@@ -5,9 +5,9 @@ import pytest
 from PySide6.QtCore import QPointF, Qt
 from pytestqt.qtbot import QtBot
 
-from app.gui.canvas import Canvas
-from app.gui.canvas_navigator import Navigator
-from app.gui.document import ImageDocument
+from app.gui.editor.canvas import Canvas
+from app.gui.editor.navigator import Navigator
+from app.gui.editor.document import ImageDocument
 
 
 @pytest.fixture

@@ -7,10 +7,15 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QTimer
 
-from app.gui.commands import PatchCommand
-from app.gui.document import UNDO_LIMIT, ImageDocument, InstanceLayer, MaskUpdate, palette_color, prepare_update
-from app.gui.preview import Preview
+from app.core.records import Provenance
+from app.gui.editor.commands import PatchCommand
+from app.gui.editor.document import UNDO_LIMIT, ImageDocument
+from app.gui.editor.layers import InstanceLayer, MaskUpdate, palette_color, prepare_update
+from app.gui.editor.preview import Preview
 
+
+STEPS_1 = Provenance.refined("w", "instance", 1, 0.5)
+STEPS_2 = Provenance.refined("w", "instance", 2, 0.5)
 
 def stroke(doc: ImageDocument, target: int | str, points: list[tuple[int, int]], size: int = 5, value: bool = True) -> None:
     assert doc.begin_stroke(target, "brush")
@@ -170,7 +175,7 @@ def test_accept_refinement_records_provenance_and_undoes(image_document: ImageDo
     refined[70:75, 170:190] = False
     seen: list[tuple[int, str]] = []
     doc.edited.connect(lambda i, action: seen.append((i, action)))
-    provenance = {"kind": "refined", "weights": "compact", "mode": "instance", "steps": 6}
+    provenance = Provenance.refined("compact", "instance", 6, 0.9)
     assert doc.apply_mask(2, refined, "refine", provenance)
     assert (doc.layer(2).mask == refined).all()
     assert doc.layer(2).provenance == provenance
@@ -184,8 +189,9 @@ def test_accept_refinement_records_provenance_and_undoes(image_document: ImageDo
 
 def test_accept_without_change_still_records_provenance(image_document: ImageDocument) -> None:
     doc = image_document
-    assert not doc.apply_mask(2, doc.layer(2).mask.copy(), "refine", {"kind": "refined"})
-    assert doc.layer(2).provenance == {"kind": "refined"}
+    refined = Provenance.refined("compact", "instance", 6, 1.0)
+    assert not doc.apply_mask(2, doc.layer(2).mask.copy(), "refine", refined)
+    assert doc.layer(2).provenance == refined
     doc.undo()
     assert doc.layer(2).provenance is None
 
@@ -283,19 +289,19 @@ def test_a_refinement_applied_in_its_box_keeps_the_rest_and_is_one_step(image_do
     box2 = (160, 80, 200, 120)
     inside = np.zeros((40, 40), bool)  # clears the middle of the disc, keeps its rim outside the box
     prepared = prepare_update(2, box2, inside, doc.layer(2).mask[80:120, 160:200], doc.mask_version(2),
-                              {"kind": "refined", "steps": 2})
+                              STEPS_2)
     assert prepared.patch is not None and prepared.patch.rect == box2
     box1 = (30, 20, 110, 120)
     grown = doc.layer(1).mask[20:120, 30:110].copy()
     grown[0:5, :] = True
-    update1 = MaskUpdate(1, box1, grown, {"kind": "refined", "steps": 1})
+    update1 = MaskUpdate(1, box1, grown, STEPS_1)
     versions = doc.mask_version(1), doc.mask_version(2)
     assert doc.apply_updates([update1, prepared], "refine", "Refine 2 instances") == 2
     assert doc.undo_stack.count() == 1 and doc.undo_stack.undoText() == "Refine 2 instances"
     assert not doc.layer(2).mask[80:120, 160:200].any() and doc.layer(2).mask[100, 155]
     assert doc.layer(1).mask[20:25, 30:110].all()
-    assert doc.layer(1).provenance == {"kind": "refined", "steps": 1}
-    assert doc.layer(2).provenance == {"kind": "refined", "steps": 2}
+    assert doc.layer(1).provenance == STEPS_1
+    assert doc.layer(2).provenance == STEPS_2
     assert doc.mask_version(1) > versions[0] and doc.mask_version(2) > versions[1]
     doc.undo()
     for i in (1, 2):

@@ -7,7 +7,8 @@ from pycocotools import mask as mask_utils
 
 from app.core.mask_ops import mask_bbox
 from app.gui.controller import rle_bbox
-from app.gui.document import ImageDocument, InstanceLayer, MaskCrop, palette_color
+from app.gui.editor.document import ImageDocument
+from app.gui.editor.layers import InstanceLayer, MaskCrop, palette_color
 
 
 def test_rle_bbox_reads_the_box_off_the_runs() -> None:

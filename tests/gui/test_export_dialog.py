@@ -11,7 +11,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pytestqt.qtbot import QtBot
 
-from app.core.model import ReviewStatus
+from app.core.records import ReviewStatus
 from app.gui import export_dialog
 from app.gui.main_window import MainWindow
 

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from pytestqt.qtbot import QtBot
 
-from app.core.history import EditAction
-from app.core.model import ChangeKind
+from app.core.store.history import EditAction
+from app.core.records import ChangeKind
 from app.gui.main_window import MainWindow
 from app.refiner.unet import PRESETS, DenoiseUNet
 
@@ -32,7 +32,7 @@ def test_refine_to_completion_scrub_and_accept_records_provenance(window: MainWi
     instance_id = select_largest(window)
     coarse = doc.layer(instance_id).mask.copy()
     steps_seen: list[int] = []
-    window.service.worker.step.connect(lambda _job, step: steps_seen.append(step.step))
+    window.service.worker.frame.connect(lambda frame: steps_seen.append(frame.step.step))
     window.actions["refine.run"].trigger()
     assert window.refine.running and not window.actions["refine.run"].isEnabled()
     qtbot.waitUntil(lambda: not window.refine.running, timeout=RUN_TIMEOUT_MS)

@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 from pytestqt.qtbot import QtBot
 
-from app.core.coco import load_coco
+from app.core.formats.coco import load_coco
 from app.core.errors import DatasetError
-from app.core.model import ReviewStatus
-from app.core.store import ProjectStore
-from app.gui.demo import DEMO_DIR, DEMO_JSON
+from app.core.records import ReviewStatus
+from app.core.store.project import ProjectStore
+from app.core.package_data import demo_dir
+from app.services.demo import DEMO_JSON
 from app.gui.store_writer import StoreWriter
 
 
 @pytest.fixture
 def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    dataset, _ = load_coco(DEMO_JSON)
-    opened = ProjectStore.create(tmp_path / "demo.srproj", dataset, source_path=DEMO_JSON, images_dir=DEMO_DIR)
+    dataset, _ = load_coco(demo_dir() / DEMO_JSON)
+    opened = ProjectStore.create(tmp_path / "demo.srproj", dataset, source_path=demo_dir() / DEMO_JSON, images_dir=demo_dir())
     yield opened
     opened.close()
 

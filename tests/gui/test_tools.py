@@ -8,8 +8,8 @@ from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from app.gui.canvas import Canvas
-from app.gui.document import ImageDocument
+from app.gui.editor.canvas import Canvas
+from app.gui.editor.document import ImageDocument
 
 LEFT = Qt.MouseButton.LeftButton
 NO_MOD = Qt.KeyboardModifier.NoModifier

@@ -14,13 +14,14 @@ from PySide6.QtGui import QColor, QKeySequence, QMouseEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from app.core.model import ReviewStatus
-from app.core.store import ProjectStore
+from app.core.records import ReviewStatus
+from app.core.store.project import ProjectStore
 from app.gui.actions import ActionRegistry
-from app.gui.demo import DEMO_DIR, DEMO_JSON, demo_project_path
-from app.gui.document import ImageDocument
+from app.core.package_data import demo_dir
+from app.services.demo import DEMO_JSON, demo_project_path
+from app.gui.editor.document import ImageDocument
 from app.gui.main_window import MainWindow
-from app.gui.preview import DiffColors
+from app.gui.editor.preview import DiffColors
 from app.gui.settings import AppSettings
 
 from .conftest import open_window, wait_saved
@@ -63,7 +64,7 @@ def brush_the_next_instance(window: MainWindow) -> tuple[ImageDocument, int]:
 
 
 def test_demo_opens_with_images_instances_and_canvas(window: MainWindow) -> None:
-    demo = json.loads(DEMO_JSON.read_text())
+    demo = json.loads((demo_dir() / DEMO_JSON).read_text())
     assert window.image_panel.model.rowCount() == len(demo["images"]) == 4
     doc = window.project.doc
     assert doc is not None and window.canvas.document is doc
@@ -235,12 +236,12 @@ def test_bad_project_file_shows_one_error_and_keeps_the_window(window: MainWindo
 
 def test_import_coco_creates_a_project_beside_it_and_opens_it(window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
     source = tmp_path / "mini.json"
-    demo = json.loads(DEMO_JSON.read_text())
+    demo = json.loads((demo_dir() / DEMO_JSON).read_text())
     demo["images"] = demo["images"][1:2]
     demo["annotations"] = [a for a in demo["annotations"] if a["image_id"] == demo["images"][0]["id"]]
     source.write_text(json.dumps(demo))
     with qtbot.waitSignal(window.project.project_changed, timeout=20_000):
-        window.project.import_dataset(source, None, DEMO_DIR)
+        window.project.import_dataset(source, None, demo_dir())
     qtbot.waitUntil(lambda: window.project.doc is not None and window.project.doc.image_id == 2, timeout=10_000)
     assert window.project.project_path == tmp_path / "mini.srproj"
     assert window.image_panel.model.rowCount() == 1
@@ -254,7 +255,7 @@ def test_import_of_a_broken_file_reports_it_and_keeps_the_open_project(
     broken = tmp_path / "broken.json"
     broken.write_text('{"images": [')
     before = window.project.project_path
-    window.project.import_dataset(broken, None, DEMO_DIR)
+    window.project.import_dataset(broken, None, demo_dir())
     qtbot.waitUntil(lambda: window.last_error is not None, timeout=20_000)
     assert window.last_error is not None
     title, message = window.last_error
@@ -302,6 +303,18 @@ def test_shortcuts_are_editable_and_remembered(window: MainWindow, app_settings:
     assert fresh.shortcut("tool.brush").toString() == "B"
 
 
+def test_the_refiner_is_probed_on_demand_and_the_open_settings_list_what_it_found(
+    window: MainWindow, qtbot: QtBot,
+) -> None:
+    assert window.environment is None and not window.service.probe_requested  # nothing loaded torch at start
+    dialog = window.open_settings()
+    qtbot.waitUntil(lambda: window.environment is not None, timeout=60_000)
+    names = {dialog.weights_box.itemData(i) for i in range(dialog.weights_box.count())}
+    assert {"compact-v1", "segrefiner-lr", "segrefiner-hr"} <= names
+    assert dialog.device_box.findText("cpu") >= 0 and dialog.device_box.currentText() == "auto"
+    assert window.device_label.text().startswith("refiner: auto")
+
+
 def test_diff_colours_from_settings_reach_the_canvas_and_the_refiner(
     window: MainWindow, app_settings: AppSettings, data_dir: Path, qtbot: QtBot,
 ) -> None:
@@ -321,7 +334,7 @@ def test_diff_colours_from_settings_reach_the_canvas_and_the_refiner(
 
 @pytest.mark.parametrize("image_file", ["coffee.png", "chelsea.png", "astronaut.jpg", "rocket.jpg"])
 def test_demo_masks_are_coarse_but_inside_their_images(image_file: str) -> None:
-    demo = json.loads(DEMO_JSON.read_text())
+    demo = json.loads((demo_dir() / DEMO_JSON).read_text())
     image = next(i for i in demo["images"] if i["file_name"] == image_file)
     anns = [a for a in demo["annotations"] if a["image_id"] == image["id"]]
     assert anns

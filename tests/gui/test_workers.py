@@ -1,5 +1,5 @@
-"""The refine thread and the task pool on their own: one signal per step, the minimum frame time, stop,
-inputs read on the worker, and every failure turned into a message."""
+"""The refine thread and the task pool on their own: one self-contained frame per step, the minimum frame
+time, stop, inputs read on the worker, and every failure turned into a message."""
 from __future__ import annotations
 
 import threading
@@ -10,10 +10,15 @@ import numpy as np
 import pytest
 from pytestqt.qtbot import QtBot
 
-from app.core.model import encode_mask
-from app.gui.demo import DEMO_DIR
-from app.gui.document import MaskCrop
-from app.gui.workers import Environment, RefineJob, RefineService, TaskRunner, describe_error
+from app.core.package_data import demo_dir
+from app.core.records import encode_mask
+from app.gui.editor.layers import MaskCrop
+from app.gui.editor.preview import DiffColors
+from app.gui.refine import worker as worker_module
+from app.gui.refine.frames import RefineFrame, RefineJob, build_frame
+from app.gui.refine.worker import Environment, RefineService
+from app.gui.tasks import TaskRunner, describe_error
+from app.refiner.options import RefineOptions
 
 TIMEOUT_MS = 60_000
 
@@ -33,7 +38,7 @@ class Record:
         self.finished: list[tuple[int, bool]] = []
         self.failed: list[tuple[int, str]] = []
         w = service.worker
-        w.step.connect(lambda _job, step: self.steps.append((time.monotonic(), step.step, step.final)))
+        w.frame.connect(lambda frame: self.steps.append((time.monotonic(), frame.step.step, frame.step.final)))
         w.finished.connect(lambda job_id, stopped: self.finished.append((job_id, stopped)))
         w.failed.connect(lambda job_id, message: self.failed.append((job_id, message)))
 
@@ -43,8 +48,9 @@ def square_job(service: RefineService, weights: Path, **overrides: object) -> Re
     image[20:70, 30:100] = 200
     mask = np.zeros((96, 128), bool)
     mask[24:66, 34:96] = True
+    steps = overrides.pop("steps", 3)
     values: dict[str, object] = dict(
-        job_id=service.next_job_id(), weights=str(weights), device="cpu", mode="instance", steps=3, seed=0,
+        job_id=service.next_job_id(), options=RefineOptions(weights=str(weights), device="cpu", steps=steps),
         image=image, masks=[mask], instance_ids=[7],
     )
     values.update(overrides)
@@ -95,34 +101,47 @@ def test_image_path_and_rle_inputs_are_read_on_the_worker(service: RefineService
     mask = np.zeros((400, 600), bool)
     mask[100:300, 150:450] = True
     results = []
-    service.worker.step.connect(lambda _job, step: results.append(step))
+    service.worker.frame.connect(lambda frame: results.append(frame.step))
     record = Record(service)
-    job = square_job(service, random_weights, image=DEMO_DIR / "coffee.png", masks=[encode_mask(mask)], steps=1)
+    job = square_job(service, random_weights, image=demo_dir() / "coffee.png", masks=[encode_mask(mask)], steps=1)
     service.submit(job)
     qtbot.waitUntil(lambda: bool(record.finished), timeout=TIMEOUT_MS)
     assert len(results) == 1 and results[0].image_size == (400, 600)
 
 
-def test_prepare_runs_on_the_refine_thread_before_each_step_and_crops_are_widened_there(
-    service: RefineService, qtbot: QtBot, random_weights: Path,
+def test_frames_are_built_on_the_refine_thread_from_the_job_alone(
+    service: RefineService, qtbot: QtBot, random_weights: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     mask = np.zeros((96, 128), bool)
     mask[24:66, 34:96] = True
     crop = MaskCrop((96, 128), (34, 24, 96, 66), mask[24:66, 34:96].copy())
-    prepared: list[tuple[int, bool]] = []
-    sent: list[tuple[int, int]] = []
+    built_on: list[threading.Thread] = []
 
-    def prepare(step, masks) -> None:  # type: ignore[no-untyped-def]
+    def spy(job, step, masks, weights):  # type: ignore[no-untyped-def]
+        built_on.append(threading.current_thread())
         assert len(masks) == 1 and np.array_equal(masks[0], mask)  # the crop, made whole
-        prepared.append((step.step, threading.current_thread() is threading.main_thread()))
+        return build_frame(job, step, masks, weights)
 
-    service.worker.step.connect(lambda _job, step: sent.append((step.step, len(prepared))))
+    monkeypatch.setattr(worker_module, "build_frame", spy)
+    frames: list[RefineFrame] = []
+    service.worker.frame.connect(frames.append)
     record = Record(service)
-    service.submit(square_job(service, random_weights, masks=[crop], prepare=prepare))
+    job = square_job(service, random_weights, masks=[crop], base_versions={7: 4}, focus_id=7, colors=DiffColors(),
+                     heat=True)
+    service.submit(job)
     qtbot.waitUntil(lambda: bool(record.finished), timeout=TIMEOUT_MS)
     assert record.finished[0][1] is False and not record.failed
-    assert prepared == [(1, False), (2, False), (3, False)]  # never on the GUI thread
-    assert all(seen >= step for step, seen in sent)  # each step was prepared before it was sent
+    assert [f.step.step for f in frames] == [1, 2, 3]
+    assert len(built_on) == 3 and threading.main_thread() not in built_on
+    for frame in frames:
+        state = frame.instances[7]
+        assert frame.job_id == job.job_id and state.preview is not None  # drawn off the GUI thread
+        assert state.preview.base_version == 4 and state.preview.heat is not None
+        assert state.provenance.weights == "random-compact.safetensors" and state.provenance.mode == "instance"
+        assert state.provenance.steps == state.patch.reverse_steps == frame.step.step
+    final = frames[-1].instances[7]
+    assert final.update is not None and final.update.base_version == 4  # the crop was widened on the worker
+    assert final.update.provenance == final.provenance and final.rle is None
 
 
 @pytest.mark.parametrize("weights, expected", [

@@ -218,7 +218,7 @@ def test_refiner_runs_band_weights_in_both_modes(tmp_path, encoder):
 
 
 def test_unet_and_band_trainers_refuse_each_others_weights(tmp_path):
-    from app.cli import main
+    from app.main import main
 
     band = save_weights(BandNet(), tmp_path / "band.safetensors")
     unet = save_weights(build_unet("compact"), tmp_path / "unet.safetensors")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.cli import main
+from app.main import main
 from app.refiner.band_net import BandConfig
 from app.refiner.band_samples import SampleSettings, make_sample, noisy_mask
 from app.refiner.band_train import BandTrainConfig, BandTrainer, SampleStream, band_loss, run_band_training

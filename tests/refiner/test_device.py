@@ -68,6 +68,7 @@ def _tiny_unet():
     return DenoiseUNet(config)
 
 
+@pytest.mark.slow
 def test_compiled_runner_gives_the_eager_logits():
     model = _tiny_unet()
     x, t = torch.randn(2, 4, 32, 32), torch.tensor([1, 5])

@@ -1,11 +1,10 @@
 """The frozen EfficientNet-Lite0 encoder: strict loading, TF "SAME" geometry, and the real pretrained weights."""
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from app.core.package_data import demo_dir
 from app.refiner.encoder import (
     FEATURE_CHANNELS,
     EncoderError,
@@ -17,7 +16,7 @@ from app.refiner.encoder import (
     pretrained_encoder,
 )
 
-DEMO = Path(__file__).resolve().parents[2] / "resources" / "demo"
+DEMO = demo_dir()
 
 
 def _random_state() -> dict[str, torch.Tensor]:

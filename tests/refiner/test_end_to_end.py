@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.cli import main
+from app.main import main
 from app.core.images import read_image_rgb
 from app.refiner.api import RefineOptions
 from app.refiner.pipeline import Guidance

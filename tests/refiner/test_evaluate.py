@@ -22,6 +22,7 @@ def test_cases_are_fixed_and_of_the_asked_kinds(sources):
     assert all(iou(c.coarse, c.example.mask) >= 0.97 for c in a if c.kind == NEAR_PERFECT)
 
 
+@pytest.mark.slow
 def test_every_method_is_scored_per_kind_and_overall(sources, random_refiner):
     cases = build_cases(sources, 1, kinds=["shift", NEAR_PERFECT])
     methods = methods_for(random_refiner, modes=["instance"])

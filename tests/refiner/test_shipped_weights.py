@@ -40,13 +40,15 @@ def _score(refiner: Refiner, cases, near_perfect: bool, deterministic: bool = Fa
     return before.summary().iou, after.summary().iou
 
 
+@pytest.mark.slow
 def test_shipped_weights_refine_real_images_better_than_the_coarse_input(refiner, cases):
     coarse_iou, refined_iou = _score(refiner, cases, near_perfect=False)
     assert refined_iou > coarse_iou + 0.005, (coarse_iou, refined_iou)
 
 
+@pytest.mark.slow
 def test_shipped_weights_harm_near_perfect_masks_at_most_as_measured(refiner, cases):
-    # Measured on 15 held-out near-perfect masks (weights/MODEL_CARD.md): the default stochastic reverse
+    # Measured on 15 held-out near-perfect masks (app/weights/MODEL_CARD.md): the default stochastic reverse
     # loses 0.8 IoU points, the deterministic one 0.03. Issue 5's goal (no loss at all) is not met yet;
     # this pins the shipped behaviour so a change of weights or pipeline cannot make it worse unnoticed.
     coarse_iou, stochastic_iou = _score(refiner, cases, near_perfect=True)

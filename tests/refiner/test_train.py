@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.cli import main
+from app.main import main
 from app.refiner.crops import make_crop
 from app.refiner.data import shared_sources, split_of
 from app.refiner.train import CropStream, TrainConfig, Trainer, ValidationSet, refiner_loss, run_training, texture_l1_loss
@@ -85,6 +85,7 @@ def test_every_source_gives_a_real_example_and_crops_fit(train_sources):
     assert pets.load(0).ignore.any()
 
 
+@pytest.mark.slow
 def test_run_checkpoints_resumes_and_validates(train_sources, tmp_path, caplog):
     config = TrainConfig(iterations=2, batch_size=2, size=64, warmup=1, log_every=1, save_every=1, val_every=2, workers=0, device="cpu")
     validation = ValidationSet.build(shared_sources(DATA, "val"), 2)
@@ -103,6 +104,7 @@ def test_run_checkpoints_resumes_and_validates(train_sources, tmp_path, caplog):
     assert "validation at step 3" in caplog.text  # not a multiple of val_every, yet the finished network is validated
 
 
+@pytest.mark.slow
 def test_a_run_stopped_early_validates_and_offers_its_last_network(train_sources, tmp_path, caplog):
     caplog.set_level("INFO", logger="app.refiner.train")
     answers = iter([False, False, True])
@@ -154,6 +156,7 @@ def test_boundary_window_keeps_scale_and_centres_on_errors():
     assert boundary_window(crop, 256, rng) is crop
 
 
+@pytest.mark.slow
 def test_fp16_training_scales_the_loss_and_keeps_the_scaler_in_checkpoints(train_sources, tmp_path):
     """The fp16 path (CUDA cards without bf16) exercised on CPU: loss scaling steps, saves and resumes."""
     config = TrainConfig(iterations=2, batch_size=2, size=64, warmup=1, workers=0, device="cpu")

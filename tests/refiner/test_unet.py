@@ -194,6 +194,7 @@ def test_official_attention_runs_on_16x16_and_8x8_maps(official_meta: DenoiseUNe
     assert [n.split(".")[0] for n, _ in sizes] == ["input_blocks"] * 4 + ["middle_block"] + ["output_blocks"] * 6
 
 
+@pytest.mark.slow
 def test_official_forward_shape(official: DenoiseUNet) -> None:
     x, t = _inputs(2, 64)
     with torch.no_grad():
@@ -202,6 +203,7 @@ def test_official_forward_shape(official: DenoiseUNet) -> None:
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.slow
 def test_official_time_embedding_is_added_per_block(official: DenoiseUNet) -> None:
     x, _ = _inputs(1, 32)
     with torch.no_grad():

@@ -10,8 +10,8 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTableView, QVBoxLayout, QWidget
 
-from app.core.model import ImageRecord, ReviewStatus
-from app.core.store import ProjectStore
+from app.core.records import ImageRecord, ReviewStatus
+from app.core.store.project import ProjectStore
 
 Index = QModelIndex | QPersistentModelIndex
 COLUMNS = ("Image", "Size", "Instances", "To review")
@@ -42,9 +42,6 @@ class ImageListModel(QAbstractTableModel):
     def _load_counts(self, store: ProjectStore | None) -> None:
         self._counts = store.counts_by_image() if store is not None else {}
         self._todo = store.counts_by_image([ReviewStatus.UNREVIEWED]) if store is not None else {}
-
-    def image_at(self, row: int) -> ImageRecord:
-        return self._images[row]
 
     def row_of(self, image_id: int) -> int:
         return self._rows.get(image_id, -1)

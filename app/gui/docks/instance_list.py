@@ -18,10 +18,10 @@ from PySide6.QtWidgets import (
     QSpinBox, QTableView, QToolButton, QVBoxLayout, QWidget,
 )
 
-from app.core.model import Category, ReviewStatus
-from app.core.store import ProjectStore
-from app.core.store_query import InstanceFilter
-from app.core.store_rows import InstanceSummary
+from app.core.records import Category, ReviewStatus
+from app.core.store.project import ProjectStore
+from app.core.store.query import InstanceFilter
+from app.core.store.rows import InstanceSummary
 
 Index = QModelIndex | QPersistentModelIndex
 PAGE = 256

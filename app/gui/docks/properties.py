@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
-from app.core.model import Category, ReviewStatus
-from app.core.store import ProjectStore
-from app.core.store_errors import ProjectError
-from app.gui.document import ImageDocument
+from app.core.records import Category, ChangeKind, ReviewStatus
+from app.core.store.project import ProjectStore
+from app.core.store.errors import ProjectError
+from app.gui.editor.document import ImageDocument
 
 STATUS_TEXT = {s.value: s.value.replace("_", " ") for s in ReviewStatus}
 
@@ -80,9 +80,11 @@ class PropertiesPanel(QWidget):
         box = doc.layer_bbox(selected)
         area = 0 if box is None else cv2.countNonZero(layer.mask[box[1] : box[3], box[0] : box[2]].view(np.uint8))
         self.area_label.setText(f"{area} px")
-        prov = layer.provenance or {}
-        details = ", ".join(f"{k} {prov[k]}" for k in ("weights", "mode", "steps") if prov.get(k) is not None)
-        self.provenance_label.setText(str(prov.get("kind", "—")) + (f" ({details})" if details else ""))
+        prov = layer.provenance
+        details = "" if prov is None else ", ".join(
+            f"{k} {getattr(prov, k)}" for k in ("weights", "mode", "steps") if getattr(prov, k) is not None)
+        kind = "—" if prov is None else ChangeKind(prov.kind).value
+        self.provenance_label.setText(kind + (f" ({details})" if details else ""))
         self.score_label.setText("—")
         self.refined_label.setText("—")
         if self.store is not None:

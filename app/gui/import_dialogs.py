@@ -1,0 +1,41 @@
+"""The file dialogs that ask what to import: the annotation file or mask folder, the images folder, and
+for a results file the COCO/LVIS file of its images. The answer is an ``ImportRequest`` for the import
+service; the format of a dropped file is detected by the same ``detect_format`` the command line uses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import QFileDialog, QWidget
+
+from app.services.datasets import ImportRequest, detect_format
+
+JSON_FILTER = "JSON (*.json)"
+
+
+def ask_import(parent: QWidget, kind: str) -> ImportRequest | None:
+    """``kind``: "json" (COCO or LVIS), "results" (a model's predictions) or "png" (a folder of masks)."""
+    if kind == "png":
+        folder = QFileDialog.getExistingDirectory(parent, "Folder of PNG masks")
+        return _with_images(parent, Path(folder), None) if folder else None
+    title = "COCO results file (predictions)" if kind == "results" else "Import COCO or LVIS JSON"
+    path, _ = QFileDialog.getOpenFileName(parent, title, "", JSON_FILTER)
+    if not path:
+        return None
+    return _results(parent, Path(path)) if kind == "results" else _with_images(parent, Path(path), None)
+
+
+def ask_import_of(parent: QWidget, source: Path) -> ImportRequest | None:
+    """The import of a dropped file or folder; DatasetError naming it when it is none of ours."""
+    fmt = detect_format(source)
+    return _results(parent, source) if fmt == "results" else _with_images(parent, source, None)
+
+
+def _results(parent: QWidget, results: Path) -> ImportRequest | None:
+    images_file, _ = QFileDialog.getOpenFileName(
+        parent, "COCO / LVIS file giving the images and categories", str(results.parent), JSON_FILTER)
+    return _with_images(parent, results, Path(images_file), "results") if images_file else None
+
+
+def _with_images(parent: QWidget, source: Path, images_file: Path | None, fmt: str | None = None) -> ImportRequest | None:
+    folder = QFileDialog.getExistingDirectory(parent, f"Image folder for {source.name}", str(source.parent))
+    return ImportRequest(source, fmt, Path(folder), images_file) if folder else None

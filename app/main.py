@@ -1,0 +1,85 @@
+"""``segrefiner-studio`` (and ``python -m app``): no command opens the window, a command runs headless.
+
+Only the module of the command being run is imported (the table is app/cli/COMMANDS), so opening the
+window never imports torch, and ``--help`` lists every command without importing any of them. The window is
+started here, above both front ends, so app/cli and app/gui never import each other.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from app.cli import COMMANDS
+from app.core.errors import DatasetError
+
+log = logging.getLogger("app")
+
+GUI_HELP = "open the desktop app (the default with no command)"
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The full parser for the command in ``argv``; every other command appears with its help line only."""
+    parser = argparse.ArgumentParser(
+        prog="segrefiner-studio",
+        description="Clean segmentation datasets with the SegRefiner diffusion refiner.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    if wanted in COMMANDS:
+        importlib.import_module(COMMANDS[wanted].module).register(subparsers)
+    for name, command in COMMANDS.items():
+        if name not in subparsers.choices:
+            subparsers.add_parser(name, help=command.help)
+    gui = subparsers.add_parser("gui", help=GUI_HELP)
+    gui.add_argument("project", nargs="?", help="project file (.srproj) to open; default: the demo project")
+    gui.set_defaults(handler=run_gui_command)
+    return parser
+
+
+def run_gui_command(args: argparse.Namespace) -> int:
+    from app.gui.app import run_gui
+
+    return run_gui([args.project] if args.project else [])
+
+
+def _expected(error: BaseException) -> bool:
+    """Bad input and unusable weights get one line, not a traceback."""
+    known: tuple[type[BaseException], ...] = (DatasetError, ValueError, FileNotFoundError)
+    weights = sys.modules.get("app.refiner.weights")  # imported (with torch) only by commands that load weights
+    if weights is not None:
+        known += (weights.WeightsError,)
+    encoder = sys.modules.get("app.refiner.encoder")
+    if encoder is not None:
+        known += (encoder.EncoderError,)
+    return isinstance(error, known)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if args.command is None:
+        args = parser.parse_args([*argv, "gui"])
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if not _expected(error):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Import, validate and export datasets: the jobs behind ``import`` / ``validate`` / ``export`` and the
+window's File menu.
+
+A project is one SQLite file, by convention ``<name>.srproj`` (``PROJECT_SUFFIX``); an import writes its
+report beside it as ``<name>.import-report.json``. ``progress(done, total)`` callbacks may raise to stop a
+job: a new project is only renamed into place once complete, an addition to an existing project is one
+transaction, and exports are written to a temporary file and renamed, so a stopped job leaves nothing half
+written.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
+
+from app.core.errors import DatasetError
+from app.core.formats.coco_export import SEGMENTATION_MODES, SegmentationMode
+from app.core.gc_pause import paused_gc
+from app.core.records import Dataset, ReviewStatus
+from app.core.report import ExportReport, ImportReport
+from app.core.store.errors import ProjectError
+from app.core.store.project import ProjectStore
+from app.core.store.query import InstanceFilter
+from app.core.store.schema import PROJECT_SUFFIX
+from app.services.formats import (
+    ImportRequest, ProjectData, default_export_format, export_format, import_format,
+)
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+T = TypeVar("T")
+PER_INSTANCE_PNG = re.compile(r".+_\d+\.png$", re.IGNORECASE)
+
+__all__ = ["PROJECT_SUFFIX", "SEGMENTATION_MODES", "ImportRequest", "ImportResult", "detect_format", "export_project",
+           "import_project", "read_dataset", "report_path_for"]
+
+
+@dataclass
+class ImportResult:
+    """What an import did: the project written, what it holds, the report of problems found."""
+
+    project: Path
+    report: ImportReport
+    images: int
+    categories: int
+    instances: int
+    added: bool = False
+    renumbered: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def detect_format(source: Path) -> str:
+    """'coco' for a JSON object (the COCO reader tells LVIS apart), 'results' for a JSON list, 'png-instances'
+    for a folder whose names end in _<k>.png or with a subfolder per image, else 'png-labels'."""
+    if source.is_dir():
+        entries = list(source.iterdir())
+        per_instance = any(p.is_dir() for p in entries) or any(
+            PER_INSTANCE_PNG.match(p.name) for p in entries if p.suffix.lower() == ".png"
+        )
+        return "png-instances" if per_instance else "png-labels"
+    try:
+        with open(source, "rb") as f:
+            head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except FileNotFoundError:
+        raise DatasetError(source, f"file not found ({source})") from None
+    except OSError as e:
+        raise DatasetError(source, f"cannot read: {e.strerror or e}") from None
+    if head[:1] == b"[":
+        return "results"
+    if head[:1] == b"{":
+        return "coco"
+    if not head:
+        raise DatasetError(source, "file is empty (0 bytes)")
+    raise DatasetError(source, "not a JSON annotation file nor a folder of PNG masks; give the format")
+
+
+def read_dataset(request: ImportRequest) -> tuple[Dataset, ImportReport]:
+    """Read a dataset in the given or detected format (``validate`` is this alone); problems that stop the
+    read raise DatasetError, the others are in the report."""
+    fmt = import_format(request.fmt, request.source) if request.fmt else import_format(
+        detect_format(request.source), request.source)
+    log.info("reading %s (%s)", request.source, fmt.name)
+    return fmt.read(request)
+
+
+def report_path_for(project: Path) -> Path:
+    """Where an import writes its report: beside the project."""
+    return project.with_name(f"{project.stem}.import-report.json")
+
+
+def default_project_path(source: Path) -> Path:
+    return source.with_suffix(PROJECT_SUFFIX)
+
+
+def import_project(request: ImportRequest, project: Path | None = None, *, add: bool = False,
+                   progress: ProgressFn | None = None) -> ImportResult:
+    """Read a dataset into a new project (or, with ``add``, into an existing one) and write the report."""
+    start = time.monotonic()
+    project = project or default_project_path(request.source)
+    if not add:  # before the read, which may take a while: a new project may go into a new folder
+        if project.exists():
+            raise ProjectError(project, "already exists; open it, or add the dataset to it with --add")
+        project.parent.mkdir(parents=True, exist_ok=True)
+    with paused_gc():
+        dataset, report = read_dataset(request)
+        renumbered: dict[int, int] = {}
+        if add:
+            with ProjectStore.open(project) as store:
+                if store.read_only:
+                    raise ProjectError(project, f"cannot add to it: {store.read_only_reason}")
+                renumbered = dict(store.add_dataset(dataset, progress=progress).renumbered)
+        else:
+            ProjectStore.create(project, dataset, source_path=request.source, images_dir=request.images_dir,
+                                progress=progress).close()
+    report.write_json(report_path_for(project))
+    return ImportResult(project, report, len(dataset.images), len(dataset.categories), len(dataset.instances),
+                        add, renumbered, time.monotonic() - start)
+
+
+def export_project(
+    project: Path,
+    fmt: str | None,
+    out: Path,
+    *,
+    segmentation: SegmentationMode = "source",
+    accepted_only: bool = False,
+    progress: ProgressFn | None = None,
+) -> ExportReport:
+    """Export a project's current masks.
+
+    ``fmt`` names a row of ``EXPORT_FORMATS`` (None: the format the project came from); ``segmentation`` is
+    one of SEGMENTATION_MODES for JSON formats (see ``write_coco``). ``progress(done, total)`` follows the
+    instances written. The project is opened read-only, so a window editing it can go on.
+    """
+    writer = export_format(fmt, out) if fmt is not None else None
+    if segmentation not in SEGMENTATION_MODES:
+        raise DatasetError(out, f"segmentation must be one of {', '.join(SEGMENTATION_MODES)}, not {segmentation!r}")
+    with paused_gc(), ProjectStore.open(project, read_only=True) as store:
+        writer = writer or export_format(default_export_format(store.kind), out)
+        statuses = [ReviewStatus.ACCEPTED] if accepted_only else None
+        total = store.count_instances(InstanceFilter(statuses=statuses))
+        instances = store.iter_instances(statuses=statuses, by_image=writer.by_image)
+        if progress is not None:
+            report_progress = progress
+            report_progress(0, total)
+            instances = counted(instances, lambda done: report_progress(done, total))
+        data = ProjectData(store.extra, store.images(), store.categories(), instances)
+        report = writer.write(out, data, segmentation)
+        excluded = store.count_instances() - total
+    if excluded:
+        report.counts["excluded by status"] += excluded
+    return report
+
+
+def counted(items: Iterable[T], progress: Callable[[int], None]) -> Iterator[T]:
+    """Pass items through, reporting how many went by."""
+    for done, item in enumerate(items, 1):
+        progress(done)
+        yield item

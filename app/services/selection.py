@@ -1,0 +1,83 @@
+"""Which instances of a project a refinement run takes, and where their image files are.
+
+The window's refine queue ("all instances of the image", "all unreviewed") and the headless ``refine`` both
+select through ``Selection`` and find files through ``image_file``, so they refine the same instances and
+read the same files on the same project (docs/decisions/0013).
+
+Rules every selection keeps, whatever its fields say:
+- locked instances are never refined: locking is how an annotator protects an instance;
+- crowd regions (``iscrowd``) are never refined: they cover many objects, the refiner is made for one;
+- empty masks are never refined: there is nothing to refine.
+Hidden instances are selected like the others: hiding is a view setting, locking is the protection.
+Instances whose last change was a refinement are skipped unless ``redo``, so a run that stopped resumes
+where it left off, and a hand edit after a refinement makes an instance eligible again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Collection
+
+from app.core.errors import DatasetError
+from app.core.records import ChangeKind, ImageRecord, ReviewStatus
+from app.core.store.project import ProjectStore
+from app.core.store.query import InstanceFilter
+from app.core.store.rows import InstanceSummary
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The instances to refine: by status (None: any), category, image, minimum score; ``limit`` caps the
+    count after the rules above, in refinement order (images in project order, instances by id)."""
+
+    statuses: Collection[ReviewStatus] | None = (ReviewStatus.UNREVIEWED,)
+    category_ids: Collection[int] | None = None
+    image_id: int | None = None
+    min_score: float | None = None
+    redo: bool = False
+    limit: int | None = None
+
+    def query(self) -> InstanceFilter:
+        kinds = None if self.redo else [k for k in ChangeKind if k is not ChangeKind.REFINED]
+        return InstanceFilter(image_id=self.image_id, statuses=self.statuses, category_ids=self.category_ids,
+                              min_score=self.min_score, provenance_kinds=kinds, sort_by="id")
+
+    @staticmethod
+    def admits(row: InstanceSummary) -> bool:
+        """The rules no selection lifts: not locked, not a crowd region, not empty."""
+        return not row.locked and not row.iscrowd and row.area > 0
+
+
+def select_instances(store: ProjectStore, selection: Selection) -> dict[int, list[int]]:
+    """Image id -> ids of its selected instances, images in the project's order, instances by id."""
+    by_image: dict[int, list[int]] = {}
+    for row in store.list_instances(selection.query()):
+        if selection.admits(row):
+            by_image.setdefault(row.image_id, []).append(row.id)
+    ordered: dict[int, list[int]] = {}
+    left = selection.limit
+    for image_id in store.image_ids():
+        ids = by_image.get(image_id)
+        if not ids:
+            continue
+        if left is not None:
+            ids = ids[:left]
+            left -= len(ids)
+        if ids:
+            ordered[image_id] = ids
+        if left == 0:
+            break
+    return ordered
+
+
+def image_file(store: ProjectStore, record: ImageRecord) -> Path:
+    """The image's file (its ``file_name`` under the project's images folder, else its base name there, as
+    in the LVIS layout's ``val2017/x.jpg`` with a flat folder, else its ``coco_url``'s); DatasetError naming
+    the file and the folder when there is none."""
+    if store.images_dir is None:
+        raise DatasetError(record.file_name, "the project knows no images folder: set it (refine --images-dir, "
+                                             "or File > Locate Images Folder)")
+    path = store.image_path(record)
+    if path is None:
+        raise DatasetError(record.file_name, f"image file not found under {store.images_dir}")
+    return path
