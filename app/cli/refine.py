@@ -8,6 +8,7 @@ from pathlib import Path
 
 from app.cli import COMMANDS
 from app.services.datasets import PROJECT_SUFFIX
+from app.services.distributed import Ranks, refine_sharded, torchrun_ranks
 from app.services.demo import refine_demo, write_png
 from app.services.refine import (
     MODES, NUM_TIMESTEPS, MaskFiles, RefineOptions, ReviewStatus, Selection, load_refiner, open_for_refining,
@@ -28,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--min-score", type=float, help="only predictions scored at least this")
     r.add_argument("--redo", action="store_true", help="refine again instances whose last change was a refinement")
     r.add_argument("--limit", type=int, help="at most this many instances")
+    r.add_argument("--distributed", action="store_true",
+                   help="one shard of the images per process of a torchrun job (also on by itself under torchrun "
+                        "with more than one process); rank 0 merges the shards into the project")
+    r.add_argument("--workers", type=int, default=2,
+                   help="processes decoding images ahead of the network in a distributed run (0: none)")
     _add_refine_options(r)
     r.set_defaults(handler=run_refine_project)
 
@@ -88,6 +94,12 @@ def selection_from(args: argparse.Namespace) -> Selection:
 
 def run_refine_project(args: argparse.Namespace) -> int:
     options, selection = options_from(args), selection_from(args)
+    ranks = torchrun_ranks()
+    if args.distributed and ranks is None:
+        raise ValueError("--distributed: start the command with torchrun, e.g. "
+                         "torchrun --nproc-per-node 2 -m app refine PROJECT --distributed")
+    if ranks is not None and (args.distributed or ranks.world > 1):
+        return _refine_distributed(args, options, selection, ranks)
     with open_for_refining(args.project, args.images_dir) as store:
         refiner = load_refiner(options, compile=args.compile)
         print(f"refining {args.project.name} with {refiner.name} on {refiner.device} "
@@ -107,6 +119,39 @@ def run_refine_project(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"  problem: {problem}")
     return 1 if report.problems and not report.refined else 0
+
+
+def _refine_distributed(args: argparse.Namespace, options: RefineOptions, selection: Selection, ranks: Ranks) -> int:
+    def progress(done: int, total: int, seconds: float) -> None:
+        rate = done / seconds if seconds > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        bar = "#" * int(30 * done / max(1, total))
+        print(f"\r[{bar:<30}] {done}/{total} instances, {rate:.2f}/s, ETA {_duration(eta)}", end="", flush=True)
+
+    report, timing = refine_sharded(args.project, options, selection, ranks, workers=args.workers,
+                                    images_dir=args.images_dir, progress=progress if ranks.leader else None)
+    if ranks.leader:
+        print()
+    busy = timing.waiting + timing.refining + timing.pasting + timing.writing
+    print(f"[rank {ranks.rank}/{ranks.world}] refined {report.refined} of {report.selected} instance(s) on "
+          f"{report.images} image(s) in {report.seconds:.1f} s; network {_share(timing.refining, busy)}, waiting "
+          f"for images {_share(timing.waiting, busy)}, paste + encode {_share(timing.pasting, busy)}, shard writes "
+          f"{_share(timing.writing, busy)}")
+    for problem in report.problems:
+        print(f"  problem: {problem}")
+    return 1 if report.problems and not report.refined else 0
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.0f} %" if whole > 0 else "-"
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def run_refine_image(args: argparse.Namespace) -> int:

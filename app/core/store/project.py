@@ -398,6 +398,23 @@ class ProjectStore:
             changed = {k: v for k, v in edit.before.items() if edit.after.get(k) != v}
             return self._change(edit.instance_id, EditAction.REVERT, changed, mask=edit.before_rle, params=params)
 
+    # ------------------------------------------------------------------------------ transactions, meta
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several edits (and meta values) into one transaction: all are saved, or none is."""
+        with self._write():
+            yield
+
+    def meta_value(self, key: str, default: Any = None) -> Any:
+        """A value stored with :meth:`set_meta_value` (or one of the project's own meta keys)."""
+        return self._meta.get(key, default)
+
+    def set_meta_value(self, key: str, value: Any) -> None:
+        """Store a JSON value under ``key`` in the project's meta table (joins an open transaction)."""
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        self._meta[key] = value
+
     # ----------------------------------------------------------------------------------- session state
     def session_state(self) -> dict[str, Any]:
         """Where the annotator left off: the GUI's own keys (current image, instance, filters, ...)."""
