@@ -34,7 +34,7 @@ from app.refiner.band_frame import (
     resize_mask,
     signed_distance,
 )
-from app.refiner.band_net import HALO, BandNet, encoder_features, sample_context
+from app.refiner.band_net import HALO, BandConfig, BandNet, encoder_features, sample_context
 from app.refiner.device import autocast_dtype
 from app.refiner.diffusion import ReverseState, Schedule, reverse_step
 from app.refiner.encoder import LiteEncoder
@@ -79,10 +79,12 @@ class BandRunner:
         self.encoder = encoder.to(device).eval()
         self.dtype = autocast_dtype(device, precision)
         self.max_tiles = max_tiles
-        self.fallbacks: list[str] = []  # what the U-Net Runner reports on out-of-memory; none here yet
+        # The window reports what a runner fell back to (the U-Net Runner halves its batch on out-of-memory); the
+        # band network's memory is bounded by max_tiles per head call, so it has nothing to fall back from.
+        self.fallbacks: list[str] = []
 
     @property
-    def config(self):  # noqa: ANN201 - BandConfig, kept import-light
+    def config(self) -> BandConfig:
         return self.net.config
 
     @contextlib.contextmanager
