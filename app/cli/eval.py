@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", default="instance,hr", help="refiner pipelines to evaluate, comma-separated")
     p.add_argument("--per-kind", type=int, default=50, help="held-out instances per coarse-mask kind (sets take turns)")
     p.add_argument("--kinds", default=",".join((*ALL_KINDS, NEAR_PERFECT)), help="coarse-mask kinds, comma-separated")
+    p.add_argument("--upscale", type=float, default=1.0,
+                   help="enlarge every held-out image by this factor (bicubic) first: a stand-in for high-resolution photos")
     p.add_argument("--against", default="grabcut",
                    help="baseline for the paired bootstrap intervals of every 'ours' method (default grabcut)")
     p.add_argument("--methods", help="only these methods, comma-separated (e.g. coarse,grabcut,ours-instance-det)")
@@ -47,7 +49,7 @@ def run_eval(args: argparse.Namespace) -> int:
     sources = shared_sources(args.data, "val")
     if not sources:
         raise FileNotFoundError(f"{args.data}: no held-out data found")
-    cases = build_cases(sources, args.per_kind, kinds=args.kinds.split(","))
+    cases = build_cases(sources, args.per_kind, kinds=args.kinds.split(","), upscale=args.upscale)
     refiner = None if args.no_refiner else Refiner(args.weights, args.device, compile=args.compile)
     if refiner is not None and args.compile:
         print("compiling the network (a minute or two)", file=sys.stderr)

@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Sequence
 
+import cv2
 import numpy as np
 
 from app.core.classical import available_refiners
@@ -52,11 +53,13 @@ class Row:
 
 
 def build_cases(sources: Sequence[Source], per_kind: int, seed: int = 2026,
-                kinds: Iterable[str] = (*ALL_KINDS, NEAR_PERFECT)) -> list[Case]:
+                kinds: Iterable[str] = (*ALL_KINDS, NEAR_PERFECT), upscale: float = 1.0) -> list[Case]:
     """``per_kind`` held-out examples per coarse kind, the same ones for every method and every run.
 
     Sources take turns, so every set is represented in every kind however their sizes differ; within a
-    source the examples come in a fixed random order.
+    source the examples come in a fixed random order. ``upscale`` > 1 enlarges each image (bicubic) and its
+    ground truth (nearest) before the coarse mask is made: a stand-in for high-resolution photos, which the
+    held-out data lacks.
     """
     rng = np.random.default_rng(seed)
     cases = []
@@ -68,7 +71,7 @@ def build_cases(sources: Sequence[Source], per_kind: int, seed: int = 2026,
             turn += 1
             if not orders[k]:
                 continue
-            example = sources[k].load(int(orders[k].pop(0)))
+            example = _enlarged(sources[k].load(int(orders[k].pop(0))), upscale)
             if example.mask.sum() < 1024:
                 continue
             if kind == NEAR_PERFECT:
@@ -82,6 +85,19 @@ def build_cases(sources: Sequence[Source], per_kind: int, seed: int = 2026,
             cases.append(Case(example, coarse, kind, sources[k].name))
             made += 1
     return cases
+
+
+def _enlarged(example: Example, factor: float) -> Example:
+    if factor == 1.0:
+        return example
+    h, w = example.mask.shape
+    size = (round(w * factor), round(h * factor))
+
+    def nearest(mask: np.ndarray | None) -> np.ndarray | None:
+        return None if mask is None else cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+
+    image = cv2.resize(example.image, size, interpolation=cv2.INTER_CUBIC)
+    return Example(image, nearest(example.mask), nearest(example.ignore), f"{example.key}@x{factor:g}")
 
 
 def refiner_method(refiner: Refiner, options: RefineOptions) -> Method:

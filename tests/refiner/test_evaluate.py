@@ -79,3 +79,11 @@ def test_near_perfect_cases_are_reported_apart_from_all():
     scored = {"a": _scored([0.9, 0.99], [0.8, 0.9]), "b": _scored([0.8, 0.98], [0.7, 0.9])}
     by_kind = {d.kind: d.count for d in paired_bootstrap(cases, scored, "a", "b", resamples=50)}
     assert by_kind == {"shift": 1, NEAR_PERFECT: 1, "all": 1}
+
+
+def test_upscaled_cases_are_the_same_examples_larger(sources):
+    plain = build_cases(sources[:1], 1, kinds=["shift"])[0]
+    big = build_cases(sources[:1], 1, kinds=["shift"], upscale=2)[0]
+    assert big.example.image.shape[:2] == tuple(2 * n for n in plain.example.image.shape[:2])
+    assert big.example.key == plain.example.key + "@x2" and big.coarse.shape == big.example.mask.shape
+    assert abs(big.example.mask.sum() / plain.example.mask.sum() - 4) < 0.1
