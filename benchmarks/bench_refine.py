@@ -39,13 +39,14 @@ def demo_instances() -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def run(weights: str | None, threads: int, steps: int, mode: str, repeats: int) -> dict[str, float]:
+def run(weights: str | None, threads: int, steps: int, mode: str, repeats: int, compiled: bool) -> dict[str, float]:
+    """Per-instance figures; with ``compiled`` the warm-up refinements (not timed) compile the network."""
     import torch
 
     from app.refiner.api import Refiner, RefineOptions
 
     torch.set_num_threads(threads)
-    refiner = Refiner(weights, "cpu")
+    refiner = Refiner(weights, "cpu", compile=compiled)
     cases = demo_instances()
     options = RefineOptions(mode=mode, steps=steps, deterministic=True, min_area=0)
     for image, mask in cases[:2]:
@@ -85,21 +86,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[6])
     parser.add_argument("--modes", nargs="+", default=["instance"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compiled", action="store_true", help="also time the network compiled (torch.compile)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         kind, *rest = args.one.split(",")
         result = cold_start(args.weights, int(rest[0])) if kind == "cold" else \
-            run(args.weights, int(rest[0]), int(rest[1]), rest[2], args.repeats)
+            run(args.weights, int(rest[0]), int(rest[1]), rest[2], args.repeats, kind == "compiled")
         print(json.dumps(result))
         return 0
-    print("| mode | threads | steps | median s / instance | mean | CPU s / instance |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| mode | network | threads | steps | median s / instance | mean | CPU s / instance |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for mode in args.modes:
-        for threads in args.threads:
-            for steps in args.steps:
-                r = _subprocess(args, f"warm,{threads},{steps},{mode}")
-                print(f"| {mode} | {threads} | {steps} | {r['median_s']:.3f} | {r['mean_s']:.3f} | {r['cpu_s']:.3f} |", flush=True)
+        for kind in ("eager", "compiled") if args.compiled else ("eager",):
+            for threads in args.threads:
+                for steps in args.steps:
+                    r = _subprocess(args, f"{kind},{threads},{steps},{mode}")
+                    print(f"| {mode} | {kind} | {threads} | {steps} | {r['median_s']:.3f} | {r['mean_s']:.3f} | "
+                          f"{r['cpu_s']:.3f} |", flush=True)
     for threads in args.threads:
         r = _subprocess(args, f"cold,{threads}")
         print(f"cold start, {threads} threads: load {r['load_s']:.2f} s, first refinement {r['first_refine_s']:.2f} s")

@@ -34,9 +34,7 @@ class Refiner:
         target = pick_device(device)
         self.runner: Runner | BandRunner
         if isinstance(model, BandNet):
-            if compile:
-                log.info("--compile applies to the U-Net presets; the band network runs as it is")
-            self.runner = BandRunner(model, pretrained_encoder(), target, precision)
+            self.runner = BandRunner(model, pretrained_encoder(), target, precision, compile=compile)
         else:
             self.runner = Runner(model, target, self.info.preset, precision, batch_size, compile=compile)
         log.info("refiner %s (%s) on %s", self.name, self.info.preset, self.runner.device)

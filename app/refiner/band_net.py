@@ -128,9 +128,9 @@ class BandNet(nn.Module):
     def context(self, projected: list[torch.Tensor], cues: torch.Tensor) -> torch.Tensor:
         """Stride-2 context features (B, head_features, S/2, S/2) from projected features and context cues."""
         x = None
-        for level, feats in zip(self.levels, projected):
-            level_cues = F.adaptive_avg_pool2d(cues, feats.shape[-2:])
-            x = level(feats, x, level_cues)
+        for level, feats, stride in zip(self.levels, projected, STRIDES):
+            # The canvas side is a multiple of 16, so every level is the canvas pooled by its stride exactly.
+            x = level(feats, x, F.avg_pool2d(cues, stride))
         assert x is not None
         return self.squeeze(x)
 

@@ -73,15 +73,21 @@ class BandRunner:
     """The band network and its frozen encoder on a device, run without autograd (autocast on GPUs)."""
 
     def __init__(self, net: BandNet, encoder: LiteEncoder, device: torch.device, precision: str = "auto",
-                 max_tiles: int = 256) -> None:
+                 max_tiles: int = 256, compile: bool = False) -> None:
         self.device = device
         self.net = net.to(device).eval()
         self.encoder = encoder.to(device).eval()
         self.dtype = autocast_dtype(device, precision)
         self.max_tiles = max_tiles
-        # The window reports what a runner fell back to (the U-Net Runner halves its batch on out-of-memory); the
-        # band network's memory is bounded by max_tiles per head call, so it has nothing to fall back from.
+        # What the runner fell back from, for the window to report: a failed compile. (The U-Net Runner also halves
+        # its batch on out-of-memory; the band network's memory is bounded by max_tiles per head call.)
         self.fallbacks: list[str] = []
+        self._context, self._head = self.net.context, self.net.head
+        if compile:
+            # Dynamic shapes: the number of instances and of tiles changes every step. On 2 CPU cores the first
+            # call compiles for about a minute, then an instance costs ~12 % less (benchmarks/bench_refine.py).
+            self._context = torch.compile(self.net.context, dynamic=True)
+            self._head = torch.compile(self.net.head, dynamic=True)
 
     @property
     def config(self) -> BandConfig:
@@ -109,11 +115,24 @@ class BandRunner:
 
         ``counts[b]`` tiles in a row belong to instance b.
         """
+        try:
+            return self._step(projected, context, tiles, grids, counts)
+        except Exception as error:  # noqa: BLE001 - any compiler failure falls back to the plain network
+            if self._context is self.net.context:
+                raise
+            message = f"compiling the network failed, running it uncompiled ({type(error).__name__}: {error})"
+            log.warning("%s", message)
+            self.fallbacks.append(message)
+            self._context, self._head = self.net.context, self.net.head
+            return self._step(projected, context, tiles, grids, counts)
+
+    def _step(self, projected: list[torch.Tensor], context: np.ndarray, tiles: torch.Tensor, grids: torch.Tensor,
+              counts: list[int]) -> torch.Tensor:
         with self._autocast():
-            features = self.net.context(projected, torch.from_numpy(context).to(self.device))
+            features = self._context(projected, torch.from_numpy(context).to(self.device))
             sampled = sample_context(features, counts, grids.to(self.device))
-            out = [self.net.head(tiles[start : start + self.max_tiles].to(self.device),
-                                 sampled[start : start + self.max_tiles].to(features.dtype)).float().cpu()
+            out = [self._head(tiles[start : start + self.max_tiles].to(self.device),
+                              sampled[start : start + self.max_tiles].to(features.dtype)).float().cpu()
                    for start in range(0, tiles.shape[0], self.max_tiles)]
         side = tiles.shape[-1] - 2 * HALO
         return torch.cat(out) if out else torch.zeros(0, 1, side, side)

@@ -231,3 +231,16 @@ def test_halo_matches_the_three_valid_convolutions():
     x = torch.zeros(1, net.config.tile_channels, 64 + 2 * HALO, 64 + 2 * HALO)
     f = torch.zeros(1, net.config.head_features, 64 + 2 * HALO, 64 + 2 * HALO)
     assert net.head(x, f).shape[-2:] == (64, 64)
+
+
+def test_a_failed_compile_falls_back_to_the_plain_network_and_says_so(encoder):
+    runner = BandRunner(_oracle(), encoder, torch.device("cpu"))
+    plain = _final(refine_band(runner, _image_of(_disk((90, 90), (45, 45), 25)), [_disk((90, 90), (47, 45), 25)]))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    runner._context = broken  # what torch.compile's first call raises where it cannot compile
+    again = _final(refine_band(runner, _image_of(_disk((90, 90), (45, 45), 25)), [_disk((90, 90), (47, 45), 25)]))
+    assert np.array_equal(again[-1].mask(0), plain[-1].mask(0))
+    assert len(runner.fallbacks) == 1 and "no C++ compiler" in runner.fallbacks[0]
