@@ -183,7 +183,7 @@ def prompt_window(prompt: Prompt, shape: tuple[int, int], margin: float = 0.15, 
     if prompt.bounded:
         return Window.around(prompt.extent(shape), shape, margin, max_side=max_side, min_side=min_side)
     h, w = shape
-    scale = min(1.0, max_side / max(h, w))
+    scale = min(max(1.0, min_side / max(h, w)), max_side / max(h, w))
     return Window((0, 0, w, h), (max(1, round(h * scale)), max(1, round(w * scale))))
 
 
