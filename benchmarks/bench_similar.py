@@ -9,8 +9,9 @@ Held-out data only (the validation split of app/refiner/data.py, by image file n
   Recall counts instances of >= 1024 px; a proposal matching a smaller one is not a false positive.
 
 Proposals are matched one to one, best score first, to ground truth at IoU >= 0.5. Figures for the coarse
-proposals and, with a refiner, the refined ones. Time per image: similarity map and proposals from cached
-features (the refiner's time is reported apart, per proposal).
+proposals (similarity regions outlined by the box prompt of the prompt head, unless ``--no-outline``) and, with
+a refiner, the refined ones. Time per image: similarity map and proposals from cached features (with the
+outlines; the refiner's time is reported apart, per proposal).
 
     .venv/bin/python benchmarks/bench_similar.py [--weights NAME|PATH] [--per-set 30] [--thresholds 0.4,0.5,0.6]
     .venv/bin/python benchmarks/bench_similar.py --no-refine --split train     # choose the default threshold
@@ -35,6 +36,7 @@ from app.core.coco import load_coco  # noqa: E402
 from app.core.images import find_image_file, read_image_rgb  # noqa: E402
 from app.core.metrics import iou  # noqa: E402
 from app.refiner.data import split_of  # noqa: E402
+from app.refiner.prompts import EncoderSource  # noqa: E402
 from app.refiner.similar import DEFAULT_THRESHOLD, FeatureCache, SimilarFinder  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -117,7 +119,9 @@ def match(masks: list[np.ndarray], truth: list[np.ndarray], counted: list[bool])
     return hits, len(masks) - uncounted_hits, found
 
 
-def run(task: Task, finder: SimilarFinder, thresholds: list[float], refine: bool) -> None:
+def run(task: Task, finder: SimilarFinder, thresholds: list[float], refining: SimilarFinder | None) -> None:
+    """Figures of one task per threshold; ``refining`` (a finder with a refiner) refines the proposals, timed apart."""
+    refine = refining is not None
     images: dict[Path, np.ndarray] = {}
 
     def load(path: Path) -> np.ndarray:
@@ -137,19 +141,15 @@ def run(task: Task, finder: SimilarFinder, thresholds: list[float], refine: bool
         for query in task.queries:
             image = load(query.image_path)
             started = time.perf_counter()
-            saved, finder.refiner = finder.refiner, None
             proposals = finder.find(image, protos[query.support], threshold, query.existing, key=str(query.image_path))
-            finder.refiner = saved
             seconds += time.perf_counter() - started
             stages = [("coarse", [p.coarse for p in proposals])]
-            if refine and proposals:
+            if refine:
                 started = time.perf_counter()
-                refined = finder.find(image, protos[query.support], threshold, query.existing, key=str(query.image_path))
+                refining.refine(image, proposals)
                 refine_seconds += time.perf_counter() - started
-                refined_count += len(refined)
-                stages.append(("refined", [p.mask for p in refined]))
-            elif refine:
-                stages.append(("refined", []))
+                refined_count += len(proposals)
+                stages.append(("refined", [p.mask for p in proposals]))
             for stage, masks in stages:
                 hits, counted, found = match(masks, query.truth, query.counted)
                 totals[stage][0] += hits
@@ -171,6 +171,8 @@ def main() -> int:
     parser.add_argument("--thresholds", default=f"0.15,{DEFAULT_THRESHOLD},0.25")
     parser.add_argument("--split", default="val", choices=["val", "train"], help="train only to choose defaults")
     parser.add_argument("--no-refine", action="store_true", help="coarse proposals only")
+    parser.add_argument("--head", type=Path, default=None, help="prompt-head weights (default: the shipped ones)")
+    parser.add_argument("--no-outline", action="store_true", help="keep the similarity regions (no box prompt on them)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: a temporary one)")
     args = parser.parse_args()
@@ -183,12 +185,15 @@ def main() -> int:
         print(f"refiner: {refiner.name}")
     thresholds = [float(t) for t in args.thresholds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        finder = SimilarFinder(FeatureCache(args.cache or Path(tmp)), refiner)
+        source = None if args.no_outline else EncoderSource(args.head, grabcut=False)
+        cache = FeatureCache(args.cache or Path(tmp))
+        finder = SimilarFinder(cache, source=source)
+        refining = None if refiner is None else SimilarFinder(cache, refiner)
         for task in (pennfudan_task(args.data, args.split, args.per_set), coco_task(args.data, args.split, args.per_set)):
             if task is None:
                 print("a data set is missing; see ../shared/data/README.md")
                 continue
-            run(task, finder, thresholds, refiner is not None)
+            run(task, finder, thresholds, refining)
     return 0
 
 

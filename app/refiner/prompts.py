@@ -264,10 +264,14 @@ def drop_specks(mask: np.ndarray, keep: Sequence[tuple[int, int]] = (), fraction
 
 @dataclass
 class GrabCutSource:
-    """Classical coarse masks, no weights: OpenCV GrabCut initialised from the box / clicks / current mask."""
+    """Classical coarse masks, no weights: OpenCV GrabCut initialised from the box / clicks / current mask.
+
+    Small windows are enlarged to ``min_side``: GrabCut's smoothness term is per pixel, and on a window of a few
+    dozen pixels it wipes out the object (on held-out COCO boxes: 17 % IoU at native size, 42 % at 256).
+    """
 
     max_side: int = 320
-    min_side: int = 0
+    min_side: int = 256
     margin: float = 0.15
     iterations: int = 5
     seed: int = 0
@@ -294,6 +298,7 @@ class EncoderSource:
     weights: Path | None = None
     grabcut: bool = True
     max_side: int = 320
+    min_side: int = 256
     iterations: int = 3
     seed: int = 0
     name: str = "encoder"
@@ -305,7 +310,7 @@ class EncoderSource:
         shape = check_image(image)
         head, encoder = _prompt_head(self.weights)
         size = head.config.canvas
-        window = prompt_window(prompt, shape, max_side=self.max_side)
+        window = prompt_window(prompt, shape, max_side=self.max_side, min_side=self.min_side)
         canvas_window = Window(window.box, (size, size))
         canvas = canvas_window.image(image)
         prior = None

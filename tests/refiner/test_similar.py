@@ -115,3 +115,38 @@ def test_the_refiner_refines_every_proposal(tmp_path, random_refiner):
     proto = Prototype(np.ones(112, np.float32) / np.sqrt(112), 0.01)
     for proposal in finder.find(picture, proto, threshold=-1.0):
         assert proposal.mask is not None and proposal.mask.shape == picture.shape[:2]
+
+
+class BoxFiller:
+    """A coarse source that fills the prompt's box: shows what the finder asked for."""
+
+    name = "box"
+
+    def __init__(self) -> None:
+        self.boxes = []
+
+    def segment(self, image, prompt):
+        self.boxes.append(prompt.box)
+        out = np.zeros(image.shape[:2], bool)
+        x0, y0, x1, y1 = prompt.box
+        out[y0:y1, x0:x1] = True
+        return out
+
+
+def test_a_coarse_source_outlines_each_region_from_its_box(tmp_path, monkeypatch):
+    picture = image(4, (80, 80))
+    sim = np.zeros((20, 20), np.float32)
+    sim[2:8, 2:8] = 0.9
+    sim[12:18, 10:18] = 0.8
+    monkeypatch.setattr(SimilarFinder, "similarity", lambda self, img, proto, key=None: sim)
+    existing = np.zeros((80, 80), bool)
+    existing[:20, :20] = True  # covers part of the first region's box
+    source = BoxFiller()
+    finder = SimilarFinder(FeatureCache(tmp_path), source=source)
+    proposals = finder.find(picture, Prototype(np.ones(4, np.float32) / 2, 0.05), 0.5, existing=[existing])
+    assert len(proposals) == 2 and len(source.boxes) == 2
+    for proposal, box in zip(proposals, source.boxes):
+        x0, y0, x1, y1 = box
+        filled = np.zeros((80, 80), bool)
+        filled[y0:y1, x0:x1] = True
+        assert np.array_equal(proposal.coarse, filled & ~existing)
