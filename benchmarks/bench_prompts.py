@@ -76,6 +76,7 @@ def bench_boxes(data: dict[str, list[Example]], tools: dict[str, PromptTool]) ->
     print("\nBox prompt: mean IoU % from the ground-truth box (held-out instances)")
     header = f"{'method':<22}" + "".join(f"{name:>11}" for name in data) + f"{'mean':>8}{'wall s/box':>12}{'cpu s/box':>11}"
     print(header)
+    overall: dict[str, tuple[float, float]] = {}
     for method, tool in tools.items():
         tally = Tally()
         for name, examples in data.items():
@@ -86,8 +87,17 @@ def bench_boxes(data: dict[str, list[Example]], tools: dict[str, PromptTool]) ->
                 tally.cpu.append(time.process_time() - cpu)
                 tally.ious.setdefault(name, []).append(100 * iou(result.mask, example.mask, example.ignore))
         means = [float(np.mean(tally.ious[name])) for name in data]
+        overall[method] = (float(np.mean(means)), float(np.mean(tally.wall)))
         print(f"{method:<22}" + "".join(f"{m:>11.2f}" for m in means) + f"{np.mean(means):>8.2f}"
               f"{np.mean(tally.wall):>12.2f}{np.mean(tally.cpu):>11.2f}", flush=True)
+    baseline = overall.get("grabcut")
+    if baseline is None:
+        return
+    for method, (mean, wall) in overall.items():
+        if method != "grabcut":
+            print(f"{method}: {mean - baseline[0]:+.2f} IoU over GrabCut from the box, {wall / baseline[1]:.2f}x its time; "
+                  f"goal >= 85 IoU and >= +3: {'met' if mean >= 85 and mean - baseline[0] >= 3 else 'not met'}, "
+                  f"< 1 s per box: {'met' if wall < 1 else 'not met'} (wall, this machine)")
 
 
 def clicks_to(example: Example, step, targets: tuple[float, ...], max_clicks: int) -> dict[float, int]:
@@ -132,7 +142,7 @@ def bench_clicks(data: dict[str, list[Example]], methods: dict[str, object], per
             cells.append(f"{means[0]:.2f} / {means[1]:.2f}")
         overall = tuple(float(np.mean([m[k] for m in per_set_means])) for k in range(len(targets)))
         print(f"{method:<22}" + "".join(f"{c:>14}" for c in cells) + f"{overall[0]:>7.2f} / {overall[1]:.2f}"
-              f"{cpu / max(1, count):>13.2f}", flush=True)
+              f"{cpu / max(1, count):>13.2f}   goal NoC@85 <= 5: {'met' if overall[0] <= 5 else 'not met'}", flush=True)
 
 
 def main() -> int:

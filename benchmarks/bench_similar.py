@@ -159,8 +159,13 @@ def run(task: Task, finder: SimilarFinder, thresholds: list[float], refining: Si
             if stage == "refined" and not refine:
                 continue
             per_proposal = f"{refine_seconds / max(1, refined_count):.2f}" if stage == "refined" else ""
-            print(f"{threshold:>9.2f} {stage:>8} {counted:>9} {100 * found / max(1, total_truth):>8.1f} "
-                  f"{100 * hits / max(1, counted):>11.1f} {seconds / len(task.queries):>9.3f} {per_proposal:>12}")
+            recall, precision = 100 * found / max(1, total_truth), 100 * hits / max(1, counted)
+            verdict = ""
+            if task.name == "pennfudan":
+                met = recall >= 60 and precision >= 50 and seconds / len(task.queries) < 0.3
+                verdict = f"   goal recall >= 60 % at precision >= 50 %, < 0.3 s: {'met' if met else 'not met'}"
+            print(f"{threshold:>9.2f} {stage:>8} {counted:>9} {recall:>8.1f} {precision:>11.1f} "
+                  f"{seconds / len(task.queries):>9.3f} {per_proposal:>12}{verdict}")
 
 
 def main() -> int:
