@@ -2,8 +2,10 @@
 
 Every source works on a :class:`Window`: the part of the image the prompt concerns, plus context, resized so its
 long side is at most ``max_side``. So an 8000x6000 photo costs what a small one does; the result is pasted back at
-full resolution. The front ends call :class:`PromptTool`: ``box`` (a new instance) and ``click`` (one click on a
-new or existing instance: one undo step), or ``box_steps`` / ``click_steps`` to animate the refiner's steps.
+full resolution. Sources: :class:`EncoderSource` (the prompt head on the frozen encoder, then GrabCut; the
+default), :class:`GrabCutSource` (no weights) and ``app.refiner.sam.SamSource`` (a user's SAM checkpoint). The
+front ends call :class:`PromptTool`: ``box`` (a new instance) and ``click`` (one click on a new or existing
+instance: one undo step), or ``box_steps`` / ``click_steps`` to animate the refiner's steps.
 
 A click changes the mask only near itself: the coarse source re-segments the window with every click so far as
 hard seeds, and only the changes connected to the new click are kept; the refiner then runs with its region
@@ -387,7 +389,7 @@ class PromptTool:
     its :class:`app.refiner.api.RefineOptions` (instance mode).
     """
 
-    source: CoarseSource = field(default_factory=GrabCutSource)
+    source: CoarseSource = field(default_factory=EncoderSource)
     refiner: object | None = None
     options: object | None = None
     box_slack: float = 0.03

@@ -2,8 +2,9 @@
 
 Masked average pooling of an image's features over one or several example instances gives a prototype vector;
 its cosine similarity with every feature vector of another image gives a similarity map; the map above a
-threshold splits into connected regions, which become proposed instances (minus what existing instances already
-cover) with a score (the mean similarity inside), then refined by the refiner.
+threshold splits into connected regions (split again where a region holds several similarity peaks), which
+become proposed instances (minus what existing instances already cover) with a score (the mean similarity inside),
+optionally outlined by a box prompt on each region's bounding box, then refined by the refiner.
 
 An image's features are computed once and cached on disk in a folder the caller chooses (the project folder),
 keyed by a hash of the image's content, so the threshold can move live and a whole project can be searched in
