@@ -18,13 +18,16 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 import cv2
 import numpy as np
 
 from app.refiner.pipeline import Guidance
 from app.refiner.steps import RefineStep
+
+if TYPE_CHECKING:
+    from app.refiner.api import Refiner, RefineOptions
 
 log = logging.getLogger(__name__)
 
@@ -390,8 +393,8 @@ class PromptTool:
     """
 
     source: CoarseSource = field(default_factory=EncoderSource)
-    refiner: object | None = None
-    options: object | None = None
+    refiner: Refiner | None = None
+    options: RefineOptions | None = None
     box_slack: float = 0.03
 
     def box_steps(self, image: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, Iterator[RefineStep] | None]:
@@ -453,7 +456,8 @@ class PromptTool:
         from app.refiner.api import RefineOptions
 
         options = self.options or RefineOptions()
-        return self.refiner.run(image, [coarse], options, guidance)  # type: ignore[attr-defined]
+        assert self.refiner is not None
+        return self.refiner.run(image, [coarse], options, guidance)
 
 
 def _discs(shape: tuple[int, int], clicks: Sequence[Click], positive: bool, radius: int) -> np.ndarray:

@@ -19,13 +19,16 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from app.refiner.prompts import MIN_BOX_SIDE, CoarseSource, Prompt
 from app.refiner.steps import RefineStep
+
+if TYPE_CHECKING:
+    from app.refiner.api import Refiner, RefineOptions
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +276,8 @@ class SimilarFinder:
     """
 
     cache: FeatureCache
-    refiner: object | None = None
-    options: object | None = None
+    refiner: Refiner | None = None
+    options: RefineOptions | None = None
     source: CoarseSource | None = None
 
     def prototype(self, examples: Sequence[tuple[np.ndarray, np.ndarray]], keys: Sequence[str | None] | None = None) -> Prototype:
@@ -332,4 +335,4 @@ class SimilarFinder:
         if self.refiner is None:
             raise SimilarError("this finder has no refiner")
         options = self.options or RefineOptions()
-        return self.refiner.run(image, [p.coarse for p in proposals], options)  # type: ignore[attr-defined]
+        return self.refiner.run(image, [p.coarse for p in proposals], options)
