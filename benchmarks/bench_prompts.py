@@ -168,7 +168,8 @@ def main() -> int:
                                     "encoder (no grabcut)": PromptTool(EncoderSource(args.head, grabcut=False))}
     refined: dict[str, PromptTool] = {}
     if not args.no_refine:
-        from app.refiner.api import Refiner, RefineOptions
+        from app.refiner.api import Refiner
+        from app.refiner.options import RefineOptions
 
         refiner = Refiner(args.weights, "cpu")
         options = RefineOptions(steps=args.steps)

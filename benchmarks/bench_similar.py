@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.core.coco import load_coco  # noqa: E402
+from app.core.formats.coco import load_coco  # noqa: E402
 from app.core.images import find_image_file, read_image_rgb  # noqa: E402
 from app.core.metrics import iou  # noqa: E402
 from app.refiner.data import split_of  # noqa: E402

@@ -7,7 +7,7 @@ iteration draws prompts on the fly: the box alone; a degraded mask (app/refiner/
 with clicks at the centres of its largest error regions (the NoC protocol); or, on the whole image, clicks
 alone. The validation split is never read.
 
-    .venv/bin/python scripts/train_prompt_head.py --out weights/prompt-head-v1.safetensors --iterations 2500
+    .venv/bin/python scripts/train_prompt_head.py --out app/weights/prompt-head-v1.safetensors --iterations 2500
 """
 from __future__ import annotations
 

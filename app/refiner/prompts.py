@@ -27,7 +27,8 @@ from app.refiner.pipeline import Guidance
 from app.refiner.steps import RefineStep
 
 if TYPE_CHECKING:
-    from app.refiner.api import Refiner, RefineOptions
+    from app.refiner.api import Refiner
+    from app.refiner.options import RefineOptions
 
 log = logging.getLogger(__name__)
 
@@ -360,9 +361,9 @@ DEFAULT_PROMPT_HEAD = "prompt-head-v1.safetensors"
 def _prompt_head(weights: Path | None):  # noqa: ANN202 - (PromptHead, LiteEncoder), torch kept import-light
     from app.refiner.encoder import pretrained_encoder
     from app.refiner.prompt_head import load_head
-    from app.refiner.weights import REPO_WEIGHTS_DIR
+    from app.refiner.weights import PACKAGE_WEIGHTS_DIR
 
-    return load_head(weights or REPO_WEIGHTS_DIR / DEFAULT_PROMPT_HEAD), pretrained_encoder()
+    return load_head(weights or PACKAGE_WEIGHTS_DIR / DEFAULT_PROMPT_HEAD), pretrained_encoder()
 
 
 def click_region(before: np.ndarray, after: np.ndarray, click: Click, radius: int) -> np.ndarray:
@@ -453,7 +454,7 @@ class PromptTool:
         return int(np.clip(0.03 * math.sqrt(area), 3, 12))
 
     def _run(self, image: np.ndarray, coarse: np.ndarray, guidance: Guidance) -> Iterator[RefineStep]:
-        from app.refiner.api import RefineOptions
+        from app.refiner.options import RefineOptions
 
         options = self.options or RefineOptions()
         assert self.refiner is not None

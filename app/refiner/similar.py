@@ -28,7 +28,8 @@ from app.refiner.prompts import MIN_BOX_SIDE, CoarseSource, Prompt
 from app.refiner.steps import RefineStep
 
 if TYPE_CHECKING:
-    from app.refiner.api import Refiner, RefineOptions
+    from app.refiner.api import Refiner
+    from app.refiner.options import RefineOptions
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +331,7 @@ class SimilarFinder:
 
     def refine_steps(self, image: np.ndarray, proposals: Sequence[Proposal]) -> Iterator[RefineStep]:
         """The refiner's steps on the proposals' coarse masks together (for the window to animate)."""
-        from app.refiner.api import RefineOptions
+        from app.refiner.options import RefineOptions
 
         if self.refiner is None:
             raise SimilarError("this finder has no refiner")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from app.core.metrics import iou
-from app.refiner.api import RefineOptions
+from app.refiner.options import RefineOptions
 from app.refiner import prompts
 from app.refiner.prompt_head import PromptHead, PromptHeadConfig, PromptHeadError, load_head, save_head
 from app.refiner.prompts import (
@@ -21,7 +21,7 @@ from app.refiner.prompts import (
     check_box,
     error_clicks,
 )
-from app.refiner.weights import REPO_WEIGHTS_DIR
+from app.refiner.weights import PACKAGE_WEIGHTS_DIR
 from tests.shared_data import DATA, require
 
 
@@ -190,7 +190,7 @@ def test_shipped_prompt_head_beats_grabcut_on_held_out_pedestrians():
     from app.core.images import read_image_rgb
     from app.refiner.data import split_of
 
-    head = REPO_WEIGHTS_DIR / prompts.DEFAULT_PROMPT_HEAD
+    head = PACKAGE_WEIGHTS_DIR / prompts.DEFAULT_PROMPT_HEAD
     if not head.exists():
         pytest.skip(f"{head} is not there")
     scores: dict[str, list[float]] = {"head": [], "grabcut": []}

@@ -8,7 +8,7 @@ import pytest
 from app.core.images import read_image_rgb
 from app.core.metrics import iou
 from app.refiner import similar
-from app.refiner.api import RefineOptions
+from app.refiner.options import RefineOptions
 from app.refiner.data import split_of
 from app.refiner.similar import (
     FeatureCache,
