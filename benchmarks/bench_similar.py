@@ -131,6 +131,8 @@ def run(task: Task, finder: SimilarFinder, thresholds: list[float], refining: Si
 
     finder.cache.precompute([(str(p), lambda p=p: load(p)) for p in {q.image_path for q in task.queries} | {p for p, _ in task.supports}])
     protos = [finder.prototype([(load(p), m)], [str(p)]) for p, m in task.supports]
+    first = task.queries[0]
+    finder.find(load(first.image_path), protos[first.support], key=str(first.image_path))  # loads the prompt head once
     total_truth = sum(sum(q.counted) for q in task.queries)
     print(f"\n{task.name}: {len(task.supports)} support instance(s), {len(task.queries)} query images, "
           f"{total_truth} instances to find (>= {MIN_AREA} px)")
