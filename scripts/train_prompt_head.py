@@ -1,0 +1,194 @@
+"""Train the prompt head (app/refiner/prompt_head.py) on the training split of ../shared/data and export it.
+
+Each training instance gives two windows, as the prompt tools make them: its ground-truth box (each side moved by
+up to ``--jitter`` of the box's size, as a user draws it) plus context, and the whole image (clicks on a new
+instance). The frozen encoder's features of every window are computed once and kept in memory (fp16); each
+iteration draws prompts on the fly: the box alone; a degraded mask (app/refiner/degrade.py) as the current mask
+with clicks at the centres of its largest error regions (the NoC protocol); or, on the whole image, clicks
+alone. The validation split is never read.
+
+    .venv/bin/python scripts/train_prompt_head.py --out app/weights/prompt-head-v1.safetensors --iterations 2500
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.refiner.data import shared_sources  # noqa: E402
+from app.refiner.degrade import synthesize  # noqa: E402
+from app.refiner.encoder import pretrained_encoder  # noqa: E402
+from app.refiner.prompt_head import PromptHead, PromptHeadConfig, prompt_channels, save_head  # noqa: E402
+from app.refiner.prompts import Window, error_clicks  # noqa: E402
+
+log = logging.getLogger("train_prompt_head")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclass
+class Sample:
+    features: dict[int, torch.Tensor]
+    gt: np.ndarray
+    box: tuple[float, float, float, float] | None
+
+
+def canvas_of(window: Window, image: np.ndarray, size: int) -> np.ndarray:
+    x0, y0, x1, y1 = window.box
+    return cv2.resize(image[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | None) -> list[Sample]:
+    """Encoder features of every training window (two per instance), computed once."""
+    rng = np.random.default_rng(seed)
+    encoder = pretrained_encoder()
+    items: list[tuple[np.ndarray, np.ndarray, tuple[float, float, float, float] | None]] = []
+    samples: list[Sample] = []
+    started = time.perf_counter()
+
+    def flush() -> None:
+        if not items:
+            return
+        x = torch.from_numpy(np.stack([c for c, _, _ in items])).permute(0, 3, 1, 2).float()
+        with torch.inference_mode():
+            features = encoder(x)
+        for k, (_, gt, box) in enumerate(items):
+            samples.append(Sample({s: features[s][k].half().clone() for s in (16, 8, 4)}, gt, box))
+        items.clear()
+
+    for source in shared_sources(root, "train"):
+        count = len(source) if limit is None else min(limit, len(source))
+        for index in range(count):
+            example = source.load(index)
+            mask = example.mask & ~(example.ignore if example.ignore is not None else False)
+            if cv2.countNonZero(mask.view(np.uint8)) < 256:
+                continue
+            h, w = mask.shape
+            x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+            moves = rng.uniform(-jitter, jitter, 4) * np.array([bw, bh, bw, bh])
+            box = (float(np.clip(x + moves[0], 0, w - 2)), float(np.clip(y + moves[1], 0, h - 2)),
+                   float(np.clip(x + bw + moves[2], 2, w)), float(np.clip(y + bh + moves[3], 2, h)))
+            box = (min(box[0], box[2] - 2), min(box[1], box[3] - 2), box[2], box[3])
+            window = Window.around(tuple(int(round(v)) for v in box), (h, w))  # type: ignore[arg-type]
+            whole = Window((0, 0, w, h), (h, w))
+            for win, prompt_box in ((window, box), (whole, None)):
+                canvas = canvas_of(win, example.image, size)
+                gt = canvas_of(win, mask.astype(np.uint8) * 255, size) >= 128
+                if prompt_box is not None:
+                    sy, sx = size / (win.box[3] - win.box[1]), size / (win.box[2] - win.box[0])
+                    prompt_box = ((prompt_box[0] - win.box[0]) * sx, (prompt_box[1] - win.box[1]) * sy,
+                                  (prompt_box[2] - win.box[0]) * sx, (prompt_box[3] - win.box[1]) * sy)
+                items.append((canvas, gt, prompt_box))
+            if len(items) >= 32:
+                flush()
+        flush()
+        log.info("%s: %d samples so far (%.0f s)", source.name, len(samples), time.perf_counter() - started)
+    return samples
+
+
+def draw_prompt(sample: Sample, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Prompt channels for one sample, as one of the tools would give them."""
+    gt = sample.gt
+    if not gt.any():
+        return prompt_channels(size, None, [], [])
+    if sample.box is not None and rng.random() < 0.5:
+        prior = np.zeros((size, size), np.float32)
+        x0, y0, x1, y1 = (int(round(v)) for v in sample.box)
+        prior[y0:y1, x0:x1] = 1.0
+        return prompt_channels(size, prior, [], [])
+    if sample.box is not None or rng.random() < 0.3:
+        current = synthesize(gt, rng)[0]
+        clicks = error_clicks(current, gt, int(rng.integers(1, 4)))
+        return prompt_channels(size, current.astype(np.float32),
+                               [(c.x, c.y) for c in clicks if c.positive], [(c.x, c.y) for c in clicks if not c.positive])
+    # clicks alone on a new instance: the first at the object's centre or anywhere inside, maybe more
+    empty = np.zeros_like(gt)
+    positives = [(c.x, c.y) for c in error_clicks(empty, gt, 1)]
+    if rng.random() < 0.5:
+        ys, xs = np.nonzero(cv2.erode(gt.astype(np.uint8), np.ones((5, 5), np.uint8)) if gt.sum() > 100 else gt)
+        if len(ys):
+            k = int(rng.integers(len(ys)))
+            positives = [(float(xs[k]), float(ys[k]))]
+    negatives = []
+    if rng.random() < 0.4:
+        ys, xs = np.nonzero(cv2.dilate(gt.astype(np.uint8), np.ones((25, 25), np.uint8)) & ~gt)
+        if len(ys):
+            k = int(rng.integers(len(ys)))
+            negatives = [(float(xs[k]), float(ys[k]))]
+    return prompt_channels(size, None, positives, negatives)
+
+
+def train(samples: list[Sample], config: PromptHeadConfig, iterations: int, batch: int, lr: float, seed: int) -> PromptHead:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    head = PromptHead(config)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=iterations, pct_start=0.05)
+    size = config.canvas
+    started = time.perf_counter()
+    running = 0.0
+    for it in range(1, iterations + 1):
+        picks = rng.integers(len(samples), size=batch)
+        flips = rng.random(batch) < 0.5
+        features = {s: torch.stack([samples[k].features[s] for k in picks]).float() for s in (16, 8, 4)}
+        prompts = np.stack([draw_prompt(samples[k], size, rng) for k in picks])
+        gts = np.stack([samples[k].gt for k in picks]).astype(np.float32)
+        prompt_t, gt_t = torch.from_numpy(prompts), torch.from_numpy(gts)[:, None]
+        for s in features:
+            features[s][flips] = features[s][flips].flip(-1)
+        prompt_t[flips] = prompt_t[flips].flip(-1)
+        gt_t[flips] = gt_t[flips].flip(-1)
+        logits = F.interpolate(head(features, prompt_t), size=(size, size), mode="bilinear", align_corners=False)
+        prob = torch.sigmoid(logits)
+        dice = 1 - (2 * (prob * gt_t).sum((1, 2, 3)) + 1) / (prob.sum((1, 2, 3)) + gt_t.sum((1, 2, 3)) + 1)
+        loss = F.binary_cross_entropy_with_logits(logits, gt_t) + dice.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        value = loss.item()
+        running = 0.98 * running + 0.02 * value if it > 1 else value
+        if it % 100 == 0 or it == iterations:
+            log.info("iteration %d/%d loss %.4f (%.1f s)", it, iterations, running, time.perf_counter() - started)
+    head.eval()
+    return head
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--iterations", type=int, default=2500)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--jitter", type=float, default=0.06)
+    parser.add_argument("--limit", type=int, default=None, help="at most this many instances per source (a quick run)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    config = PromptHeadConfig()
+    samples = build_samples(args.data, config.canvas, args.jitter, args.seed, args.limit)
+    head = train(samples, config, args.iterations, args.batch, args.lr, args.seed)
+    save_head(head, args.out, {
+        "training_data": "../shared/data training split (app/refiner/data.py): ECSSD, Oxford-IIIT Pets, Penn-Fudan, "
+                         "coco_tiny, LVIS sample",
+        "recipe": f"{args.iterations} iterations, batch {args.batch}, AdamW lr {args.lr} one-cycle, box jitter {args.jitter}, "
+                  f"seed {args.seed}, {len(samples)} windows",
+    })
+    log.info("saved %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

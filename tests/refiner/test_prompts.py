@@ -1,0 +1,206 @@
+"""Box and click prompts: bad input, bounded work on huge photos, GrabCut and the prompt head, clicks kept local."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from app.core.metrics import iou
+from app.refiner.options import RefineOptions
+from app.refiner import prompts
+from app.refiner.prompt_head import PromptHead, PromptHeadConfig, PromptHeadError, load_head, save_head
+from app.refiner.prompts import (
+    Click,
+    EncoderSource,
+    GrabCutSource,
+    Prompt,
+    PromptError,
+    PromptTool,
+    Window,
+    check_box,
+    error_clicks,
+)
+from app.refiner.weights import PACKAGE_WEIGHTS_DIR
+from tests.shared_data import DATA, require
+
+
+def scene(h: int = 300, w: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A noisy green-blue background with a red disc and a red square: (image, disc mask, square mask)."""
+    rng = np.random.default_rng(0)
+    image = np.empty((h, w, 3), np.uint8)
+    image[..., 0] = rng.integers(0, 60, (h, w))
+    image[..., 1] = rng.integers(100, 200, (h, w))
+    image[..., 2] = rng.integers(120, 220, (h, w))
+    disc = np.zeros((h, w), np.uint8)
+    cv2.circle(disc, (w // 4, h // 2), min(h, w) // 6, 1, -1)
+    square = np.zeros((h, w), np.uint8)
+    square[h // 3 : h // 3 + h // 4, 3 * w // 5 : 3 * w // 5 + h // 4] = 1
+    for m in (disc, square):
+        n = int(m.sum())
+        image[m > 0] = np.stack([rng.integers(190, 250, n), rng.integers(0, 40, n), rng.integers(0, 40, n)], 1)
+    return image, disc > 0, square > 0
+
+
+def box_of(mask: np.ndarray, pad: int = 0) -> tuple[int, int, int, int]:
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    return x - pad, y - pad, x + w + pad, y + h + pad
+
+
+@pytest.mark.parametrize("box, words", [
+    ((10, 10, 10, 50), "empty or degenerate"),
+    ((10, 10, 12, 50), "empty or degenerate"),
+    ((500, 10, 600, 50), "outside"),
+    ((-80, -80, -10, -10), "outside"),
+    ((0, 0, float("nan"), 5), "finite"),
+    ((1, 2, 3), "four"),
+    ("abcd", "four numbers"),
+])
+def test_bad_boxes_get_one_clear_message(box, words):
+    with pytest.raises(PromptError, match=words):
+        check_box(box, (300, 400))
+
+
+def test_box_corners_in_any_order_are_clipped_to_the_image():
+    assert check_box((450.4, 320, -20, 10.6), (300, 400)) == (0, 11, 400, 300)
+
+
+def test_bad_input_to_the_tool_is_a_value_error_with_one_message():
+    image, disc, _ = scene()
+    tool = PromptTool(GrabCutSource())
+    with pytest.raises(ValueError, match="outside the 400x300 image"):
+        tool.box(image, (401, 0, 500, 100))
+    with pytest.raises(PromptError, match="click at"):
+        tool.click(image, disc, [Click(400, 10)])
+    with pytest.raises(PromptError, match="no click"):
+        tool.click(image, disc, [])
+    with pytest.raises(PromptError, match="shape"):
+        tool.click(image, disc[:10], [Click(5, 5)])
+    with pytest.raises(PromptError, match="uint8 RGB"):
+        tool.box(image.astype(np.float32), (0, 0, 50, 50))
+
+
+def test_grabcut_box_finds_the_object():
+    image, disc, square = scene()
+    mask = PromptTool(GrabCutSource()).box(image, box_of(disc, 6)).mask
+    assert iou(mask, disc) > 0.9
+    assert not (mask & square).any()
+
+
+def test_work_on_an_8000x6000_photo_is_bounded_and_pasted_at_full_resolution(monkeypatch):
+    small, disc, _ = scene()
+    image = cv2.resize(small, (8000, 6000), interpolation=cv2.INTER_NEAREST)
+    truth = cv2.resize(disc.astype(np.uint8), (8000, 6000), interpolation=cv2.INTER_NEAREST) > 0
+    seen = []
+    original = prompts.run_grabcut
+
+    def spy(work_rgb, labels, iterations, seed=0):
+        seen.append(work_rgb.shape)
+        return original(work_rgb, labels, iterations, seed)
+
+    monkeypatch.setattr(prompts, "run_grabcut", spy)
+    mask = GrabCutSource(max_side=320).segment(image, Prompt(box=box_of(truth, 100)))
+    assert max(seen[0][:2]) <= 320
+    assert mask.shape == (6000, 8000) and iou(mask, truth) > 0.9
+
+
+def test_window_maps_points_and_pastes_back():
+    window = Window.around((100, 50, 300, 150), (400, 600), margin=0.1, max_side=100)
+    assert window.box == (80, 30, 320, 170) and max(window.size) == 100
+    assert window.point(80, 30) == (0, 0) and window.point(10_000, 10_000) == (99, window.size[0] - 1)
+    pasted = window.paste(np.ones(window.size, bool), (400, 600))
+    assert pasted.sum() == (320 - 80) * (170 - 30) and not pasted[:30].any()
+
+
+def test_error_clicks_go_to_the_centre_of_the_largest_error_region():
+    truth = np.zeros((100, 100), bool)
+    truth[10:50, 10:50] = True
+    prediction = truth.copy()
+    prediction[10:50, 10:30] = False  # a missed 40x20 strip
+    prediction[70:80, 70:80] = True  # a small extra square
+    first, second = error_clicks(prediction, truth, 2)
+    assert first.positive and 18 <= first.x <= 21 and 19 <= first.y <= 40  # on the strip's centre line
+    assert not second.positive and 73 <= second.x <= 76 and 73 <= second.y <= 76
+    assert error_clicks(truth, truth, 3) == []
+
+
+def test_a_positive_click_adds_the_clicked_object_and_leaves_the_rest():
+    image, disc, square = scene()
+    tool = PromptTool(GrabCutSource())
+    cy, cx = (int(v.mean()) for v in np.nonzero(square))
+    result = tool.click(image, disc, [Click(cx, cy, True)])
+    assert iou(result.mask & square, square) > 0.85
+    assert np.array_equal(result.mask & ~result.region, disc & ~result.region)
+    assert iou(result.mask & disc, disc) == 1.0
+
+
+def test_a_negative_click_removes_only_the_part_it_is_on():
+    image, disc, square = scene()
+    spurious = np.zeros_like(disc)
+    spurious[20:70, 250:330] = True  # background wrongly in the mask
+    tool = PromptTool(GrabCutSource())
+    result = tool.click(image, disc | square | spurious, [Click(290, 45, False)])
+    assert (result.mask & spurious).sum() < 0.1 * spurious.sum()
+    assert iou(result.mask & (disc | square), disc | square) > 0.97
+
+
+def test_clicks_alone_start_a_new_instance():
+    image, disc, _ = scene()
+    cy, cx = (int(v.mean()) for v in np.nonzero(disc))
+    result = PromptTool(GrabCutSource()).click(image, None, [Click(cx, cy)])
+    assert result.mask[cy, cx] and iou(result.mask, disc) > 0.5
+
+
+def test_the_refiner_runs_on_the_box_and_changes_nothing_outside_it(random_refiner):
+    image, disc, _ = scene()
+    box = box_of(disc, 6)
+    coarse, steps = PromptTool(GrabCutSource(), random_refiner, RefineOptions(steps=2)).box_steps(image, box)
+    collected = list(steps)
+    assert collected and collected[-1].final
+    final = collected[-1].mask(0, base=coarse)
+    x0, y0, x1, y1 = box
+    outside = np.ones(final.shape, bool)
+    outside[max(0, y0 - 12):y1 + 12, max(0, x0 - 12):x1 + 12] = False
+    assert not final[outside].any()
+
+
+def test_a_click_refinement_is_held_to_the_click_region(random_refiner):
+    image, disc, square = scene()
+    cy, cx = (int(v.mean()) for v in np.nonzero(square))
+    result = PromptTool(GrabCutSource(), random_refiner, RefineOptions(steps=1)).click(image, disc, [Click(cx, cy)])
+    far = ~cv2.dilate(result.region.astype(np.uint8), np.ones((41, 41), np.uint8)).astype(bool)
+    assert np.array_equal(result.mask[far], disc[far])
+    assert result.mask[cy, cx]
+
+
+def test_prompt_head_round_trips_and_refuses_other_files(tmp_path):
+    torch.manual_seed(0)
+    head = PromptHead(PromptHeadConfig(canvas=64, widths=(16, 16, 8)))
+    save_head(head, tmp_path / "head.safetensors", {"training_data": "none"})
+    loaded = load_head(tmp_path / "head.safetensors")
+    assert loaded.config == head.config
+    for k, v in head.state_dict().items():
+        assert torch.allclose(loaded.state_dict()[k], v.half().float())
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    with pytest.raises(PromptHeadError, match="junk.safetensors"):
+        load_head(tmp_path / "junk.safetensors")
+
+
+def test_shipped_prompt_head_beats_grabcut_on_held_out_pedestrians():
+    from app.core.images import read_image_rgb
+    from app.refiner.data import split_of
+
+    head = PACKAGE_WEIGHTS_DIR / prompts.DEFAULT_PROMPT_HEAD
+    if not head.exists():
+        pytest.skip(f"{head} is not there")
+    scores: dict[str, list[float]] = {"head": [], "grabcut": []}
+    for stem in ("FudanPed00057", "PennPed00073"):
+        assert split_of(f"pennfudan/{stem}") == "val"  # held out from the head's training
+        image = read_image_rgb(require(DATA / f"pennfudan/PNGImages/{stem}.png"))
+        labels = cv2.imread(str(DATA / f"pennfudan/PedMasks/{stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+        for k in np.unique(labels)[1:]:
+            truth = labels == k
+            for name, source in (("head", EncoderSource()), ("grabcut", GrabCutSource())):
+                scores[name].append(iou(source.segment(image, Prompt(box=box_of(truth))), truth))
+    assert np.mean(scores["head"]) > np.mean(scores["grabcut"]) + 0.03
+    assert np.median(scores["head"]) > 0.7
