@@ -139,3 +139,17 @@ def test_real_image_runs() -> None:
         assert out.shape == gt.shape and out.dtype == bool
         assert iou(out, gt) > 0.6, name
     assert iou(grabcut_refine(image, coarse), gt) > iou(coarse, gt)
+
+
+def test_closed_form_matting_snaps_a_shifted_mask_to_the_object():
+    pytest.importorskip("pymatting", reason="closed-form matting is the optional 'eval' extra")
+    from app.core.classical import available_refiners, matting_refine
+    from app.core.metrics import iou
+
+    yy, xx = np.mgrid[:120, :160]
+    truth = (yy - 60) ** 2 + (xx - 80) ** 2 <= 35**2
+    image = np.where(truth[..., None], np.uint8(220), np.uint8(30)).repeat(3, axis=2)
+    coarse = np.roll(truth, 4, axis=1)
+    refined = matting_refine(image, coarse)
+    assert iou(refined, truth) > iou(coarse, truth) + 0.05  # within the trimap's unknown band it follows the edge
+    assert "matting" in available_refiners()
