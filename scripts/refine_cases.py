@@ -29,14 +29,18 @@ BLUE = (255, 120, 0)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", default=None, help="checkpoint name or file (default: compact-v1)")
+    parser.add_argument("--weights", default=None, help="checkpoint name or file (default: the app's default weights)")
     parser.add_argument("--out", required=True, type=Path, help="PNG file to write")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--per-kind", type=int, default=8, help="held-out cases per coarse kind")
     parser.add_argument("--best", type=int, default=3)
     parser.add_argument("--worst", type=int, default=5)
     parser.add_argument("--mode", default="instance", choices=("instance", "hr"))
-    parser.add_argument("--deterministic", action="store_true", help="deterministic reverse (default: stochastic, as the app)")
+    reverse = parser.add_mutually_exclusive_group()
+    reverse.add_argument("--deterministic", dest="deterministic", action="store_const", const=True, default=None,
+                         help="deterministic reverse")
+    reverse.add_argument("--stochastic", dest="deterministic", action="store_const", const=False,
+                         help="stochastic reverse (default: the network's own, as the app)")
     args = parser.parse_args(argv)
     sources = shared_sources(args.data, "val")
     if not sources:
