@@ -39,14 +39,15 @@ def demo_instances() -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def run(weights: str | None, threads: int, steps: int, mode: str, repeats: int, compiled: bool) -> dict[str, float]:
+def run(weights: str | None, threads: int, steps: int, mode: str, repeats: int, compiled: bool,
+        device: str) -> dict[str, float]:
     """Per-instance figures; with ``compiled`` the warm-up refinements (not timed) compile the network."""
     import torch
 
     from app.refiner.api import Refiner, RefineOptions
 
     torch.set_num_threads(threads)
-    refiner = Refiner(weights, "cpu", compile=compiled)
+    refiner = Refiner(weights, device, compile=compiled)
     cases = demo_instances()
     options = RefineOptions(mode=mode, steps=steps, min_area=0)  # the network's own reverse, as the app
     for image, mask in cases[:2]:
@@ -64,7 +65,7 @@ def run(weights: str | None, threads: int, steps: int, mode: str, repeats: int, 
             "instances": len(cases)}
 
 
-def cold_start(weights: str | None, threads: int) -> dict[str, float]:
+def cold_start(weights: str | None, threads: int, device: str) -> dict[str, float]:
     """Import, load and first refinement in this (fresh) process."""
     started = time.perf_counter()
     import torch
@@ -72,7 +73,7 @@ def cold_start(weights: str | None, threads: int) -> dict[str, float]:
     from app.refiner.api import Refiner
 
     torch.set_num_threads(threads)
-    refiner = Refiner(weights, "cpu")
+    refiner = Refiner(weights, device)
     loaded = time.perf_counter()
     image, mask = demo_instances()[0]
     refiner.refine(image, mask)
@@ -87,12 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", default=["instance"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compiled", action="store_true", help="also time the network compiled (torch.compile)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         kind, *rest = args.one.split(",")
-        result = cold_start(args.weights, int(rest[0])) if kind == "cold" else \
-            run(args.weights, int(rest[0]), int(rest[1]), rest[2], args.repeats, kind == "compiled")
+        result = cold_start(args.weights, int(rest[0]), args.device) if kind == "cold" else \
+            run(args.weights, int(rest[0]), int(rest[1]), rest[2], args.repeats, kind == "compiled", args.device)
         print(json.dumps(result))
         return 0
     print("| mode | network | threads | steps | median s / instance | mean | CPU s / instance |")
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _subprocess(args: argparse.Namespace, one: str) -> dict[str, float]:
-    command = [sys.executable, __file__, "--one", one, "--repeats", str(args.repeats)]
+    command = [sys.executable, __file__, "--one", one, "--repeats", str(args.repeats), "--device", args.device]
     if args.weights:
         command += ["--weights", args.weights]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout

@@ -21,6 +21,7 @@ from app.core.images import read_image_rgb, read_image_unchanged
 
 log = logging.getLogger("pack")
 ROOT = Path(__file__).resolve().parents[1]
+SETS = ("ecssd", "pets", "pennfudan", "coco_train", "coco_val", "lvis")
 
 
 def _scale(shape: tuple[int, ...], max_side: int) -> float:
@@ -68,21 +69,29 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "train-pack")
     parser.add_argument("--max-side", type=int, default=384)
     parser.add_argument("--quality", type=int, default=85)
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS),
+                        help="which sets to pack (default: all; coco_val alone is the GPU check's refine sample)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     src, out = args.data, args.out
     if out.exists():
         shutil.rmtree(out)
-    n = pack_pairs(src / "ecssd/images", src / "ecssd/masks", out / "ecssd/images", out / "ecssd/masks", "", args.max_side, args.quality)
-    log.info("ecssd: %d", n)
-    n = pack_pairs(src / "oxford_pets/images", src / "oxford_pets/annotations/trimaps", out / "oxford_pets/images", out / "oxford_pets/annotations/trimaps", "", args.max_side, args.quality)
-    log.info("pets: %d", n)
-    n = pack_pairs(src / "pennfudan/PNGImages", src / "pennfudan/PedMasks", out / "pennfudan/PNGImages", out / "pennfudan/PedMasks", "_mask", args.max_side, args.quality)
-    log.info("pennfudan: %d", n)
-    shutil.copytree(src / "coco_tiny/annotations", out / "coco_tiny/annotations")
-    for part in ("coco_tiny/train2017", "coco_tiny/val2017", "lvis_val_100/images"):
-        reencode(src / part, out / part, args.quality)
-    shutil.copy2(src / "lvis_val_100/lvis_val_100_present7.json", out / "lvis_val_100/lvis_val_100_present7.json")
+    if "ecssd" in args.sets:
+        n = pack_pairs(src / "ecssd/images", src / "ecssd/masks", out / "ecssd/images", out / "ecssd/masks", "", args.max_side, args.quality)
+        log.info("ecssd: %d", n)
+    if "pets" in args.sets:
+        n = pack_pairs(src / "oxford_pets/images", src / "oxford_pets/annotations/trimaps", out / "oxford_pets/images", out / "oxford_pets/annotations/trimaps", "", args.max_side, args.quality)
+        log.info("pets: %d", n)
+    if "pennfudan" in args.sets:
+        n = pack_pairs(src / "pennfudan/PNGImages", src / "pennfudan/PedMasks", out / "pennfudan/PNGImages", out / "pennfudan/PedMasks", "_mask", args.max_side, args.quality)
+        log.info("pennfudan: %d", n)
+    if {"coco_train", "coco_val"} & set(args.sets):
+        shutil.copytree(src / "coco_tiny/annotations", out / "coco_tiny/annotations")
+    for name, part in (("coco_train", "coco_tiny/train2017"), ("coco_val", "coco_tiny/val2017"), ("lvis", "lvis_val_100/images")):
+        if name in args.sets:
+            reencode(src / part, out / part, args.quality)
+    if "lvis" in args.sets:
+        shutil.copy2(src / "lvis_val_100/lvis_val_100_present7.json", out / "lvis_val_100/lvis_val_100_present7.json")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log.info("packed %s: %.1f MiB", out, size / 2**20)
     return 0
