@@ -18,9 +18,6 @@ LAYERS = {  # layer -> the layers it may import
     "cli": {"cli", "services"},
     "entry": {"entry", "cli", "gui", "core"},
 }
-# ``train`` and ``eval`` still call the refiner directly: their bodies move into app/services once the
-# concurrent refiner rewrite has landed (docs/decisions/0013), so that the two changes merge cleanly.
-CLI_EXEMPT = {"app.cli.train": {"refiner", "core"}, "app.cli.eval": {"refiner", "core"}}
 
 
 def module_name(path: Path) -> str:
@@ -56,7 +53,7 @@ SOURCES = sorted(APP.rglob("*.py"))
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_imports_point_down_the_layers(path: Path) -> None:
     module = module_name(path)
-    allowed = CLI_EXEMPT.get(module, set()) | LAYERS[layer_of(module)]
+    allowed = LAYERS[layer_of(module)]
     wrong = sorted(m for m in imports(path) if layer_of(m) not in allowed)
     assert not wrong, f"{module} ({layer_of(module)}) imports {wrong}"
 

@@ -279,7 +279,7 @@ def run_band_training(
     for batch in loader:
         if trainer.step >= config.iterations:
             break
-        if should_stop():
+        if trainer.step > first_step and should_stop():  # a run always makes at least one step of progress
             log.info("stopping at step %d of %d", trainer.step, config.iterations)
             break
         recent.append(trainer.train_step(batch))
