@@ -10,7 +10,9 @@ Why it looks the way it does:
   an existing project is one transaction, rolled back whole on any problem. Either way a failed import
   leaves what was there untouched.
 - The first window holds an OS lock on ``<project>.lock``; a second one opens read-only and says who holds
-  it. Writes on a read-only store raise ``ReadOnlyProjectError``.
+  it. Writes on a read-only store raise ``ReadOnlyProjectError``. Closing removes the lock file.
+- Every SQLite error reaches the caller as a ``ProjectError`` that names the project and says what happened
+  (another program writing, a full disk, a read-only folder, a damaged file): ``files.sqlite_problem``.
 A store (like its SQLite connection) belongs to the thread that opened it; another thread that needs to
 read opens its own with ``read_only=True``.
 """
@@ -45,7 +47,7 @@ from app.core.store.rows import (
     InstanceSummary, StoredInstance, category_from_row, counts_text, dump_json, geometry, image_from_row,
     insert_instances, instance_from_row, provenance_values, rle_from, summary_from_row,
 )
-from app.core.store.files import check_project, connect, fsync_file, take_lock
+from app.core.store.files import check_project, connect, fsync_file, read_meta, sqlite_problem, take_lock
 from app.core.store.schema import configure
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ class ProjectStore:
         self._conn = conn
         self._lock = lock
         self.read_only_reason = reason
-        self._meta = {key: json.loads(value) for key, value in conn.execute("SELECT key, value FROM meta")}
+        self._meta = read_meta(conn, path)
 
     # ----------------------------------------------------------------------------------- open / create
     @classmethod
@@ -87,17 +89,21 @@ class ProjectStore:
         lock, reason = None, "opened read-only on request"
         if not read_only:
             lock, reason = take_lock(path)
+        conn = None
         try:
             conn = connect(path, read_only=lock is None)
+            store = cls(path, conn, lock, reason)
         except BaseException as e:
+            if conn is not None:
+                conn.close()
             if lock is not None:
                 lock.release()
             if isinstance(e, sqlite3.Error):
-                raise ProjectError(path, f"cannot open: {e}") from e
+                raise ProjectError(path, f"cannot open: {sqlite_problem(e, path)}") from e
             raise
         if reason is not None:
             log.debug("%s opened read-only: %s", path, reason)
-        return cls(path, conn, lock, reason)
+        return store
 
     @classmethod
     def create(
@@ -145,7 +151,7 @@ class ProjectStore:
                 lock.path.unlink(missing_ok=True)
             lock.release()
             if isinstance(e, sqlite3.Error):
-                raise ProjectError(path, f"could not write the project: {e}") from e
+                raise ProjectError(path, f"could not write the project: {sqlite_problem(e, path)}") from e
             raise
 
     def sibling(self) -> ProjectStore:
@@ -158,10 +164,11 @@ class ProjectStore:
             conn = sqlite3.connect(self.path, isolation_level=None)
             configure(conn, read_only=False)
         except sqlite3.Error as e:
-            raise ProjectError(self.path, f"cannot open a second connection: {e}") from e
+            raise ProjectError(self.path, f"cannot open a second connection: {sqlite_problem(e, self.path)}") from e
         return ProjectStore(self.path, conn, ProjectLock(self.path), None)
 
     def close(self) -> None:
+        """Close the connection and let go of the writer lock, removing its file."""
         self._conn.close()
         if self._lock is not None:
             self._lock.release()
@@ -401,7 +408,13 @@ class ProjectStore:
     # ----------------------------------------------------------------------------------- session state
     def session_state(self) -> dict[str, Any]:
         """Where the annotator left off: the GUI's own keys (current image, instance, filters, ...)."""
-        return {k: json.loads(v) for k, v in self._conn.execute("SELECT key, value FROM session_state")}
+        state = {}
+        for key, value in self._conn.execute("SELECT key, value FROM session_state"):
+            try:
+                state[key] = json.loads(value)
+            except (TypeError, ValueError):  # a damaged entry costs only where the annotator was, not work
+                log.warning("%s: session state %r is not JSON; ignored", self.path, key)
+        return state
 
     def save_session_state(self, values: dict[str, Any]) -> None:
         """Set some keys of the session state (one transaction); others keep their values."""
@@ -431,14 +444,17 @@ class ProjectStore:
         if conn.in_transaction:
             yield conn
             return
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # waits schema.BUSY_TIMEOUT_S for another program's write
+        except sqlite3.Error as e:
+            raise ProjectError(self.path, f"{sqlite_problem(e, self.path)}; nothing was changed") from e
         try:
             yield conn
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise ProjectError(self.path, f"could not save the change: {e}") from e
+            raise ProjectError(self.path, f"could not save the change: {sqlite_problem(e, self.path)}") from e
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
