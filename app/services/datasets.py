@@ -9,6 +9,7 @@ written.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -18,6 +19,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 from app.core.errors import DatasetError
 from app.core.formats.coco_export import SEGMENTATION_MODES, SegmentationMode
+from app.core.formats.png_masks import no_masks_problem
 from app.core.gc_pause import paused_gc
 from app.core.records import Dataset, ReviewStatus
 from app.core.report import ExportReport, ImportReport
@@ -55,27 +57,47 @@ class ImportResult:
 
 def detect_format(source: Path) -> str:
     """'coco' for a JSON object (the COCO reader tells LVIS apart), 'results' for a JSON list, 'png-instances'
-    for a folder whose names end in _<k>.png or with a subfolder per image, else 'png-labels'."""
+    for a folder whose names end in _<k>.png or with a subfolder per image, else 'png-labels'. JSON may be
+    UTF-8, UTF-16 or UTF-32 (``json.detect_encoding``); a folder without PNG masks is an error."""
     if source.is_dir():
-        entries = list(source.iterdir())
-        per_instance = any(p.is_dir() for p in entries) or any(
-            PER_INSTANCE_PNG.match(p.name) for p in entries if p.suffix.lower() == ".png"
-        )
-        return "png-instances" if per_instance else "png-labels"
+        return _detect_folder(source)
     try:
         with open(source, "rb") as f:
-            head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+            raw = f.read(4096)
     except FileNotFoundError:
         raise DatasetError(source, f"file not found ({source})") from None
     except OSError as e:
         raise DatasetError(source, f"cannot read: {e.strerror or e}") from None
-    if head[:1] == b"[":
+    head = raw.decode(json.detect_encoding(raw), errors="ignore").lstrip("\ufeff \t\r\n")
+    if head[:1] == "[":
         return "results"
-    if head[:1] == b"{":
+    if head[:1] == "{":
         return "coco"
-    if not head:
+    if not raw:
         raise DatasetError(source, "file is empty (0 bytes)")
     raise DatasetError(source, "not a JSON annotation file nor a folder of PNG masks; give the format")
+
+
+def _detect_folder(source: Path) -> str:
+    entries = list(source.iterdir())
+    pngs = [p for p in entries if p.suffix.lower() == ".png"]
+    folders = [p for p in entries if p.is_dir()]
+    if not pngs and not any(p.suffix.lower() == ".png" for folder in folders for p in folder.iterdir()):
+        raise DatasetError(source, no_masks_problem(source))
+    per_instance = bool(folders) or any(PER_INSTANCE_PNG.match(p.name) for p in pngs)
+    return "png-instances" if per_instance else "png-labels"
+
+
+def _nothing_found(dataset: Dataset, report: ImportReport) -> str | None:
+    """Why a dataset that was read holds nothing to import (no images; a results file: no predictions)."""
+    if dataset.images and (dataset.kind != "results" or dataset.instances):
+        return None
+    what = "images" if not dataset.images else "predictions"
+    if not report.problems:
+        return f"holds no {what}: nothing to import"
+    first = report.problems[0]
+    return (f"no usable {what}: nothing to import ({len(report.problems)} problem(s), the first: "
+            f"{first.record + ': ' if first.record else ''}{first.problem}; run validate for all)")
 
 
 def read_dataset(request: ImportRequest) -> tuple[Dataset, ImportReport]:
@@ -84,7 +106,11 @@ def read_dataset(request: ImportRequest) -> tuple[Dataset, ImportReport]:
     fmt = import_format(request.fmt, request.source) if request.fmt else import_format(
         detect_format(request.source), request.source)
     log.info("reading %s (%s)", request.source, fmt.name)
-    return fmt.read(request)
+    dataset, report = fmt.read(request)
+    problem = _nothing_found(dataset, report)
+    if problem is not None:
+        raise DatasetError(request.source, problem)
+    return dataset, report
 
 
 def report_path_for(project: Path) -> Path:
