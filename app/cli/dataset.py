@@ -115,7 +115,8 @@ def run_export(args: argparse.Namespace) -> int:
     report = export_project(args.project, fmt, args.out, segmentation=args.segmentation,
                             accepted_only=args.accepted_only, progress=progress)
     print(report.summary())
-    print(f"exported {progress.done} instances to {args.out} in {time.monotonic() - start:.1f} s")
+    problems = f"; {len(report.problems)} problem(s), listed above" if report.problems else ""
+    print(f"exported {progress.done} instances to {args.out} in {time.monotonic() - start:.1f} s{problems}")
     return 0
 
 

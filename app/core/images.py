@@ -194,8 +194,18 @@ def _jpeg_size(f: IO[bytes]) -> tuple[int, int] | None:
         f.seek(length - 2, io.SEEK_CUR)
 
 
+def max_image_pixels() -> int:
+    """The most pixels an image may have here: OpenCV's decoding limit (``OPENCV_IO_MAX_IMAGE_PIXELS``,
+    2**30 unless set). A mask or label map of a larger image is refused too: such an image could not be
+    opened, and its masks alone would take several bytes per pixel of memory."""
+    try:
+        return int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+    except ValueError:
+        return 1 << 30
+
+
 def _undecodable_reason(data: bytes) -> str:
-    limit = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+    limit = max_image_pixels()
     size = _png_size(data[:32]) if data.startswith(_PNG_SIGNATURE) else None
     if size is None and data.startswith(b"\xff\xd8"):
         size = _jpeg_size(io.BytesIO(data[2:]))

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
+from app.core.atomic import remove_stale_temporaries
 from app.core.errors import DatasetError
 from app.core.formats.coco_export import SEGMENTATION_MODES, SegmentationMode
 from app.core.formats.png_masks import no_masks_problem
 from app.core.gc_pause import paused_gc
 from app.core.records import Dataset, ReviewStatus
+from app.core.signals import check_stop
 from app.core.report import ExportReport, ImportReport
 from app.core.store.errors import ProjectError
 from app.core.store.project import ProjectStore
@@ -131,8 +133,11 @@ def import_project(request: ImportRequest, project: Path | None = None, *, add: 
         if project.exists():
             raise ProjectError(project, "already exists; open it, or add the dataset to it with --add")
         project.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(project.parent)
+    progress = _checked_progress(progress)
     with paused_gc():
         dataset, report = read_dataset(request)
+        check_stop()
         renumbered: dict[int, int] = {}
         if add:
             with ProjectStore.open(project) as store:
@@ -167,6 +172,7 @@ def export_project(
         raise DatasetError(out, f"segmentation must be one of {', '.join(SEGMENTATION_MODES)}, not {segmentation!r}")
     with paused_gc(), ProjectStore.open(project, read_only=True) as store:
         writer = writer or export_format(default_export_format(store.kind), out)
+        stale = remove_stale_temporaries(out.parent if writer.json else out)
         statuses = [ReviewStatus.ACCEPTED] if accepted_only else None
         total = store.count_instances(InstanceFilter(statuses=statuses))
         instances = store.iter_instances(statuses=statuses, by_image=writer.by_image)
@@ -179,7 +185,20 @@ def export_project(
         excluded = store.count_instances() - total
     if excluded:
         report.counts["excluded by status"] += excluded
+    if stale:
+        report.counts["leftover temporary files removed"] += len(stale)
     return report
+
+
+def _checked_progress(progress: ProgressFn | None) -> ProgressFn:
+    """``progress`` that first stops the import (``Terminated``) if SIGTERM or SIGHUP arrived: it is called
+    between instances stored, where the store's own clean-up leaves nothing half written (exports stop in
+    their writers, ``app.core.signals``)."""
+    def checked(done: int, total: int) -> None:
+        check_stop()
+        if progress is not None:
+            progress(done, total)
+    return checked
 
 
 def counted(items: Iterable[T], progress: Callable[[int], None]) -> Iterator[T]:

@@ -45,6 +45,7 @@ from app.core.records import (
     SourcePolygons,
 )
 from app.core.report import ImportReport
+from app.core.signals import check_stop
 from app.core.formats.rle_check import MAX_PIXELS, rle_pixel_totals
 
 log = logging.getLogger(__name__)
@@ -268,6 +269,8 @@ class _AnnotationParser:
     def run(self, items: list[Any]) -> list[Instance]:
         seen: set[int] = set()
         for index, item in enumerate(items):
+            if not index & 4095:
+                check_stop()
             self._one(index, item, seen)
         self._check_polygons()
         self._check_compressed()

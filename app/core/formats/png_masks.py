@@ -33,7 +33,7 @@ import numpy as np
 
 from app.core.atomic import write_bytes_atomic
 from app.core.errors import DatasetError
-from app.core.images import IMAGE_EXTENSIONS, check_image_file, link_problem, read_image_unchanged
+from app.core.images import IMAGE_EXTENSIONS, check_image_file, link_problem, max_image_pixels, read_image_unchanged
 from app.core.records import (
     Category,
     ChangeKind,
@@ -47,6 +47,7 @@ from app.core.records import (
     rle_areas,
 )
 from app.core.report import ExportReport, ImportReport
+from app.core.signals import check_stop
 
 LabelOrder = Literal["area", "given"]
 _FLAT_BINARY = re.compile(r"^(?P<stem>.+)_(?P<k>\d+)$")
@@ -272,16 +273,32 @@ def write_label_masks(
             _write_label_map(out / f"{names[image_id]}{suffix}.png", by_id[image_id], group, order, report)
             written.add(image_id)
     for image in image_list:  # images without instances: an all-background map
+        check_stop()
         if image.id in names and image.id not in written:
             _write_label_map(out / f"{names[image.id]}{suffix}.png", image, [], order, report)
     return report
 
 
 def _write_label_map(path: Path, image: ImageRecord, instances: list[Instance], order: LabelOrder, report: ExportReport) -> None:
-    labels = _label_map(image, instances, order, report)
-    if labels is not None:
-        _write_png(path, labels)
-        report.counts["label maps"] += 1
+    if _too_large(image, report, "a PNG label map"):
+        return
+    try:
+        labels = _label_map(image, instances, order, report)
+        if labels is not None:
+            _write_png(path, labels)
+            report.counts["label maps"] += 1
+    except MemoryError:
+        report.add(f"not enough memory for its {image.width}x{image.height} label map", record=f"image {image.id}")
+
+
+def _too_large(image: ImageRecord, report: ExportReport, what: str) -> bool:
+    """Refuse (and report) an image whose masks would not fit in memory, before allocating any."""
+    limit = max_image_pixels()
+    if image.width * image.height <= limit:
+        return False
+    report.add(f"the {image.width}x{image.height} image is too large for {what}: more than {limit} pixels, "
+               "OpenCV's limit (OPENCV_IO_MAX_IMAGE_PIXELS raises it)", record=f"image {image.id}")
+    return True
 
 
 def write_binary_masks(
@@ -301,10 +318,17 @@ def write_binary_masks(
         if image_id not in names:
             continue
         image = by_id[image_id]
+        if _too_large(image, report, "PNG masks"):
+            continue
         for inst in group:
-            if _fits(inst, image, report):
+            if not _fits(inst, image, report):
+                continue
+            try:
                 _write_png(out / f"{names[image_id]}_{inst.id}.png", inst.mask().astype(np.uint8) * 255)
-                report.counts["masks"] += 1
+            except MemoryError:
+                report.add(f"not enough memory for its {image.width}x{image.height} mask", record=f"instance {inst.id}")
+                continue
+            report.counts["masks"] += 1
     return report
 
 
@@ -340,6 +364,7 @@ def _groups(
     wanted = None if statuses is None else {ReviewStatus(s) for s in statuses}
     done: set[int] = set()
     for image_id, group in groupby(instances, key=lambda inst: inst.image_id):
+        check_stop()  # SIGTERM / SIGHUP: between images, every PNG written so far whole
         if image_id in done:
             raise ValueError(f"instances must come grouped by image; image {image_id} came twice")
         done.add(image_id)

@@ -118,7 +118,7 @@ class ProjectStore:
         """Make a new project from a dataset and open it.
 
         Built in ``.<name>.importing`` beside the target and renamed into place under the project's lock, so
-        an error or Ctrl+C leaves no project rather than half of one (a SIGKILL can leave the hidden
+        an error, Ctrl+C or SIGTERM leaves no project rather than half of one (a SIGKILL can leave the hidden
         temporary file; the next create of the same project removes it).
         """
         path = Path(path)
@@ -132,10 +132,12 @@ class ProjectStore:
         if not locked:
             raise ProjectError(path, f"already open for writing by {lock.holder()}")
         tmp = path.with_name(f".{path.name}.importing")
+        leftovers = [tmp.with_name(tmp.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
         try:
             if path.exists():
                 raise ProjectError(path, "already exists; open it, or add the dataset to it")
-            tmp.unlink(missing_ok=True)
+            for stale in (tmp, *leftovers):  # a killed create's, removed under the lock
+                stale.unlink(missing_ok=True)
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 with paused_gc():
@@ -146,9 +148,8 @@ class ProjectStore:
             os.replace(tmp, path)
             return cls(path, connect(path, read_only=False), lock, None)
         except BaseException as e:
-            tmp.unlink(missing_ok=True)
-            if not path.exists():
-                lock.path.unlink(missing_ok=True)
+            for partial in (tmp, *leftovers):
+                partial.unlink(missing_ok=True)
             lock.release()
             if isinstance(e, sqlite3.Error):
                 raise ProjectError(path, f"could not write the project: {sqlite_problem(e, path)}") from e
