@@ -25,7 +25,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -41,7 +41,9 @@ from app.core.store.errors import ProjectError, ReadOnlyProjectError
 from app.core.store.importing import AddResult, ProgressFn, add_to_project, build_project
 from app.core.store.lock import ProjectLock
 from app.core.store.packing import pack_original, unpack_original
-from app.core.store.query import InstanceFilter, limit_clause, order_clause, where_clause
+from app.core.store.query import (
+    InstanceFilter, count_areas, counts_by_category_and_status, limit_clause, order_clause, where_clause,
+)
 from app.core.store.rows import (
     CATEGORY_COLUMNS, IMAGE_COLUMNS, INSERT_MASK, INSTANCE_COLUMNS, INSTANCES_WITH_MASKS, SUMMARY_COLUMNS,
     InstanceSummary, StoredInstance, category_from_row, counts_text, dump_json, geometry, image_from_row,
@@ -293,12 +295,15 @@ class ProjectStore:
         counts = dict(self._conn.execute("SELECT status, COUNT(*) FROM instances GROUP BY status"))
         return {s: counts.get(s.value, 0) for s in ReviewStatus}
 
-    def areas(self, statuses: Iterable[ReviewStatus] | None = None) -> np.ndarray:
-        """Instance areas (float64) as export writes them, for histograms: an unedited annotation's own
-        area (a polygon's, for COCO), else its mask's pixel count."""
-        where, params = where_clause(InstanceFilter(statuses=statuses))
-        rows = self._conn.execute(f"SELECT area FROM instances{where}", params)
-        return np.fromiter((r[0] for r in rows), dtype=np.float64)
+    def counts_by_category_and_status(self) -> dict[int, dict[ReviewStatus, int]]:
+        """Instances per category id and status (``query.counts_by_category_and_status``)."""
+        return counts_by_category_and_status(self._conn, self.path)
+
+    def count_areas(self, bounds: Sequence[float]) -> list[int]:
+        """How many instance areas fall in each of [bounds[i], bounds[i + 1]), the last bin open above
+        (``query.count_areas``). Areas are as export writes them: an unedited annotation's own area (a
+        polygon's, for COCO), else its mask's pixel count."""
+        return count_areas(self._conn, bounds)
 
     def _grouped(self, column: str, statuses: Iterable[ReviewStatus] | None) -> dict[int, int]:
         where, params = where_clause(InstanceFilter(statuses=statuses))
