@@ -26,6 +26,7 @@ from app.core.records import Dataset, ReviewStatus
 from app.core.signals import check_stop
 from app.core.report import ExportReport, ImportReport
 from app.core.store.errors import ProjectError
+from app.core.store.files import project_errors
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
 from app.core.store.schema import PROJECT_SUFFIX
@@ -170,7 +171,7 @@ def export_project(
     writer = export_format(fmt, out) if fmt is not None else None
     if segmentation not in SEGMENTATION_MODES:
         raise DatasetError(out, f"segmentation must be one of {', '.join(SEGMENTATION_MODES)}, not {segmentation!r}")
-    with paused_gc(), ProjectStore.open(project, read_only=True) as store:
+    with paused_gc(), project_errors(project), ProjectStore.open(project, read_only=True) as store:
         writer = writer or export_format(default_export_format(store.kind), out)
         stale = remove_stale_temporaries(out.parent if writer.json else out)
         statuses = [ReviewStatus.ACCEPTED] if accepted_only else None

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.records import ReviewStatus
+from app.core.store.files import project_errors
 from app.core.store.project import ProjectStore
 from app.core.store.schema import PROJECT_SUFFIX
 
@@ -24,7 +25,7 @@ _BOUNDS = sorted(set(_POWERS) | {lo for _, lo, _ in COCO_AREA_CLASSES})
 def project_stats(project: Path) -> dict[str, Any]:
     """Counts per status and per category (split by status), and mask areas by COCO class and histogram
     (bins of powers of 4, up to the one holding the largest area). The project is opened read-only."""
-    with ProjectStore.open(project, read_only=True) as store:
+    with project_errors(project), ProjectStore.open(project, read_only=True) as store:
         per_category = store.counts_by_category_and_status()
         categories = []
         for cat in store.categories():

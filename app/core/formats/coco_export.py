@@ -28,7 +28,9 @@ from app.core.atomic import atomic_open
 from app.core.formats.coco import CATEGORY_STRINGS, LVIS_IMAGE_LISTS, name_from_url
 from app.core.errors import DatasetError
 from app.core.images import max_image_pixels
-from app.core.records import Category, Dataset, ImageRecord, Instance, ReviewStatus, SegmentationFormat, SourcePolygons, rle_areas
+from app.core.records import (
+    Category, Dataset, ImageRecord, Instance, ReviewStatus, SegmentationFormat, SourcePolygons, check_rle, rle_areas,
+)
 from app.core.formats.polygons import mask_to_polygons, pixel_difference
 from app.core.report import ExportReport
 from app.core.signals import check_stop
@@ -244,6 +246,11 @@ class _Encoder:
             self.report.add(f"the {width}x{height} mask is too large to vectorise: more than {max_image_pixels()} "
                             "pixels, OpenCV's limit (OPENCV_IO_MAX_IMAGE_PIXELS raises it)", record=record,
                             action="wrote RLE")
+            return rle
+        try:
+            check_rle(rle)
+        except ValueError as e:
+            self.report.add(f"{e}; the project is damaged", record=record, action="wrote RLE")
             return rle
         mask = mask_utils.decode(rle)
         polygons = mask_to_polygons(mask, self.tolerance)

@@ -12,11 +12,13 @@ import os
 import shutil
 import sqlite3
 import urllib.parse
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from app.core.records import MaskError
 from app.core.store import schema
-from app.core.store.errors import ProjectError
+from app.core.store.errors import DamagedRecord, ProjectError
 from app.core.store.lock import ProjectLock
 from app.core.store.schema import FORMAT_VERSION, configure
 
@@ -50,6 +52,21 @@ def sqlite_problem(error: sqlite3.Error, path: Path) -> str:
     if primary == _CORRUPT:
         return f"the project file is damaged ({error})"
     return str(error)
+
+
+@contextmanager
+def project_errors(path: Path) -> Iterator[None]:
+    """Name the project in what reading it may raise: SQLite's errors (a damaged or busy file), damaged rows
+    and masks that cannot be decoded become one ``ProjectError`` each, for jobs that read a whole project
+    (stats, export)."""
+    try:
+        yield
+    except DamagedRecord as e:
+        raise ProjectError(path, f"damaged ({e.problem})", e.record) from None
+    except MaskError as e:
+        raise ProjectError(path, f"damaged: {e.problem}", f"instance {e.instance_id}") from None
+    except sqlite3.Error as e:
+        raise ProjectError(path, f"cannot read: {sqlite_problem(e, path)}") from e
 
 
 def _free_bytes(path: Path) -> int:

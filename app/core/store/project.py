@@ -37,6 +37,7 @@ from app.core.records import (
     Category, ChangeKind, Dataset, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat,
     encode_mask, rasterise_original,
 )
+from app.core.store.check import integrity_problems
 from app.core.store.errors import ProjectError, ReadOnlyProjectError
 from app.core.store.importing import AddResult, ProgressFn, add_to_project, build_project
 from app.core.store.lock import ProjectLock
@@ -308,6 +309,14 @@ class ProjectStore:
     def _grouped(self, column: str, statuses: Iterable[ReviewStatus] | None) -> dict[int, int]:
         where, params = where_clause(InstanceFilter(statuses=statuses))
         return dict(self._conn.execute(f"SELECT {column}, COUNT(*) FROM instances{where} GROUP BY {column}", params))
+
+    def integrity_problems(self) -> list[str]:
+        """What is wrong with the project file, one line each; [] when it is sound (``store.check``: SQLite's
+        integrity and foreign-key checks, then ours)."""
+        try:
+            return integrity_problems(self._conn)
+        except sqlite3.DatabaseError as e:
+            return [f"SQLite: {e}"]
 
     # --------------------------------------------------------------------------------- editing
     def set_mask(
