@@ -139,7 +139,8 @@ def check_image_files(images: Iterable[ImageRecord], images_dir: str | os.PathLi
         record = f"image {image.id}"
         path = find_image_file(images_dir, image)
         if path is None:
-            link = next(((p, problem) for p in _candidates(Path(images_dir), image) if (problem := link_problem(p))), None)
+            links = ((p, problem) for p in _candidates(Path(images_dir), image) if (problem := link_problem(p)))
+            link = next(links, None)
             if link is not None:
                 report.add(link[1], record=record, action="kept", file=str(link[0]))
             else:

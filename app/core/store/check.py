@@ -29,13 +29,13 @@ def integrity_problems(conn: sqlite3.Connection) -> list[str]:
     problems += _named(conn, "mask row {} has no instance",
                        "SELECT instance_id FROM instance_masks WHERE instance_id NOT IN (SELECT id FROM instances)")
     for column, enum in (("status", ReviewStatus), ("prov_kind", ChangeKind), ("source_format", SegmentationFormat)):
-        values = ", ".join(f"'{member.value}'" for member in enum)
+        values = ", ".join(f"'{member.value}'" for member in enum)  # NULL (no source format) is not NOT IN
         problems += _named(conn, f"instance {{}} has a {column} that is none of {values}",
-                           f"SELECT id FROM instances WHERE {column} NOT IN ({values})"
-                           + (f" AND {column} IS NOT NULL" if column == "source_format" else ""))
+                           f"SELECT id FROM instances WHERE {column} NOT IN ({values})")
     problems += _named(conn, "instance {} has an area or bbox that is not finite, or a negative size",
-                       "SELECT id FROM instances WHERE NOT (area >= 0 AND area <= 1e300 AND bbox_x BETWEEN -1e300 AND 1e300 "
-                       "AND bbox_y BETWEEN -1e300 AND 1e300 AND bbox_w BETWEEN 0 AND 1e300 AND bbox_h BETWEEN 0 AND 1e300)")
+                       "SELECT id FROM instances WHERE NOT (area BETWEEN 0 AND 1e300 AND bbox_x BETWEEN -1e300 AND 1e300 "
+                       "AND bbox_y BETWEEN -1e300 AND 1e300 AND bbox_w BETWEEN 0 AND 1e300 "
+                       "AND bbox_h BETWEEN 0 AND 1e300)")
     problems += list(_mask_problems(conn))
     return problems
 
@@ -48,7 +48,8 @@ def _mask_problems(conn: sqlite3.Connection) -> Iterator[str]:
     """Counts that do not cover their image (or are not RLE), and masks with neither counts nor polygons."""
     found = 0
     rows = conn.execute(
-        "SELECT id, counts, height * width, original_segmentation FROM instances JOIN instance_masks ON instance_id = id"
+        "SELECT id, counts, height * width, original_segmentation "
+        "FROM instances JOIN instance_masks ON instance_id = id"
     )
     while found < _MAX_LISTED and (chunk := rows.fetchmany(_CHUNK)):
         with_counts = [row for row in chunk if row[1] is not None]

@@ -101,11 +101,11 @@ def load_json(text: str | None) -> Any:
     return json.loads(text)
 
 
-def _loaded(text: str | None, kind: type, *allowed: None) -> Any:
-    """A JSON column's value, which must be a ``kind`` (or one of ``allowed``): what export and the codecs
+def _loaded(text: str | None, kind: type, *, optional: bool = False) -> Any:
+    """A JSON column's value, which must be a ``kind`` (or None if ``optional``): what export and the codecs
     expect of it. Anything else is a damaged row (ValueError, named by ``damage_named``)."""
     value = load_json(text)
-    if not isinstance(value, kind) and not (value is None and allowed):
+    if not isinstance(value, kind) and not (value is None and optional):
         raise ValueError(f"{json.dumps(value)[:40]} where a JSON {kind.__name__} belongs")
     return value
 
@@ -232,17 +232,13 @@ _INT, _NUMBER, _NUMBER_OR_NONE, _TEXT, _TEXT_OR_NONE = (
 )
 
 
-def _types_problem(row: Sequence[Any], names: str, kinds: Sequence[frozenset[type]]) -> str:
-    """Which columns of a row hold a value of a type this app never writes there (SQLite does not enforce
-    column types, so a damaged file or another program can put text where a number belongs)."""
-    wrong = [f"{name} is {value!r:.40}" for name, value, ok in zip(names.split(", "), row, kinds) if type(value) not in ok]
-    return "; ".join(wrong)
-
-
 def _check_types(row: Sequence[Any], names: str, kinds: Sequence[frozenset[type]]) -> None:
-    problem = _types_problem(row, names, kinds)
-    if problem:
-        raise ValueError(problem)
+    """ValueError naming the columns of a row that hold a value of a type this app never writes there (SQLite
+    does not enforce column types: a damaged file or another program can put text where a number belongs)."""
+    wrong = [f"{name} is {value!r:.40}" for name, value, ok in zip(names.split(", "), row, kinds)
+             if type(value) not in ok]
+    if wrong:
+        raise ValueError("; ".join(wrong))
 
 
 _INSTANCE_KINDS = (_INT, _INT, _INT, _TEXT_OR_NONE, _INT, _INT, _NUMBER_OR_NONE, _INT)
@@ -296,8 +292,8 @@ def image_from_row(row: Sequence[Any]) -> ImageRecord:
     _check_types(row, IMAGE_COLUMNS, (_INT, _TEXT, _INT, _INT, _TEXT_OR_NONE, _TEXT_OR_NONE, _TEXT))
     if width <= 0 or height <= 0:
         raise ValueError(f"its size {width}x{height} is not an image's")
-    return ImageRecord(iid, file_name, width, height, _loaded(neg, list, None), _loaded(not_exhaustive, list, None),
-                       _loaded(extra, dict))
+    return ImageRecord(iid, file_name, width, height, _loaded(neg, list, optional=True),
+                       _loaded(not_exhaustive, list, optional=True), _loaded(extra, dict))
 
 
 def category_row(seq: int, cat: Category) -> tuple[Any, ...]:
@@ -311,7 +307,7 @@ def category_row(seq: int, cat: Category) -> tuple[Any, ...]:
 def category_from_row(row: Sequence[Any]) -> Category:
     cid, name, supercategory, frequency, synset, synonyms, definition, extra = row
     _check_types(row, CATEGORY_COLUMNS, (_INT, _TEXT, *[_TEXT_OR_NONE] * 5, _TEXT))
-    return Category(cid, name, supercategory, frequency, synset, _loaded(synonyms, list, None), definition,
+    return Category(cid, name, supercategory, frequency, synset, _loaded(synonyms, list, optional=True), definition,
                     _loaded(extra, dict))
 
 
