@@ -4,7 +4,6 @@ temporary file; what a SIGKILL left is removed by the next export to the same fo
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
