@@ -3,6 +3,10 @@
 Only the module of the command being run is imported (the table is app/cli/COMMANDS), so opening the
 window never imports torch, and ``--help`` lists every command without importing any of them. The window is
 started here, above both front ends, so app/cli and app/gui never import each other.
+
+Exit status: 0 done, 1 ``validate`` found problems (or ``refine`` refined nothing), 2 an error with its
+one-line message, or a headless command stopped by SIGTERM / SIGHUP (after removing what it had half
+written; docs/decisions/0016); 130 Ctrl+C.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Sequence
 
 from app.cli import COMMANDS
 from app.core.errors import DatasetError
+from app.core.signals import Terminated, terminate_on_signals
 
 log = logging.getLogger("app")
 
@@ -70,7 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args([*argv, "gui"])
     try:
-        return int(args.handler(args) or 0)
+        if args.handler is run_gui_command:  # the window quits through Qt
+            return int(args.handler(args) or 0)
+        with terminate_on_signals(restore=False):
+            return int(args.handler(args) or 0)
+    except Terminated as stop:
+        print(f"stopped by {stop.name}: nothing half-written is left, and what was saved before stays",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130

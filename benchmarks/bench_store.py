@@ -8,8 +8,10 @@ subprocess (so every peak RSS is that phase's own):
 - open: ``ProjectStore.open`` of the existing project, then what the first screen asks for;
 - export: the project to COCO JSON (``write_coco`` fed by the store's streams), in the default mode (unedited
   annotations as imported) and with ``segmentation="rle"`` (every polygon rasterised);
+- stats: ``segrefiner-studio stats`` of the project, the whole command (interpreter start included), median of 3;
 - pycocotools: ``COCO(file)`` load, ``annToRLE`` of every annotation, ``maskUtils.encode`` of the masks.
 Goals (issue 3): open < 2 s and < 500 MB; import and export each within 2x of ``COCO(file)``'s load time.
+Goal (issue 16): stats <= 1 s.
 
 Usage: .venv/bin/python benchmarks/bench_store.py [--copies 200] [--extra 248] [--work DIR]
 """
@@ -108,6 +110,17 @@ def phase_export_rle(work: Path) -> dict[str, float]:
     return phase_export(work, "rle")
 
 
+def phase_stats(work: Path) -> dict[str, float]:
+    """The ``stats`` command as a user runs it; its own start-up (imports) is part of the figure."""
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "app", "stats", "--project", str(work / "lvis.srproj")], cwd=REPO,
+                       check=True, capture_output=True)
+        runs.append(time.perf_counter() - start)
+    return {"seconds": sorted(runs)[1], "min_s": min(runs), "max_s": max(runs)}
+
+
 def phase_coco_load(work: Path) -> dict[str, float]:
     from pycocotools.coco import COCO
 
@@ -137,7 +150,7 @@ def phase_encode(work: Path) -> dict[str, float]:
 
 
 PHASES = {"import": phase_import, "open": phase_open, "export": phase_export, "export_rle": phase_export_rle,
-          "coco_load": phase_coco_load, "encode": phase_encode}
+          "stats": phase_stats, "coco_load": phase_coco_load, "encode": phase_encode}
 
 
 def _peak_rss_mb() -> float:
@@ -182,7 +195,7 @@ def main() -> None:
         print(f"generated {sizes['images']} images, {sizes['annotations']} annotations, "
               f"{sizes['bytes'] / 2**20:.0f} MB in {time.perf_counter() - t0:.0f} s", flush=True)
         results = {}
-        for name in ("coco_load", "encode", "import", "open", "export", "export_rle"):
+        for name in ("coco_load", "encode", "import", "open", "stats", "export", "export_rle"):
             results[name] = run_phase(name, work)
             print(f"  {name}: {json.dumps(results[name])}", flush=True)
         report(results)
@@ -205,6 +218,8 @@ def report(r: dict[str, dict[str, float]]) -> None:
         ("open existing project", opn,
          f"goal < 2 s, < 500 MB; first screen {opn['first_screen_s']:.2f} s; "
          f"interpreter + numpy + pycocotools alone {opn['baseline_rss_mb']:.0f} MB"),
+        ("stats command (median of 3, start-up included)", r["stats"],
+         f"goal <= 1 s; {r['stats']['min_s']:.2f}-{r['stats']['max_s']:.2f} s"),
         ("export to COCO JSON (default: as imported)", exp, ratio(exp)),
         ("export to COCO JSON, RLE for every instance", exp_rle, ratio(exp_rle)),
     ]

@@ -59,6 +59,24 @@ def test_the_command_line_imports_torch_only_for_a_refinement(tmp_path: Path, ar
     assert result.stdout.split()[-1] == "False"
 
 
+def test_stats_imports_the_store_but_no_codec_torch_or_qt(tmp_path: Path) -> None:
+    """``stats`` of a 245k-instance project takes under a second (benchmarks/bench_store.py); importing torch
+    alone took 2 s of it before, and the codecs a few tenths."""
+    from app.core.store.project import ProjectStore
+    from tests.core.store_samples import sample_dataset
+
+    ProjectStore.create(tmp_path / "p.srproj", sample_dataset()).close()
+    result = run_python(f"""
+        import sys
+        from app.main import main
+        assert main(["stats", "--project", {str(tmp_path / "p.srproj")!r}]) == 0
+        print(sorted(m for m in ("torch", "PySide6", "app.core.formats.coco_export", "app.services.datasets")
+                     if m in sys.modules))
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "4 instances" in result.stdout and result.stdout.splitlines()[-1] == "[]"
+
+
 def test_each_command_is_registered_by_its_module_with_the_table_help() -> None:
     for name, command in COMMANDS.items():
         parser = build_parser([name])

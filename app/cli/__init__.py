@@ -21,7 +21,7 @@ COMMANDS: dict[str, Command] = {
     "import": Command("app.cli.dataset", "import a dataset into a project file"),
     "validate": Command("app.cli.dataset", "check a dataset for bad input without importing it"),
     "export": Command("app.cli.dataset", "export a project to COCO / LVIS / results JSON or PNG masks"),
-    "stats": Command("app.cli.dataset", "counts per category and status, and an area histogram"),
+    "stats": Command("app.cli.stats", "counts per category and status, and an area histogram"),
     "refine": Command("app.cli.refine", "refine a project's instances and save them (resumable)"),
     "refine-image": Command("app.cli.refine", "refine one coarse mask of one image"),
     "demo": Command("app.cli.refine", "refine the bundled demo photos headless and write the results"),

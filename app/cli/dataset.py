@@ -1,11 +1,10 @@
-"""``import``, ``validate``, ``export`` and ``stats``: argparse and printing around app/services/datasets.py.
+"""``import``, ``validate`` and ``export``: argparse and printing around app/services/datasets.py.
 
 Long operations print progress to stderr about once a second. Ctrl+C stops cleanly (see the service).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,6 @@ from app.services.datasets import (
     report_path_for,
 )
 from app.services.formats import EXPORT_FORMATS, IMPORT_FORMATS
-from app.services.stats import format_stats, project_stats
 
 PNG_LAYOUTS = {"label": "png-labels", "binary": "png-instances"}
 """``--format png --png-layout X``: the older spelling of the two PNG export formats."""
@@ -61,14 +59,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="with --format png: one label map per image, overlaps drawn in the project's z-order "
                           "(default), or one binary PNG per instance")
     exp.set_defaults(handler=run_export)
-
-    stats = subparsers.add_parser(
-        "stats", help=COMMANDS["stats"].help,
-        description="Print a project's counts per category and review status and a histogram of mask areas.",
-    )
-    stats.add_argument("--project", type=Path, required=True, metavar=f"PROJECT{PROJECT_SUFFIX}")
-    stats.add_argument("--json", action="store_true", help="print JSON instead of text")
-    stats.set_defaults(handler=run_stats)
 
 
 def _source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,13 +105,8 @@ def run_export(args: argparse.Namespace) -> int:
     report = export_project(args.project, fmt, args.out, segmentation=args.segmentation,
                             accepted_only=args.accepted_only, progress=progress)
     print(report.summary())
-    print(f"exported {progress.done} instances to {args.out} in {time.monotonic() - start:.1f} s")
-    return 0
-
-
-def run_stats(args: argparse.Namespace) -> int:
-    stats = project_stats(args.project)
-    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    problems = f"; {len(report.problems)} problem(s), listed above" if report.problems else ""
+    print(f"exported {progress.done} instances to {args.out} in {time.monotonic() - start:.1f} s{problems}")
     return 0
 
 

@@ -7,10 +7,12 @@ EXIF orientation is ignored on purpose: annotations (COCO's, pycocotools') are m
 grid, so the pixels we show must be that grid.
 
 OpenCV cannot read a size without decoding, so ``probe_image_size`` reads PNG and JPEG headers itself
-(checking 20k images' sizes must not decode 20k images) and decodes only other formats.
+(checking 20k images' sizes must not decode 20k images) and decodes only other formats; ``check_image_file``
+adds a look at the file's last bytes, which tells a truncated JPEG or PNG.
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 from pathlib import Path
@@ -28,6 +30,9 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # JPEG start-of-frame markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC).
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset(range(0xD0, 0xD9)) | {0x01}
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: every PNG's last 8 bytes
+_TAIL = 64  # bytes read from an image's end
+_PADDING = b"\x00\r\n\t "  # what some writers append after the end marker; harmless
 
 
 def read_image_rgb(path: str | os.PathLike[str]) -> np.ndarray:
@@ -70,15 +75,59 @@ def probe_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     return width, height
 
 
+def check_image_file(path: str | os.PathLike[str]) -> tuple[tuple[int, int], str | None]:
+    """(width, height) of an image file as ``probe_image_size`` reads it, and what is wrong with its end:
+    a JPEG must end with its end-of-image marker and a PNG with its IEND chunk. A truncated file lacks them,
+    and its header alone looks fine (OpenCV even decodes a truncated JPEG without an error, grey below the
+    cut), so the last bytes are read too: one seek, not a decode."""
+    size = probe_image_size(path)
+    return size, _truncation(Path(path))
+
+
+def _truncation(path: Path) -> str | None:
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            f.seek(max(0, os.fstat(f.fileno()).st_size - _TAIL), io.SEEK_SET)
+            tail = f.read(_TAIL).rstrip(_PADDING)
+    except OSError:
+        return None
+    if head.startswith(b"\xff\xd8") and not tail.endswith(b"\xff\xd9"):
+        return "JPEG ends before its end-of-image marker: truncated, or extra bytes follow it"
+    if head.startswith(_PNG_SIGNATURE) and not tail.endswith(_PNG_END):
+        return "PNG ends before its IEND chunk: truncated, or extra bytes follow it"
+    return None
+
+
+def link_problem(path: Path) -> str | None:
+    """What is wrong with ``path`` if it is a symbolic link that leads nowhere (it loops, or its target is
+    missing); None for anything else. ``Path.is_file`` is simply False for those, which would make a looping
+    link look like a missing file, or not be noticed at all in a folder listing."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link that loops (it leads back to itself)"
+        if e.errno == errno.ENOENT:
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        return f"is a symbolic link that cannot be followed ({e.strerror})"
+    return None
+
+
 def find_image_file(images_dir: str | os.PathLike[str], image: ImageRecord) -> Path | None:
     """The file of an image under ``images_dir``: its ``file_name`` as given, then its base name, then the
     base name of an LVIS/COCO ``coco_url``; None when none exists."""
-    root = Path(images_dir)
+    return next((p for p in _candidates(Path(images_dir), image) if p.is_file()), None)
+
+
+def _candidates(root: Path, image: ImageRecord) -> list[Path]:
     candidates = [root / image.file_name, root / Path(image.file_name).name]
     url = image.extra.get("coco_url")
     if isinstance(url, str) and url:
         candidates.append(root / url.rsplit("/", 1)[-1])
-    return next((p for p in candidates if p.is_file()), None)
+    return candidates
 
 
 def check_image_files(images: Iterable[ImageRecord], images_dir: str | os.PathLike[str], report: ImportReport) -> None:
@@ -90,13 +139,20 @@ def check_image_files(images: Iterable[ImageRecord], images_dir: str | os.PathLi
         record = f"image {image.id}"
         path = find_image_file(images_dir, image)
         if path is None:
-            report.add(f"image file {image.file_name!r} not found under {images_dir}", record=record, action="kept")
+            links = ((p, problem) for p in _candidates(Path(images_dir), image) if (problem := link_problem(p)))
+            link = next(links, None)
+            if link is not None:
+                report.add(link[1], record=record, action="kept", file=str(link[0]))
+            else:
+                report.add(f"image file {image.file_name!r} not found under {images_dir}", record=record, action="kept")
             continue
         try:
-            width, height = probe_image_size(path)
+            (width, height), truncated = check_image_file(path)
         except DatasetError as e:
             report.add(e.problem, record=record, action="kept", file=str(path))
             continue
+        if truncated is not None:
+            report.add(truncated, record=record, action="kept", file=str(path))
         if (width, height) != (image.width, image.height):
             report.add(
                 f"image file is {width}x{height} but the annotations say {image.width}x{image.height}",
@@ -139,8 +195,18 @@ def _jpeg_size(f: IO[bytes]) -> tuple[int, int] | None:
         f.seek(length - 2, io.SEEK_CUR)
 
 
+def max_image_pixels() -> int:
+    """The most pixels an image may have here: OpenCV's decoding limit (``OPENCV_IO_MAX_IMAGE_PIXELS``,
+    2**30 unless set). A mask or label map of a larger image is refused too: such an image could not be
+    opened, and its masks alone would take several bytes per pixel of memory."""
+    try:
+        return int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+    except ValueError:
+        return 1 << 30
+
+
 def _undecodable_reason(data: bytes) -> str:
-    limit = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+    limit = max_image_pixels()
     size = _png_size(data[:32]) if data.startswith(_PNG_SIGNATURE) else None
     if size is None and data.startswith(b"\xff\xd8"):
         size = _jpeg_size(io.BytesIO(data[2:]))

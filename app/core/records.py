@@ -19,6 +19,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from app.core.formats.polygons import polygons_to_rle
+from app.core.formats.rle_check import rle_pixel_totals
 
 
 class ReviewStatus(str, Enum):
@@ -45,6 +46,16 @@ class ChangeKind(str, Enum):
     IMPORTED = "imported"
     MANUAL = "manual"
     REFINED = "refined"
+
+
+class MaskError(ValueError):
+    """An instance's mask cannot be made from what it holds (RLE runs that do not cover its image, polygons
+    that are not numbers): a damaged project, or a record built wrongly."""
+
+    def __init__(self, instance_id: int, problem: str) -> None:
+        self.instance_id = instance_id
+        self.problem = problem
+        super().__init__(f"instance {instance_id}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -168,7 +179,11 @@ class Instance:
 
     def mask(self) -> np.ndarray:
         """Decode the mask to a (H, W) bool array."""
-        return decode_mask(self.rle)
+        rle = self.rle
+        try:
+            return decode_mask(rle)
+        except ValueError as e:
+            raise MaskError(self.id, str(e)) from None
 
     @property
     def area(self) -> int:
@@ -190,8 +205,8 @@ def _get_rle(self: Instance) -> dict[str, Any]:
     if "counts" not in rle:
         try:
             rle = self._rle = rasterise_original(self.original_segmentation, *rle["size"])
-        except ValueError as e:
-            raise ValueError(f"instance {self.id} has no RLE yet: {e}") from e
+        except (ValueError, TypeError) as e:  # TypeError: polygons of a damaged project that are not numbers
+            raise MaskError(self.id, f"has no RLE yet: {e}") from e
     return rle
 
 
@@ -232,9 +247,25 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
 
 
 def decode_mask(rle: dict[str, Any]) -> np.ndarray:
-    """A COCO RLE as a C-ordered (H, W) bool mask (pycocotools decodes column-major; see ``encode_mask``)."""
+    """A COCO RLE as a C-ordered (H, W) bool mask (pycocotools decodes column-major; see ``encode_mask``).
+
+    The runs are checked to cover the image first: pycocotools writes them into the mask unchecked, so
+    counts from a damaged project would write past its end (ValueError instead)."""
+    check_rle(rle)
     column_major = mask_utils.decode(rle)
     return cv2.transpose(column_major.T).view(bool)
+
+
+def check_rle(rle: dict[str, Any]) -> None:
+    """ValueError unless a compressed RLE's runs cover exactly its size (see ``rle_pixel_totals``)."""
+    counts = rle["counts"]
+    height, width = rle["size"]
+    text = counts.decode("ascii", "replace") if isinstance(counts, bytes) else counts
+    total = int(rle_pixel_totals([text])[0]) if isinstance(text, str) else -1
+    if total < 0:
+        raise ValueError("its mask's RLE counts are not a compressed RLE string")
+    if total != height * width:
+        raise ValueError(f"its mask's RLE covers {total} pixels, not the {width}x{height} image's {height * width}")
 
 
 @dataclass

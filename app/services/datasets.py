@@ -9,6 +9,7 @@ written.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -16,12 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
+from app.core.atomic import remove_stale_temporaries
 from app.core.errors import DatasetError
 from app.core.formats.coco_export import SEGMENTATION_MODES, SegmentationMode
+from app.core.formats.png_masks import no_masks_problem
 from app.core.gc_pause import paused_gc
 from app.core.records import Dataset, ReviewStatus
+from app.core.signals import check_stop
 from app.core.report import ExportReport, ImportReport
 from app.core.store.errors import ProjectError
+from app.core.store.files import project_errors
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
 from app.core.store.schema import PROJECT_SUFFIX
@@ -55,27 +60,47 @@ class ImportResult:
 
 def detect_format(source: Path) -> str:
     """'coco' for a JSON object (the COCO reader tells LVIS apart), 'results' for a JSON list, 'png-instances'
-    for a folder whose names end in _<k>.png or with a subfolder per image, else 'png-labels'."""
+    for a folder whose names end in _<k>.png or with a subfolder per image, else 'png-labels'. JSON may be
+    UTF-8, UTF-16 or UTF-32 (``json.detect_encoding``); a folder without PNG masks is an error."""
     if source.is_dir():
-        entries = list(source.iterdir())
-        per_instance = any(p.is_dir() for p in entries) or any(
-            PER_INSTANCE_PNG.match(p.name) for p in entries if p.suffix.lower() == ".png"
-        )
-        return "png-instances" if per_instance else "png-labels"
+        return _detect_folder(source)
     try:
         with open(source, "rb") as f:
-            head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+            raw = f.read(4096)
     except FileNotFoundError:
         raise DatasetError(source, f"file not found ({source})") from None
     except OSError as e:
         raise DatasetError(source, f"cannot read: {e.strerror or e}") from None
-    if head[:1] == b"[":
+    head = raw.decode(json.detect_encoding(raw), errors="ignore").lstrip("\ufeff \t\r\n")
+    if head[:1] == "[":
         return "results"
-    if head[:1] == b"{":
+    if head[:1] == "{":
         return "coco"
-    if not head:
+    if not raw:
         raise DatasetError(source, "file is empty (0 bytes)")
     raise DatasetError(source, "not a JSON annotation file nor a folder of PNG masks; give the format")
+
+
+def _detect_folder(source: Path) -> str:
+    entries = list(source.iterdir())
+    pngs = [p for p in entries if p.suffix.lower() == ".png"]
+    folders = [p for p in entries if p.is_dir()]
+    if not pngs and not any(p.suffix.lower() == ".png" for folder in folders for p in folder.iterdir()):
+        raise DatasetError(source, no_masks_problem(source))
+    per_instance = bool(folders) or any(PER_INSTANCE_PNG.match(p.name) for p in pngs)
+    return "png-instances" if per_instance else "png-labels"
+
+
+def _nothing_found(dataset: Dataset, report: ImportReport) -> str | None:
+    """Why a dataset that was read holds nothing to import (no images; a results file: no predictions)."""
+    if dataset.images and (dataset.kind != "results" or dataset.instances):
+        return None
+    what = "images" if not dataset.images else "predictions"
+    if not report.problems:
+        return f"holds no {what}: nothing to import"
+    first = report.problems[0]
+    return (f"no usable {what}: nothing to import ({len(report.problems)} problem(s), the first: "
+            f"{first.record + ': ' if first.record else ''}{first.problem}; run validate for all)")
 
 
 def read_dataset(request: ImportRequest) -> tuple[Dataset, ImportReport]:
@@ -84,7 +109,11 @@ def read_dataset(request: ImportRequest) -> tuple[Dataset, ImportReport]:
     fmt = import_format(request.fmt, request.source) if request.fmt else import_format(
         detect_format(request.source), request.source)
     log.info("reading %s (%s)", request.source, fmt.name)
-    return fmt.read(request)
+    dataset, report = fmt.read(request)
+    problem = _nothing_found(dataset, report)
+    if problem is not None:
+        raise DatasetError(request.source, problem)
+    return dataset, report
 
 
 def report_path_for(project: Path) -> Path:
@@ -105,8 +134,11 @@ def import_project(request: ImportRequest, project: Path | None = None, *, add: 
         if project.exists():
             raise ProjectError(project, "already exists; open it, or add the dataset to it with --add")
         project.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(project.parent)
+    progress = _checked_progress(progress)
     with paused_gc():
         dataset, report = read_dataset(request)
+        check_stop()
         renumbered: dict[int, int] = {}
         if add:
             with ProjectStore.open(project) as store:
@@ -139,8 +171,9 @@ def export_project(
     writer = export_format(fmt, out) if fmt is not None else None
     if segmentation not in SEGMENTATION_MODES:
         raise DatasetError(out, f"segmentation must be one of {', '.join(SEGMENTATION_MODES)}, not {segmentation!r}")
-    with paused_gc(), ProjectStore.open(project, read_only=True) as store:
+    with paused_gc(), project_errors(project), ProjectStore.open(project, read_only=True) as store:
         writer = writer or export_format(default_export_format(store.kind), out)
+        stale = remove_stale_temporaries(out.parent if writer.json else out)
         statuses = [ReviewStatus.ACCEPTED] if accepted_only else None
         total = store.count_instances(InstanceFilter(statuses=statuses))
         instances = store.iter_instances(statuses=statuses, by_image=writer.by_image)
@@ -153,7 +186,20 @@ def export_project(
         excluded = store.count_instances() - total
     if excluded:
         report.counts["excluded by status"] += excluded
+    if stale:
+        report.counts["leftover temporary files removed"] += len(stale)
     return report
+
+
+def _checked_progress(progress: ProgressFn | None) -> ProgressFn:
+    """``progress`` that first stops the import (``Terminated``) if SIGTERM or SIGHUP arrived: it is called
+    between instances stored, where the store's own clean-up leaves nothing half written (exports stop in
+    their writers, ``app.core.signals``)."""
+    def checked(done: int, total: int) -> None:
+        check_stop()
+        if progress is not None:
+            progress(done, total)
+    return checked
 
 
 def counted(items: Iterable[T], progress: Callable[[int], None]) -> Iterator[T]:

@@ -21,6 +21,7 @@ import numpy as np
 from app.core.errors import DatasetError
 from app.core.images import read_image_rgb, read_image_unchanged
 from app.core.records import Provenance, ReviewStatus, encode_mask
+from app.core.signals import check_stop
 from app.core.store.project import MaskLike, ProjectStore
 from app.refiner.options import MODES, NUM_TIMESTEPS, RefineOptions
 from app.refiner.steps import MaskPatch, RefineStep
@@ -111,6 +112,7 @@ def refine_project(
     report.selected = sum(len(ids) for ids in by_image.values())
     done = 0
     for image_id, ids in by_image.items():
+        check_stop()  # SIGTERM / SIGHUP: between images, each saved in its own transaction
         if should_stop():
             report.stopped = True
             break

@@ -1,47 +1,61 @@
-"""A project's counts per category and review status, and its mask areas (``stats``)."""
+"""A project's counts per category and review status, and its mask areas (``stats``).
+
+Counted in SQL in two scans of the instances table, so a 245k-instance project's figures take a fraction of
+a second, and this module imports nothing heavier than the store (``segrefiner-studio stats`` starts fast).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from app.core.records import ReviewStatus
+from app.core.store.files import project_errors
 from app.core.store.project import ProjectStore
+from app.core.store.schema import PROJECT_SUFFIX
+
+__all__ = ["COCO_AREA_CLASSES", "PROJECT_SUFFIX", "format_stats", "project_stats"]
 
 # COCO's size classes: small < 32², medium < 96², large above.
 COCO_AREA_CLASSES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, None))
+# Histogram bins: [0, 1), then powers of 4 up to 4**16 (2**32 pixels, the largest COCO RLE), then above.
+_POWERS = [0] + [4**k for k in range(17)]
+_BOUNDS = sorted(set(_POWERS) | {lo for _, lo, _ in COCO_AREA_CLASSES})
 
 
 def project_stats(project: Path) -> dict[str, Any]:
     """Counts per status and per category (split by status), and mask areas by COCO class and histogram
-    (bins of powers of 4). The project is opened read-only."""
-    with ProjectStore.open(project, read_only=True) as store:
-        by_status = store.counts_by_status()
-        per_status = {s: store.counts_by_category([s]) for s in ReviewStatus}
+    (bins of powers of 4, up to the one holding the largest area). The project is opened read-only."""
+    with project_errors(project), ProjectStore.open(project, read_only=True) as store:
+        per_category = store.counts_by_category_and_status()
         categories = []
         for cat in store.categories():
-            counts = {s.value: per_status[s].get(cat.id, 0) for s in ReviewStatus}
+            counts = {s.value: per_category.get(cat.id, {}).get(s, 0) for s in ReviewStatus}
             categories.append({"id": cat.id, "name": cat.name, "total": sum(counts.values()), **counts})
-        areas = store.areas()
+        by_bound = dict(zip(_BOUNDS, store.count_areas(_BOUNDS)))
         image_count, path = store.image_count(), store.path
-    top = max(int(areas.max()) + 1 if areas.size else 1, 2)
-    edges = [0] + [4**k for k in range(int(np.ceil(np.log(top) / np.log(4))) + 1)]
-    hist, _ = np.histogram(areas, bins=edges)
+    by_status = {s.value: sum(c.get(s, 0) for c in per_category.values()) for s in ReviewStatus}
     return {
         "project": str(path),
         "images": image_count,
-        "instances": int(areas.size),
-        "by_status": {s.value: n for s, n in by_status.items()},
+        "instances": sum(by_status.values()),
+        "by_status": by_status,
         "by_category": categories,
         "area_classes": {
-            name: int(((areas >= lo) & (areas < (hi if hi is not None else np.inf))).sum())
+            name: sum(n for bound, n in by_bound.items() if bound >= lo and (hi is None or bound < hi))
             for name, lo, hi in COCO_AREA_CLASSES
         },
-        "area_histogram": [
-            {"min": int(lo), "max": int(hi) - 1, "count": int(n)} for lo, hi, n in zip(edges[:-1], edges[1:], hist)
-        ],
+        "area_histogram": _histogram(by_bound),
     }
+
+
+def _histogram(by_bound: dict[float, int]) -> list[dict[str, int]]:
+    """Bins [0, 1), [1, 4), [4, 16), ... up to the last one with an area in it (at least [1, 4))."""
+    bins = [sum(n for bound, n in by_bound.items() if lo <= bound < hi) for lo, hi in zip(_POWERS, _POWERS[1:])]
+    bins.append(sum(n for bound, n in by_bound.items() if bound >= _POWERS[-1]))
+    last = max([1] + [k for k, n in enumerate(bins) if n])
+    highs = _POWERS[1:] + [None]
+    return [{"min": lo, "max": hi - 1 if hi is not None else None, "count": n}
+            for lo, hi, n in zip(_POWERS, highs, bins[: last + 1])]
 
 
 def format_stats(stats: dict[str, Any]) -> str:
@@ -61,5 +75,6 @@ def format_stats(stats: dict[str, Any]) -> str:
     lines.append("")
     for b in stats["area_histogram"]:
         bar = "#" * round(40 * b["count"] / peak)
-        lines.append(f"  {b['min']:>9} - {b['max']:>9} {b['count']:>9} {bar}")
+        high = "" if b["max"] is None else b["max"]
+        lines.append(f"  {b['min']:>9} - {high:>9} {b['count']:>9} {bar}")
     return "\n".join(lines)

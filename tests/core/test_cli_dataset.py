@@ -12,6 +12,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from app.cli import dataset as cli_dataset
+from app.cli import stats as cli_stats
 from app.core.errors import DatasetError
 from app.core.records import ChangeKind, Provenance, ReviewStatus
 from app.core.store.project import ProjectStore
@@ -30,7 +31,9 @@ needs_pennfudan = pytest.mark.skipif(not (PENNFUDAN / "PedMasks").is_dir(), reas
 
 def run(*argv: str | Path) -> int:
     parser = argparse.ArgumentParser()
-    cli_dataset.register(parser.add_subparsers())
+    subparsers = parser.add_subparsers()
+    cli_dataset.register(subparsers)
+    cli_stats.register(subparsers)
     args = parser.parse_args([str(a) for a in argv])
     return args.handler(args)
 

@@ -159,7 +159,13 @@ def test_counts(store: ProjectStore) -> None:
     assert store.counts_by_category([ReviewStatus.ACCEPTED]) == {1: 1}
     assert store.counts_by_image([ReviewStatus.UNREVIEWED]) == {10: 1, 4: 2}
     assert store.image_count() == 2
-    assert sorted(store.areas().tolist()) == sorted(int(m.sum()) for m in (ring(), blob(), two_parts(), blob()))
+    areas = sorted(int(m.sum()) for m in (ring(), blob(), two_parts(), blob()))  # 164, 300, 500, 500
+    assert store.count_areas([0, 200, 500]) == [1, 1, 2]
+    assert store.count_areas([200, 400]) == [1, 2] and sum(store.count_areas([0])) == len(areas)
+    store._conn.execute("DROP INDEX instances_by_area")  # as in a project made before the index
+    assert store.count_areas([0, 200, 500]) == [1, 1, 2] and store.count_areas([200, 400]) == [1, 2]
+    assert store.counts_by_category_and_status() == {2: {ReviewStatus.UNREVIEWED: 2},
+                                                     1: {ReviewStatus.ACCEPTED: 1}, 3: {ReviewStatus.UNREVIEWED: 1}}
 
 
 def test_list_filters_and_sorts_in_sql(store: ProjectStore) -> None:

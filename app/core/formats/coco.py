@@ -45,6 +45,7 @@ from app.core.records import (
     SourcePolygons,
 )
 from app.core.report import ImportReport
+from app.core.signals import check_stop
 from app.core.formats.rle_check import MAX_PIXELS, rle_pixel_totals
 
 log = logging.getLogger(__name__)
@@ -132,12 +133,17 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def read_json_keeping_polygons(path: str | os.PathLike[str], list_key: str | None) -> tuple[Any, list[str | None] | None]:
-    """``read_json`` plus the polygon text of each record of ``data[list_key]`` (see ``app.core.formats.json_polygons``)."""
+    """``read_json`` plus the polygon text of each record of ``data[list_key]`` (see ``app.core.formats.json_polygons``).
+
+    The text may be UTF-8 (with or without a byte-order mark), UTF-16 or UTF-32, told apart as JSON
+    specifies (RFC 8259 / ``json.detect_encoding``)."""
     data = read_input(path)
+    encoding = json.detect_encoding(data)
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:  # UTF-16/32 or not text: json.loads tells which
-        return _parse_json(path, json.loads, data), None
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        name = "UTF-8" if encoding.startswith("utf-8") else encoding.upper()
+        raise DatasetError(path, f"not {name} text, so not a JSON file") from None
     return _parse_json(path, lambda t: loads_keeping_polygon_text(t, list_key), text)
 
 
@@ -263,6 +269,8 @@ class _AnnotationParser:
     def run(self, items: list[Any]) -> list[Instance]:
         seen: set[int] = set()
         for index, item in enumerate(items):
+            if not index & 4095:
+                check_stop()
             self._one(index, item, seen)
         self._check_polygons()
         self._check_compressed()
@@ -327,17 +335,20 @@ class _AnnotationParser:
             original["segmentation"] = seg  # uncompressed counts (a crowd region): written back as they were
         area, bbox = ann.get("area"), ann.get("bbox")
         if area is not None:
-            if type(area) in _NUMBER_TYPES:
+            if type(area) in _NUMBER_TYPES and 0 <= area <= height * width:  # NaN fails both comparisons
                 original["area"] = area
             else:
-                add(f"'area' is {_type_name(area)}, not a number", record=self._name(index, ann_id),
+                add(_area_problem(area, height * width), record=self._name(index, ann_id),
                     action="recomputed from the mask")
         if bbox is not None:
+            limit = 4 * max(height, width)
             if type(bbox) is list and len(bbox) == 4 and type(bbox[0]) in _NUMBER_TYPES and type(bbox[1]) in _NUMBER_TYPES \
-                    and type(bbox[2]) in _NUMBER_TYPES and type(bbox[3]) in _NUMBER_TYPES:
+                    and type(bbox[2]) in _NUMBER_TYPES and type(bbox[3]) in _NUMBER_TYPES \
+                    and -limit <= bbox[0] <= limit and -limit <= bbox[1] <= limit \
+                    and 0 <= bbox[2] <= limit and 0 <= bbox[3] <= limit:
                 original["bbox"] = bbox
             else:
-                add("'bbox' is not 4 numbers", record=self._name(index, ann_id), action="recomputed from the mask")
+                add(_bbox_problem(bbox, image), record=self._name(index, ann_id), action="recomputed from the mask")
         iscrowd = ann.get("iscrowd", 0)
         if type(iscrowd) not in _CROWD_TYPES or iscrowd not in (0, 1):
             add(f"'iscrowd' is {_short(iscrowd)}, not 0 or 1", record=self._name(index, ann_id), action="kept as iscrowd 0")
@@ -471,6 +482,30 @@ class _AnnotationParser:
                 )
                 self.report.add(problem, record=self._record(k))
                 self.dropped.add(k)
+
+
+def _area_problem(area: Any, pixels: int) -> str:
+    """Why a file's ``area`` cannot be kept (it is a number of pixels of the image: SQLite would refuse NaN,
+    and COCO's size classes would put an infinite or negative one in the wrong class)."""
+    if type(area) not in _NUMBER_TYPES:
+        return f"'area' is {_type_name(area)}, not a number"
+    if not _is_finite_number(area):
+        return f"'area' is {_short(area)}, not a finite number"
+    if area < 0:
+        return f"'area' is {_short(area)}, negative"
+    return f"'area' is {_short(area)}, more than the image's {pixels} pixels"
+
+
+def _bbox_problem(bbox: Any, image: ImageRecord) -> str:
+    """Why a file's ``bbox`` cannot be kept: not 4 finite numbers, a negative size, or far off the image
+    (beyond 4 times its larger side, the polygon coordinates' limit)."""
+    if not (type(bbox) is list and len(bbox) == 4 and all(type(v) in _NUMBER_TYPES for v in bbox)):
+        return "'bbox' is not 4 numbers"
+    if not all(_is_finite_number(v) for v in bbox):
+        return f"'bbox' {_short(bbox)} is not 4 finite numbers"
+    if bbox[2] < 0 or bbox[3] < 0:
+        return f"'bbox' {_short(bbox)} has a negative width or height"
+    return f"'bbox' {_short(bbox)} lies far outside the {image.width}x{image.height} image"
 
 
 def _coordinates_ok(parts: list[Any], limit: float) -> bool:

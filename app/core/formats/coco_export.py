@@ -27,9 +27,13 @@ from pycocotools import mask as mask_utils
 from app.core.atomic import atomic_open
 from app.core.formats.coco import CATEGORY_STRINGS, LVIS_IMAGE_LISTS, name_from_url
 from app.core.errors import DatasetError
-from app.core.records import Category, Dataset, ImageRecord, Instance, ReviewStatus, SegmentationFormat, SourcePolygons, rle_areas
+from app.core.images import max_image_pixels
+from app.core.records import (
+    Category, Dataset, ImageRecord, Instance, ReviewStatus, SegmentationFormat, SourcePolygons, check_rle, rle_areas,
+)
 from app.core.formats.polygons import mask_to_polygons, pixel_difference
 from app.core.report import ExportReport
+from app.core.signals import check_stop
 
 SegmentationMode = Literal["source", "rle", "polygon"]
 SEGMENTATION_MODES: tuple[SegmentationMode, ...] = ("source", "rle", "polygon")
@@ -116,6 +120,7 @@ def write_coco_results(
         f.write("[\n")
         first = True
         for chunk in _chunks(map(_record_json, encoder.results(instances)), 512):
+            check_stop()
             f.write(("" if first else ",\n") + ",\n".join(chunk))
             first = False
         f.write("\n]\n")
@@ -143,6 +148,7 @@ def _write_list(f: IO[str], key: str, records: Iterator[dict[str, Any]], report:
     f.write(f'"{key}":[\n')
     n = 0
     for chunk in _chunks(records, 512):
+        check_stop()  # SIGTERM / SIGHUP: the temporary file is removed on the way out
         f.write((",\n" if n else "") + ",\n".join(map(_record_json, chunk)))
         n += len(chunk)
     f.write("\n]")
@@ -235,6 +241,17 @@ class _Encoder:
         if self.segmentation != "polygon":
             return rle
         record = f"annotation {inst.id}"
+        height, width = inst.size
+        if height * width > max_image_pixels():  # decoding alone would take a byte per pixel
+            self.report.add(f"the {width}x{height} mask is too large to vectorise: more than {max_image_pixels()} "
+                            "pixels, OpenCV's limit (OPENCV_IO_MAX_IMAGE_PIXELS raises it)", record=record,
+                            action="wrote RLE")
+            return rle
+        try:
+            check_rle(rle)
+        except ValueError as e:
+            self.report.add(f"{e}; the project is damaged", record=record, action="wrote RLE")
+            return rle
         mask = mask_utils.decode(rle)
         polygons = mask_to_polygons(mask, self.tolerance)
         if not polygons:

@@ -33,7 +33,7 @@ import numpy as np
 
 from app.core.atomic import write_bytes_atomic
 from app.core.errors import DatasetError
-from app.core.images import IMAGE_EXTENSIONS, probe_image_size, read_image_unchanged
+from app.core.images import IMAGE_EXTENSIONS, check_image_file, link_problem, max_image_pixels, read_image_unchanged
 from app.core.records import (
     Category,
     ChangeKind,
@@ -47,6 +47,7 @@ from app.core.records import (
     rle_areas,
 )
 from app.core.report import ExportReport, ImportReport
+from app.core.signals import check_stop
 
 LabelOrder = Literal["area", "given"]
 _FLAT_BINARY = re.compile(r"^(?P<stem>.+)_(?P<k>\d+)$")
@@ -62,9 +63,12 @@ def load_label_masks(
     background: int = 0,
 ) -> tuple[Dataset, ImportReport]:
     """Read one label-index PNG per image (see the module docstring for names and values)."""
-    masks_dir = Path(masks_dir)
+    masks_dir = _mask_folder(masks_dir)
     builder = _Builder(images_dir, masks_dir, category)
-    for mask_path in _pngs(masks_dir):
+    mask_paths = _pngs(masks_dir, builder.report)
+    if not mask_paths and not builder.report.problems:
+        raise DatasetError(masks_dir, no_masks_problem(masks_dir))
+    for mask_path in mask_paths:
         stem = mask_path.stem
         image = builder.image_for(stem[: -len(suffix)] if suffix and stem.endswith(suffix) else stem, mask_path)
         labels = builder.read(mask_path, image, binary=False)
@@ -83,9 +87,12 @@ def load_binary_masks(
     category: Category | None = None,
 ) -> tuple[Dataset, ImportReport]:
     """Read one binary PNG per instance, flat ``<stem>_<k>.png`` or in a subfolder per image."""
-    masks_dir = Path(masks_dir)
+    masks_dir = _mask_folder(masks_dir)
     builder = _Builder(images_dir, masks_dir, category)
-    for stem, files in _binary_mask_files(masks_dir, builder):
+    groups = list(_binary_mask_files(masks_dir, builder))
+    if not groups and not builder.report.problems:
+        raise DatasetError(masks_dir, no_masks_problem(masks_dir))
+    for stem, files in groups:
         image = builder.image_for(stem, files[0])
         for mask_path in files:
             mask = builder.read(mask_path, image, binary=True)
@@ -94,20 +101,45 @@ def load_binary_masks(
     return builder.finish()
 
 
-def _pngs(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise DatasetError(folder, "mask folder not found")
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"), key=_natural)
+def no_masks_problem(folder: Path) -> str:
+    """The error for a mask folder without PNG masks (a folder named like a JSON file gets a hint)."""
+    hint = " (a COCO or LVIS annotation file is a file, not a folder)" if folder.suffix.lower() == ".json" else ""
+    return f"is a folder with no PNG masks in it: nothing to import{hint}"
+
+
+def _mask_folder(masks_dir: str | os.PathLike[str]) -> Path:
+    masks_dir = Path(masks_dir)
+    if not masks_dir.is_dir():
+        raise DatasetError(masks_dir, "mask folder not found")
+    return masks_dir
+
+
+def _pngs(folder: Path, report: ImportReport) -> list[Path]:
+    """The PNG files directly in ``folder`` in natural order; links that lead nowhere are reported."""
+    return list(_listed(folder, (".png",), report))
+
+
+def _listed(folder: Path, extensions: tuple[str, ...], report: ImportReport) -> Iterator[Path]:
+    """Files in ``folder`` with one of ``extensions``, in natural order; a symbolic link that loops or leads
+    to nothing is reported (as skipped) instead of vanishing from the listing."""
+    for path in sorted(folder.iterdir(), key=_natural):
+        if path.suffix.lower() not in extensions:
+            continue
+        problem = link_problem(path)
+        if problem is not None:
+            report.add(problem, record=path.name, file=str(path))
+        elif path.is_file():
+            yield path
 
 
 def _binary_mask_files(masks_dir: Path, builder: _Builder) -> Iterator[tuple[str, list[Path]]]:
     """(image stem, its mask files in order), subfolders first, then flat files grouped by stem."""
     for sub in sorted((p for p in masks_dir.iterdir() if p.is_dir()), key=_natural):
-        files = _pngs(sub)
+        files = _pngs(sub, builder.report)
         if files:
             yield sub.name, files
     flat: dict[str, list[Path]] = {}
-    for path in _pngs(masks_dir):
+    for path in _pngs(masks_dir, builder.report):
         match = _FLAT_BINARY.match(path.stem)
         if match is None:
             builder.report.add("name is not <image stem>_<k>.png", record=path.name, file=str(path))
@@ -133,20 +165,23 @@ class _Builder:
         self.images: dict[int, ImageRecord] = {}
         self.by_stem: dict[str, ImageRecord | None] = {}
         self.instances: list[Instance] = []
-        files = sorted(
-            (p for p in self.images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural
-        )
+        files = list(_listed(self.images_dir, IMAGE_EXTENSIONS, self.report))
+        if not files and not self.report.problems:
+            raise DatasetError(self.images_dir, f"no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder: nothing "
+                                                "to import")
         for path in files:
             if path.stem in self.by_stem:
                 self.report.add(f"another image has the stem {path.stem!r}; masks map to the first", record=path.name,
                                 action="kept", file=str(path))
                 continue
             try:
-                width, height = probe_image_size(path)
+                (width, height), truncated = check_image_file(path)
             except DatasetError as e:
                 self.report.add(e.problem, record=path.name, file=str(path))
                 self.by_stem[path.stem] = None
                 continue
+            if truncated is not None:
+                self.report.add(truncated, record=path.name, action="kept", file=str(path))
             image = ImageRecord(len(self.images) + 1, path.name, width, height)
             self.images[image.id] = image
             self.by_stem[path.stem] = image
@@ -238,16 +273,32 @@ def write_label_masks(
             _write_label_map(out / f"{names[image_id]}{suffix}.png", by_id[image_id], group, order, report)
             written.add(image_id)
     for image in image_list:  # images without instances: an all-background map
+        check_stop()
         if image.id in names and image.id not in written:
             _write_label_map(out / f"{names[image.id]}{suffix}.png", image, [], order, report)
     return report
 
 
 def _write_label_map(path: Path, image: ImageRecord, instances: list[Instance], order: LabelOrder, report: ExportReport) -> None:
-    labels = _label_map(image, instances, order, report)
-    if labels is not None:
-        _write_png(path, labels)
-        report.counts["label maps"] += 1
+    if _too_large(image, report, "a PNG label map"):
+        return
+    try:
+        labels = _label_map(image, instances, order, report)
+        if labels is not None:
+            _write_png(path, labels)
+            report.counts["label maps"] += 1
+    except MemoryError:
+        report.add(f"not enough memory for its {image.width}x{image.height} label map", record=f"image {image.id}")
+
+
+def _too_large(image: ImageRecord, report: ExportReport, what: str) -> bool:
+    """Refuse (and report) an image whose masks would not fit in memory, before allocating any."""
+    limit = max_image_pixels()
+    if image.width * image.height <= limit:
+        return False
+    report.add(f"the {image.width}x{image.height} image is too large for {what}: more than {limit} pixels, "
+               "OpenCV's limit (OPENCV_IO_MAX_IMAGE_PIXELS raises it)", record=f"image {image.id}")
+    return True
 
 
 def write_binary_masks(
@@ -267,10 +318,17 @@ def write_binary_masks(
         if image_id not in names:
             continue
         image = by_id[image_id]
+        if _too_large(image, report, "PNG masks"):
+            continue
         for inst in group:
-            if _fits(inst, image, report):
+            if not _fits(inst, image, report):
+                continue
+            try:
                 _write_png(out / f"{names[image_id]}_{inst.id}.png", inst.mask().astype(np.uint8) * 255)
-                report.counts["masks"] += 1
+            except MemoryError:
+                report.add(f"not enough memory for its {image.width}x{image.height} mask", record=f"instance {inst.id}")
+                continue
+            report.counts["masks"] += 1
     return report
 
 
@@ -306,6 +364,7 @@ def _groups(
     wanted = None if statuses is None else {ReviewStatus(s) for s in statuses}
     done: set[int] = set()
     for image_id, group in groupby(instances, key=lambda inst: inst.image_id):
+        check_stop()  # SIGTERM / SIGHUP: between images, every PNG written so far whole
         if image_id in done:
             raise ValueError(f"instances must come grouped by image; image {image_id} came twice")
         done.add(image_id)

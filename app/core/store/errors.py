@@ -11,3 +11,13 @@ class ProjectError(DatasetError):
 
 class ReadOnlyProjectError(ProjectError):
     """A write was asked of a project opened read-only (another window holds it, or on request)."""
+
+
+class DamagedRecord(ValueError):
+    """A row of the project file holds a value this app never writes (a damaged file, or one changed by
+    another program). ``files.project_errors`` turns it into a ``ProjectError`` naming the project."""
+
+    def __init__(self, record: str, problem: str) -> None:
+        self.record = record
+        self.problem = problem
+        super().__init__(f"{record}: damaged ({problem})")

@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Any, Sequence
 
 from app.core.records import ReviewStatus
-from app.core.store.rows import load_json, rle_from
+from app.core.store.rows import damage_named, load_json, rle_from
 
 EDIT_COLUMNS = (
     "id, instance_id, timestamp, action, height, width, before_counts, after_counts, before_state, "
@@ -62,6 +62,7 @@ class Edit:
         return None if self.after is None else ReviewStatus(self.after["status"])
 
 
+@damage_named("edit")
 def edit_from_row(row: Sequence[Any]) -> Edit:
     eid, instance_id, timestamp, action, h, w, before_counts, after_counts, before, after, params = row
     return Edit(

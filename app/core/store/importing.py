@@ -22,7 +22,7 @@ from app.core.store.schema import FORMAT_VERSION, INDEXES, SCHEMA
 ProgressFn = Callable[[int, int], None]
 """Called as ``progress(done, total)`` during long operations."""
 
-_PROGRESS_EVERY = 10_000
+_PROGRESS_EVERY = 2_000  # often enough for a stop request (app.core.signals) to be seen promptly
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,9 @@ Why it looks the way it does:
   an existing project is one transaction, rolled back whole on any problem. Either way a failed import
   leaves what was there untouched.
 - The first window holds an OS lock on ``<project>.lock``; a second one opens read-only and says who holds
-  it. Writes on a read-only store raise ``ReadOnlyProjectError``.
+  it. Writes on a read-only store raise ``ReadOnlyProjectError``. Closing removes the lock file.
+- Every SQLite error reaches the caller as a ``ProjectError`` that names the project and says what happened
+  (another program writing, a full disk, a read-only folder, a damaged file): ``files.sqlite_problem``.
 A store (like its SQLite connection) belongs to the thread that opened it; another thread that needs to
 read opens its own with ``read_only=True``.
 """
@@ -23,7 +25,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -35,17 +37,20 @@ from app.core.records import (
     Category, ChangeKind, Dataset, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat,
     encode_mask, rasterise_original,
 )
+from app.core.store.check import integrity_problems
 from app.core.store.errors import ProjectError, ReadOnlyProjectError
 from app.core.store.importing import AddResult, ProgressFn, add_to_project, build_project
 from app.core.store.lock import ProjectLock
 from app.core.store.packing import pack_original, unpack_original
-from app.core.store.query import InstanceFilter, limit_clause, order_clause, where_clause
+from app.core.store.query import (
+    InstanceFilter, count_areas, counts_by_category_and_status, limit_clause, order_clause, where_clause,
+)
 from app.core.store.rows import (
     CATEGORY_COLUMNS, IMAGE_COLUMNS, INSERT_MASK, INSTANCE_COLUMNS, INSTANCES_WITH_MASKS, SUMMARY_COLUMNS,
     InstanceSummary, StoredInstance, category_from_row, counts_text, dump_json, geometry, image_from_row,
     insert_instances, instance_from_row, provenance_values, rle_from, summary_from_row,
 )
-from app.core.store.files import check_project, connect, fsync_file, take_lock
+from app.core.store.files import check_project, connect, fsync_file, read_meta, sqlite_problem, take_lock
 from app.core.store.schema import configure
 
 log = logging.getLogger(__name__)
@@ -72,7 +77,7 @@ class ProjectStore:
         self._conn = conn
         self._lock = lock
         self.read_only_reason = reason
-        self._meta = {key: json.loads(value) for key, value in conn.execute("SELECT key, value FROM meta")}
+        self._meta = read_meta(conn, path)
 
     # ----------------------------------------------------------------------------------- open / create
     @classmethod
@@ -87,17 +92,21 @@ class ProjectStore:
         lock, reason = None, "opened read-only on request"
         if not read_only:
             lock, reason = take_lock(path)
+        conn = None
         try:
             conn = connect(path, read_only=lock is None)
+            store = cls(path, conn, lock, reason)
         except BaseException as e:
+            if conn is not None:
+                conn.close()
             if lock is not None:
                 lock.release()
             if isinstance(e, sqlite3.Error):
-                raise ProjectError(path, f"cannot open: {e}") from e
+                raise ProjectError(path, f"cannot open: {sqlite_problem(e, path)}") from e
             raise
         if reason is not None:
             log.debug("%s opened read-only: %s", path, reason)
-        return cls(path, conn, lock, reason)
+        return store
 
     @classmethod
     def create(
@@ -112,7 +121,7 @@ class ProjectStore:
         """Make a new project from a dataset and open it.
 
         Built in ``.<name>.importing`` beside the target and renamed into place under the project's lock, so
-        an error or Ctrl+C leaves no project rather than half of one (a SIGKILL can leave the hidden
+        an error, Ctrl+C or SIGTERM leaves no project rather than half of one (a SIGKILL can leave the hidden
         temporary file; the next create of the same project removes it).
         """
         path = Path(path)
@@ -126,10 +135,12 @@ class ProjectStore:
         if not locked:
             raise ProjectError(path, f"already open for writing by {lock.holder()}")
         tmp = path.with_name(f".{path.name}.importing")
+        leftovers = [tmp.with_name(tmp.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
         try:
             if path.exists():
                 raise ProjectError(path, "already exists; open it, or add the dataset to it")
-            tmp.unlink(missing_ok=True)
+            for stale in (tmp, *leftovers):  # a killed create's, removed under the lock
+                stale.unlink(missing_ok=True)
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
                 with paused_gc():
@@ -140,12 +151,11 @@ class ProjectStore:
             os.replace(tmp, path)
             return cls(path, connect(path, read_only=False), lock, None)
         except BaseException as e:
-            tmp.unlink(missing_ok=True)
-            if not path.exists():
-                lock.path.unlink(missing_ok=True)
+            for partial in (tmp, *leftovers):
+                partial.unlink(missing_ok=True)
             lock.release()
             if isinstance(e, sqlite3.Error):
-                raise ProjectError(path, f"could not write the project: {e}") from e
+                raise ProjectError(path, f"could not write the project: {sqlite_problem(e, path)}") from e
             raise
 
     def sibling(self) -> ProjectStore:
@@ -158,10 +168,11 @@ class ProjectStore:
             conn = sqlite3.connect(self.path, isolation_level=None)
             configure(conn, read_only=False)
         except sqlite3.Error as e:
-            raise ProjectError(self.path, f"cannot open a second connection: {e}") from e
+            raise ProjectError(self.path, f"cannot open a second connection: {sqlite_problem(e, self.path)}") from e
         return ProjectStore(self.path, conn, ProjectLock(self.path), None)
 
     def close(self) -> None:
+        """Close the connection and let go of the writer lock, removing its file."""
         self._conn.close()
         if self._lock is not None:
             self._lock.release()
@@ -285,16 +296,27 @@ class ProjectStore:
         counts = dict(self._conn.execute("SELECT status, COUNT(*) FROM instances GROUP BY status"))
         return {s: counts.get(s.value, 0) for s in ReviewStatus}
 
-    def areas(self, statuses: Iterable[ReviewStatus] | None = None) -> np.ndarray:
-        """Instance areas (float64) as export writes them, for histograms: an unedited annotation's own
-        area (a polygon's, for COCO), else its mask's pixel count."""
-        where, params = where_clause(InstanceFilter(statuses=statuses))
-        rows = self._conn.execute(f"SELECT area FROM instances{where}", params)
-        return np.fromiter((r[0] for r in rows), dtype=np.float64)
+    def counts_by_category_and_status(self) -> dict[int, dict[ReviewStatus, int]]:
+        """Instances per category id and status (``query.counts_by_category_and_status``)."""
+        return counts_by_category_and_status(self._conn, self.path)
+
+    def count_areas(self, bounds: Sequence[float]) -> list[int]:
+        """How many instance areas fall in each of [bounds[i], bounds[i + 1]), the last bin open above
+        (``query.count_areas``). Areas are as export writes them: an unedited annotation's own area (a
+        polygon's, for COCO), else its mask's pixel count."""
+        return count_areas(self._conn, bounds)
 
     def _grouped(self, column: str, statuses: Iterable[ReviewStatus] | None) -> dict[int, int]:
         where, params = where_clause(InstanceFilter(statuses=statuses))
         return dict(self._conn.execute(f"SELECT {column}, COUNT(*) FROM instances{where} GROUP BY {column}", params))
+
+    def integrity_problems(self) -> list[str]:
+        """What is wrong with the project file, one line each; [] when it is sound (``store.check``: SQLite's
+        integrity and foreign-key checks, then ours)."""
+        try:
+            return integrity_problems(self._conn)
+        except sqlite3.DatabaseError as e:
+            return [f"SQLite: {e}"]
 
     # --------------------------------------------------------------------------------- editing
     def set_mask(
@@ -418,7 +440,13 @@ class ProjectStore:
     # ----------------------------------------------------------------------------------- session state
     def session_state(self) -> dict[str, Any]:
         """Where the annotator left off: the GUI's own keys (current image, instance, filters, ...)."""
-        return {k: json.loads(v) for k, v in self._conn.execute("SELECT key, value FROM session_state")}
+        state = {}
+        for key, value in self._conn.execute("SELECT key, value FROM session_state"):
+            try:
+                state[key] = json.loads(value)
+            except (TypeError, ValueError):  # a damaged entry costs only where the annotator was, not work
+                log.warning("%s: session state %r is not JSON; ignored", self.path, key)
+        return state
 
     def save_session_state(self, values: dict[str, Any]) -> None:
         """Set some keys of the session state (one transaction); others keep their values."""
@@ -448,14 +476,17 @@ class ProjectStore:
         if conn.in_transaction:
             yield conn
             return
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # waits schema.BUSY_TIMEOUT_S for another program's write
+        except sqlite3.Error as e:
+            raise ProjectError(self.path, f"{sqlite_problem(e, self.path)}; nothing was changed") from e
         try:
             yield conn
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise ProjectError(self.path, f"could not save the change: {e}") from e
+            raise ProjectError(self.path, f"could not save the change: {sqlite_problem(e, self.path)}") from e
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

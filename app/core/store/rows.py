@@ -6,10 +6,12 @@ the per-project layer state (overlap order, lock, visibility) and the refiner's 
 """
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
+import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from pycocotools import mask as mask_utils
 
@@ -17,7 +19,10 @@ from app.core.records import (
     Category, ChangeKind, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat, SourcePolygons,
     rle_areas,
 )
+from app.core.store.errors import DamagedRecord
 from app.core.store.packing import pack_original, unpack_original
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -94,6 +99,22 @@ def load_json(text: str | None) -> Any:
     if text == "{}":
         return {}
     return json.loads(text)
+
+
+def _loaded(text: str | None, kind: type, *, optional: bool = False) -> Any:
+    """A JSON column's value, which must be a ``kind`` (or None if ``optional``): what export and the codecs
+    expect of it. Anything else is a damaged row (ValueError, named by ``damage_named``)."""
+    value = load_json(text)
+    if not isinstance(value, kind) and not (value is None and optional):
+        raise ValueError(f"{json.dumps(value)[:40]} where a JSON {kind.__name__} belongs")
+    return value
+
+
+def _original(packed: bytes | str | None) -> dict[str, Any] | None:
+    original = unpack_original(packed)
+    if original is not None and not isinstance(original, dict):
+        raise ValueError(f"the imported geometry is {type(original).__name__}, not an object")
+    return original
 
 
 def counts_text(rle: dict[str, Any]) -> str:
@@ -192,25 +213,66 @@ def _insert_chunk(conn: sqlite3.Connection, chunk: list[Instance], next_z: dict[
     conn.executemany(INSERT_MASK, masks)
 
 
+def damage_named(kind: str) -> Callable[[Callable[[Sequence[Any]], T]], Callable[[Sequence[Any]], T]]:
+    """Make a row decoder raise ``DamagedRecord`` naming the record (``kind`` and the row's first column,
+    its id) for a value this app never writes, instead of a KeyError or JSON error from deep inside."""
+    def wrap(decode: Callable[[Sequence[Any]], T]) -> Callable[[Sequence[Any]], T]:
+        @functools.wraps(decode)
+        def checked(row: Sequence[Any]) -> T:
+            try:
+                return decode(row)
+            except (KeyError, ValueError, TypeError, IndexError, struct.error) as e:
+                raise DamagedRecord(f"{kind} {row[0]}", f"{type(e).__name__}: {e}") from None
+        return checked
+    return wrap
+
+
+_INT, _NUMBER, _NUMBER_OR_NONE, _TEXT, _TEXT_OR_NONE = (
+    frozenset(kinds) for kinds in ({int}, {int, float}, {int, float, type(None)}, {str}, {str, type(None)})
+)
+
+
+def _check_types(row: Sequence[Any], names: str, kinds: Sequence[frozenset[type]]) -> None:
+    """ValueError naming the columns of a row that hold a value of a type this app never writes there (SQLite
+    does not enforce column types: a damaged file or another program can put text where a number belongs)."""
+    wrong = [f"{name} is {value!r:.40}" for name, value, ok in zip(names.split(", "), row, kinds)
+             if type(value) not in ok]
+    if wrong:
+        raise ValueError("; ".join(wrong))
+
+
+_INSTANCE_KINDS = (_INT, _INT, _INT, _TEXT_OR_NONE, _INT, _INT, _NUMBER_OR_NONE, _INT)
+
+
+@damage_named("instance")
 def instance_from_row(row: Sequence[Any]) -> StoredInstance:
     (iid, image_id, category_id, counts, h, w, score, iscrowd, status, pkind, pweights, pmode, psteps, ptime,
      z_order, locked, hidden, changed, confidence, source_format, original, extra) = row
+    if not (type(iid) is int and type(image_id) is int and type(category_id) is int and type(h) is int
+            and type(w) is int and type(iscrowd) is int and type(counts) in _TEXT_OR_NONE
+            and type(score) in _NUMBER_OR_NONE):  # what export and the codecs compute with
+        _check_types(row, INSTANCE_COLUMNS, _INSTANCE_KINDS)
     rle = {"size": [h, w]} if counts is None else rle_from(counts, h, w)  # None: polygons, rasterised on use
     return StoredInstance(
         id=iid, image_id=image_id, category_id=category_id, rle=rle, score=score,
         iscrowd=iscrowd, status=_STATUS[status],
         provenance=Provenance(_KIND[pkind], pweights, pmode, psteps, ptime,
                               mean_confidence=confidence if _KIND[pkind] is ChangeKind.REFINED else None),
-        extra=load_json(extra),
+        extra=_loaded(extra, dict),
         source_format=_FORMAT.get(source_format),
-        original_segmentation=unpack_original(original), z_order=z_order, locked=bool(locked), hidden=bool(hidden),
+        original_segmentation=_original(original), z_order=z_order, locked=bool(locked), hidden=bool(hidden),
         changed_pixels=changed, mean_confidence=confidence,
     )
 
 
+_SUMMARY_KINDS = (_INT, _INT, _INT, _TEXT, _NUMBER_OR_NONE, _INT, _NUMBER, _NUMBER, _NUMBER, _NUMBER, _NUMBER)
+
+
+@damage_named("instance")
 def summary_from_row(row: Sequence[Any]) -> InstanceSummary:
     (iid, image_id, category_id, status, score, iscrowd, area, x, y, w, h, pkind, z_order, locked, hidden,
      changed, confidence) = row
+    _check_types(row, SUMMARY_COLUMNS, _SUMMARY_KINDS)
     return InstanceSummary(
         iid, image_id, category_id, _STATUS[status], score, iscrowd, area, (x, y, w, h), _KIND[pkind], z_order,
         bool(locked), bool(hidden), changed, confidence,
@@ -224,9 +286,14 @@ def image_row(seq: int, img: ImageRecord) -> tuple[Any, ...]:
     )
 
 
+@damage_named("image")
 def image_from_row(row: Sequence[Any]) -> ImageRecord:
     iid, file_name, width, height, neg, not_exhaustive, extra = row
-    return ImageRecord(iid, file_name, width, height, load_json(neg), load_json(not_exhaustive), load_json(extra))
+    _check_types(row, IMAGE_COLUMNS, (_INT, _TEXT, _INT, _INT, _TEXT_OR_NONE, _TEXT_OR_NONE, _TEXT))
+    if width <= 0 or height <= 0:
+        raise ValueError(f"its size {width}x{height} is not an image's")
+    return ImageRecord(iid, file_name, width, height, _loaded(neg, list, optional=True),
+                       _loaded(not_exhaustive, list, optional=True), _loaded(extra, dict))
 
 
 def category_row(seq: int, cat: Category) -> tuple[Any, ...]:
@@ -236,9 +303,12 @@ def category_row(seq: int, cat: Category) -> tuple[Any, ...]:
     )
 
 
+@damage_named("category")
 def category_from_row(row: Sequence[Any]) -> Category:
     cid, name, supercategory, frequency, synset, synonyms, definition, extra = row
-    return Category(cid, name, supercategory, frequency, synset, load_json(synonyms), definition, load_json(extra))
+    _check_types(row, CATEGORY_COLUMNS, (_INT, _TEXT, *[_TEXT_OR_NONE] * 5, _TEXT))
+    return Category(cid, name, supercategory, frequency, synset, _loaded(synonyms, list, optional=True), definition,
+                    _loaded(extra, dict))
 
 
 def _optional_json(value: Any) -> str | None:
