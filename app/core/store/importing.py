@@ -14,8 +14,11 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from app.core.gc_pause import paused_gc
 from app.core.records import Dataset, Instance
 from app.core.store.errors import ProjectError
+from app.core.store.files import connect, fsync_file, sqlite_problem
+from app.core.store.lock import ProjectLock
 from app.core.store.rows import INSERT_CATEGORY, INSERT_IMAGE, category_row, image_row, insert_instances
 from app.core.store.schema import FORMAT_VERSION, INDEXES, SCHEMA
 
@@ -153,3 +156,44 @@ def _with_id(inst: Instance, new_id: int) -> Instance:
     if new_id == inst.id:
         return inst
     return dataclasses.replace(inst, id=new_id)
+
+
+def create_project_file(path: Path, dataset: Dataset, source_path: str | os.PathLike[str] | None,
+                        images_dir: str | os.PathLike[str] | None,
+                        progress: ProgressFn | None) -> tuple[sqlite3.Connection, ProjectLock]:
+    """Build a new project in ``.<name>.importing`` beside ``path`` and rename it into place, under the project's
+    lock; returns the open connection and the held lock. An error, Ctrl+C or SIGTERM leaves no project rather
+    than half of one (a SIGKILL can leave the hidden temporary file; the next create of the same project removes
+    it)."""
+    if not path.parent.is_dir():
+        raise ProjectError(path, f"the folder {path.parent} does not exist")
+    lock = ProjectLock(path)
+    try:
+        locked = lock.acquire()
+    except OSError as e:
+        raise ProjectError(path, f"cannot create the lock file {lock.path}: {e.strerror}") from e
+    if not locked:
+        raise ProjectError(path, f"already open for writing by {lock.holder()}")
+    tmp = path.with_name(f".{path.name}.importing")
+    leftovers = [tmp.with_name(tmp.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+    try:
+        if path.exists():
+            raise ProjectError(path, "already exists; open it, or add the dataset to it")
+        for stale in (tmp, *leftovers):  # a killed create's, removed under the lock
+            stale.unlink(missing_ok=True)
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            with paused_gc():
+                build_project(conn, dataset, source_path, images_dir, progress)
+        finally:
+            conn.close()
+        fsync_file(tmp)
+        os.replace(tmp, path)
+        return connect(path, read_only=False), lock
+    except BaseException as e:
+        for partial in (tmp, *leftovers):
+            partial.unlink(missing_ok=True)
+        lock.release()
+        if isinstance(e, sqlite3.Error):
+            raise ProjectError(path, f"could not write the project: {sqlite_problem(e, path)}") from e
+        raise

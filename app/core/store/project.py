@@ -39,7 +39,7 @@ from app.core.records import (
 )
 from app.core.store.check import integrity_problems
 from app.core.store.errors import ProjectError, ReadOnlyProjectError
-from app.core.store.importing import AddResult, ProgressFn, add_to_project, build_project
+from app.core.store.importing import AddResult, ProgressFn, add_to_project, create_project_file
 from app.core.store.lock import ProjectLock
 from app.core.store.packing import pack_original, unpack_original
 from app.core.store.query import (
@@ -50,7 +50,7 @@ from app.core.store.rows import (
     InstanceSummary, StoredInstance, category_from_row, counts_text, dump_json, geometry, image_from_row,
     insert_instances, instance_from_row, provenance_values, rle_from, summary_from_row,
 )
-from app.core.store.files import check_project, connect, fsync_file, read_meta, sqlite_problem, take_lock
+from app.core.store.files import check_project, connect, read_meta, sqlite_problem, take_lock
 from app.core.store.schema import configure
 
 log = logging.getLogger(__name__)
@@ -125,38 +125,8 @@ class ProjectStore:
         temporary file; the next create of the same project removes it).
         """
         path = Path(path)
-        if not path.parent.is_dir():
-            raise ProjectError(path, f"the folder {path.parent} does not exist")
-        lock = ProjectLock(path)
-        try:
-            locked = lock.acquire()
-        except OSError as e:
-            raise ProjectError(path, f"cannot create the lock file {lock.path}: {e.strerror}") from e
-        if not locked:
-            raise ProjectError(path, f"already open for writing by {lock.holder()}")
-        tmp = path.with_name(f".{path.name}.importing")
-        leftovers = [tmp.with_name(tmp.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
-        try:
-            if path.exists():
-                raise ProjectError(path, "already exists; open it, or add the dataset to it")
-            for stale in (tmp, *leftovers):  # a killed create's, removed under the lock
-                stale.unlink(missing_ok=True)
-            conn = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                with paused_gc():
-                    build_project(conn, dataset, source_path, images_dir, progress)
-            finally:
-                conn.close()
-            fsync_file(tmp)
-            os.replace(tmp, path)
-            return cls(path, connect(path, read_only=False), lock, None)
-        except BaseException as e:
-            for partial in (tmp, *leftovers):
-                partial.unlink(missing_ok=True)
-            lock.release()
-            if isinstance(e, sqlite3.Error):
-                raise ProjectError(path, f"could not write the project: {sqlite_problem(e, path)}") from e
-            raise
+        conn, lock = create_project_file(path, dataset, source_path, images_dir, progress)
+        return cls(path, conn, lock, None)
 
     def sibling(self) -> ProjectStore:
         """Another writable connection to this project, for another thread (SQLite connections are per
