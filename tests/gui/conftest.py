@@ -23,6 +23,22 @@ from app.gui.settings import AppSettings
 DOC_SHAPE = (200, 300)
 
 
+@pytest.fixture(autouse=True)
+def no_blocking_dialogs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A modal dialog nobody answers would hang the test run: fail at once instead (a test that expects one
+    monkeypatches it with the answer)."""
+    from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
+
+    def unexpected(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"unexpected modal dialog: {args[1:3]}")
+
+    for cls, names in ((QInputDialog, ("getItem", "getText", "getInt")),
+                       (QFileDialog, ("getOpenFileName", "getSaveFileName", "getExistingDirectory")),
+                       (QMessageBox, ("warning", "question", "information", "critical"))):
+        for name in names:
+            monkeypatch.setattr(cls, name, unexpected)
+
+
 @pytest.fixture
 def image_document(qapp: object) -> ImageDocument:
     """The demo's astronaut photo (app/resources/demo) resized to 300x200, with three instances.

@@ -80,7 +80,7 @@ class ImageListModel(QAbstractTableModel):
 class ImageListPanel(QWidget):
     """Filterable image table; activating a row asks to open that image."""
 
-    image_activated = Signal(int)
+    image_activated = Signal("qint64")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)

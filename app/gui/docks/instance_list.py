@@ -174,7 +174,7 @@ class InstanceTableModel(QAbstractTableModel):
 class InstanceListPanel(QWidget):
     """Filters, sort and the instance table; lock / hide / z-order buttons act on the selection."""
 
-    instance_activated = Signal(int)
+    instance_activated = Signal("qint64")
     filters_changed = Signal()
 
     def __init__(self, layer_actions: list[QAction], parent: QWidget | None = None) -> None:

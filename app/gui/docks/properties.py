@@ -21,6 +21,7 @@ class PropertiesPanel(QWidget):
         super().__init__(parent)
         self.doc: ImageDocument | None = None
         self.store: ProjectStore | None = None
+        self.editable = True
         self.instance_label = QLabel("—")
         self.category_box = QComboBox()
         self.category_box.setEditable(True)
@@ -53,6 +54,11 @@ class PropertiesPanel(QWidget):
         for cat in categories:
             self.category_box.addItem(cat.name, cat.id)
 
+    def set_editable(self, editable: bool) -> None:
+        """Whether category and status may be changed here (not in a read-only window)."""
+        self.editable = editable
+        self.show_instance()
+
     def set_context(self, doc: ImageDocument | None, store: ProjectStore | None, image_text: str = "") -> None:
         self.doc, self.store = doc, store
         self.image_label.setText(image_text)
@@ -62,7 +68,7 @@ class PropertiesPanel(QWidget):
         """Refresh from the selected instance (or show that none is selected)."""
         doc = self.doc
         selected = None if doc is None else doc.selected_id
-        enabled = selected is not None
+        enabled = selected is not None and self.editable
         self.category_box.setEnabled(enabled)
         self.status_box.setEnabled(enabled)
         if doc is None or selected is None:
