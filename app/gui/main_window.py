@@ -306,7 +306,7 @@ class MainWindow(WindowLayout, QMainWindow):
             self.properties_panel.show_instance()
 
     def _refresh_lists(self) -> None:
-        self.instance_panel.refresh()
+        self.instance_panel.refresh(self._saved_ids)
         self.image_panel.model.refresh_counts(self.project.store)
         self._show_selection_in_list()
         if self.edit_history.instance_id in self._saved_ids:

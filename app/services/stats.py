@@ -6,8 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from app.core.records import ReviewStatus
+from app.core.records import ReviewStatus, rle_areas
 from app.core.store.project import ProjectStore
+
+TO_REVIEW = (ReviewStatus.UNREVIEWED, ReviewStatus.NEEDS_WORK, ReviewStatus.REJECTED)
+"""What is left to review: every instance not accepted yet."""
 
 # COCO's size classes: small < 32², medium < 96², large above.
 COCO_AREA_CLASSES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, None))
@@ -63,3 +66,9 @@ def format_stats(stats: dict[str, Any]) -> str:
         bar = "#" * round(40 * b["count"] / peak)
         lines.append(f"  {b['min']:>9} - {b['max']:>9} {b['count']:>9} {bar}")
     return "\n".join(lines)
+
+
+def pixel_area(store: ProjectStore, instance_id: int) -> int:
+    """The pixels of an instance's mask. The store's ``area`` is the annotation file's own while the instance is
+    unedited (a polygon's area for COCO, a float), which is what export writes but not what the mask covers."""
+    return rle_areas([store.instance(instance_id).rle])[0]

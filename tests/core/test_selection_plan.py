@@ -33,3 +33,15 @@ def test_the_plan_refines_what_the_rules_allow_and_counts_the_rest(tmp_path: Pat
 ])
 def test_never_refined_names_the_rule(locked: bool, crowd: bool, area: float, reason: str | None) -> None:
     assert never_refined(locked, crowd, area) == reason
+
+
+def test_pixel_area_counts_the_pixels_of_the_stored_mask(tmp_path: Path) -> None:
+    from app.core.records import encode_mask
+    from app.services.stats import pixel_area
+
+    from .store_samples import ring
+
+    with ProjectStore.create(tmp_path / "p.srproj", sample_dataset()) as store:
+        assert pixel_area(store, 31) == int(ring().sum()) == 300
+        store.set_mask(31, encode_mask(np.zeros((40, 60), bool)))
+        assert pixel_area(store, 31) == 0

@@ -206,6 +206,6 @@ def start_dataset_queue(window) -> None:  # type: ignore[no-untyped-def]
     from PySide6.QtWidgets import QMessageBox
 
     window.actions["refine.dataset"].trigger()
-    box = window.findChild(QMessageBox, "queueConfirmation")
+    box = window.feedback.confirmation
     assert box is not None and box.isVisible(), "Refine All Unreviewed asks first"
     box.button(QMessageBox.StandardButton.Yes).click()

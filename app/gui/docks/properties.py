@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
+from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QSizePolicy, QWidget
 
 from app.core.records import Category, ChangeKind, ReviewStatus
 from app.core.store.project import ProjectStore
@@ -35,7 +35,10 @@ class PropertiesPanel(QWidget):
         self.provenance_label.setWordWrap(True)
         self.refined_label = QLabel()
         self.image_label = QLabel()
-        self.image_label.setWordWrap(True)
+        for label in (self.instance_label, self.area_label, self.score_label, self.provenance_label,
+                      self.refined_label, self.image_label):
+            label.setWordWrap(True)  # a long value wraps instead of widening the dock
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         form = QFormLayout(self)
         form.addRow("Instance", self.instance_label)
         form.addRow("Category", self.category_box)

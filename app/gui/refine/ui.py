@@ -117,7 +117,7 @@ class RefineFeedback(QObject):
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.buttonClicked.connect(lambda button: box.standardButton(button) == QMessageBox.StandardButton.Yes
                                   and self.refine.start_queue(options, plan, "the unreviewed instances"))
-        box.destroyed.connect(lambda: setattr(self, "confirmation", None))
+        box.finished.connect(lambda _result: self.confirmation is box and setattr(self, "confirmation", None))
         self.confirmation = box
         box.open()
         return True
