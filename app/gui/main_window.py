@@ -227,6 +227,7 @@ class MainWindow(WindowLayout, QMainWindow):
             self.read_only_label.setToolTip("Another window (or program) has this project open for writing; "
                                             "nothing can be changed or saved here")
             self.canvas.set_tool("select")
+            self.refine_panel.set_idle_text("This window is read-only: refining is off", True)
         self.properties_panel.set_editable(not self.read_only)
         self.edit_history.set_read_only(self.read_only)
         self._update_title()
@@ -240,12 +241,15 @@ class MainWindow(WindowLayout, QMainWindow):
         self.instance_panel.apply(doc.image_id if doc is not None else None)
         self._show_selection_in_list()
         self._fresh_id = None
+        if self.statusBar().currentMessage().startswith("Loading image"):
+            self.statusBar().clearMessage()
         if doc is not None:
             doc.read_only = self.read_only
             self.image_panel.show_current(doc.image_id)
             doc.selection_changed.connect(self._selection_changed)
             doc.instances_changed.connect(self.properties_panel.show_instance)
-            self.feedback.schedule_preload()
+            if not self.read_only:
+                self.feedback.schedule_preload()
         self._update_document_actions()
         self._update_title()
 
@@ -273,10 +277,16 @@ class MainWindow(WindowLayout, QMainWindow):
         has_project = self.project.store is not None
         for name in ("file.save", "file.export", "file.images_folder", "image.next", "image.previous"):
             self.actions[name].setEnabled(has_project)
-        self._lock_editing()
+        self._refine_state_changed()  # what can be refined follows what is open and selected
 
     def _lock_editing(self) -> None:
-        """A read-only window changes nothing: every editing action off, the tools too."""
+        """Refine only what exists (an instance, an image, a project); a read-only window changes nothing:
+        every editing action off, the tools too."""
+        doc = self.project.doc
+        for name, needs in (("refine.run", doc is not None and doc.selected_id is not None),
+                            ("refine.image", doc is not None), ("refine.dataset", self.project.store is not None)):
+            if not needs:
+                self.actions[name].setEnabled(False)
         if self.read_only:
             for name in EDIT_ACTIONS:
                 self.actions[name].setEnabled(False)
@@ -441,7 +451,9 @@ class MainWindow(WindowLayout, QMainWindow):
     def _refine_state_changed(self) -> None:
         r = self.refine
         self.refine_panel.set_state(r.running, r.reviewing, r.queue_active, r.queue_paused)
-        if r.session is None and not r.queue_active:
+        if r.queue_active:
+            self.refine_panel.step_label.setText("The queue applies each result as it comes: P pauses, Esc stops")
+        elif r.session is None:
             self.refine_panel.clear_steps()
         self._lock_editing()
 

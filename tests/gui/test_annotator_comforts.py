@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app.core.store.history import EditAction
-from app.gui.docks.instance_list import AREA, CATEGORY, TO_REVIEW_KEY
+from app.gui.docks.instance_list import AREA, CATEGORY, SCORE, TO_REVIEW_KEY
 from app.gui.help import shortcut_rows
 from app.gui.main_window import MainWindow
 
@@ -132,6 +132,7 @@ def test_lists_read_well_and_say_what_they_count(window: MainWindow, qtbot: QtBo
     panel = window.instance_panel
     model = panel.model
     assert model.headerData(CATEGORY, Qt.Orientation.Horizontal) == "Category"
+    assert panel.view.isColumnHidden(SCORE)  # the demo is ground truth: no scores, no empty column
     assert panel.view.columnWidth(CATEGORY) >= 100
     first = model.index(0, AREA)
     instance_id = model.data(first, Qt.ItemDataRole.UserRole)
@@ -172,3 +173,31 @@ def test_selecting_a_tiny_instance_from_the_list_zooms_at_most_400_percent(
     window._instance_activated(min(layer.id for layer in doc.layers()))
     assert 1.0 < window.canvas.zoom <= 4.0
 
+
+
+def test_the_instance_list_reads_mask_areas_for_the_rows_on_screen_only(
+    qtbot: QtBot, tmp_path, monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    from app.core.records import Category, Dataset, ImageRecord, Instance, encode_mask
+    from app.core.store.project import ProjectStore
+    from app.gui.docks import instance_list
+
+    mask = np.zeros((40, 60), bool)
+    mask[5:20, 5:30] = True
+    dataset = Dataset({1: ImageRecord(1, "a.jpg", 60, 40)}, {1: Category(1, "thing")},
+                      [Instance(i, 1, 1, encode_mask(mask)) for i in range(1, 501)])
+    reads: list[int] = []
+    real = instance_list.pixel_area
+    monkeypatch.setattr(instance_list, "pixel_area", lambda store, i: reads.append(i) or real(store, i))
+    with ProjectStore.create(tmp_path / "many.srproj", dataset) as store:
+        panel = instance_list.InstanceListPanel([])
+        qtbot.addWidget(panel)
+        panel.resize(380, 500)
+        panel.show()
+        panel.set_store(store)
+        panel.apply(None)
+        qtbot.wait(50)
+        panel.refresh({1, 2})
+        qtbot.wait(50)
+        assert panel.model.data(panel.model.index(0, AREA)) == 375
+        assert 0 < len(set(reads)) <= 40 and reads.count(3) <= 1  # a screenful; a row not saved is read once

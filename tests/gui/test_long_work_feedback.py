@@ -92,7 +92,7 @@ def test_the_dataset_queue_asks_first_with_an_estimate_and_what_it_leaves_out(
 
 
 def test_queue_stats_count_time_and_say_it_in_words() -> None:
-    stats = QueueStats("the unreviewed instances", total=10, min_area=512, skipped=Counter({CROWD: 2, LOCKED: 1}))
+    stats = QueueStats("the project", total=10, min_area=512, skipped=Counter({CROWD: 2, LOCKED: 1}))
     stats.run(now=100.0)
     assert stats.progress_text(False, now=101.0) == "Refining 0/10"
     stats.finished(True)
@@ -103,7 +103,7 @@ def test_queue_stats_count_time_and_say_it_in_words() -> None:
     assert stats.seconds_per_instance(now=500.0) == 2.0  # paused time does not count
     assert stats.progress_text(True) == "Paused at 2/10 · P resumes"
     report = stats.report()
-    assert report.startswith("Refined 1 instance of the unreviewed instances in 4 s")
+    assert report.startswith("Refined 1 instance of the project in 4 s")
     assert "1 instance under 512 px left as they were" in report
     assert "skipped 2 crowd regions and 1 locked instance" in report
     assert skipped_text(Counter()) == "" and duration_text(4000) == "1 h 07 min"

@@ -69,3 +69,25 @@ def test_stop_is_authoritative_and_the_message_counts_in_words(window: MainWindo
     assert window.refine_panel.scrubber.maximum() == 1
     assert [m for m in messages if m.startswith("Refinement ")] == [
         "Refinement stopped after 1 step; Accept (Shift+Enter) or Reject (Backspace); the scrubber shows every step"]
+
+
+def test_the_queue_ends_when_its_last_write_reports_back(window: MainWindow, qtbot: QtBot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The writer may call back before its future is marked done: the queue must not wait for the future."""
+    from concurrent.futures import Future
+
+    from PySide6.QtCore import QTimer
+
+    real = window.project.save_refinement
+
+    def racing(image_id, instance_id, mask, provenance, on_done=None):  # type: ignore[no-untyped-def]
+        real(image_id, instance_id, mask, provenance)
+        if on_done is not None:
+            QTimer.singleShot(0, on_done)  # the "written" callback, queued ahead of the future
+        return Future()  # never done
+
+    monkeypatch.setattr(window.project, "save_refinement", racing)
+    window.settings.steps = 1
+    window.refine_panel.reload_settings()
+    start_dataset_queue(window)
+    qtbot.waitUntil(lambda: not window.refine.queue_active, timeout=RUN_TIMEOUT_MS)
+    assert window.refine.queue_done == window.refine.queue_total

@@ -1,8 +1,9 @@
 """The instance list: filter by category, status, score, area and change size; sort the review.
 
-The model never holds the whole listing: the row count and pages of 256 rows come from the store's SQL
+The model never holds the whole listing: the row count and pages of 64 rows come from the store's SQL
 (``count_instances`` / ``list_instances`` with limit and offset) when the view asks for them, so a
-245k-instance project scrolls as smoothly as a small one. The Area column shows the mask's pixels, read
+245k-instance project scrolls as smoothly as a small one, and the refresh after each save re-reads only
+the page on screen. The Area column shows the mask's pixels, read
 for the rows on screen only (the store's ``area`` is the file's own, a polygon's float area, shown in the
 tooltip); the category comes first so that it stays readable in a narrow dock.
 """
@@ -28,8 +29,8 @@ from app.core.store.rows import InstanceSummary
 from app.services.stats import TO_REVIEW, pixel_area
 
 Index = QModelIndex | QPersistentModelIndex
-PAGE = 256
-MAX_PAGES = 64
+PAGE = 64
+MAX_PAGES = 256
 STATUS, CATEGORY, ID, AREA, SCORE, CHANGE, CONFIDENCE, FLAGS = range(8)
 COLUMNS = ("", "Category", "Id", "Area", "Score", "Change", "Conf.", "")
 HEADER_TIPS = {
@@ -228,9 +229,9 @@ class InstanceListPanel(QWidget):
         self.view.verticalHeader().setDefaultSectionSize(22)
         self.view.setAlternatingRowColors(True)
         header = self.view.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(CATEGORY, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(CATEGORY, CATEGORY_WIDTH)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)  # fitted on new listings, not per save
+        header.setResizeContentsPrecision(0)  # fit to the rows on screen, not the first thousand (each a query)
+        header.setMinimumSectionSize(22)
         self.view.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.view.activated.connect(self._activated)
         self.view.clicked.connect(self._activated)
@@ -318,6 +319,8 @@ class InstanceListPanel(QWidget):
                 self.category_box.addItem(cat.name, cat.id)
         self.category_box.blockSignals(False)
         self.model.set_store(store)
+        scored = store is not None and store.count_instances(InstanceFilter(min_score=float("-inf"))) > 0
+        self.view.setColumnHidden(SCORE, not scored)  # ground truth has no scores: the room goes to the rest
         self._update_count()
 
     def filters(self) -> dict[str, Any]:
@@ -368,6 +371,14 @@ class InstanceListPanel(QWidget):
         """Re-run the listing for the open image (the 'This image' scope)."""
         self.model.set_query(self.build_query(image_id))
         self._update_count()
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """Columns to their contents on screen, the category at least ``CATEGORY_WIDTH``: once per listing
+        (fitting them after every save would read every visible cell again)."""
+        for column in range(len(COLUMNS)):
+            self.view.resizeColumnToContents(column)
+        self.view.setColumnWidth(CATEGORY, max(CATEGORY_WIDTH, self.view.columnWidth(CATEGORY)))
 
     def refresh(self, changed: set[int] | None = None) -> None:
         """Re-read the rows after edits; ``changed`` instances' masks may have changed too."""

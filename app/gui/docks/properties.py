@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QSizePolicy, QWidget
+from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
 from app.core.records import Category, ChangeKind, ReviewStatus
 from app.core.store.project import ProjectStore
@@ -38,7 +38,6 @@ class PropertiesPanel(QWidget):
         for label in (self.instance_label, self.area_label, self.score_label, self.provenance_label,
                       self.refined_label, self.image_label):
             label.setWordWrap(True)  # a long value wraps instead of widening the dock
-            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         form = QFormLayout(self)
         form.addRow("Instance", self.instance_label)
         form.addRow("Category", self.category_box)
@@ -68,7 +67,12 @@ class PropertiesPanel(QWidget):
         self.show_instance()
 
     def show_instance(self) -> None:
-        """Refresh from the selected instance (or show that none is selected)."""
+        """Refresh from the selected instance (or show that none is selected); the rows are laid out again at
+        once, since a value that wraps to two lines changes its row's height."""
+        self._show_instance()
+        self.layout().activate()
+
+    def _show_instance(self) -> None:
         doc = self.doc
         selected = None if doc is None else doc.selected_id
         enabled = selected is not None and self.editable

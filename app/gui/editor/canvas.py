@@ -237,8 +237,9 @@ class Canvas(QGraphicsView):
         self.set_zoom(1.0)
 
     def zoom_to_instance(self, instance_id: int) -> None:
-        """Frame an instance with context around it (half its size on each side, at least 32 pixels), never
-        closer than ``INSTANCE_ZOOM_MAX``: a 10-pixel instance is shown with its neighbourhood, not blown up."""
+        """Frame an instance with context around it (half its size on each side, at least 32 pixels, within the
+        image), never closer than ``INSTANCE_ZOOM_MAX``: a 10-pixel instance is shown with its neighbourhood,
+        not blown up, and a large one fills the view."""
         doc = self.document
         if doc is None or not doc.has_layer(instance_id):
             return
@@ -247,7 +248,8 @@ class Canvas(QGraphicsView):
             return
         x0, y0, x1, y1 = box
         margin = max(max(x1 - x0, y1 - y0) * 0.5, 32)
-        self.fitInView(QRectF(x0 - margin, y0 - margin, x1 - x0 + 2 * margin, y1 - y0 + 2 * margin), Qt.AspectRatioMode.KeepAspectRatio)
+        frame = QRectF(x0 - margin, y0 - margin, x1 - x0 + 2 * margin, y1 - y0 + 2 * margin)
+        self.fitInView(frame.intersected(self.scene().sceneRect()), Qt.AspectRatioMode.KeepAspectRatio)
         if self.zoom > INSTANCE_ZOOM_MAX:
             self.set_zoom(INSTANCE_ZOOM_MAX)
         self.centerOn(QPointF((x0 + x1) / 2, (y0 + y1) / 2))

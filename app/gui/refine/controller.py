@@ -26,10 +26,8 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -119,7 +117,8 @@ class RefineController(QObject):
         self._queue_runs = itertools.count(1)
         self._queue_token = 0
         self._missing_files: set[int] = set()
-        self._writes: list[Future[Any]] = []
+        self._pending_writes = 0
+        """Results of this queue run handed to the writer whose "written" has not come back yet."""
         worker = service.worker
         worker.frame.connect(self._on_frame)
         worker.finished.connect(self._on_finished)
@@ -284,9 +283,10 @@ class RefineController(QObject):
         """Every unreviewed instance of the project not refined yet: what ``refine`` does headless (the window
         asks first, with ``plan(UNREVIEWED)``'s figures)."""
         plan = self.plan(UNREVIEWED)
-        return plan is not None and self.start_queue(options, plan, "the unreviewed instances")
+        return plan is not None and self.start_queue(options, plan, "the project")
 
     def start_queue(self, options: RefineOptions, plan: RefinePlan, what: str) -> bool:
+        """Refine ``plan`` one instance after another; ``what`` names the set in messages ("this image")."""
         if self.queue_active:
             self.message.emit("The refine queue is already running")
             return False
@@ -298,6 +298,7 @@ class RefineController(QObject):
         self._queue = deque(QueueItem(image_id, i) for image_id, ids in plan.by_image.items() for i in ids)
         self._queue_options = options
         self._queue_token = next(self._queue_runs)
+        self._pending_writes = 0
         self._missing_files.clear()
         self.stats = QueueStats(what, plan.total, options.smallest_area, plan.skipped.copy())
         self.stats.run()
@@ -337,7 +338,8 @@ class RefineController(QObject):
 
     def _next_job(self) -> None:
         options, stats = self._queue_options, self.stats
-        assert options is not None and stats is not None
+        if options is None or stats is None:  # the run is over (cancelled, or its last write came back)
+            return
         while self._queue and not self.queue_paused:
             item = self._queue.popleft()
             job = self._queue_job(item, options)
@@ -412,12 +414,13 @@ class RefineController(QObject):
             return TOO_SMALL
         doc = self.project.doc
         if doc is None or doc.image_id != run.image_id:
-            self._writes = [f for f in self._writes if not f.done()]
             coarse = run.coarse(instance_id)
-            self._writes.append(self.project.save_refinement(
+            token = self._queue_token
+            self._pending_writes += 1
+            self.project.save_refinement(
                 run.image_id, instance_id,
                 lambda: state.rle if state.rle is not None else encoded(state.patch, whole_mask(coarse)),
-                state.provenance, self._written))
+                state.provenance, lambda: self._written(token))
             return REFINED
         doc.clear_preview()
         if not doc.has_layer(instance_id):
@@ -429,15 +432,21 @@ class RefineController(QObject):
 
     @property
     def _writing(self) -> bool:
-        return any(not f.done() for f in self._writes)
+        return self._pending_writes > 0
 
-    def _written(self) -> None:
+    def _written(self, token: int) -> None:
+        """A result of queue run ``token`` is in the store (counted by these callbacks, not by the writer's
+        futures, which may not be marked done yet when the callback arrives): the run ends after its last."""
+        if token != self._queue_token:
+            return
+        self._pending_writes = max(0, self._pending_writes - 1)
         if not self._writing and not self._queue and self.queue_run is None and self.queue_active:
             self._next_job()
 
     def _flush_writes(self) -> None:
         """Wait for the results handed to the writer (the queue is being cancelled: finished work is kept)."""
         self.project.writer.finish()
+        self._pending_writes = 0
 
     def _clear_queue_preview(self) -> None:
         doc = self.project.doc

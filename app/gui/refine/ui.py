@@ -98,7 +98,7 @@ class RefineFeedback(QObject):
         if plan is None:
             return False
         if not plan.total:
-            return self.refine.start_queue(options, plan, "the unreviewed instances")
+            return self.refine.start_queue(options, plan, "the project")
         measured = self.settings.seconds_per_instance(_timing_key(options))
         skipped = skipped_text(plan.skipped)
         lines = [estimate_text(plan.total, measured)]
@@ -116,7 +116,7 @@ class RefineFeedback(QObject):
         box.setWindowModality(Qt.WindowModality.WindowModal)
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         box.buttonClicked.connect(lambda button: box.standardButton(button) == QMessageBox.StandardButton.Yes
-                                  and self.refine.start_queue(options, plan, "the unreviewed instances"))
+                                  and self.refine.start_queue(options, plan, "the project"))
         box.finished.connect(lambda _result: self.confirmation is box and setattr(self, "confirmation", None))
         self.confirmation = box
         box.open()

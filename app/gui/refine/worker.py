@@ -8,6 +8,11 @@ and frames. A stop request is honoured between steps (the generator is closed, n
 the instance stays exactly as it was. Every failure becomes a ``failed`` signal with one readable
 message.
 
+The refine thread leaves the GUI thread a core: it runs at a lower scheduling priority (Linux: nice
++``REFINE_NICE`` for this thread alone) and torch computes on one core fewer than the machine has
+(``refine_threads``), since on a small or busy machine a GUI thread competing with every core's torch
+thread waits tens of milliseconds for its turn, and torch's own threads contend (docs/decisions/0016).
+
 torch and the refiner modules are imported on the refine thread, never on the GUI thread: by the window's
 ``preload`` right after it appears (so the first refinement starts at once, docs/decisions/0016), or by
 the first job or probe; the window itself opens without torch (docs/decisions/0014).
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +41,12 @@ log = logging.getLogger(__name__)
 
 PROBE_JOB = -1
 PRELOAD_JOB = -2
+REFINE_NICE = 5
+
+
+def refine_threads(cores: int | None = None) -> int:
+    """torch's intra-op threads for the refiner: every core but one, which the GUI thread keeps."""
+    return max(1, (cores or os.cpu_count() or 2) - 1)
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,15 @@ class RefineWorker(QObject):
 
     def _stopping(self, job: RefineJob) -> bool:
         return job.job_id < self._stop_below
+
+    @Slot()
+    def settle(self) -> None:
+        """On the refine thread as it starts: a lower priority than the GUI thread's, where the OS allows."""
+        if sys.platform.startswith("linux"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REFINE_NICE)
+            except OSError as error:
+                log.debug("could not lower the refine thread's priority: %s", error)
 
     @Slot()
     def probe(self) -> None:
@@ -158,6 +180,9 @@ class RefineWorker(QObject):
         if self._refiner_key != key:
             self._refiner = self._refiner_key = None
             self.loading.emit(options.weights)
+            import torch
+
+            torch.set_num_threads(refine_threads())
             self._refiner = load_refiner(options)
             self._refiner_key = key
             self._seen_fallbacks = 0
@@ -214,6 +239,7 @@ class RefineService(QObject):
         self._probe.connect(self.worker.probe)
         self._preload.connect(self.worker.preload)
         self.thread.finished.connect(self.worker.deleteLater)
+        self.thread.started.connect(self.worker.settle)
         self.thread.start()
         self.last_job_id = 0
         self.probe_requested = False
