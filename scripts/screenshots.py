@@ -44,6 +44,8 @@ COCO_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_tiny
 SOURCE = COCO_TINY / "annotations" / "instances_val2017.json"
 IMAGES = COCO_TINY / "val2017"
 CROWD_IMAGE, CROWD_ID = 184324, 900100184324
+FEW_IMAGE = 402433
+"""Three instances: its Refine All of Image measures the time per instance the queue's estimate uses."""
 
 
 class Walk:
@@ -136,6 +138,13 @@ def run(walk: Walk, settings_of: Callable[[], object], scratch: Path) -> Path:
     walk.wait(lambda: window.feedback.loaded is not None, 300, "the model")
     walk.shoot("02-project-opened.png")
 
+    window.project.open_image(FEW_IMAGE)  # Refine All of Image on a small image: the queue's estimate comes from it
+    walk.wait(lambda: window.project.doc is not None and window.project.doc.image_id == FEW_IMAGE, 60, "the image")
+    window.actions["refine.image"].trigger()
+    walk.wait(lambda: not window.refine.queue_active, 300, "Refine All of Image")
+    window.project.open_image(CROWD_IMAGE)
+    walk.wait(lambda: window.project.doc is not None and window.project.doc.image_id == CROWD_IMAGE, 60, "the image")
+    window._instance_activated(CROWD_ID)
     window.actions["refine.dataset"].trigger()
     box = window.feedback.confirmation
     assert box is not None

@@ -196,7 +196,11 @@ class MainWindow(WindowLayout, QMainWindow):
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt override)
         super().showEvent(event)
-        QTimer.singleShot(3000, self.feedback.schedule_preload)  # no image shown by then: load the model anyway
+        QTimer.singleShot(3000, self._preload)  # no image on screen by then: load the model anyway
+
+    def _preload(self) -> None:
+        if not self.read_only:
+            self.feedback.schedule_preload()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt override)
         if event.mimeData().hasUrls():
@@ -248,8 +252,7 @@ class MainWindow(WindowLayout, QMainWindow):
             self.image_panel.show_current(doc.image_id)
             doc.selection_changed.connect(self._selection_changed)
             doc.instances_changed.connect(self.properties_panel.show_instance)
-            if not self.read_only:
-                self.feedback.schedule_preload()
+            self._preload()
         self._update_document_actions()
         self._update_title()
 

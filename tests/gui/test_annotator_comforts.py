@@ -201,3 +201,13 @@ def test_the_instance_list_reads_mask_areas_for_the_rows_on_screen_only(
         qtbot.wait(50)
         assert panel.model.data(panel.model.index(0, AREA)) == 375
         assert 0 < len(set(reads)) <= 40 and reads.count(3) <= 1  # a screenful; a row not saved is read once
+
+
+def test_a_long_id_further_down_the_list_is_not_cut(window: MainWindow, qtbot: QtBot, big_ids_project) -> None:  # type: ignore[no-untyped-def]
+    from .conftest import BIG_IMAGE_ID, CROWD_ID, open_project
+
+    open_project(qtbot, window, big_ids_project, BIG_IMAGE_ID)
+    panel = window.instance_panel
+    panel.scope_box.setCurrentIndex(1)
+    width = panel.view.columnWidth(2)
+    assert width >= panel.view.fontMetrics().horizontalAdvance(str(CROWD_ID))

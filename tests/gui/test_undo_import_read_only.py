@@ -138,3 +138,35 @@ def test_quitting_closes_the_project_and_releases_it(window: MainWindow, data_di
     assert window.project.store is None
     with ProjectStore.open(demo_project_path(data_dir)) as store:
         assert not store.read_only
+
+
+def test_a_dropped_annotation_file_also_asks_where_to_save(
+    window: MainWindow, qtbot: QtBot, tmp_path: Path, monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    source = mini_coco(tmp_path / "dropped")
+    chosen = tmp_path / "mine" / "dropped.srproj"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_a, **_k: str(demo_dir()))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *_a, **_k: (str(chosen.with_suffix("")), ""))
+    window.opener.open_path(source)
+    qtbot.waitUntil(lambda: window.project.project_path == chosen and window.project.doc is not None, timeout=20_000)
+    assert sorted(p.name for p in source.parent.iterdir()) == ["mini.json"]  # the suffix was added, not beside it
+
+
+def test_an_image_whose_masks_the_queue_changed_meanwhile_forgets_its_undo_history(
+    window: MainWindow, qtbot: QtBot,
+) -> None:
+    doc, _selected = brush_the_next_instance(window)
+    first = doc.image_id
+    with qtbot.waitSignal(window.project.document_changed, timeout=20_000):
+        window.actions["image.next"].trigger()
+    assert first in window.project.undo  # kept while the image is closed
+    window.settings.steps = 1
+    window.refine_panel.reload_settings()
+    from .conftest import start_dataset_queue
+
+    start_dataset_queue(window)  # refines the first image's instances in the store, behind its history
+    qtbot.waitUntil(lambda: not window.refine.queue_active, timeout=120_000)
+    assert first not in window.project.undo
+    with qtbot.waitSignal(window.project.document_changed, timeout=20_000):
+        window.actions["image.previous"].trigger()
+    assert not window.actions["edit.undo"].isEnabled() and window.project.doc.undo_stack.count() == 0  # type: ignore[union-attr]

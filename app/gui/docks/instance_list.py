@@ -56,7 +56,8 @@ STATUS_STYLE: dict[ReviewStatus, tuple[str, str]] = {
     ReviewStatus.NEEDS_WORK: ("mdi6.alert-circle", "#f59e0b"),
 }
 STATUS_TEXT = {s: s.value.replace("_", " ") for s in ReviewStatus}
-CATEGORY_WIDTH = 120
+CATEGORY_WIDTH = 100
+CELL_PADDING = 14
 
 
 class InstanceTableModel(QAbstractTableModel):
@@ -141,6 +142,17 @@ class InstanceTableModel(QAbstractTableModel):
                 if summary.id == instance_id:
                     return page_no * PAGE + offset
         return -1
+
+    def widest(self, column: int) -> str:
+        """The widest text the listing can have in the Id or Area column (its largest value, one query), so that
+        a row scrolled to later is not cut."""
+        if self._store is None or column not in (ID, AREA):
+            return ""
+        key = "id" if column == ID else "area"
+        top = self._store.list_instances(replace(self._query, sort_by=key, descending=True, limit=1, offset=0))
+        if not top:
+            return ""
+        return str(top[0].id) if column == ID else f"{top[0].area * 1.01 + 1:.0f}"  # pixels vs the file's area
 
     def category_name(self, category_id: int) -> str:
         cat = self._categories.get(category_id)
@@ -379,6 +391,10 @@ class InstanceListPanel(QWidget):
         for column in range(len(COLUMNS)):
             self.view.resizeColumnToContents(column)
         self.view.setColumnWidth(CATEGORY, max(CATEGORY_WIDTH, self.view.columnWidth(CATEGORY)))
+        metrics = self.view.fontMetrics()
+        for column in (ID, AREA):
+            needed = metrics.horizontalAdvance(self.model.widest(column)) + CELL_PADDING
+            self.view.setColumnWidth(column, max(needed, self.view.columnWidth(column)))
 
     def refresh(self, changed: set[int] | None = None) -> None:
         """Re-read the rows after edits; ``changed`` instances' masks may have changed too."""

@@ -14,7 +14,7 @@ from app.gui.refine.controller import UNREVIEWED, RefineController
 from app.gui.refine.panel import RefinePanel
 from app.gui.refine.queue import estimate_text, plural, skipped_text
 from app.gui.refine.worker import PRELOAD_JOB, RefineService
-from app.gui.settings import AppSettings, timing_key
+from app.gui.settings import AppSettings, timing_key, weights_label
 from app.refiner.options import RefineOptions
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,9 @@ class RefineFeedback(QObject):
     # ----- the model
     def schedule_preload(self) -> None:
         """Load the model soon (once), unless the settings say not to or the chosen weights cannot run."""
-        if not self.preload_started and self.settings.preload_refiner:
+        if not self.preload_started and self.settings.preload_refiner and self.panel.problem() is None:
             self.preload_started = True
+            self.panel.set_idle_text(f"Loading model {weights_label(self.panel.options().weights)}…", self._idle())
             QTimer.singleShot(PRELOAD_DELAY_MS, self._preload)
 
     def _preload(self) -> None:
@@ -87,9 +88,10 @@ class RefineFeedback(QObject):
             self.panel.set_idle_text(f"The model could not be loaded: {message}", self._idle())
 
     def run_started(self) -> None:
-        """A refinement was asked for: say so while the model is still loading."""
-        if self.loading is not None:
-            self.panel.step_label.setText(f"Loading model {self.loading}… the refinement starts when it is ready")
+        """A refinement was asked for: say so while the model is still loading (or has not started to)."""
+        loading = self.loading or (None if self.loaded else weights_label(self.panel.options().weights))
+        if loading is not None and not self.refine.step_count:
+            self.panel.step_label.setText(f"Loading model {loading}… the refinement starts when it is ready")
 
     # ----- the dataset queue
     def confirm_dataset(self, options: RefineOptions) -> bool:
