@@ -229,6 +229,9 @@ def main() -> int:
         ticks.start()
         start = time.perf_counter()
         window.actions["refine.dataset"].trigger()
+        box = window.feedback.confirmation
+        assert box is not None
+        box.button(box.StandardButton.Yes).click()
         wait_until(app, lambda: not window.refine.queue_active, 1200)
         ticks.stop()
         print(f"queue: {window.refine.queue_done} instances in {time.perf_counter() - start:.2f} s")

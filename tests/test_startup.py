@@ -44,6 +44,30 @@ def test_the_window_opens_the_demo_without_importing_torch(tmp_path: Path) -> No
     assert result.stdout.split() == ["False", "True"]
 
 
+@pytest.mark.slow
+def test_once_the_demo_is_on_screen_the_model_loads_in_the_background(tmp_path: Path) -> None:
+    result = run_python("""
+        import sys, time
+        from PySide6.QtWidgets import QApplication
+        from app.gui.app import configure_application
+        from app.gui.main_window import MainWindow
+        app = QApplication([])
+        configure_application(app)
+        window = MainWindow()
+        window.show()
+        window.open_startup()
+        while window.project.doc is None:
+            app.processEvents()
+        deadline = time.monotonic() + 90
+        while window.feedback.loaded is None and time.monotonic() < deadline:
+            app.processEvents()
+        print(window.feedback.loaded, "torch" in sys.modules, window.refine_panel.step_label.text().split(":")[0])
+        window.close()
+    """, tmp_path, QT_QPA_PLATFORM="offscreen")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["compact-v1", "True", "Model", "compact-v1", "ready", "on", "cpu"]
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["stats", "--help"], ["import", "--help"], ["refine", "--help"]])
 def test_the_command_line_imports_torch_only_for_a_refinement(tmp_path: Path, argv: list[str]) -> None:
     result = run_python(f"""

@@ -68,7 +68,8 @@ SPECS: tuple[ActionSpec, ...] = (
     ActionSpec("brush.smaller", "Smaller Brush", "[", "mdi6.minus"),
     ActionSpec("brush.larger", "Larger Brush", "]", "mdi6.plus"),
     # instances
-    ActionSpec("instance.new", "New Instance", "Ctrl+N", "mdi6.shape-plus", "Add an empty instance and paint it"),
+    ActionSpec("instance.new", "New Instance…", "Ctrl+N", "mdi6.shape-plus",
+               "Add an instance of a category you choose, then paint it"),
     ActionSpec("instance.delete", "Delete Instance", "Delete", "mdi6.delete"),
     ActionSpec("instance.category", "Change Category…", "C", "mdi6.tag"),
     ActionSpec("instance.lock", "Lock / Unlock", "Ctrl+L", "mdi6.lock"),
@@ -110,6 +111,10 @@ SPECS: tuple[ActionSpec, ...] = (
                "Pixels the refiner added and removed, in two colours", True),
     ActionSpec("view.show_confidence", "Show Refiner Confidence", "U", "mdi6.thermometer",
                "Where the refiner is unsure, as a heatmap", True),
+    # help
+    ActionSpec("help.shortcuts", "&Keyboard Shortcuts", "F1", "mdi6.keyboard", "Every command and its shortcut"),
+    ActionSpec("help.about", "&About SegRefiner Studio", "", "mdi6.information-outline",
+               "Versions, the model and the licences"),
 )
 
 
@@ -129,6 +134,7 @@ class ActionRegistry(QObject):
             if spec.icon:
                 action.setIcon(qta.icon(spec.icon))
             action.setCheckable(spec.checkable)
+            action.setIconVisibleInMenu(not spec.checkable)  # menus then draw a clear check mark instead
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
             self._actions[spec.name] = action
             if spec.name.startswith("tool."):
@@ -192,6 +198,7 @@ MENUS: dict[str, tuple[str | None, ...]] = {
                 "refine.step_forward"),
     "&View": ("view.fit", "view.actual", "view.zoom_instance", None, "view.contour_only", "view.selected_only",
               "view.color_by_category", None, "view.show_diff", "view.show_confidence", None, "@docks"),
+    "&Help": ("help.shortcuts", "help.about"),
 }
 MAIN_TOOLBAR = ("file.open_project", "file.save", "file.export", None, "edit.undo", "edit.redo", None,
                 "refine.run", "refine.stop", "refine.accept", "refine.reject", None, "review.accepted",
@@ -200,6 +207,20 @@ MAIN_TOOLBAR = ("file.open_project", "file.save", "file.export", None, "edit.und
 TOOLS_TOOLBAR = tuple(f"tool.{t}" for t in TOOLS) + (None, "brush.smaller", "brush.larger", None, "instance.new",
                                                       "instance.delete", "instance.lock", "instance.hide",
                                                       "instance.raise", "instance.lower")
+EDIT_ACTIONS = (
+    *(f"tool.{t}" for t in TOOLS if t != "select"), "brush.smaller", "brush.larger", "edit.undo", "edit.redo",
+    "edit.clear_guidance", "instance.new", "instance.delete", "instance.category", "instance.lock", "instance.hide",
+    "instance.raise", "instance.lower", "review.accepted", "review.rejected", "review.needs_work", "refine.run",
+    "refine.image", "refine.dataset", "refine.accept", "refine.accept_next", "file.images_folder",
+)
+"""What changes the project: disabled in a read-only window."""
+CANVAS_MENU = ("refine.run", None, "review.accepted", "review.rejected", "review.needs_work", None,
+               "instance.category", "instance.lock", "instance.hide", "instance.raise", "instance.lower",
+               "instance.delete", None, "view.zoom_instance", "view.fit", None, "instance.new")
+"""Right click on the canvas (on an instance, which it selects first; elsewhere the same, mostly disabled)."""
+INSTANCE_LIST_MENU = ("view.zoom_instance", "refine.run", None, "review.accepted", "review.rejected",
+                      "review.needs_work", None, "instance.category", "instance.lock", "instance.hide",
+                      "instance.delete")
 INSTANCE_ACTIONS = ("instance.delete", "instance.category", "instance.lock", "instance.hide", "instance.raise",
                     "instance.lower", "review.accepted", "review.rejected", "review.needs_work",
                     "view.zoom_instance")

@@ -101,6 +101,7 @@ def run_gui(argv: list[str]) -> int:
         window.actions.refresh_icons()
 
     app.styleHints().colorSchemeChanged.connect(theme_changed)
+    app.aboutToQuit.connect(window.shutdown)  # however the app ends, the project is closed and its lock released
     window.show()
     QTimer.singleShot(0, lambda: window.open_startup(project))
     log.info("window shown; opening %s", project or "the demo project")

@@ -14,6 +14,7 @@ and history.
 """
 from __future__ import annotations
 
+import getpass
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -31,6 +32,17 @@ from app.gui.editor.layers import InstanceLayer
 from app.gui.store_writer import StoreWriter
 
 log = logging.getLogger(__name__)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment or the password database
+        return "annotator"
+
+
+AUTHOR = _user()
+"""Who made the window's hand edits, as their mask edits record it (the edit history shows it)."""
 
 # Edits after which the whole mask is compared with the store's: these can change it without a
 # ``mask_changed`` signal (an instance put back by undo) or must be recorded even when no pixel changed.
@@ -64,7 +76,7 @@ def provenance_of(layer: InstanceLayer) -> Provenance:
 class Autosave(QObject):
     """Keeps the open document's instances and the store in step, through ``writer``."""
 
-    saved = Signal(int)       # an instance's row changed
+    saved = Signal("qint64")  # an instance's row changed
     failed = Signal(str)      # a write failed (message); the edit stays in the document
 
     def __init__(self, writer: StoreWriter, parent: QObject | None = None) -> None:
@@ -100,11 +112,10 @@ class Autosave(QObject):
             doc.mask_changed.connect(self.mask_touched)
             doc.id_allocator = self.allocate_id
 
-    def allocate_id(self) -> int:
+    def allocate_id(self, category: int) -> int:
         """Create the new instance's row now (after the writes queued before it), so its id is the store's."""
         doc, store = self.doc, self.store
         assert doc is not None and store is not None
-        category = store.categories()[0].id
         empty = np.zeros(doc.shape, dtype=bool)
 
         def create(st: ProjectStore) -> int:
@@ -189,7 +200,7 @@ class Autosave(QObject):
             rle = encode_mask(snapshot.full())
             if rle["counts"] == self._counts.get(instance_id) and not force:
                 return False
-            st.set_mask(instance_id, rle, provenance=provenance, params={"action": action})
+            st.set_mask(instance_id, rle, provenance=provenance, params={"action": action, "author": AUTHOR})
             self._counts[instance_id] = rle["counts"]
             return True
 

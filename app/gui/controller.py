@@ -37,7 +37,8 @@ from app.gui.editor.overlays import build_pyramid
 from app.gui.store_writer import StoreWriter
 from app.gui.settings import AppSettings
 from app.gui.tasks import TaskRunner
-from app.services.datasets import ImportRequest, ImportResult, default_project_path, import_project
+from app.gui.undo_history import UndoHistory
+from app.services.datasets import ImportRequest, ImportResult, import_project
 from app.services.demo import open_demo_project
 from app.services.refine import save_refinement
 from app.services.selection import image_file
@@ -78,8 +79,8 @@ class ProjectController(QObject):
 
     project_changed = Signal()
     document_changed = Signal(object)   # ImageDocument | None
-    image_loading = Signal(int)         # image id being loaded
-    saved = Signal(int)                 # an instance's row in the store changed
+    image_loading = Signal("qint64")    # image id being loaded
+    saved = Signal("qint64")            # an instance's row in the store changed
     message = Signal(str)
     error = Signal(str, str)            # title, message
     progress = Signal(str, int, int)    # what, done, total (total 0: busy; done == total: finished)
@@ -96,6 +97,7 @@ class ProjectController(QObject):
         self.categories: dict[int, Category] = {}
         self.session: dict[str, Any] = {}
         self.writer = StoreWriter(self)
+        self.undo = UndoHistory(self)
         self.autosave = Autosave(self.writer, self)
         self.autosave.saved.connect(self.saved)
         self.autosave.failed.connect(lambda message: self.error.emit("Could not save the edit", message))
@@ -137,14 +139,11 @@ class ProjectController(QObject):
 
     def import_dataset(
         self, source: Path, fmt: str | None = None, images_dir: Path | None = None,
-        images_file: Path | None = None, project: Path | None = None,
+        images_file: Path | None = None, *, project: Path,
     ) -> None:
-        """Create a project from a dataset on the thread pool, then open it (an existing one is opened).
-
-        ``fmt`` names a row of app/services/formats.IMPORT_FORMATS or is None to detect it; the project is
-        written beside the source unless ``project`` says where.
-        """
-        project = project or default_project_path(source)
+        """Create the project ``project`` from a dataset on the thread pool, then open it (an existing one is
+        opened). ``fmt`` names a row of app/services/formats.IMPORT_FORMATS or is None to detect it. The
+        window asks the user where ``project`` goes (app/gui/import_dialogs.py), never beside the source."""
         if project.exists():
             self.message.emit(f"{project.name} already exists: opening it")
             self.open_project(project)
@@ -217,6 +216,7 @@ class ProjectController(QObject):
             return
         self.flush()
         self._set_document(None)
+        self.undo.clear()
         self.autosave.attach(None, None, [])
         self.writer.attach(None)
         self.store.close()
@@ -270,10 +270,12 @@ class ProjectController(QObject):
             InstanceLayer(
                 inst.id, inst.category_id, mask, palette_color(inst.id), visible=not inst.hidden, locked=inst.locked,
                 z=inst.z_order, status=ReviewStatus(inst.status).value, provenance=inst.provenance,
+                crowd=bool(inst.iscrowd),
             )
             for inst, mask in zip(loaded.instances, loaded.masks)
         ]
-        doc = ImageDocument(loaded.image, loaded.record.id, layers, self, loaded.bboxes)
+        doc = ImageDocument(loaded.image, loaded.record.id, layers, self, loaded.bboxes,
+                            self.undo.stack_for(loaded.record.id))
         doc.photo_levels = loaded.levels
         self._set_document(doc, loaded.instances)
         if loaded.problem:
@@ -290,12 +292,16 @@ class ProjectController(QObject):
         if old is not None:
             old.end_stroke()
             old.selection_changed.disconnect(self._selection_changed)
+            self.undo.closed(old)
+            if self.store is not None and self.store.read_only:
+                self.undo.forget(old.image_id)  # its edits were refused: the project does not hold them
         self.autosave.attach(self.store, doc, stored or [])
         if old is not None:
             old.deleteLater()
         self.doc = doc
         if doc is not None:
             doc.selection_changed.connect(self._selection_changed)
+            self.undo.opened(doc)
         self.document_changed.emit(doc)
 
     def record(self, image_id: int) -> ImageRecord | None:
@@ -376,24 +382,25 @@ class ProjectController(QObject):
             return
         doc.set_status(doc.selected_id, ReviewStatus(status).value)
 
-    def new_instance(self) -> int | None:
-        """Add an empty instance (category of the selected one, else the first) and select it."""
+    def new_instance(self, category_id: int) -> int | None:
+        """Add an empty instance of ``category_id`` on the open image and select it (the window asks which)."""
         doc = self.doc
-        if doc is None or not self.categories or self.store is None:
+        if doc is None or self.store is None or category_id not in self.categories:
             return None
         if self.store.read_only:
             self.message.emit(f"The project is read-only ({self.store.read_only_reason}): no new instances")
             return None
-        category = doc.layer(doc.selected_id).category_id if doc.selected_id is not None else next(iter(self.categories))
-        instance_id = doc.add_instance(category, np.zeros(doc.shape, dtype=bool))
+        instance_id = doc.add_instance(category_id, np.zeros(doc.shape, dtype=bool))
         doc.select(instance_id)
         return instance_id
 
     # ------------------------------------------------------------------------------- saving
-    def save_refinement(self, instance_id: int, mask: Callable[[], MaskLike], provenance: Provenance,
+    def save_refinement(self, image_id: int, instance_id: int, mask: Callable[[], MaskLike], provenance: Provenance,
                         on_done: Callable[[], None] | None = None) -> Future[None]:
-        """Save a refinement of an instance not on the open image (the refine queue) on the writer thread;
-        ``mask()`` gives the mask there (usually encoded already by the refine thread)."""
+        """Save a refinement of an instance of image ``image_id``, which is not open (the refine queue), on the
+        writer thread; ``mask()`` gives the mask there (usually encoded already by the refine thread). The
+        image's undo history no longer matches its masks, so it is dropped."""
+        self.undo.forget(image_id)
         def save(store: ProjectStore) -> None:
             save_refinement(store, instance_id, mask(), provenance)
 

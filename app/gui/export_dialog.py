@@ -3,8 +3,11 @@
 The export itself is the command line's (``app.services.datasets.export_project``), run on the thread pool against its own
 read-only connection to the project, so the window stays usable and the file is written atomically. The
 bar follows the instances written; Cancel stops the export (nothing is written). When it is done the
-dialog stays open on the export's report: what was written, and every instance it could not write as
-asked (a polygon that cannot represent its mask, say).
+dialog stays open on the export's report: what was written, what its "source format" counts mean in words,
+and every instance it could not write as asked (a polygon that cannot represent its mask, say).
+
+The export goes by default into a visible ``exports`` folder beside the project, or, for a project kept in
+a hidden or the application's own folder (the demo's), into Documents/SegRefiner Studio/exports.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QStandardPaths, Signal
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
     QPlainTextEdit, QProgressBar, QPushButton, QRadioButton, QVBoxLayout, QWidget,
@@ -20,11 +23,40 @@ from PySide6.QtWidgets import (
 
 from app.core.formats.coco_export import SegmentationMode
 from app.core.report import ExportReport
+from app.gui import import_dialogs
 from app.gui.tasks import Task, TaskRunner
 from app.services.datasets import export_project
 from app.services.formats import EXPORT_FORMATS, default_export_format
 
 MAX_LISTED_PROBLEMS = 200
+EXPORTS = "exports"
+SOURCE_FORMATS = {
+    "polygon": "as polygons (lists of outline points)",
+    "rle": "as compressed RLE masks",
+    "uncompressed_rle": "as uncompressed RLE masks (COCO's crowd regions)",
+    "mask": "as raster masks (PNG masks, or drawn or changed here)",
+    "unknown": "in a form the project does not know",
+}
+
+
+def default_export_dir(project: Path) -> Path:
+    """``exports`` beside the project, unless the project lives in a hidden or the application's own folder
+    (then Documents/SegRefiner Studio/exports): an export is meant to be found."""
+    folder = project.resolve().parent
+    app_data = Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)).resolve()
+    hidden = any(part.startswith(".") for part in folder.parts) or folder.is_relative_to(app_data)
+    return (import_dialogs.default_projects_dir() if hidden else folder) / EXPORTS
+
+
+def explain_source_formats(counts: dict[str, int]) -> str:
+    """The report's "source format …" counts in words: how each annotation was stored in the imported file."""
+    parts = [f"{n} {SOURCE_FORMATS.get(key.removeprefix('source format '), key)}"
+             for key, n in counts.items() if key.startswith("source format ")]
+    if not parts:
+        return ""
+    return ("\"Source format\" is how each annotation was stored in the file you imported: "
+            + "; ".join(parts) + ". With \"As imported\", annotations nobody changed are written back in that "
+            "form, and every mask changed here (refined or painted) is written as exact RLE.")
 
 
 @dataclass(frozen=True)
@@ -110,9 +142,8 @@ class ExportDialog(QDialog):
 
     def _default_path(self) -> Path:
         stem = self.project.with_suffix("").name
-        if self.to_folder:
-            return self.project.parent / f"{stem}-{self.fmt}"
-        return self.project.parent / f"{stem}-{self.fmt}.json"
+        folder = default_export_dir(self.project)
+        return folder / (f"{stem}-{self.fmt}" if self.to_folder else f"{stem}-{self.fmt}.json")
 
     def _format_changed(self) -> None:
         for button in (self.source_button, self.rle_button, self.polygon_button):
@@ -121,7 +152,7 @@ class ExportDialog(QDialog):
 
     def _browse(self) -> None:
         if self.to_folder:
-            path = QFileDialog.getExistingDirectory(self, "Export masks to", str(self.project.parent))
+            path = QFileDialog.getExistingDirectory(self, "Export masks to", str(Path(self.path_edit.text()).parent))
         else:
             path, _ = QFileDialog.getSaveFileName(self, "Export to", self.path_edit.text(), "JSON (*.json)")
         if path:
@@ -147,6 +178,11 @@ class ExportDialog(QDialog):
             self.status.setText("Choose where to save the export")
             return
         choice = self.choice()
+        try:
+            choice.out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            self.status.setText(f"Cannot create the folder {choice.out.parent}: {error.strerror or error}")
+            return
         self.report = None
         self.report_view.hide()
         self.progress.setRange(0, 0)
@@ -177,7 +213,8 @@ class ExportDialog(QDialog):
         problems = len(report.problems)
         warning = f"; {problems} instance(s) not written as asked, see below" if problems else ""
         self.status.setText(f"Exported to {destination}{warning}")
-        self.report_view.setPlainText(report.summary(max_problems=MAX_LISTED_PROBLEMS))
+        words = explain_source_formats(dict(report.counts))
+        self.report_view.setPlainText(report.summary(max_problems=MAX_LISTED_PROBLEMS) + (f"\n\n{words}" if words else ""))
         self.report_view.show()
         self.export_button.setEnabled(True)
         self.export_button.setText("Export again")

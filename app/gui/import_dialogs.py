@@ -1,15 +1,44 @@
 """The file dialogs that ask what to import: the annotation file or mask folder, the images folder, and
 for a results file the COCO/LVIS file of its images. The answer is an ``ImportRequest`` for the import
-service; the format of a dropped file is detected by the same ``detect_format`` the command line uses."""
+service; the format of a dropped file is detected by the same ``detect_format`` the command line uses.
+
+Then ``ask_project_path`` asks where the new project goes (with its lock and import report): by default a
+folder of the user's documents, never the dataset's own folder unasked, which may be read-only or shared.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import QStandardPaths
 from PySide6.QtWidgets import QFileDialog, QWidget
 
-from app.services.datasets import ImportRequest, detect_format
+from app.services.datasets import PROJECT_SUFFIX, ImportRequest, detect_format
 
 JSON_FILTER = "JSON (*.json)"
+APP_FOLDER = "SegRefiner Studio"
+
+
+def default_projects_dir() -> Path:
+    """Where new projects and exports go unless the user says otherwise: Documents/SegRefiner Studio."""
+    documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return Path(documents or Path.home()) / APP_FOLDER
+
+
+def ask_project_path(parent: QWidget, source: Path) -> Path | None:
+    """Where to save the project made from ``source`` (None: the user cancelled)."""
+    folder = default_projects_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # so the dialog opens there
+    except OSError:
+        folder = Path.home()
+    suggestion = folder / (source.stem if source.is_file() else source.name or "project")
+    suggestion = suggestion.with_name(suggestion.name + PROJECT_SUFFIX)
+    path, _ = QFileDialog.getSaveFileName(parent, f"Save the project made from {source.name} as", str(suggestion),
+                                          f"Projects (*{PROJECT_SUFFIX})")
+    if not path:
+        return None
+    path_ = Path(path)
+    return path_ if path_.suffix == PROJECT_SUFFIX else path_.with_name(path_.name + PROJECT_SUFFIX)
 
 
 def ask_import(parent: QWidget, kind: str) -> ImportRequest | None:

@@ -2,38 +2,36 @@
 
 The window wires widgets to the two controllers (project and refinement) and shows what they report:
 messages in the status bar, errors in a non-blocking message box and the log, progress in the status
-bar. It holds no project state of its own.
+bar. It holds no project state of its own. A project another window holds opens read-only: the title and
+the status bar say so, every action that would change it is disabled, and quitting asks before dropping
+an edit that still reached the screen.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import (
-    QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QSlider,
-    QToolBar, QUndoView, QWidget,
-)
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
+from PySide6.QtWidgets import QInputDialog, QMainWindow, QMessageBox, QWidget
 
-from app.core.errors import DatasetError
 from app.core.records import ReviewStatus
-from app.gui.actions import INSTANCE_ACTIONS, MAIN_TOOLBAR, MENUS, TOOLS, TOOLS_TOOLBAR, ActionRegistry
+from app.core.store.history import Edit
+from app.gui.actions import EDIT_ACTIONS, INSTANCE_ACTIONS, TOOLS, ActionRegistry
+from app.gui.context_menus import ContextMenus
 from app.gui.controller import ProjectController
-from app.gui.docks.image_list import ImageListPanel
-from app.gui.docks.instance_list import InstanceListPanel
-from app.gui.docks.properties import PropertiesPanel
+from app.gui.docks.edit_history import revert_edit
 from app.gui.editor.canvas import Canvas
 from app.gui.editor.document import ImageDocument
-from app.gui.editor.navigator import Navigator
 from app.gui.export_dialog import ExportDialog
-from app.gui.import_dialogs import ask_import, ask_import_of
+from app.gui.help import ShortcutSheet, about_box
+from app.gui.opening import Opener
 from app.gui.refine.controller import RefineController
-from app.gui.refine.panel import RefinePanel
-from app.gui.refine.worker import Environment, RefineService
-from app.gui.settings import AppSettings, SettingsDialog
+from app.gui.refine.ui import RefineFeedback
+from app.gui.refine.worker import PROBE_JOB, Environment, RefineService
+from app.gui.settings import AppSettings, SettingsDialog, weights_label
 from app.gui.tasks import TaskRunner
-from app.services.datasets import PROJECT_SUFFIX
+from app.gui.window_layout import WindowLayout
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,8 @@ APP_TITLE = "SegRefiner Studio"
 REFRESH_DELAY_MS = 150
 MESSAGE_MS = 8000
 
-class MainWindow(QMainWindow):
+
+class MainWindow(WindowLayout, QMainWindow):
     """The annotator's window. ``data_dir`` holds the demo project (default: the user's data folder)."""
 
     def __init__(self, settings: AppSettings | None = None, data_dir: Path | None = None,
@@ -56,10 +55,16 @@ class MainWindow(QMainWindow):
         self.service = RefineService(self)
         self.project = ProjectController(self.settings, self.tasks, data_dir, self)
         self.refine = RefineController(self.project, self.service, self)
+        self.opener = Opener(self, self.project, self.settings, self.show_error)
         self.environment: Environment | None = None
         self.settings_dialog: SettingsDialog | None = None
+        self.shortcut_sheet: ShortcutSheet | None = None
         self.last_error: tuple[str, str] | None = None
         self._zoom_to_selection = False
+        self._fresh_id: int | None = None
+        self._new_category: int | None = None
+        self._saved_ids: set[int] = set()
+        self._shut_down = False
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(REFRESH_DELAY_MS)
@@ -74,111 +79,34 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_toolbars()
         self._build_status_bar()
+        self.feedback = RefineFeedback(self, self.settings, self.service, self.refine, self.refine_panel,
+                                       self.progress_bar, self.device_label, self.show_message)
+        self.context_menus = ContextMenus(self, self.actions, self.project, self.canvas, self.instance_panel,
+                                          self.image_panel)
         self._connect()
         self._restore_layout()
         self._update_document_actions()
         self._refine_state_changed()
 
-    # ------------------------------------------------------------------------------- building
-    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(name)
-        dock.setWidget(widget)
-        self.addDockWidget(area, dock)
-        return dock
-
-    def _build_docks(self) -> None:
-        a = self.actions
-        self.image_panel = ImageListPanel()
-        self.instance_panel = InstanceListPanel([a["instance.lock"], a["instance.hide"], a["instance.raise"],
-                                                 a["instance.lower"], a["instance.delete"]])
-        self.refine_panel = RefinePanel(self.settings, self.actions)
-        self.properties_panel = PropertiesPanel()
-        self.undo_view = QUndoView()
-        self.undo_view.setEmptyLabel("Opened")
-        self.navigator = Navigator(self.canvas)
-        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
-        self.image_dock = self._dock("Images", "imagesDock", self.image_panel, left)
-        self.instance_dock = self._dock("Instances", "instancesDock", self.instance_panel, left)
-        self.refine_dock = self._dock("Refine", "refineDock", self.refine_panel, right)
-        self.properties_dock = self._dock("Properties", "propertiesDock", self.properties_panel, right)
-        self.history_dock = self._dock("History", "historyDock", self.undo_view, right)
-        self.navigator_dock = self._dock("Navigator", "navigatorDock", self.navigator, right)
-        self.tabifyDockWidget(self.properties_dock, self.history_dock)
-        self.tabifyDockWidget(self.properties_dock, self.navigator_dock)
-        self.properties_dock.raise_()
-
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        for title, names in MENUS.items():
-            menu = bar.addMenu(title)
-            for name in names:
-                if name is None:
-                    menu.addSeparator()
-                elif name == "@recent":
-                    self.recent_menu = menu.addMenu("Open &Recent")
-                    self.recent_menu.aboutToShow.connect(self._fill_recent)
-                elif name == "@docks":
-                    for dock in (self.image_dock, self.instance_dock, self.refine_dock, self.properties_dock,
-                                 self.history_dock, self.navigator_dock):
-                        menu.addAction(dock.toggleViewAction())
-                else:
-                    menu.addAction(self.actions[name])
-
-    def _toolbar(self, title: str, names: tuple[str | None, ...], area: Qt.ToolBarArea) -> QToolBar:
-        bar = QToolBar(title, self)
-        bar.setObjectName(title.lower().replace(" ", "_") + "_toolbar")
-        for name in names:
-            if name is None:
-                bar.addSeparator()
-            else:
-                bar.addAction(self.actions[name])
-        self.addToolBar(area, bar)
-        return bar
-
-    def _build_toolbars(self) -> None:
-        self.main_toolbar = self._toolbar("Main", MAIN_TOOLBAR, Qt.ToolBarArea.TopToolBarArea)
-        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
-        self.opacity_slider.setRange(0, 100)
-        self.opacity_slider.setValue(round(self.settings.opacity * 100))
-        self.opacity_slider.setFixedWidth(110)
-        self.opacity_slider.setToolTip("Mask opacity")
-        self.main_toolbar.addSeparator()
-        self.main_toolbar.addWidget(QLabel(" Opacity "))
-        self.main_toolbar.addWidget(self.opacity_slider)
-        self.tools_toolbar = self._toolbar("Tools", TOOLS_TOOLBAR, Qt.ToolBarArea.LeftToolBarArea)
-
-    def _build_status_bar(self) -> None:
-        bar = self.statusBar()
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setMaximumWidth(220)
-        self.progress_bar.setTextVisible(True)
-        self.progress_bar.hide()
-        self.cursor_label = QLabel("")
-        self.zoom_label = QLabel("")
-        self.device_label = QLabel("refiner: loads on first use")
-        for widget in (self.progress_bar, self.cursor_label, self.zoom_label, self.device_label):
-            bar.addPermanentWidget(widget)
-
     def _connect(self) -> None:
-        a, p, r = self.actions, self.project, self.refine
+        a, p, r, o = self.actions, self.project, self.refine, self.opener
         handlers = {
             "file.open_demo": p.open_demo,
-            "file.open_project": self._open_project_dialog,
-            "file.import_coco": lambda: self._import_dialog("json"),
-            "file.import_results": lambda: self._import_dialog("results"),
-            "file.import_png": lambda: self._import_dialog("png"),
-            "file.images_folder": self._images_folder_dialog,
+            "file.open_project": o.open_project_dialog,
+            "file.import_coco": lambda: o.import_dialog("json"),
+            "file.import_results": lambda: o.import_dialog("results"),
+            "file.import_png": lambda: o.import_dialog("png"),
+            "file.images_folder": o.images_folder_dialog,
             "file.save": self._save,
             "file.export": self.open_export_dialog,
             "file.settings": self.open_settings,
             "file.quit": self.close,
-            "edit.undo": self._undo,
-            "edit.redo": self._redo,
+            "edit.undo": lambda: self._with_doc(lambda d: d.undo()),
+            "edit.redo": lambda: self._with_doc(lambda d: d.redo()),
             "edit.clear_guidance": lambda: self._with_doc(lambda d: d.clear_guidance()),
             "brush.smaller": self.canvas.shrink_brush,
             "brush.larger": self.canvas.grow_brush,
-            "instance.new": self._new_instance,
+            "instance.new": self.new_instance,
             "instance.delete": lambda: self._with_selected(lambda d, i: d.delete_instance(i)),
             "instance.category": self._choose_category,
             "instance.lock": lambda: self._with_selected(lambda d, i: d.set_locked(i, not d.layer(i).locked)),
@@ -195,7 +123,7 @@ class MainWindow(QMainWindow):
             "review.next_unreviewed": self._next_unreviewed,
             "refine.run": self.refine_selected,
             "refine.image": lambda: self._run_checked(r.refine_image),
-            "refine.dataset": lambda: self._run_checked(r.refine_dataset),
+            "refine.dataset": lambda: self._run_checked(self.feedback.confirm_dataset),
             "refine.stop": r.stop,
             "refine.accept": r.accept,
             "refine.accept_next": self.accept_and_next,
@@ -205,6 +133,8 @@ class MainWindow(QMainWindow):
             "view.fit": self.canvas.zoom_fit,
             "view.actual": self.canvas.zoom_100,
             "view.zoom_instance": lambda: self._with_selected(lambda _d, i: self.canvas.zoom_to_instance(i)),
+            "help.shortcuts": self.open_shortcuts,
+            "help.about": self.open_about,
         }
         for name, handler in handlers.items():
             a[name].triggered.connect(handler)
@@ -219,6 +149,8 @@ class MainWindow(QMainWindow):
         a["view.show_diff"].toggled.connect(self.canvas.set_show_diff)
         a["view.show_confidence"].toggled.connect(self._show_confidence)
         self.opacity_slider.valueChanged.connect(self._opacity_changed)
+        self.brush_size_box.valueChanged.connect(lambda size: setattr(self.canvas, "brush_size", size))
+        self.canvas.brush_size_changed.connect(self.brush_size_box.setValue)
 
         self.canvas.tool_changed.connect(lambda name: a[f"tool.{name}"].setChecked(True))
         self.canvas.cursor_moved.connect(lambda x, y: self.cursor_label.setText(f"x {x}, y {y}"))
@@ -232,10 +164,12 @@ class MainWindow(QMainWindow):
         p.message.connect(self.show_message)
         p.error.connect(self.show_error)
         p.progress.connect(self._progress)
+        group = p.undo.group
+        group.canUndoChanged.connect(lambda _can: self._update_document_actions())
+        group.canRedoChanged.connect(lambda _can: self._update_document_actions())
 
         r.state_changed.connect(self._refine_state_changed)
         r.step_shown.connect(self.refine_panel.show_step)
-        r.queue_progress.connect(self._queue_progress)
         r.message.connect(self.show_message)
         r.error.connect(self.show_error)
         self.refine_panel.scrubbed.connect(r.show_step)
@@ -244,26 +178,13 @@ class MainWindow(QMainWindow):
 
         w = self.service.worker
         w.probed.connect(self._environment_ready)
-        w.loading.connect(lambda name: self.device_label.setText(f"refiner: loading {name}…"))
-        w.loaded.connect(lambda name, device: self.device_label.setText(f"{name} · {device}"))
         w.notice.connect(self.show_message)
         w.failed.connect(self._worker_failed)
 
         self.image_panel.image_activated.connect(self._image_activated)
         self.instance_panel.instance_activated.connect(self._instance_activated)
         self.instance_panel.filters_changed.connect(self._filters_changed)
-
-    def _restore_layout(self) -> None:
-        geometry, state = self.settings.window_state()
-        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1500, 920)
-        if isinstance(state, QByteArray) and not state.isEmpty():
-            self.restoreState(state)
-        else:
-            self.resizeDocks([self.image_dock, self.instance_dock], [200, 480], Qt.Orientation.Vertical)
-            self.resizeDocks([self.image_dock, self.refine_dock], [340, 330], Qt.Orientation.Horizontal)
+        self.edit_history.revert_requested.connect(self._revert_edit)
 
     # ------------------------------------------------------------------------------- opening
     def open_startup(self, project: Path | None = None) -> None:
@@ -273,28 +194,13 @@ class MainWindow(QMainWindow):
         else:
             self.project.open_demo()
 
-    def _open_project_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open project", "", f"Projects (*{PROJECT_SUFFIX});;All files (*)")
-        if path:
-            self.project.open_project(Path(path))
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt override)
+        super().showEvent(event)
+        QTimer.singleShot(3000, self._preload)  # no image on screen by then: load the model anyway
 
-    def _import_dialog(self, kind: str) -> None:
-        request = ask_import(self, kind)
-        if request is not None:
-            self.project.import_dataset(request.source, request.fmt, request.images_dir, request.images_file)
-
-    def _images_folder_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder holding the project's images")
-        if folder:
-            self.project.set_images_dir(Path(folder))
-
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        for path in self.settings.recent_projects:
-            action = self.recent_menu.addAction(path)
-            action.triggered.connect(lambda _checked=False, p=path: self.project.open_project(Path(p)))
-        if self.recent_menu.isEmpty():
-            self.recent_menu.addAction("No recent projects").setEnabled(False)
+    def _preload(self) -> None:
+        if not self.read_only:
+            self.feedback.schedule_preload()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt override)
         if event.mimeData().hasUrls():
@@ -304,23 +210,14 @@ class MainWindow(QMainWindow):
         paths = [Path(url.toLocalFile()) for url in event.mimeData().urls() if url.isLocalFile()]
         if paths:
             event.acceptProposedAction()
-            self.open_path(paths[0])
-
-    def open_path(self, path: Path) -> None:
-        """What a dropped file does: open a project, import a JSON or a folder of PNG masks."""
-        if path.suffix == PROJECT_SUFFIX:
-            self.project.open_project(path)
-            return
-        try:
-            request = ask_import_of(self, path)
-        except DatasetError as error:
-            self.show_error("Cannot open", f"{error}\nDrop a project ({PROJECT_SUFFIX}), a COCO/LVIS JSON or a "
-                                           "folder of PNG masks")
-            return
-        if request is not None:
-            self.project.import_dataset(request.source, request.fmt, request.images_dir, request.images_file)
+            self.opener.open_path(paths[0])
 
     # ------------------------------------------------------------------------------- project state
+    @property
+    def read_only(self) -> bool:
+        store = self.project.store
+        return store is not None and store.read_only
+
     def _project_changed(self) -> None:
         store = self.project.store
         self.image_panel.model.set_store(store)
@@ -328,29 +225,41 @@ class MainWindow(QMainWindow):
         self.instance_panel.set_filters(self.project.session.get("filters") or {})
         self.properties_panel.set_categories(list(self.project.categories.values()))
         self.refine.discard()
+        self.read_only_label.setVisible(self.read_only)
+        if store is not None and store.read_only:
+            self.read_only_label.setText(f"Read-only: {store.read_only_reason}")
+            self.read_only_label.setToolTip("Another window (or program) has this project open for writing; "
+                                            "nothing can be changed or saved here")
+            self.canvas.set_tool("select")
+            self.refine_panel.set_idle_text("This window is read-only: refining is off", True)
+        self.properties_panel.set_editable(not self.read_only)
+        self.edit_history.set_read_only(self.read_only)
         self._update_title()
 
     def _document_changed(self, doc: ImageDocument | None) -> None:
         self.canvas.set_document(doc)
-        self.undo_view.setStack(doc.undo_stack if doc is not None else None)
         record = self.project.record(doc.image_id) if doc is not None else None
         text = "" if record is None else f"{record.file_name} ({record.width}×{record.height}, id {record.id})"
         self.properties_panel.set_context(doc, self.project.store, text)
+        self.edit_history.set_context(doc, self.project.store, self.project.categories)
         self.instance_panel.apply(doc.image_id if doc is not None else None)
         self._show_selection_in_list()
+        self._fresh_id = None
+        if self.statusBar().currentMessage().startswith("Loading image"):
+            self.statusBar().clearMessage()
         if doc is not None:
+            doc.read_only = self.read_only
             self.image_panel.show_current(doc.image_id)
             doc.selection_changed.connect(self._selection_changed)
             doc.instances_changed.connect(self.properties_panel.show_instance)
-            doc.undo_stack.canUndoChanged.connect(self.actions["edit.undo"].setEnabled)
-            doc.undo_stack.canRedoChanged.connect(self.actions["edit.redo"].setEnabled)
+            self._preload()
         self._update_document_actions()
         self._update_title()
 
     def _update_title(self) -> None:
         parts = [APP_TITLE]
         if self.project.project_path is not None:
-            parts.append(self.project.project_path.name)
+            parts.append(self.project.project_path.name + (" [read-only]" if self.read_only else ""))
         doc = self.project.doc
         record = self.project.record(doc.image_id) if doc is not None else None
         if record is not None:
@@ -371,27 +280,51 @@ class MainWindow(QMainWindow):
         has_project = self.project.store is not None
         for name in ("file.save", "file.export", "file.images_folder", "image.next", "image.previous"):
             self.actions[name].setEnabled(has_project)
+        self._refine_state_changed()  # what can be refined follows what is open and selected
+
+    def _lock_editing(self) -> None:
+        """Refine only what exists (an instance, an image, a project); a read-only window changes nothing:
+        every editing action off, the tools too."""
+        doc = self.project.doc
+        for name, needs in (("refine.run", doc is not None and doc.selected_id is not None),
+                            ("refine.image", doc is not None), ("refine.dataset", self.project.store is not None)):
+            if not needs:
+                self.actions[name].setEnabled(False)
+        if self.read_only:
+            for name in EDIT_ACTIONS:
+                self.actions[name].setEnabled(False)
 
     def _selection_changed(self, instance_id: int) -> None:
+        selected = None if instance_id < 0 else instance_id
         self.properties_panel.show_instance()
-        self.instance_panel.show_current(None if instance_id < 0 else instance_id)
+        self.instance_panel.show_current(selected)
+        self.edit_history.show_instance(selected)
         self._update_document_actions()
         if self.refine.session is not None and self.refine.session.job.instance_ids[0] != instance_id:
             self.refine.discard()
-        if instance_id >= 0 and self._zoom_to_selection:
-            self.canvas.zoom_to_instance(instance_id)
+        if selected is not None and self._zoom_to_selection:
+            self.canvas.zoom_to_instance(selected)
         self._zoom_to_selection = False
+        doc, fresh = self.project.doc, self._fresh_id
+        if fresh is not None and fresh != selected:
+            self._fresh_id = None
+            if doc is not None and doc.has_layer(fresh) and not doc.layer(fresh).mask.any():
+                self.show_message(f"Instance {fresh} is still empty (0 px): paint it, or delete it (Delete)")
 
     def _instance_saved(self, instance_id: int) -> None:
+        self._saved_ids.add(instance_id)
         self._refresh_timer.start()
         doc = self.project.doc
         if doc is not None and doc.selected_id == instance_id:
             self.properties_panel.show_instance()
 
     def _refresh_lists(self) -> None:
-        self.instance_panel.refresh()
+        self.instance_panel.refresh(self._saved_ids)
         self.image_panel.model.refresh_counts(self.project.store)
         self._show_selection_in_list()
+        if self.edit_history.instance_id in self._saved_ids:
+            self.edit_history.refresh()
+        self._saved_ids.clear()
 
     def _filters_changed(self) -> None:
         doc = self.project.doc
@@ -424,16 +357,27 @@ class MainWindow(QMainWindow):
             return
         fn(doc, doc.selected_id)
 
-    def _undo(self) -> None:
-        self._with_doc(lambda d: d.undo())
-
-    def _redo(self) -> None:
-        self._with_doc(lambda d: d.redo())
-
-    def _new_instance(self) -> None:
-        if self.project.new_instance() is not None:
-            self.actions["tool.brush"].trigger()
-            self.show_message("New instance: paint it with the brush")
+    def new_instance(self) -> int | None:
+        """Ctrl+N: ask the new instance's category, add it, list it, and hand over the brush to paint it."""
+        doc = self.project.doc
+        categories = list(self.project.categories.values())
+        if doc is None or not categories:
+            return None
+        names = [c.name for c in categories]
+        wanted = doc.layer(doc.selected_id).category_id if doc.selected_id is not None else self._new_category
+        current = next((k for k, c in enumerate(categories) if c.id == wanted), 0)
+        name, ok = QInputDialog.getItem(self, "New instance", "Category of the new instance:", names, current, False)
+        if not ok or name not in names:
+            return None
+        category = categories[names.index(name)]
+        instance_id = self.project.new_instance(category.id)
+        if instance_id is None:
+            return None
+        self._new_category, self._fresh_id = category.id, instance_id
+        self.actions["tool.brush"].trigger()
+        self._refresh_lists()
+        self.show_message(f"New instance #{instance_id} ({name}): paint it with the brush (B); Ctrl+Z removes it")
+        return instance_id
 
     def _choose_category(self) -> None:
         doc = self.project.doc
@@ -445,6 +389,12 @@ class MainWindow(QMainWindow):
         name, ok = QInputDialog.getItem(self, "Change category", "Category", names, current, True)
         if ok and name in names:
             doc.set_category(doc.selected_id, cats[names.index(name)].id)
+
+    def _revert_edit(self, edit: Edit) -> None:
+        doc = self.project.doc
+        if self.read_only or doc is None or not doc.has_layer(edit.instance_id):
+            return
+        self.show_message(revert_edit(doc, edit))
 
     def _cycle(self, delta: int) -> None:
         instance_id = self.project.cycle_instance(delta)
@@ -484,7 +434,10 @@ class MainWindow(QMainWindow):
         return bool(start(self.refine_panel.options()))
 
     def refine_selected(self) -> bool:
-        return self._run_checked(self.refine.refine_selected)
+        started = self._run_checked(self.refine.refine_selected)
+        if started:
+            self.feedback.run_started()
+        return started
 
     def accept_and_next(self) -> None:
         """Enter: apply the shown refinement (if any), mark the instance accepted, go to the next unreviewed."""
@@ -501,23 +454,23 @@ class MainWindow(QMainWindow):
     def _refine_state_changed(self) -> None:
         r = self.refine
         self.refine_panel.set_state(r.running, r.reviewing, r.queue_active, r.queue_paused)
-        if r.session is None and not r.queue_active:
+        if r.queue_active:
+            self.refine_panel.step_label.setText("The queue applies each result as it comes: P pauses, Esc stops")
+        elif r.session is None:
             self.refine_panel.clear_steps()
-
-    def _queue_progress(self, done: int, total: int) -> None:
-        self.refine_panel.set_queue_progress(done, total)
-        self._progress("Refining", done, total)
+        self._lock_editing()
 
     def _environment_ready(self, environment: Environment) -> None:
         self.environment = environment
         self.refine_panel.set_environment(environment)
         if self.settings_dialog is not None:
             self.settings_dialog.set_choices(environment.devices, [w.name for w in environment.weights])
-        self.device_label.setText(f"refiner: {self.settings.device} ({', '.join(environment.devices)} available)")
+        if self.feedback.loaded is None and self.feedback.loading is None:
+            self.device_label.setText(f"refiner: {self.settings.device} ({', '.join(environment.devices)} available)")
         self._refine_state_changed()
 
     def _worker_failed(self, job_id: int, message: str) -> None:
-        if job_id < 0:
+        if job_id == PROBE_JOB:
             self.device_label.setText("refiner: unavailable")
             self.show_error("Refiner unavailable", message)
 
@@ -551,6 +504,20 @@ class MainWindow(QMainWindow):
         dialog.open()
         return dialog
 
+    def open_shortcuts(self) -> ShortcutSheet:
+        """The keyboard cheat-sheet, from the registry as it is now (non-modal: keep it open while working)."""
+        if self.shortcut_sheet is not None:
+            self.shortcut_sheet.close()
+        self.shortcut_sheet = ShortcutSheet(self.actions, self)
+        self.shortcut_sheet.show()
+        return self.shortcut_sheet
+
+    def open_about(self) -> QMessageBox:
+        loaded = self.device_label.text() if self.feedback.loaded else "not loaded yet"
+        box = about_box(f"{weights_label(self.settings.weights)} ({loaded})", self)
+        box.open()
+        return box
+
     # ------------------------------------------------------------------------------- feedback
     def show_message(self, text: str, timeout_ms: int = MESSAGE_MS) -> None:
         self.statusBar().showMessage(text, timeout_ms)
@@ -575,7 +542,31 @@ class MainWindow(QMainWindow):
         bar.show()
 
     # ------------------------------------------------------------------------------- closing
+    def _may_close(self) -> bool:
+        """In a read-only window, ask before dropping edits that reached the screen but not the project."""
+        store, doc = self.project.store, self.project.doc
+        if store is None or not store.read_only or doc is None or doc.undo_stack.isClean():
+            return True
+        answer = QMessageBox.warning(
+            self, "Close without saving?",
+            f"This window opened {store.path.name} read-only ({store.read_only_reason}), so the changes on "
+            "screen are not saved and will be lost.",
+            QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Discard
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt override)
+        if not self._shut_down and not self._may_close():
+            event.ignore()
+            return
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop the work in flight, write what is pending and close the project (releasing its lock); once."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         self.project.cancel_import()
         self.refine.discard()
         self.refine.cancel_queue()
@@ -585,4 +576,3 @@ class MainWindow(QMainWindow):
         self.tasks.wait()
         self.settings.save_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
-        super().closeEvent(event)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QColor, QKeySequence
 from PySide6.QtWidgets import (
-    QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
+    QCheckBox, QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
     QKeySequenceEdit, QLabel, QPushButton, QSlider, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget,
     QVBoxLayout, QWidget,
 )
@@ -43,6 +43,8 @@ OPACITY = _Key("overlay/opacity", 0.45)
 ADDED_COLOR = _Key("overlay/added_color", "#28dc5a")
 REMOVED_COLOR = _Key("overlay/removed_color", "#eb28c8")
 RECENT = _Key("files/recent_projects", "[]")
+PRELOAD = _Key("refine/preload", True)
+SECONDS_PER_INSTANCE = _Key("refine/seconds_per_instance", "{}")
 
 
 class AppSettings:
@@ -134,6 +136,33 @@ class AppSettings:
     def min_frame_ms(self, value: int) -> None:
         self._set(MIN_FRAME_MS, int(value))
 
+    @property
+    def preload_refiner(self) -> bool:
+        """Load the refiner in the background as soon as the window is up, so the first refinement starts at
+        once (it costs the model's memory even when nothing is refined)."""
+        return bool(self._get(PRELOAD))
+
+    @preload_refiner.setter
+    def preload_refiner(self, value: bool) -> None:
+        self._set(PRELOAD, bool(value))
+
+    def seconds_per_instance(self, key: str) -> float | None:
+        """The time one instance took in the last refine queue run with these settings (``timing_key``)."""
+        try:
+            value = json.loads(self._get(SECONDS_PER_INSTANCE)).get(key)
+        except (TypeError, AttributeError, json.JSONDecodeError):
+            return None
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+    def remember_seconds_per_instance(self, key: str, seconds: float) -> None:
+        try:
+            table = json.loads(self._get(SECONDS_PER_INSTANCE))
+        except (TypeError, json.JSONDecodeError):
+            table = {}
+        table = table if isinstance(table, dict) else {}
+        table[key] = round(float(seconds), 4)
+        self._set(SECONDS_PER_INSTANCE, json.dumps(table))
+
     # ----- overlay
     @property
     def opacity(self) -> float:
@@ -183,6 +212,11 @@ class AppSettings:
 
     def sync(self) -> None:
         self.qsettings.sync()
+
+
+def timing_key(weights: str, device: str, mode: str, steps: int) -> str:
+    """What the time per instance depends on: the weights, the device, the mode and the steps."""
+    return f"{weights}|{device}|{mode}|{steps}"
 
 
 def weights_label(value: str) -> str:
@@ -252,6 +286,10 @@ class SettingsDialog(QDialog):
         form.addRow("Default steps", self.steps_box)
         form.addRow("Weights", row)
         form.addRow("Minimum frame time", self.frame_box)
+        self.preload_box = QCheckBox("Load the refiner when the window opens")
+        self.preload_box.setChecked(self.settings.preload_refiner)
+        self.preload_box.setToolTip("The first refinement then starts at once; the model stays in memory")
+        form.addRow("", self.preload_box)
         return page
 
     def _overlay_tab(self) -> QWidget:
@@ -361,6 +399,7 @@ class SettingsDialog(QDialog):
         else:
             s.weights = weights
         s.min_frame_ms = self.frame_box.value()
+        s.preload_refiner = self.preload_box.isChecked()
         s.opacity = self.opacity_slider.value() / 100
         s.added_color = self.added_button.color
         s.removed_color = self.removed_button.color

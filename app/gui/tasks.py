@@ -34,7 +34,7 @@ def describe_error(error: BaseException) -> str:
 
 
 class _TaskSignals(QObject):
-    progress = Signal(int, int)
+    progress = Signal("qint64", "qint64")
     done = Signal(object)
     failed = Signal(str)
 

@@ -14,7 +14,8 @@ where it left off, and a hand edit after a refinement makes an instance eligible
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection
 
@@ -45,17 +46,62 @@ class Selection:
     @staticmethod
     def admits(row: InstanceSummary) -> bool:
         """The rules no selection lifts: not locked, not a crowd region, not empty."""
-        return not row.locked and not row.iscrowd and row.area > 0
+        return never_refined(row.locked, bool(row.iscrowd), row.area) is None
+
+
+LOCKED, CROWD, EMPTY = "locked", "crowd", "empty"
+"""Why an instance is never refined (``never_refined``), as reports count them."""
+
+
+def never_refined(locked: bool, crowd: bool, area: float) -> str | None:
+    """Why an instance may not be refined whatever the selection (``LOCKED``, ``CROWD``, ``EMPTY``), or None.
+
+    The one statement of the rules, for a selection (rows of the store) and for the window's "refine the
+    selected instance" (the open image's live lock state and mask)."""
+    if locked:
+        return LOCKED
+    if crowd:
+        return CROWD
+    if area <= 0:
+        return EMPTY
+    return None
+
+
+@dataclass
+class RefinePlan:
+    """What a selection refines (image id -> instance ids, in refinement order) and how many instances it
+    matched but the rules keep out, by reason (``LOCKED``, ``CROWD``, ``EMPTY``)."""
+
+    by_image: dict[int, list[int]]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(len(ids) for ids in self.by_image.values())
+
+
+def plan_refinement(store: ProjectStore, selection: Selection) -> RefinePlan:
+    """The instances ``selection`` refines, and those it matched that the rules keep out."""
+    by_image: dict[int, list[int]] = {}
+    skipped: Counter[str] = Counter()
+    for row in store.list_instances(selection.query()):
+        reason = never_refined(row.locked, bool(row.iscrowd), row.area)
+        if reason is None:
+            by_image.setdefault(row.image_id, []).append(row.id)
+        else:
+            skipped[reason] += 1
+    return RefinePlan(_in_project_order(store, by_image, selection.limit), skipped)
 
 
 def select_instances(store: ProjectStore, selection: Selection) -> dict[int, list[int]]:
     """Image id -> ids of its selected instances, images in the project's order, instances by id."""
-    by_image: dict[int, list[int]] = {}
-    for row in store.list_instances(selection.query()):
-        if selection.admits(row):
-            by_image.setdefault(row.image_id, []).append(row.id)
+    return plan_refinement(store, selection).by_image
+
+
+def _in_project_order(store: ProjectStore, by_image: dict[int, list[int]], limit: int | None) -> dict[int, list[int]]:
+    """``by_image`` with images in the project's order, cut to ``limit`` instances."""
     ordered: dict[int, list[int]] = {}
-    left = selection.limit
+    left = limit
     for image_id in store.image_ids():
         ids = by_image.get(image_id)
         if not ids:

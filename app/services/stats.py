@@ -8,12 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.core.records import ReviewStatus
+from app.core.records import ReviewStatus, rle_areas
 from app.core.store.files import project_errors
 from app.core.store.project import ProjectStore
 from app.core.store.schema import PROJECT_SUFFIX
 
 __all__ = ["COCO_AREA_CLASSES", "PROJECT_SUFFIX", "format_stats", "project_stats"]
+
+TO_REVIEW = (ReviewStatus.UNREVIEWED, ReviewStatus.NEEDS_WORK, ReviewStatus.REJECTED)
+"""What is left to review: every instance not accepted yet."""
 
 # COCO's size classes: small < 32², medium < 96², large above.
 COCO_AREA_CLASSES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, None))
@@ -78,3 +81,9 @@ def format_stats(stats: dict[str, Any]) -> str:
         high = "" if b["max"] is None else b["max"]
         lines.append(f"  {b['min']:>9} - {high:>9} {b['count']:>9} {bar}")
     return "\n".join(lines)
+
+
+def pixel_area(store: ProjectStore, instance_id: int) -> int:
+    """The pixels of an instance's mask. The store's ``area`` is the annotation file's own while the instance is
+    unedited (a polygon's area for COCO, a float), which is what export writes but not what the mask covers."""
+    return rle_areas([store.instance(instance_id).rle])[0]

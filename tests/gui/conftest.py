@@ -23,6 +23,22 @@ from app.gui.settings import AppSettings
 DOC_SHAPE = (200, 300)
 
 
+@pytest.fixture(autouse=True)
+def no_blocking_dialogs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A modal dialog nobody answers would hang the test run: fail at once instead (a test that expects one
+    monkeypatches it with the answer)."""
+    from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
+
+    def unexpected(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"unexpected modal dialog: {args[1:3]}")
+
+    for cls, names in ((QInputDialog, ("getItem", "getText", "getInt")),
+                       (QFileDialog, ("getOpenFileName", "getSaveFileName", "getExistingDirectory")),
+                       (QMessageBox, ("warning", "question", "information", "critical"))):
+        for name in names:
+            monkeypatch.setattr(cls, name, unexpected)
+
+
 @pytest.fixture
 def image_document(qapp: object) -> ImageDocument:
     """The demo's astronaut photo (app/resources/demo) resized to 300x200, with three instances.
@@ -131,3 +147,65 @@ def canvas(qtbot: QtBot, image_document: ImageDocument) -> Canvas:
     qtbot.waitExposed(view)
     view.set_document(image_document)
     return view
+
+
+# ----------------------------------------------------------------------------- 64-bit ids (issue 13)
+
+BIG_IMAGE_ID = 2**32 + 2
+"""The demo's chelsea.png under an image id past 32 bits."""
+BIG_ID = 2**33 + 5
+"""An ordinary annotation id past 32 bits (one of the cat's eyes)."""
+CROWD_ID = 900100000007
+"""A crowd region with an id like COCO's (the cat's nose, marked iscrowd)."""
+
+
+@pytest.fixture
+def big_ids_project(tmp_path: Path) -> Path:
+    """The demo as a project whose second image and two of its annotations have ids past 2**31, one of
+    them a crowd region, as COCO's crowd annotations (900100184324, ...) have."""
+    import json
+    import shutil
+
+    from app.core.formats.coco import load_coco
+    from app.core.store.project import ProjectStore
+
+    images = tmp_path / "images"
+    shutil.copytree(demo_dir(), images)
+    data = json.loads((images / "demo.json").read_text())
+    for record in data["images"]:
+        if record["id"] == 2:
+            record["id"] = BIG_IMAGE_ID
+    for ann in data["annotations"]:
+        if ann["image_id"] == 2:
+            ann["image_id"] = BIG_IMAGE_ID
+        if ann["id"] == 5:
+            ann["id"] = BIG_ID
+        if ann["id"] == 7:
+            ann["id"], ann["iscrowd"] = CROWD_ID, 1
+    source = tmp_path / "big-ids.json"
+    source.write_text(json.dumps(data))
+    dataset, _ = load_coco(source)
+    path = tmp_path / "big-ids.srproj"
+    with ProjectStore.create(path, dataset, source_path=source, images_dir=images):
+        pass
+    return path
+
+
+def open_project(qtbot: QtBot, window, path: Path, image_id: int | None = None):  # type: ignore[no-untyped-def]
+    """Open ``path`` in ``window`` (and then image ``image_id``); the open document."""
+    assert window.project.open_project(path)
+    qtbot.waitUntil(lambda: window.project.doc is not None, timeout=20_000)
+    if image_id is not None and window.project.doc.image_id != image_id:
+        with qtbot.waitSignal(window.project.document_changed, timeout=20_000):
+            window.project.open_image(image_id)
+    return window.project.doc
+
+
+def start_dataset_queue(window) -> None:  # type: ignore[no-untyped-def]
+    """Refine All Unreviewed as the annotator does it: the action, then Yes in its confirmation."""
+    from PySide6.QtWidgets import QMessageBox
+
+    window.actions["refine.dataset"].trigger()
+    box = window.feedback.confirmation
+    assert box is not None and box.isVisible(), "Refine All Unreviewed asks first"
+    box.button(QMessageBox.StandardButton.Yes).click()

@@ -12,7 +12,9 @@ from app.gui.editor.canvas import Canvas
 from app.gui.editor.document import ImageDocument
 from app.gui.editor.layers import InstanceLayer, palette_color
 from app.gui.editor.overlays import SELECTED_RGB, TILE, ImageItem, build_pyramid
-from app.gui.editor.preview import ADDED_RGB, REMOVED_RGB, DiffColors, Preview, premultiplied, prepare_preview
+from app.gui.editor.preview import (
+    ADDED_RGB, HATCH_RGB, REMOVED_RGB, DiffColors, Preview, premultiplied, prepare_preview,
+)
 
 
 def overlay_pixel(canvas: Canvas, x: int, y: int) -> tuple[int, ...]:
@@ -22,6 +24,20 @@ def overlay_pixel(canvas: Canvas, x: int, y: int) -> tuple[int, ...]:
 
 def colour(rgb: tuple[int, int, int], alpha: int = 255) -> tuple[int, ...]:
     return tuple(int(v) for v in premultiplied(rgb, alpha))
+
+
+ADDED_STRIP, REMOVED_STRIP = (172, 132, 188, 140), (172, 72, 188, 80)
+"""Where ``box_preview`` adds and removes pixels."""
+
+
+def hatched(overlay, rect: tuple[int, int, int, int]) -> set[tuple[int, ...]]:  # type: ignore[no-untyped-def]
+    """The colours of an overlay's pixels in ``rect``."""
+    return {tuple(int(v) for v in px) for px in overlay.pixels(rect).reshape(-1, 4)}
+
+
+def hatch_of(rgb: tuple[int, int, int]) -> set[tuple[int, ...]]:
+    """A diff colour as drawn: its stripes and the dark ones between them (never a flat fill)."""
+    return {colour(rgb, 220), colour(HATCH_RGB, 220)}
 
 
 def wheel(canvas: Canvas, pos: QPointF, delta: int) -> None:
@@ -70,6 +86,19 @@ def test_zoom_to_instance_frames_it(canvas: Canvas) -> None:
     assert canvas.zoom > fit
     x0, y0, x1, y1 = visible_scene_rect(canvas)
     assert x0 <= 150 and y0 <= 70 and x1 >= 210 and y1 >= 130
+
+
+def test_zoom_to_a_tiny_instance_stops_at_400_percent_with_its_surroundings(
+    canvas: Canvas, image_document: ImageDocument,
+) -> None:
+    tiny = np.zeros(image_document.shape, dtype=bool)
+    tiny[100:103, 20:24] = True  # 4x3 pixels
+    image_document.add_instance(1, tiny, instance_id=9)
+    canvas.zoom_to_instance(9)
+    assert canvas.zoom == pytest.approx(4.0)
+    x0, y0, x1, y1 = visible_scene_rect(canvas)
+    assert x0 < 1  # the image edge: it is 20 pixels away
+    assert x1 >= 24 + 32 and y0 <= 100 - 32 and y1 >= 103 + 32
 
 
 def test_overlay_shows_instances_in_their_colours_with_holes(canvas: Canvas, image_document: ImageDocument) -> None:
@@ -193,8 +222,8 @@ def test_refine_preview_diff_and_confidence(canvas: Canvas, image_document: Imag
     doc.set_preview(box_preview(doc))
     diff, heat = canvas.diff_overlay, canvas.confidence_overlay
     assert diff is not None and heat is not None
-    assert tuple(int(v) for v in diff.pixels((175, 135, 176, 136))[0, 0]) == colour(ADDED_RGB, 220)
-    assert tuple(int(v) for v in diff.pixels((180, 75, 181, 76))[0, 0]) == colour(REMOVED_RGB, 220)
+    assert hatched(diff, ADDED_STRIP) == hatch_of(ADDED_RGB)
+    assert hatched(diff, REMOVED_STRIP) == hatch_of(REMOVED_RGB)
     assert diff.pixels((180, 100, 181, 101))[0, 0, 3] == 0  # unchanged pixels are not marked
     assert diff.pixels_drawn == 80 * 90  # the box, not the image
     assert diff.isVisible() and not heat.isVisible()
@@ -223,7 +252,9 @@ def test_a_prepared_preview_costs_the_canvas_no_drawing(canvas: Canvas, image_do
     doc.set_preview(prepared)
     assert diff.pixels_drawn == 0 and heat.pixels_drawn == 0
     assert diff.image is prepared.diff and heat.image is prepared.heat
-    assert tuple(int(v) for v in diff.pixels((175, 135, 176, 136))[0, 0]) == colour(ADDED_RGB, 220)
+    assert hatched(diff, ADDED_STRIP) == hatch_of(ADDED_RGB)
+    redrawn = diff.render(prepared)  # drawn here, the stripes line up with the refine thread's
+    assert redrawn is not None and redrawn == prepared.diff
     doc.begin_stroke(2, "brush")  # the instance changes under the preview: its diff is drawn again
     doc.stroke_to([(150, 140)], 3)
     doc.end_stroke()
@@ -239,8 +270,8 @@ def test_diff_colours_can_be_changed(canvas: Canvas, image_document: ImageDocume
     canvas.set_diff_colors(QColor(0, 0, 255), QColor(255, 128, 0))
     assert canvas.diff_colors == DiffColors((0, 0, 255), (255, 128, 0))
     assert canvas.diff_overlay is not None
-    assert tuple(int(v) for v in canvas.diff_overlay.pixels((175, 135, 176, 136))[0, 0]) == colour((0, 0, 255), 220)
-    assert tuple(int(v) for v in canvas.diff_overlay.pixels((180, 75, 181, 76))[0, 0]) == colour((255, 128, 0), 220)
+    assert hatched(canvas.diff_overlay, ADDED_STRIP) == hatch_of((0, 0, 255))
+    assert hatched(canvas.diff_overlay, REMOVED_STRIP) == hatch_of((255, 128, 0))
     other = ImageDocument(doc.image, 8, [InstanceLayer(1, 1, doc.layer(2).mask.copy(), palette_color(1))])
     canvas.set_document(other)  # the choice outlives the document
     assert canvas.diff_overlay is not None and canvas.diff_overlay.colors == DiffColors((0, 0, 255), (255, 128, 0))

@@ -244,7 +244,7 @@ def test_add_and_delete_instance_undo(image_document: ImageDocument) -> None:
     mask = np.zeros(doc.shape, dtype=bool)
     mask[150:190, 10:60] = True
     mask[160:170, 20:30] = False
-    doc.id_allocator = lambda: 1000
+    doc.id_allocator = lambda _category: 1000
     new_id = doc.add_instance(2, mask)
     assert new_id == 1000 and doc.layer(1000).category_id == 2
     doc.select(1000)

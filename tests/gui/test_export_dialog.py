@@ -97,3 +97,23 @@ def test_cancel_stops_the_export_and_writes_nothing(window: MainWindow, qtbot: Q
     assert task.cancelled and dialog.report is None
     assert "cancelled" in dialog.status.text() and window.last_error is None
     assert list(folder.iterdir()) == []  # not even a temporary file
+
+
+def test_export_defaults_to_a_visible_folder_and_explains_source_format(
+    window: MainWindow, qtbot: QtBot, data_dir: Path, tmp_path: Path, monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    dialog = window.open_export_dialog()
+    assert dialog is not None
+    default = Path(dialog.path_edit.text())
+    assert default == data_dir / "exports" / "demo-coco.json"  # the project's folder is a visible one
+    with qtbot.waitSignal(dialog.exported, timeout=20_000):
+        dialog.start()  # the exports folder is made on the way
+    assert default.is_file()
+    text = dialog.report_view.toPlainText()
+    assert '"Source format" is how each annotation was stored in the file you imported: 13 as polygons' in text
+    dialog.reject()
+
+    documents = tmp_path / "Documents" / "SegRefiner Studio"
+    monkeypatch.setattr(export_dialog.import_dialogs, "default_projects_dir", lambda: documents)
+    hidden = tmp_path / ".local" / "share" / "p.srproj"
+    assert export_dialog.default_export_dir(hidden) == documents / "exports"

@@ -13,7 +13,7 @@ from app.core.records import ChangeKind
 from app.gui.main_window import MainWindow
 from app.refiner.unet import PRESETS, DenoiseUNet
 
-from .conftest import TEST_STEPS, wait_saved
+from .conftest import TEST_STEPS, start_dataset_queue, wait_saved
 
 RUN_TIMEOUT_MS = 60_000
 
@@ -146,7 +146,7 @@ def test_refine_all_unreviewed_covers_other_images_through_the_store(window: Mai
     window.settings.steps = 1
     window.refine_panel.reload_settings()
     total = store.count_instances()
-    window.actions["refine.dataset"].trigger()
+    start_dataset_queue(window)
     qtbot.waitUntil(lambda: not window.refine.queue_active, timeout=RUN_TIMEOUT_MS)
     assert window.refine.queue_done == total
     kinds = {inst.provenance.kind for inst in store.iter_instances()}

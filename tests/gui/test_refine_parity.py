@@ -18,7 +18,7 @@ from app.refiner.options import RefineOptions
 from app.services.refine import refine_project
 from app.services.selection import Selection, image_file, select_instances
 
-from .conftest import open_window, wait_saved
+from .conftest import open_window, start_dataset_queue, wait_saved
 
 EARLIER = Provenance.refined("earlier-weights", "instance", 6, 0.9)
 
@@ -73,7 +73,7 @@ def test_window_queue_and_headless_refine_take_the_same_instances_and_files(
     window = open_window(qtbot, app_settings, tmp_path / "data")
     with qtbot.waitSignal(window.project.document_changed, timeout=20_000):
         assert window.project.open_project(windowed)
-    window.actions["refine.dataset"].trigger()
+    start_dataset_queue(window)
     qtbot.waitUntil(lambda: not window.refine.queue_active, timeout=60_000)
     wait_saved(qtbot, window)
     assert window.last_error is None

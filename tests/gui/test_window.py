@@ -11,7 +11,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
 from PySide6.QtGui import QColor, QKeySequence, QMouseEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QInputDialog, QMessageBox
 from pytestqt.qtbot import QtBot
 
 from app.core.records import ReviewStatus
@@ -157,10 +157,12 @@ def test_review_keys_set_status_and_enter_moves_to_the_next_unreviewed(window: M
     assert store.counts_by_status()[ReviewStatus.ACCEPTED] == len(first)
 
 
-def test_new_delete_and_undo_keep_the_store_in_step(window: MainWindow, qtbot: QtBot) -> None:
+def test_new_delete_and_undo_keep_the_store_in_step(window: MainWindow, qtbot: QtBot,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     doc, store = window.project.doc, window.project.store
     assert doc is not None and store is not None
     before = store.count_instances()
+    monkeypatch.setattr(QInputDialog, "getItem", lambda *_a, **_k: ("flag", True))
     window.actions["instance.new"].trigger()
     new_id = doc.selected_id
     assert new_id is not None and window.canvas.tool == "brush"
@@ -234,18 +236,19 @@ def test_bad_project_file_shows_one_error_and_keeps_the_window(window: MainWindo
     assert "missing.srproj" in window.last_error[1]
 
 
-def test_import_coco_creates_a_project_beside_it_and_opens_it(window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
+def test_import_coco_creates_the_project_where_asked_and_opens_it(window: MainWindow, qtbot: QtBot,
+                                                                   tmp_path: Path) -> None:
     source = tmp_path / "mini.json"
     demo = json.loads((demo_dir() / DEMO_JSON).read_text())
     demo["images"] = demo["images"][1:2]
     demo["annotations"] = [a for a in demo["annotations"] if a["image_id"] == demo["images"][0]["id"]]
     source.write_text(json.dumps(demo))
     with qtbot.waitSignal(window.project.project_changed, timeout=20_000):
-        window.project.import_dataset(source, None, demo_dir())
+        window.project.import_dataset(source, None, demo_dir(), project=tmp_path / "projects" / "mini.srproj")
     qtbot.waitUntil(lambda: window.project.doc is not None and window.project.doc.image_id == 2, timeout=10_000)
-    assert window.project.project_path == tmp_path / "mini.srproj"
+    assert window.project.project_path == tmp_path / "projects" / "mini.srproj"
     assert window.image_panel.model.rowCount() == 1
-    assert (tmp_path / "mini.import-report.json").is_file()
+    assert (tmp_path / "projects" / "mini.import-report.json").is_file()
     assert "mini.srproj" in window.settings.recent_projects[0]
 
 
@@ -255,7 +258,7 @@ def test_import_of_a_broken_file_reports_it_and_keeps_the_open_project(
     broken = tmp_path / "broken.json"
     broken.write_text('{"images": [')
     before = window.project.project_path
-    window.project.import_dataset(broken, None, demo_dir())
+    window.project.import_dataset(broken, None, demo_dir(), project=tmp_path / "broken.srproj")
     qtbot.waitUntil(lambda: window.last_error is not None, timeout=20_000)
     assert window.last_error is not None
     title, message = window.last_error
@@ -264,8 +267,9 @@ def test_import_of_a_broken_file_reports_it_and_keeps_the_open_project(
 
 
 def test_a_second_window_opens_the_project_read_only_and_says_so(
-    window: MainWindow, qtbot: QtBot, tmp_path: Path, data_dir: Path,
+    window: MainWindow, qtbot: QtBot, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(QMessageBox, "warning", lambda *_a, **_k: QMessageBox.StandardButton.Discard)
     settings = AppSettings(QSettings(str(tmp_path / "other.ini"), QSettings.Format.IniFormat))
     other = MainWindow(settings, data_dir=data_dir)
     qtbot.addWidget(other)
@@ -303,16 +307,13 @@ def test_shortcuts_are_editable_and_remembered(window: MainWindow, app_settings:
     assert fresh.shortcut("tool.brush").toString() == "B"
 
 
-def test_the_refiner_is_probed_on_demand_and_the_open_settings_list_what_it_found(
-    window: MainWindow, qtbot: QtBot,
-) -> None:
-    assert window.environment is None and not window.service.probe_requested  # nothing loaded torch at start
+def test_the_open_settings_list_what_the_refiner_probe_found(window: MainWindow, qtbot: QtBot) -> None:
     dialog = window.open_settings()
     qtbot.waitUntil(lambda: window.environment is not None, timeout=60_000)
     names = {dialog.weights_box.itemData(i) for i in range(dialog.weights_box.count())}
     assert {"compact-v1", "segrefiner-lr", "segrefiner-hr"} <= names
     assert dialog.device_box.findText("cpu") >= 0 and dialog.device_box.currentText() == "auto"
-    assert window.device_label.text().startswith("refiner: auto")
+    assert dialog.preload_box.isChecked()
 
 
 def test_diff_colours_from_settings_reach_the_canvas_and_the_refiner(

@@ -225,3 +225,40 @@ def test_task_runner_reports_results_errors_and_cancellation(qtbot: QtBot) -> No
     task.cancel()
     qtbot.waitUntil(lambda: len(failed) == 2, timeout=5_000)
     assert failed[1] == "endless job cancelled" and not runner.busy
+
+
+def test_the_refine_thread_leaves_the_gui_thread_a_core(service: RefineService, qtbot: QtBot, random_weights: Path) -> None:
+    assert worker_module.refine_threads(16) == 15 and worker_module.refine_threads(2) == 1
+    assert worker_module.refine_threads(1) == 1
+    import os
+    import sys
+
+    import torch
+
+    tids: list[int] = []
+    service.worker.started.connect(lambda _job: tids.append(threading.get_native_id()))  # runs on the refine thread
+    record = Record(service)
+    job = square_job(service, random_weights)
+    service.submit(job)
+    qtbot.waitUntil(lambda: bool(record.finished), timeout=TIMEOUT_MS)
+    assert torch.get_num_threads() == worker_module.refine_threads()
+    if sys.platform.startswith("linux"):
+        ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert os.getpriority(os.PRIO_PROCESS, tids[0]) == min(19, ours + worker_module.REFINE_NICE)
+
+
+def test_consecutive_jobs_on_one_image_file_read_it_once(
+    service: RefineService, qtbot: QtBot, random_weights: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reads: list[Path] = []
+    real = worker_module.read_image_rgb
+    monkeypatch.setattr(worker_module, "read_image_rgb", lambda path: reads.append(path) or real(path))
+    mask = np.zeros((400, 600), bool)
+    mask[100:300, 150:450] = True
+    record = Record(service)
+    for image in ("coffee.png", "coffee.png", "chelsea.png"):
+        job = square_job(service, random_weights, image=demo_dir() / image, masks=[encode_mask(mask)] if image ==
+                         "coffee.png" else [encode_mask(np.ones((300, 451), bool))], steps=1)
+        service.submit(job)
+    qtbot.waitUntil(lambda: len(record.finished) == 3, timeout=TIMEOUT_MS)
+    assert [p.name for p in reads] == ["coffee.png", "chelsea.png"] and not record.failed

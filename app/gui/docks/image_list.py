@@ -1,7 +1,8 @@
 """The image list: every image of the project with its instance count and what is left to review.
 
 Image records are few enough to hold (20k for LVIS val); counts come from two grouped SQL queries and
-are refreshed when an edit changes a status.
+are refreshed when an edit changes a status. "To review" counts every instance not accepted yet
+(unreviewed, needs work, rejected). Long file names are elided in the middle, where COCO's differ.
 """
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTableView, QVBoxLayout, QWidget
 
-from app.core.records import ImageRecord, ReviewStatus
+from app.core.records import ImageRecord
 from app.core.store.project import ProjectStore
+from app.services.stats import TO_REVIEW
 
 Index = QModelIndex | QPersistentModelIndex
 COLUMNS = ("Image", "Size", "Instances", "To review")
@@ -41,7 +43,7 @@ class ImageListModel(QAbstractTableModel):
 
     def _load_counts(self, store: ProjectStore | None) -> None:
         self._counts = store.counts_by_image() if store is not None else {}
-        self._todo = store.counts_by_image([ReviewStatus.UNREVIEWED]) if store is not None else {}
+        self._todo = store.counts_by_image(TO_REVIEW) if store is not None else {}
 
     def row_of(self, image_id: int) -> int:
         return self._rows.get(image_id, -1)
@@ -55,6 +57,8 @@ class ImageListModel(QAbstractTableModel):
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return COLUMNS[section]
+        if role == Qt.ItemDataRole.ToolTipRole and orientation == Qt.Orientation.Horizontal and section == 3:
+            return "Instances not accepted yet: unreviewed, needs work or rejected"
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -71,7 +75,9 @@ class ImageListModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.UserRole:
             return img.id
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"image {img.id}: {img.file_name}"
+            todo = self._todo.get(img.id, 0)
+            return (f"{img.file_name}\nimage {img.id}, {img.width}×{img.height}, {self._counts.get(img.id, 0)} "
+                    f"instances, {todo} to review (not accepted)")
         if role == Qt.ItemDataRole.TextAlignmentRole and column >= 2:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -80,7 +86,7 @@ class ImageListModel(QAbstractTableModel):
 class ImageListPanel(QWidget):
     """Filterable image table; activating a row asks to open that image."""
 
-    image_activated = Signal(int)
+    image_activated = Signal("qint64")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -100,7 +106,11 @@ class ImageListPanel(QWidget):
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.view.verticalHeader().setVisible(False)
         self.view.verticalHeader().setDefaultSectionSize(22)
+        self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.view.horizontalHeader().setResizeContentsPrecision(0)  # the rows on screen: a refresh stays cheap
         self.view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.view.setWordWrap(False)
         self.view.setAlternatingRowColors(True)
         self.view.activated.connect(self._activated)
         self.view.clicked.connect(self._activated)

@@ -1,8 +1,11 @@
 """The instance list: filter by category, status, score, area and change size; sort the review.
 
-The model never holds the whole listing: the row count and pages of 256 rows come from the store's SQL
+The model never holds the whole listing: the row count and pages of 64 rows come from the store's SQL
 (``count_instances`` / ``list_instances`` with limit and offset) when the view asks for them, so a
-245k-instance project scrolls as smoothly as a small one.
+245k-instance project scrolls as smoothly as a small one, and the refresh after each save re-reads only
+the page on screen. The Area column shows the mask's pixels, read
+for the rows on screen only (the store's ``area`` is the file's own, a polygon's float area, shown in the
+tooltip); the category comes first so that it stays readable in a narrow dock.
 """
 from __future__ import annotations
 
@@ -19,14 +22,24 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.records import Category, ReviewStatus
+from app.core.store.errors import ProjectError
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
 from app.core.store.rows import InstanceSummary
+from app.services.stats import TO_REVIEW, pixel_area
 
 Index = QModelIndex | QPersistentModelIndex
-PAGE = 256
-MAX_PAGES = 64
-COLUMNS = ("Id", "Category", "", "Score", "Area", "Change", "Conf.", "")
+PAGE = 64
+MAX_PAGES = 256
+STATUS, CATEGORY, ID, AREA, SCORE, CHANGE, CONFIDENCE, FLAGS = range(8)
+COLUMNS = ("", "Category", "Id", "Area", "Score", "Change", "Conf.", "")
+HEADER_TIPS = {
+    STATUS: "Review status", AREA: "Pixels in the mask (the annotation file's own area in each row's tooltip)",
+    CHANGE: "Pixels the last refinement changed", CONFIDENCE: "Mean confidence of the last refinement",
+}
+NUMERIC = (ID, AREA, SCORE, CHANGE, CONFIDENCE)
+TO_REVIEW_KEY = "to_review"
+"""The status filter's "To review": every instance not accepted (unreviewed, needs work, rejected)."""
 SORTS: dict[str, tuple[str, bool]] = {
     "Id": ("id", False),
     "Largest change": ("changed_pixels", True),
@@ -43,6 +56,8 @@ STATUS_STYLE: dict[ReviewStatus, tuple[str, str]] = {
     ReviewStatus.NEEDS_WORK: ("mdi6.alert-circle", "#f59e0b"),
 }
 STATUS_TEXT = {s: s.value.replace("_", " ") for s in ReviewStatus}
+CATEGORY_WIDTH = 100
+CELL_PADDING = 14
 
 
 class InstanceTableModel(QAbstractTableModel):
@@ -55,6 +70,7 @@ class InstanceTableModel(QAbstractTableModel):
         self._count = 0
         self._pages: OrderedDict[int, list[InstanceSummary]] = OrderedDict()
         self._categories: dict[int, Category] = {}
+        self._pixels: dict[int, int] = {}
         self._icons = {s: qta.icon(name, color=color) for s, (name, color) in STATUS_STYLE.items()}
         self._lock_icon = qta.icon("mdi6.lock", color="#9ca3af")
         self._hidden_icon = qta.icon("mdi6.eye-off", color="#9ca3af")
@@ -62,7 +78,22 @@ class InstanceTableModel(QAbstractTableModel):
     def set_store(self, store: ProjectStore | None) -> None:
         self._store = store
         self._categories = {c.id: c for c in store.categories()} if store is not None else {}
+        self._pixels.clear()
         self.set_query(InstanceFilter())
+
+    def forget_areas(self, instance_ids: set[int]) -> None:
+        """Their masks changed: read their pixel areas again when shown."""
+        for i in instance_ids:
+            self._pixels.pop(i, None)
+
+    def pixels(self, instance_id: int) -> int | None:
+        """The instance's mask pixels (read from the store once, when its row is first shown)."""
+        if instance_id not in self._pixels and self._store is not None:
+            try:
+                self._pixels[instance_id] = pixel_area(self._store, instance_id)
+            except ProjectError:
+                return None
+        return self._pixels.get(instance_id)
 
     @property
     def query(self) -> InstanceFilter:
@@ -112,6 +143,17 @@ class InstanceTableModel(QAbstractTableModel):
                     return page_no * PAGE + offset
         return -1
 
+    def widest(self, column: int) -> str:
+        """The widest text the listing can have in the Id or Area column (its largest value, one query), so that
+        a row scrolled to later is not cut."""
+        if self._store is None or column not in (ID, AREA):
+            return ""
+        key = "id" if column == ID else "area"
+        top = self._store.list_instances(replace(self._query, sort_by=key, descending=True, limit=1, offset=0))
+        if not top:
+            return ""
+        return str(top[0].id) if column == ID else f"{top[0].area * 1.01 + 1:.0f}"  # pixels vs the file's area
+
     def category_name(self, category_id: int) -> str:
         cat = self._categories.get(category_id)
         return cat.name if cat is not None else str(category_id)
@@ -126,8 +168,7 @@ class InstanceTableModel(QAbstractTableModel):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
-            return {2: "Review status", 5: "Pixels the last refinement changed",
-                    6: "Mean confidence of the last refinement"}.get(section)
+            return HEADER_TIPS.get(section)
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -142,31 +183,41 @@ class InstanceTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(s, column)
         if role == Qt.ItemDataRole.DecorationRole:
-            if column == 2:
+            if column == STATUS:
                 return self._icons[s.status]
-            if column == 7:
+            if column == FLAGS:
                 return self._lock_icon if s.locked else self._hidden_icon if s.hidden else None
-        if role == Qt.ItemDataRole.TextAlignmentRole and column in (0, 3, 4, 5, 6):
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in NUMERIC:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ForegroundRole and s.hidden:
             return QColor("#9ca3af")
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"instance {s.id} on image {s.image_id}: {STATUS_TEXT[s.status]}" + (
-                " (locked)" if s.locked else "") + (" (hidden)" if s.hidden else "")
+            return self._tooltip(s, column)
         return None
 
+    def _tooltip(self, s: InstanceSummary, column: int) -> str:
+        flags = (" (locked)" if s.locked else "") + (" (hidden)" if s.hidden else "") + (
+            " (crowd region)" if s.iscrowd else "")
+        text = f"instance {s.id} on image {s.image_id}: {self.category_name(s.category_id)}, {STATUS_TEXT[s.status]}"
+        if column == AREA:
+            pixels = self.pixels(s.id)
+            mask = "" if pixels is None else f"{pixels:,} px in the mask; "
+            return f"{mask}area in the annotation file: {s.area:,.2f}"
+        return text + flags
+
     def _display(self, s: InstanceSummary, column: int) -> Any:
-        if column == 0:
+        if column == ID:
             return s.id
-        if column == 1:
+        if column == CATEGORY:
             return self.category_name(s.category_id)
-        if column == 3:
+        if column == SCORE:
             return "" if s.score is None else f"{s.score:.2f}"
-        if column == 4:
-            return s.area
-        if column == 5:
+        if column == AREA:
+            pixels = self.pixels(s.id)
+            return "" if pixels is None else pixels
+        if column == CHANGE:
             return "" if s.changed_pixels is None else s.changed_pixels
-        if column == 6:
+        if column == CONFIDENCE:
             return "" if s.mean_confidence is None else f"{s.mean_confidence:.2f}"
         return None
 
@@ -174,7 +225,7 @@ class InstanceTableModel(QAbstractTableModel):
 class InstanceListPanel(QWidget):
     """Filters, sort and the instance table; lock / hide / z-order buttons act on the selection."""
 
-    instance_activated = Signal(int)
+    instance_activated = Signal("qint64")
     filters_changed = Signal()
 
     def __init__(self, layer_actions: list[QAction], parent: QWidget | None = None) -> None:
@@ -190,8 +241,10 @@ class InstanceListPanel(QWidget):
         self.view.verticalHeader().setDefaultSectionSize(22)
         self.view.setAlternatingRowColors(True)
         header = self.view.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)  # fitted on new listings, not per save
+        header.setResizeContentsPrecision(0)  # fit to the rows on screen, not the first thousand (each a query)
+        header.setMinimumSectionSize(22)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.view.activated.connect(self._activated)
         self.view.clicked.connect(self._activated)
         buttons = QHBoxLayout()
@@ -219,6 +272,9 @@ class InstanceListPanel(QWidget):
         self.category_box.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
         self.status_box = QComboBox()
         self.status_box.addItem("Any status", None)
+        self.status_box.addItem(qta.icon("mdi6.progress-question"), "To review", TO_REVIEW_KEY)
+        self.status_box.setItemData(1, "Every instance not accepted yet: unreviewed, needs work or rejected",
+                                    Qt.ItemDataRole.ToolTipRole)
         for status in ReviewStatus:
             self.status_box.addItem(qta.icon(STATUS_STYLE[status][0], color=STATUS_STYLE[status][1]),
                                     STATUS_TEXT[status], status.value)
@@ -275,6 +331,8 @@ class InstanceListPanel(QWidget):
                 self.category_box.addItem(cat.name, cat.id)
         self.category_box.blockSignals(False)
         self.model.set_store(store)
+        scored = store is not None and store.count_instances(InstanceFilter(min_score=float("-inf"))) > 0
+        self.view.setColumnHidden(SCORE, not scored)  # ground truth has no scores: the room goes to the rest
         self._update_count()
 
     def filters(self) -> dict[str, Any]:
@@ -312,7 +370,8 @@ class InstanceListPanel(QWidget):
         return InstanceFilter(
             image_id=image_id if f["scope"] == 0 else None,
             category_ids=None if f["category"] is None else [f["category"]],
-            statuses=None if f["status"] is None else [ReviewStatus(f["status"])],
+            statuses=None if f["status"] is None else TO_REVIEW if f["status"] == TO_REVIEW_KEY else [
+                ReviewStatus(f["status"])],
             min_score=f["min_score"] or None,
             min_area=f["min_area"] or None,
             min_changed_pixels=f["min_change"] or None,
@@ -324,8 +383,22 @@ class InstanceListPanel(QWidget):
         """Re-run the listing for the open image (the 'This image' scope)."""
         self.model.set_query(self.build_query(image_id))
         self._update_count()
+        self._fit_columns()
 
-    def refresh(self) -> None:
+    def _fit_columns(self) -> None:
+        """Columns to their contents on screen, the category at least ``CATEGORY_WIDTH``: once per listing
+        (fitting them after every save would read every visible cell again)."""
+        for column in range(len(COLUMNS)):
+            self.view.resizeColumnToContents(column)
+        self.view.setColumnWidth(CATEGORY, max(CATEGORY_WIDTH, self.view.columnWidth(CATEGORY)))
+        metrics = self.view.fontMetrics()
+        for column in (ID, AREA):
+            needed = metrics.horizontalAdvance(self.model.widest(column)) + CELL_PADDING
+            self.view.setColumnWidth(column, max(needed, self.view.columnWidth(column)))
+
+    def refresh(self, changed: set[int] | None = None) -> None:
+        """Re-read the rows after edits; ``changed`` instances' masks may have changed too."""
+        self.model.forget_areas(changed or set())
         self.model.refresh()
         self._update_count()
 
@@ -349,7 +422,9 @@ class InstanceListPanel(QWidget):
         self._changed()
 
     def _update_count(self) -> None:
-        self.count_label.setText(f"{self.model.rowCount()} instances")
+        count = self.model.rowCount()
+        what = " to review (not accepted)" if self.status_box.currentData() == TO_REVIEW_KEY else ""
+        self.count_label.setText(f"{count} instance{'' if count == 1 else 's'}{what}")
 
     def _activated(self, index: QModelIndex) -> None:
         instance_id = self.model.data(index, Qt.ItemDataRole.UserRole)

@@ -21,6 +21,7 @@ class PropertiesPanel(QWidget):
         super().__init__(parent)
         self.doc: ImageDocument | None = None
         self.store: ProjectStore | None = None
+        self.editable = True
         self.instance_label = QLabel("—")
         self.category_box = QComboBox()
         self.category_box.setEditable(True)
@@ -34,7 +35,9 @@ class PropertiesPanel(QWidget):
         self.provenance_label.setWordWrap(True)
         self.refined_label = QLabel()
         self.image_label = QLabel()
-        self.image_label.setWordWrap(True)
+        for label in (self.instance_label, self.area_label, self.score_label, self.provenance_label,
+                      self.refined_label, self.image_label):
+            label.setWordWrap(True)  # a long value wraps instead of widening the dock
         form = QFormLayout(self)
         form.addRow("Instance", self.instance_label)
         form.addRow("Category", self.category_box)
@@ -53,16 +56,26 @@ class PropertiesPanel(QWidget):
         for cat in categories:
             self.category_box.addItem(cat.name, cat.id)
 
+    def set_editable(self, editable: bool) -> None:
+        """Whether category and status may be changed here (not in a read-only window)."""
+        self.editable = editable
+        self.show_instance()
+
     def set_context(self, doc: ImageDocument | None, store: ProjectStore | None, image_text: str = "") -> None:
         self.doc, self.store = doc, store
         self.image_label.setText(image_text)
         self.show_instance()
 
     def show_instance(self) -> None:
-        """Refresh from the selected instance (or show that none is selected)."""
+        """Refresh from the selected instance (or show that none is selected); the rows are laid out again at
+        once, since a value that wraps to two lines changes its row's height."""
+        self._show_instance()
+        self.layout().activate()
+
+    def _show_instance(self) -> None:
         doc = self.doc
         selected = None if doc is None else doc.selected_id
-        enabled = selected is not None
+        enabled = selected is not None and self.editable
         self.category_box.setEnabled(enabled)
         self.status_box.setEnabled(enabled)
         if doc is None or selected is None:

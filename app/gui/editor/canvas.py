@@ -33,6 +33,8 @@ from app.gui.editor.tools import Tool, make_tools
 MIN_ZOOM = 0.01
 MAX_ZOOM = 64.0
 MAX_BRUSH = 2000
+INSTANCE_ZOOM_MAX = 4.0
+"""Zoom to Instance (and selecting from the list) never goes past 400 %."""
 WHEEL_STEP = 1.0015  # zoom factor per 1/8 degree of wheel: one notch (120) zooms by 1.2
 
 
@@ -235,7 +237,9 @@ class Canvas(QGraphicsView):
         self.set_zoom(1.0)
 
     def zoom_to_instance(self, instance_id: int) -> None:
-        """Frame an instance with some context around it (at most 8x)."""
+        """Frame an instance with context around it (half its size on each side, at least 32 pixels, within the
+        image), never closer than ``INSTANCE_ZOOM_MAX``: a 10-pixel instance is shown with its neighbourhood,
+        not blown up, and a large one fills the view."""
         doc = self.document
         if doc is None or not doc.has_layer(instance_id):
             return
@@ -243,10 +247,11 @@ class Canvas(QGraphicsView):
         if box is None:
             return
         x0, y0, x1, y1 = box
-        margin = max(x1 - x0, y1 - y0) * 0.25 + 16
-        self.fitInView(QRectF(x0 - margin, y0 - margin, x1 - x0 + 2 * margin, y1 - y0 + 2 * margin), Qt.AspectRatioMode.KeepAspectRatio)
-        if self.zoom > 8.0:
-            self.set_zoom(8.0)
+        margin = max(max(x1 - x0, y1 - y0) * 0.5, 32)
+        frame = QRectF(x0 - margin, y0 - margin, x1 - x0 + 2 * margin, y1 - y0 + 2 * margin)
+        self.fitInView(frame.intersected(self.scene().sceneRect()), Qt.AspectRatioMode.KeepAspectRatio)
+        if self.zoom > INSTANCE_ZOOM_MAX:
+            self.set_zoom(INSTANCE_ZOOM_MAX)
         self.centerOn(QPointF((x0 + x1) / 2, (y0 + y1) / 2))
         self._zoomed()
 

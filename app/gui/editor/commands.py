@@ -1,8 +1,13 @@
 """Undo commands of the editor. Mask edits keep only the changed rectangle, packed eight pixels a byte.
 
-A brush stroke is already one step when it is pushed (the document collects its segments), so commands
-are never merged. A command pushed after its pixels were drawn (``applied``) skips drawing on its first
-``redo``. Every do and undo that touches an instance ends with the document's ``edited`` signal.
+A brush stroke is already one step when it is pushed (the document collects its segments), so edits are
+not merged, except the refine queue's results on one image: each comes with the run's ``merge_key`` and
+joins the step before it when that step is the same run's, so a queue leaves one undo step per image. A
+command pushed after its pixels were drawn (``applied``) skips drawing on its first ``redo``. Every do and
+undo that touches an instance ends with the document's ``edited`` signal.
+
+Commands reach their document through ``doc``, which the document sets again when an image's undo stack
+outlives its document (the window keeps each image's stack while it is open: app/gui/undo_history.py).
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ class EditableDocument(Protocol):
 
     def remove_layer(self, instance_id: int) -> InstanceLayer: ...
 
+MERGE_ID = 0x5EF1
+"""``id()`` of the commands that may merge (Qt asks ``mergeWith`` only of commands with equal ids)."""
 FIELD_ACTIONS = {"status": "status", "category_id": "category", "visible": "visibility", "locked": "lock", "z": "z-order"}
 ACTION_LABELS = {
     "brush": "Brush",
@@ -49,6 +56,7 @@ ACTION_LABELS = {
     "bg_brush": "Must-stay-background stroke",
     "region_brush": "Refine-region stroke",
     "clear guidance": "Clear guidance",
+    "revert": "Revert",
 }
 
 
@@ -76,17 +84,35 @@ class PatchCommand(QUndoCommand):
         applied: bool = True,
         instance_ids: Sequence[int] = (),
         provenances: Mapping[int, Provenance | None] | None = None,
+        merge_key: object | None = None,
     ) -> None:
         super().__init__(text)
         self.doc = doc
         self.patches = patches
         self.action = action
+        self.merge_key = merge_key
+        self._label = text
         self._skip_draw = applied
         ids = {p.target for p in patches if not isinstance(p.target, str)} | set(instance_ids)
         self.instance_ids = sorted(ids)
         default = provenance if provenance is not None else Provenance.manual()
         own = provenances or {}
         self._provenance = {i: (doc.layer(i).provenance, own.get(i) or default) for i in self.instance_ids}
+
+    def id(self) -> int:  # noqa: A003 (Qt's name)
+        return -1 if self.merge_key is None else MERGE_ID
+
+    def mergeWith(self, other: QUndoCommand) -> bool:  # noqa: N802 (Qt override)
+        """Take in the next result of the same refine queue run on this image (already applied)."""
+        if self.merge_key is None or not isinstance(other, PatchCommand) or other.merge_key != self.merge_key:
+            return False
+        self.patches = [*self.patches, *other.patches]
+        for i in other.instance_ids:
+            before = self._provenance[i][0] if i in self._provenance else other._provenance[i][0]
+            self._provenance[i] = (before, other._provenance[i][1])
+        self.instance_ids = sorted({*self.instance_ids, *other.instance_ids})
+        self.setText(f"{self._label} ({len(self.instance_ids)} instances)")
+        return True
 
     @property
     def nbytes(self) -> int:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
-from PySide6.QtGui import QImage, QUndoStack
+from PySide6.QtGui import QImage, QUndoCommand, QUndoStack
 
 from app.core import mask_ops
 from app.core.mask_ops import Rect
@@ -44,34 +44,43 @@ def qrect(rect: Rect) -> QRect:
 class ImageDocument(QObject):
     """Masks, guidance and refine preview of one image, with an undo stack of rectangle deltas."""
 
-    mask_changed = Signal(int, QRect)
+    mask_changed = Signal("qint64", QRect)
     guidance_changed = Signal(str, QRect)
-    layer_changed = Signal(int, str)
+    layer_changed = Signal("qint64", str)
     instances_changed = Signal()
-    selection_changed = Signal(int)
+    selection_changed = Signal("qint64")
     preview_changed = Signal()
-    edited = Signal(int, str)
+    edited = Signal("qint64", str)
 
     def __init__(
         self, image: np.ndarray, image_id: int, layers: Sequence[InstanceLayer], parent: QObject | None = None,
-        bboxes: Mapping[int, Rect | None] | None = None,
+        bboxes: Mapping[int, Rect | None] | None = None, undo_stack: QUndoStack | None = None,
     ) -> None:
         """``bboxes``: the layers' bounding boxes when the caller knows them (the loader reads them off the
-        RLE), sparing a scan of every mask on the GUI thread."""
+        RLE), sparing a scan of every mask on the GUI thread. ``undo_stack``: the image's undo history from an
+        earlier document of it, whose edits are all in ``layers`` (its commands are pointed at this document);
+        by default a new one."""
         super().__init__(parent)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         self.image = np.ascontiguousarray(image)
         self.image_id = image_id
-        self.undo_stack = QUndoStack(self)
-        self.undo_stack.setUndoLimit(UNDO_LIMIT)
-        self.id_allocator: Callable[[], int] | None = None
+        if undo_stack is None:
+            undo_stack = QUndoStack(self)
+            undo_stack.setUndoLimit(UNDO_LIMIT)
+        self.undo_stack = undo_stack
+        for k in range(undo_stack.count()):
+            _adopt(undo_stack.command(k), self)
+        self.id_allocator: Callable[[int], int] | None = None
+        """Gives a new instance of a category its id (the window's: the project store's next id)."""
         self._layers: dict[int, InstanceLayer] = {}
         for layer in layers:
             self._check_mask(layer.mask, f"instance {layer.id}")
             layer.mask = np.ascontiguousarray(layer.mask, dtype=bool)
             self._layers[layer.id] = layer
         self.selected_id: int | None = None
+        self.read_only = False
+        """Strokes and click edits are refused (a window that opened its project read-only)."""
         self.region: np.ndarray | None = None
         self.foreground: np.ndarray | None = None
         self.background: np.ndarray | None = None
@@ -133,7 +142,10 @@ class ImageDocument(QObject):
         return None
 
     def editable(self, target: Target) -> bool:
-        """Whether strokes may change ``target`` (guidance always; an instance unless locked)."""
+        """Whether strokes may change ``target`` (guidance always; an instance unless locked; nothing in a
+        read-only document)."""
+        if self.read_only:
+            return False
         if isinstance(target, str):
             return target in GUIDANCE
         return target in self._layers and not self._layers[target].locked
@@ -260,11 +272,13 @@ class ImageDocument(QObject):
             box = (0, 0, self.shape[1], self.shape[0])
         return bool(self.apply_updates([MaskUpdate(instance_id, box, new_mask, provenance)], action))
 
-    def apply_updates(self, updates: Sequence[MaskUpdate], action: str, text: str | None = None) -> int:
+    def apply_updates(self, updates: Sequence[MaskUpdate], action: str, text: str | None = None,
+                      merge_key: object | None = None) -> int:
         """Apply new masks to several instances as ONE undo step; returns how many changed.
 
         A prepared patch is used while its instance is still at the version it was worked out against;
-        otherwise the change is worked out here, inside the box.
+        otherwise the change is worked out here, inside the box. A step with a ``merge_key`` joins the undo
+        step before it when that one has the same key (the refine queue's results on one image).
         """
         for update in updates:
             self._check_box(update.box, update.mask, "new mask")
@@ -286,7 +300,8 @@ class ImageDocument(QObject):
         if text is None:
             text = describe(action, ids[0]) if len(ids) == 1 else f"{describe(action, None)} ({len(ids)} instances)"
         provenances: Mapping[int, Provenance | None] = {u.instance_id: u.provenance for u in updates}
-        self.undo_stack.push(PatchCommand(self, patches, action, text, instance_ids=ids, provenances=provenances))
+        self.undo_stack.push(PatchCommand(self, patches, action, text, instance_ids=ids, provenances=provenances,
+                                          merge_key=merge_key))
         return len(patches)
 
     def _put_from_box(self, update: MaskUpdate, rect: Rect) -> None:
@@ -323,7 +338,7 @@ class ImageDocument(QObject):
         self._check_mask(mask, "new instance mask")
         self.end_stroke()
         if instance_id is None:
-            instance_id = self.id_allocator() if self.id_allocator else max(self._layers, default=0) + 1
+            instance_id = self.id_allocator(category_id) if self.id_allocator else max(self._layers, default=0) + 1
         if instance_id in self._layers:
             raise ValueError(f"instance {instance_id} already exists in image {self.image_id}")
         z = max((layer.z for layer in self._layers.values()), default=-1) + 1
@@ -431,6 +446,14 @@ class ImageDocument(QObject):
     def _push_patches(self, patches: list[Patch], action: str, target: Target) -> None:
         if patches:
             self.undo_stack.push(PatchCommand(self, patches, action, describe(action, target)))
+
+
+def _adopt(command: QUndoCommand, doc: ImageDocument) -> None:
+    """Point a command (and the commands of a macro) at ``doc``."""
+    if hasattr(command, "doc"):
+        command.doc = doc
+    for k in range(command.childCount()):
+        _adopt(command.child(k), doc)
 
 
 class _Stroke:

@@ -57,6 +57,8 @@ class InstanceLayer:
     z: int = 0
     status: str = "unreviewed"
     provenance: Provenance | None = None
+    crowd: bool = False
+    """A crowd region (COCO ``iscrowd``): many objects in one mask, never refined."""
 
 
 @dataclass(frozen=True)

@@ -473,7 +473,7 @@ class PreviewImage(QGraphicsItem):
 
 
 class DiffOverlay(PreviewImage):
-    """Pixels the refiner would add and remove compared to the instance's current mask (two colours)."""
+    """Pixels the refiner would add and remove compared to the instance's current mask (two hatched colours)."""
 
     def __init__(self, doc: ImageDocument, colors: DiffColors | None = None) -> None:
         super().__init__(doc)
@@ -497,7 +497,7 @@ class DiffOverlay(PreviewImage):
         if not preview.mask.size:
             return None
         x0, y0, x1, y1 = preview.box
-        return render_diff(self.doc.layer(preview.instance_id).mask[y0:y1, x0:x1], preview.mask, self.colors)
+        return render_diff(self.doc.layer(preview.instance_id).mask[y0:y1, x0:x1], preview.mask, self.colors, (x0, y0))
 
 
 class ConfidenceOverlay(PreviewImage):

@@ -6,6 +6,10 @@ refiner adds and removes; the uncertainty heatmap) already drawn. The refine thr
 prepares a step (``prepare_preview``), so the GUI thread only swaps images. An image drawn against another
 version of the instance's mask, or in other colours, is redrawn by the canvas, inside the box only.
 
+The diff is hatched: pixels the refiner adds in diagonal stripes of the "added" colour and near-black,
+pixels it removes in stripes the other way, so that neither ever looks like an instance's flat fill,
+whatever the instance's colour (the stripes follow image coordinates, so they line up across steps).
+
 Buffers are premultiplied BGRA (QImage's ARGB32 byte order on little-endian machines). QImage may be
 created and drawn into on any thread.
 """
@@ -22,6 +26,9 @@ from app.core.mask_ops import Rect
 ADDED_RGB = (40, 220, 90)
 REMOVED_RGB = (235, 40, 200)
 DIFF_ALPHA = 220
+HATCH_RGB = (20, 20, 24)
+HATCH_PX = 3
+"""Width of the diff's stripes, in image pixels."""
 
 
 def premultiplied(rgb: tuple[int, int, int], alpha: int = 255) -> np.ndarray:
@@ -94,13 +101,19 @@ class Preview:
         return out
 
 
-def render_diff(base: np.ndarray, mask: np.ndarray, colors: DiffColors) -> QImage:
-    """Pixels set in ``mask`` but not in ``base`` in the added colour, the reverse in the removed colour."""
+def render_diff(base: np.ndarray, mask: np.ndarray, colors: DiffColors, origin: tuple[int, int] = (0, 0)) -> QImage:
+    """Pixels set in ``mask`` but not in ``base`` hatched in the added colour, the reverse in the removed
+    colour; ``origin`` is the box's top-left corner in the image (where the stripes are anchored)."""
     h, w = mask.shape
     image = blank_image(w, h)
     pixels = qimage_view(image).view(np.uint32)[..., 0]
-    np.copyto(pixels, premultiplied(colors.added, colors.alpha).view(np.uint32)[0], where=mask > base)
-    np.copyto(pixels, premultiplied(colors.removed, colors.alpha).view(np.uint32)[0], where=base > mask)
+    ys, xs = np.ogrid[origin[1] : origin[1] + h, origin[0] : origin[0] + w]
+    dark = premultiplied(HATCH_RGB, colors.alpha).view(np.uint32)[0]
+    for changed, color, diagonal in ((mask > base, colors.added, xs + ys), (base > mask, colors.removed, xs - ys)):
+        if changed.any():
+            np.copyto(pixels, dark, where=changed)
+            np.copyto(pixels, premultiplied(color, colors.alpha).view(np.uint32)[0],
+                      where=changed & ((diagonal // HATCH_PX) % 2 == 0))
     return image
 
 
@@ -125,6 +138,6 @@ def prepare_preview(
 ) -> Preview:
     """A preview with its images drawn (meant for a worker thread); ``base`` is the instance's mask inside
     ``box`` at version ``base_version``, what the diff is drawn against."""
-    diff = render_diff(base, mask, colors) if mask.size else None
+    diff = render_diff(base, mask, colors, (box[0], box[1])) if mask.size else None
     heat = render_heat(confidence) if with_heat and confidence is not None and confidence.size else None
     return Preview(instance_id, box, mask, confidence, base_version, colors, diff, heat)

@@ -103,7 +103,9 @@ class RefinePanel(QWidget):
         self.scrubber.setTickInterval(1)
         self.scrubber.setEnabled(False)
         self.scrubber.valueChanged.connect(self._scrubbed)
-        self.step_label = QLabel("No refinement yet")
+        self.idle_text = "The refiner loads when the window is up"
+        self.step_label = QLabel(self.idle_text)
+        self.step_label.setObjectName("stepLabel")
         self.step_label.setWordWrap(True)
         scrub_row = QHBoxLayout()
         scrub_row.addWidget(self._button("refine.step_back", text=False))
@@ -113,6 +115,10 @@ class RefinePanel(QWidget):
         self.queue_bar = QProgressBar()
         self.queue_bar.setFormat("%v / %m instances")
         self.queue_bar.hide()
+        self.queue_label = QLabel()
+        self.queue_label.setObjectName("queueLabel")
+        self.queue_label.setWordWrap(True)
+        self.queue_label.hide()
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
@@ -122,6 +128,7 @@ class RefinePanel(QWidget):
         layout.addLayout(scrub_row)
         layout.addWidget(self.step_label)
         layout.addWidget(self.queue_bar)
+        layout.addWidget(self.queue_label)
         layout.addStretch(1)
 
         self.mode_box.currentIndexChanged.connect(self._choice_edited)
@@ -250,12 +257,15 @@ class RefinePanel(QWidget):
         for name in RUN_ACTIONS:
             self.actions[name].setEnabled(idle and usable)
         self.actions["refine.stop"].setEnabled(running or queue_active)
-        self.actions["refine.pause"].setEnabled(queue_active)
-        self.actions["refine.pause"].setChecked(queue_paused)
+        pause = self.actions["refine.pause"]
+        pause.setEnabled(queue_active)
+        pause.setChecked(queue_paused)
+        pause.setText("Resume Queue" if queue_paused else "Pause Queue")
         for name in ("refine.accept", "refine.reject", "refine.step_back", "refine.step_forward"):
             self.actions[name].setEnabled(reviewing)
         self.scrubber.setEnabled(reviewing or running)
         self.queue_bar.setVisible(queue_active)
+        self.queue_label.setVisible(queue_active)
         for w in (self.mode_box, self.weights_box, self.steps_box, self.device_box, self.seed_box,
                   self.add_weights_button):
             w.setEnabled(idle)
@@ -268,12 +278,20 @@ class RefinePanel(QWidget):
         if text:
             self.step_label.setText(text)
 
-    def clear_steps(self, text: str = "No refinement yet") -> None:
-        self.show_step(1, 1, text)
+    def clear_steps(self) -> None:
+        """No run to show: say what state the refiner is in (loading, ready, or not loaded yet)."""
+        self.show_step(1, 1, self.idle_text)
 
-    def set_queue_progress(self, done: int, total: int) -> None:
+    def set_idle_text(self, text: str, showing: bool) -> None:
+        """What the step line says while no run is shown (``showing``: none is shown now)."""
+        self.idle_text = text
+        if showing:
+            self.step_label.setText(text)
+
+    def set_queue_progress(self, done: int, total: int, text: str) -> None:
         self.queue_bar.setRange(0, max(1, total))
         self.queue_bar.setValue(done)
+        self.queue_label.setText(text)
 
     def _scrubbed(self, value: int) -> None:
         self.scrubbed.emit(value - 1)

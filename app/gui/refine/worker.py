@@ -8,13 +8,21 @@ and frames. A stop request is honoured between steps (the generator is closed, n
 the instance stays exactly as it was. Every failure becomes a ``failed`` signal with one readable
 message.
 
-torch and the refiner modules are imported on the refine thread the first time a job or a probe needs
-them, so opening the window does not import torch at all (docs/decisions/0014).
+The refine thread leaves the GUI thread a core: it runs at a lower scheduling priority (Linux: nice
++``REFINE_NICE`` for this thread alone) and torch computes on one core fewer than the machine has
+(``refine_threads``), since on a small or busy machine a GUI thread competing with every core's torch
+thread waits tens of milliseconds for its turn, and torch's own threads contend (docs/decisions/0019).
+
+torch and the refiner modules are imported on the refine thread, never on the GUI thread: by the window's
+``preload`` right after it appears (so the first refinement starts at once, docs/decisions/0019), or by
+the first job or probe; the window itself opens without torch (docs/decisions/0014).
 """
 from __future__ import annotations
 
 import itertools
 import logging
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,9 +34,19 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from app.core.images import read_image_rgb
 from app.gui.refine.frames import RefineJob, build_frame, whole_mask
 from app.gui.tasks import describe_error
+from app.refiner.options import RefineOptions
 from app.services.refine import load_refiner
 
 log = logging.getLogger(__name__)
+
+PROBE_JOB = -1
+PRELOAD_JOB = -2
+REFINE_NICE = 5
+
+
+def refine_threads(cores: int | None = None) -> int:
+    """torch's intra-op threads for the refiner: every core but one, which the GUI thread keeps."""
+    return max(1, (cores or os.cpu_count() or 2) - 1)
 
 
 @dataclass(frozen=True)
@@ -64,7 +82,7 @@ class RefineWorker(QObject):
     started = Signal(int)           # job id
     frame = Signal(object)          # RefineFrame
     finished = Signal(int, bool)    # job id, stopped before the end
-    failed = Signal(int, str)       # job id (-1: probing), message
+    failed = Signal(int, str)       # job id (PROBE_JOB: probing, PRELOAD_JOB: preloading), message
 
     def __init__(self) -> None:
         super().__init__()
@@ -73,6 +91,7 @@ class RefineWorker(QObject):
         self._refiner: Any = None
         self._refiner_key: tuple[str, str] | None = None
         self._seen_fallbacks = 0
+        self._image: tuple[Path, Any] | None = None
 
     def request_stop(self, below_job_id: int) -> None:
         """Stop every job with an id below ``below_job_id`` (the running one after its current step)."""
@@ -83,12 +102,30 @@ class RefineWorker(QObject):
         return job.job_id < self._stop_below
 
     @Slot()
+    def settle(self) -> None:
+        """On the refine thread as it starts: a lower priority than the GUI thread's, where the OS allows."""
+        if sys.platform.startswith("linux"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REFINE_NICE)
+            except OSError as error:
+                log.debug("could not lower the refine thread's priority: %s", error)
+
+    @Slot()
     def probe(self) -> None:
         try:
             self.probed.emit(_probe_environment())
         except Exception as error:  # a broken torch install must not take the window down
             log.exception("probing the refiner environment failed")
-            self.failed.emit(-1, describe_error(error))
+            self.failed.emit(PROBE_JOB, describe_error(error))
+
+    @Slot(object)
+    def preload(self, options: RefineOptions) -> None:
+        """Load the refiner jobs with ``options`` will use (a job sent meanwhile waits for it)."""
+        try:
+            self._refiner_for(options)
+        except Exception as error:
+            log.warning("preloading the refiner failed: %s", error)
+            self.failed.emit(PRELOAD_JOB, describe_error(error))
 
     @Slot(object)
     def run(self, job: RefineJob) -> None:
@@ -106,10 +143,10 @@ class RefineWorker(QObject):
         self.finished.emit(job.job_id, stopped)
 
     def _run(self, job: RefineJob) -> bool:
-        refiner = self._refiner_for(job)
+        refiner = self._refiner_for(job.options)
         from app.refiner.pipeline import Guidance
 
-        image = read_image_rgb(job.image) if isinstance(job.image, Path) else job.image
+        image = self._read(job.image) if isinstance(job.image, Path) else job.image
         masks = [whole_mask(m) for m in job.masks]
         steps = refiner.run(image, masks, job.options, Guidance(job.region, job.foreground, job.background))
         last_emit = None
@@ -131,12 +168,22 @@ class RefineWorker(QObject):
             steps.close()
         return False
 
-    def _refiner_for(self, job: RefineJob) -> Any:
-        key = (job.options.weights, job.options.device)
+    def _read(self, path: Path) -> Any:
+        """An image file, decoded once for the queue's consecutive jobs on it (one job per instance)."""
+        if self._image is None or self._image[0] != path:
+            self._image = None
+            self._image = (path, read_image_rgb(path))
+        return self._image[1]
+
+    def _refiner_for(self, options: RefineOptions) -> Any:
+        key = (options.weights, options.device)
         if self._refiner_key != key:
             self._refiner = self._refiner_key = None
-            self.loading.emit(job.options.weights)
-            self._refiner = load_refiner(job.options)
+            self.loading.emit(options.weights)
+            import torch
+
+            torch.set_num_threads(refine_threads())
+            self._refiner = load_refiner(options)
             self._refiner_key = key
             self._seen_fallbacks = 0
             self.loaded.emit(self._refiner.name, self._refiner.device)
@@ -170,14 +217,16 @@ def _probe_environment() -> Environment:
 
 
 class RefineService(QObject):
-    """The GUI side of the refine thread: submit jobs, stop them, probe; signals come from ``worker``.
+    """The GUI side of the refine thread: submit jobs, stop them, probe, preload; signals come from ``worker``.
 
-    ``probe()`` imports torch on the refine thread, so the window asks for it only when the user turns to
-    the refiner (the first run, the weights or device list, the settings dialog); it runs once.
+    ``probe()`` (once) and ``preload()`` import torch on the refine thread; the window asks for them once its
+    first image is on screen, or earlier when the user turns to the refiner (a run, the weights or device
+    list, the settings dialog).
     """
 
     _submit = Signal(object)
     _probe = Signal()
+    _preload = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -188,7 +237,9 @@ class RefineService(QObject):
         self.worker.moveToThread(self.thread)
         self._submit.connect(self.worker.run)
         self._probe.connect(self.worker.probe)
+        self._preload.connect(self.worker.preload)
         self.thread.finished.connect(self.worker.deleteLater)
+        self.thread.started.connect(self.worker.settle)
         self.thread.start()
         self.last_job_id = 0
         self.probe_requested = False
@@ -209,6 +260,11 @@ class RefineService(QObject):
         if not self.probe_requested:
             self.probe_requested = True
             self._probe.emit()
+
+    def preload(self, options: RefineOptions) -> None:
+        """Probe, then load the refiner for ``options`` on the refine thread (the window, once it is up)."""
+        self.probe()
+        self._preload.emit(options)
 
     def shutdown(self, timeout_ms: int = 60_000) -> None:
         """Stop work and end the thread (at application exit)."""

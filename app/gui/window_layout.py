@@ -1,0 +1,130 @@
+"""How the main window is laid out: its docks, menus, toolbars and status bar, built from the action
+registry, and the saved layout restored. A base class of ``MainWindow`` (app/gui/main_window.py), which
+connects what is built here."""
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QProgressBar, QSlider, QSpinBox, QToolBar, QUndoView, QWidget
+
+from app.gui.actions import MAIN_TOOLBAR, MENUS, TOOLS_TOOLBAR
+from app.gui.docks.edit_history import EditHistoryPanel
+from app.gui.docks.image_list import ImageListPanel
+from app.gui.docks.instance_list import InstanceListPanel
+from app.gui.docks.properties import PropertiesPanel
+from app.gui.editor.canvas import MAX_BRUSH
+from app.gui.editor.navigator import Navigator
+from app.gui.refine.panel import RefinePanel
+
+
+class WindowLayout(QMainWindow):
+    """The window's widgets; expects ``actions``, ``settings``, ``project``, ``tasks``, ``canvas`` and
+    ``opener`` to be set before ``_build_*`` are called."""
+
+    # ------------------------------------------------------------------------------- building
+    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_docks(self) -> None:
+        a = self.actions
+        self.image_panel = ImageListPanel()
+        self.instance_panel = InstanceListPanel([a["instance.lock"], a["instance.hide"], a["instance.raise"],
+                                                 a["instance.lower"], a["instance.delete"]])
+        self.refine_panel = RefinePanel(self.settings, self.actions)
+        self.properties_panel = PropertiesPanel()
+        self.edit_history = EditHistoryPanel(self.tasks)
+        self.undo_view = QUndoView(self.project.undo.group)
+        self.undo_view.setEmptyLabel("Opened")
+        self.navigator = Navigator(self.canvas)
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        self.image_dock = self._dock("Images", "imagesDock", self.image_panel, left)
+        self.instance_dock = self._dock("Instances", "instancesDock", self.instance_panel, left)
+        self.refine_dock = self._dock("Refine", "refineDock", self.refine_panel, right)
+        self.properties_dock = self._dock("Properties", "propertiesDock", self.properties_panel, right)
+        self.edits_dock = self._dock("Edit History", "editHistoryDock", self.edit_history, right)
+        self.history_dock = self._dock("Undo", "historyDock", self.undo_view, right)
+        self.navigator_dock = self._dock("Navigator", "navigatorDock", self.navigator, right)
+        for dock in (self.edits_dock, self.history_dock, self.navigator_dock):
+            self.tabifyDockWidget(self.properties_dock, dock)
+        self.properties_dock.raise_()
+        self.docks = (self.image_dock, self.instance_dock, self.refine_dock, self.properties_dock, self.edits_dock,
+                      self.history_dock, self.navigator_dock)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        for title, names in MENUS.items():
+            menu = bar.addMenu(title)
+            for name in names:
+                if name is None:
+                    menu.addSeparator()
+                elif name == "@recent":
+                    self.recent_menu = menu.addMenu("Open &Recent")
+                    self.recent_menu.aboutToShow.connect(lambda: self.opener.fill_recent(self.recent_menu))
+                elif name == "@docks":
+                    for dock in self.docks:
+                        menu.addAction(dock.toggleViewAction())
+                else:
+                    menu.addAction(self.actions[name])
+
+    def _toolbar(self, title: str, names: tuple[str | None, ...], area: Qt.ToolBarArea) -> QToolBar:
+        bar = QToolBar(title, self)
+        bar.setObjectName(title.lower().replace(" ", "_") + "_toolbar")
+        for name in names:
+            if name is None:
+                bar.addSeparator()
+            else:
+                bar.addAction(self.actions[name])
+        self.addToolBar(area, bar)
+        return bar
+
+    def _build_toolbars(self) -> None:
+        self.main_toolbar = self._toolbar("Main", MAIN_TOOLBAR, Qt.ToolBarArea.TopToolBarArea)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(round(self.settings.opacity * 100))
+        self.opacity_slider.setFixedWidth(110)
+        self.opacity_slider.setToolTip("Mask opacity")
+        self.main_toolbar.addSeparator()
+        self.main_toolbar.addWidget(QLabel(" Opacity "))
+        self.main_toolbar.addWidget(self.opacity_slider)
+        self.tools_toolbar = self._toolbar("Tools", TOOLS_TOOLBAR, Qt.ToolBarArea.LeftToolBarArea)
+        self.brush_size_box = QSpinBox()
+        self.brush_size_box.setObjectName("brushSize")
+        self.brush_size_box.setRange(1, MAX_BRUSH)
+        self.brush_size_box.setValue(self.canvas.brush_size)
+        self.brush_size_box.setToolTip("Brush size in image pixels ([ and ] or Alt+drag change it too)")
+        self.brush_size_box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        brush_action = self.actions["brush.larger"]
+        self.tools_toolbar.insertWidget(self.tools_toolbar.actions()[self.tools_toolbar.actions().index(brush_action)
+                                                                     + 1], self.brush_size_box)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setMaximumWidth(320)
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.hide()
+        self.read_only_label = QLabel()
+        self.read_only_label.setObjectName("readOnlyLabel")
+        self.read_only_label.hide()
+        self.cursor_label = QLabel("")
+        self.zoom_label = QLabel("")
+        self.device_label = QLabel("refiner: not loaded yet")
+        for widget in (self.progress_bar, self.read_only_label, self.cursor_label, self.zoom_label,
+                       self.device_label):
+            bar.addPermanentWidget(widget)
+
+    def _restore_layout(self) -> None:
+        geometry, state = self.settings.window_state()
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1500, 920)
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        else:
+            self.resizeDocks([self.image_dock, self.instance_dock], [200, 480], Qt.Orientation.Vertical)
+            self.resizeDocks([self.image_dock, self.refine_dock], [340, 330], Qt.Orientation.Horizontal)
