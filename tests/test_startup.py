@@ -44,7 +44,8 @@ def test_the_window_opens_the_demo_without_importing_torch(tmp_path: Path) -> No
     assert result.stdout.split() == ["False", "True"]
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["stats", "--help"], ["import", "--help"], ["refine", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["stats", "--help"], ["import", "--help"], ["refine", "--help"],
+                                  ["prompt", "--help"], ["find-similar", "--help"]])
 def test_the_command_line_imports_torch_only_for_a_refinement(tmp_path: Path, argv: list[str]) -> None:
     result = run_python(f"""
         import sys

@@ -10,6 +10,8 @@ instance: one undo step), or ``box_steps`` / ``click_steps`` to animate the refi
 A click changes the mask only near itself: the coarse source re-segments the window with every click so far as
 hard seeds, and only the changes connected to the new click are kept; the refiner then runs with its region
 limited to them (``Guidance(region=...)``) and the clicked pixels clamped.
+
+torch is imported only when a model runs, so the front ends may import this module at start-up.
 """
 from __future__ import annotations
 
@@ -23,12 +25,12 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 import cv2
 import numpy as np
 
-from app.refiner.pipeline import Guidance
 from app.refiner.steps import RefineStep
 
 if TYPE_CHECKING:
     from app.refiner.api import Refiner
     from app.refiner.options import RefineOptions
+    from app.refiner.pipeline import Guidance
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +311,10 @@ class EncoderSource:
     seed: int = 0
     name: str = "encoder"
 
+    def load(self) -> None:
+        """Load the head and the encoder now (the first prompt would), so a bad weights file fails before any work."""
+        _prompt_head(self.weights)
+
     def probability(self, image: np.ndarray, prompt: Prompt) -> tuple[Window, np.ndarray]:
         """The window and the head's foreground probability on its work grid (float32)."""
         from app.refiner.prompt_head import predict, prompt_channels
@@ -405,6 +411,7 @@ class PromptTool:
         coarse = self.source.segment(image, Prompt(box=clipped))
         if self.refiner is None:
             return coarse, None
+        from app.refiner.pipeline import Guidance
         x0, y0, x1, y1 = clipped
         pad = max(2, round(self.box_slack * max(x1 - x0, y1 - y0)))
         region = np.zeros(shape, bool)
@@ -438,6 +445,8 @@ class PromptTool:
         coarse = (coarse | seeds[0]) & ~seeds[1]
         if self.refiner is None:
             return coarse, region, None
+        from app.refiner.pipeline import Guidance
+
         grown = cv2.dilate(region.astype(np.uint8), _disk(self._seed_radius(before, proposal) * 2)) > 0
         guidance = Guidance(region=grown, foreground=seeds[0], background=seeds[1])
         return coarse, region, self._run(image, coarse, guidance)

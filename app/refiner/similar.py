@@ -305,18 +305,32 @@ class SimilarFinder:
         proposals = propose(self.similarity(image, proto, key), image.shape[:2], threshold, existing, min_area,
                             MAX_RELATIVE_AREA * proto.area_fraction)
         if self.source is not None:
-            covered = np.zeros(image.shape[:2], bool)
-            for mask in existing:
-                covered |= mask
-            for proposal in proposals:
-                x, y, w, h = cv2.boundingRect(proposal.coarse.view(np.uint8))
-                if min(w, h) >= MIN_BOX_SIDE:
-                    outline = self.source.segment(image, Prompt(box=(x, y, x + w, y + h))) & ~covered
-                    if outline.any():
-                        proposal.coarse = outline
+            proposals = self.outline(image, proposals, existing)
         if self.refiner is not None:
             self.refine(image, proposals)
         return proposals
+
+    def outline(self, image: np.ndarray, proposals: list[Proposal], existing: Sequence[np.ndarray] = (),
+                max_overlap: float = 0.5) -> list[Proposal]:
+        """Each proposal re-segmented by ``source`` from its bounding box, minus what ``existing`` covers; a
+        proposal whose outline is more than ``max_overlap`` covered by existing instances is dropped (so a second
+        search does not propose again what a first one outlined)."""
+        assert self.source is not None
+        covered = np.zeros(image.shape[:2], bool)
+        for mask in existing:
+            covered |= mask
+        kept = []
+        for proposal in proposals:
+            x, y, w, h = cv2.boundingRect(proposal.coarse.view(np.uint8))
+            if min(w, h) >= MIN_BOX_SIDE:
+                outline = self.source.segment(image, Prompt(box=(x, y, x + w, y + h)))
+                area = cv2.countNonZero(outline.view(np.uint8))
+                if area and cv2.countNonZero((outline & covered).view(np.uint8)) > max_overlap * area:
+                    continue
+                if area:
+                    proposal.coarse = outline & ~covered
+            kept.append(proposal)
+        return kept
 
     def refine(self, image: np.ndarray, proposals: Sequence[Proposal]) -> None:
         """Set every proposal's ``mask`` to its refined coarse mask (the refiner's last step)."""

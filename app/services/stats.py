@@ -6,18 +6,22 @@ from typing import Any
 
 import numpy as np
 
-from app.core.records import ReviewStatus
+from app.core.records import ChangeKind, ReviewStatus
 from app.core.store.project import ProjectStore
+from app.core.store.query import InstanceFilter
 
 # COCO's size classes: small < 32², medium < 96², large above.
 COCO_AREA_CLASSES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, None))
 
 
 def project_stats(project: Path) -> dict[str, Any]:
-    """Counts per status and per category (split by status), and mask areas by COCO class and histogram
-    (bins of powers of 4). The project is opened read-only."""
+    """Counts per status, per last change (and find-similar proposals not accepted yet) and per category
+    (split by status), and mask areas by COCO class and histogram (bins of powers of 4). The project is opened
+    read-only."""
     with ProjectStore.open(project, read_only=True) as store:
         by_status = store.counts_by_status()
+        by_change = {k.value: store.count_instances(InstanceFilter(provenance_kinds=[k])) for k in ChangeKind}
+        pending = store.count_instances() - store.count_instances(InstanceFilter(proposals=False))
         per_status = {s: store.counts_by_category([s]) for s in ReviewStatus}
         categories = []
         for cat in store.categories():
@@ -33,6 +37,8 @@ def project_stats(project: Path) -> dict[str, Any]:
         "images": image_count,
         "instances": int(areas.size),
         "by_status": {s.value: n for s, n in by_status.items()},
+        "by_last_change": by_change,
+        "proposals_pending": pending,
         "by_category": categories,
         "area_classes": {
             name: int(((areas >= lo) & (areas < (hi if hi is not None else np.inf))).sum())
@@ -49,6 +55,10 @@ def format_stats(stats: dict[str, Any]) -> str:
     statuses = [s.value for s in ReviewStatus]
     lines = [f"{stats['project']}: {stats['images']} images, {stats['instances']} instances", "", "by status:"]
     lines += [f"  {status:<12} {stats['by_status'][status]:>9}" for status in statuses]
+    lines += ["", "by last change:"]
+    lines += [f"  {kind:<12} {n:>9}" for kind, n in stats["by_last_change"].items()]
+    if stats["proposals_pending"]:
+        lines.append(f"  {stats['proposals_pending']} find-similar proposal(s) not accepted yet: left out of exports")
     used = [c for c in stats["by_category"] if c["total"]]
     lines += ["", f"by category ({len(used)} of {len(stats['by_category'])} with instances):"]
     lines.append(f"  {'id':>6}  {'name':<28} {'total':>8} " + " ".join(f"{s:>11}" for s in statuses))
