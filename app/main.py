@@ -54,12 +54,12 @@ def run_gui_command(args: argparse.Namespace) -> int:
 def _expected(error: BaseException) -> bool:
     """Bad input and unusable weights get one line, not a traceback."""
     known: tuple[type[BaseException], ...] = (DatasetError, ValueError, FileNotFoundError)
-    weights = sys.modules.get("app.refiner.weights")  # imported (with torch) only by commands that load weights
-    if weights is not None:
-        known += (weights.WeightsError,)
-    encoder = sys.modules.get("app.refiner.encoder")
-    if encoder is not None:
-        known += (encoder.EncoderError,)
+    # imported (with torch) only by the commands that load weights
+    for module, name in (("app.refiner.weights", "WeightsError"), ("app.refiner.encoder", "EncoderError"),
+                         ("app.refiner.sam", "SamError"), ("app.refiner.prompt_head", "PromptHeadError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            known += (getattr(loaded, name),)
     return isinstance(error, known)
 
 

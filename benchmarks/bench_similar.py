@@ -182,6 +182,7 @@ def main() -> int:
     parser.add_argument("--no-outline", action="store_true", help="keep the similarity regions (no box prompt on them)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: a temporary one)")
+    parser.add_argument("--no-self-support", action="store_true", help="the examples' prototype as it is (baseline)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     refiner = None
@@ -194,7 +195,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         source = None if args.no_outline else EncoderSource(args.head, grabcut=False)
         cache = FeatureCache(args.cache or Path(tmp))
-        finder = SimilarFinder(cache, source=source)
+        finder = SimilarFinder(cache, source=source, self_support=not args.no_self_support)
         refining = None if refiner is None else SimilarFinder(cache, refiner)
         for task in (pennfudan_task(args.data, args.split, args.per_set), coco_task(args.data, args.split, args.per_set)):
             if task is None:

@@ -8,6 +8,9 @@ with clicks at the centres of its largest error regions (the NoC protocol); or, 
 alone. The validation split is never read.
 
     .venv/bin/python scripts/train_prompt_head.py --out app/weights/prompt-head-v1.safetensors --iterations 2500
+
+``--features FILE`` keeps the computed windows (features, truth, boxes) in a file that a later run with the same
+canvas, jitter, seed and limit reads instead of computing them again; ``--init`` continues from a head's weights.
 """
 from __future__ import annotations
 
@@ -25,10 +28,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.refiner.data import shared_sources  # noqa: E402
+from app.refiner.data import Example, shared_sources  # noqa: E402
 from app.refiner.degrade import synthesize  # noqa: E402
 from app.refiner.encoder import pretrained_encoder  # noqa: E402
-from app.refiner.prompt_head import PromptHead, PromptHeadConfig, prompt_channels, save_head  # noqa: E402
+from app.refiner.prompt_head import PromptHead, PromptHeadConfig, load_head, prompt_channels, save_head  # noqa: E402
 from app.refiner.prompts import Window, error_clicks  # noqa: E402
 
 log = logging.getLogger("train_prompt_head")
@@ -45,6 +48,22 @@ class Sample:
 def canvas_of(window: Window, image: np.ndarray, size: int) -> np.ndarray:
     x0, y0, x1, y1 = window.box
     return cv2.resize(image[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def object_mask(example: Example) -> np.ndarray:
+    """The example's object as a bool mask, its ignore band (Pets' unknown trimap band) left out."""
+    return example.mask if example.ignore is None else example.mask & ~example.ignore
+
+
+def jittered_box(mask: np.ndarray, jitter: float, rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """The object's bounding box (x0, y0, x1, y1) with each side moved by up to ``jitter`` of the box's size, as a
+    user draws it, kept inside the image and at least 2 pixels wide and high."""
+    h, w = mask.shape
+    x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
+    moves = rng.uniform(-jitter, jitter, 4) * np.array([bw, bh, bw, bh])
+    box = (float(np.clip(x + moves[0], 0, w - 2)), float(np.clip(y + moves[1], 0, h - 2)),
+           float(np.clip(x + bw + moves[2], 2, w)), float(np.clip(y + bh + moves[3], 2, h)))
+    return min(box[0], box[2] - 2), min(box[1], box[3] - 2), box[2], box[3]
 
 
 def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | None) -> list[Sample]:
@@ -69,15 +88,11 @@ def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | 
         count = len(source) if limit is None else min(limit, len(source))
         for index in range(count):
             example = source.load(index)
-            mask = example.mask & ~(example.ignore if example.ignore is not None else False)
+            mask = object_mask(example)
             if cv2.countNonZero(mask.view(np.uint8)) < 256:
                 continue
             h, w = mask.shape
-            x, y, bw, bh = cv2.boundingRect(mask.view(np.uint8))
-            moves = rng.uniform(-jitter, jitter, 4) * np.array([bw, bh, bw, bh])
-            box = (float(np.clip(x + moves[0], 0, w - 2)), float(np.clip(y + moves[1], 0, h - 2)),
-                   float(np.clip(x + bw + moves[2], 2, w)), float(np.clip(y + bh + moves[3], 2, h)))
-            box = (min(box[0], box[2] - 2), min(box[1], box[3] - 2), box[2], box[3])
+            box = jittered_box(mask, jitter, rng)
             window = Window.around(tuple(int(round(v)) for v in box), (h, w))  # type: ignore[arg-type]
             whole = Window((0, 0, w, h), (h, w))
             for win, prompt_box in ((window, box), (whole, None)):
@@ -95,12 +110,34 @@ def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | 
     return samples
 
 
-def draw_prompt(sample: Sample, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Prompt channels for one sample, as one of the tools would give them."""
+def samples_from_file(path: Path, tag: str) -> list[Sample] | None:
+    """The windows a run with the same ``tag`` stored in ``path`` (None: no such file, or another tag)."""
+    if not path.is_file():
+        return None
+    stored = torch.load(path, weights_only=True)
+    if stored.get("tag") != tag:
+        log.info("%s holds windows of another run (%s), computing them again", path, stored.get("tag"))
+        return None
+    boxes = stored["boxes"].tolist()
+    return [Sample({s: stored[f"f{s}"][k] for s in (16, 8, 4)}, stored["gt"][k].numpy().astype(bool),
+                   None if np.isnan(boxes[k][0]) else tuple(boxes[k])) for k in range(len(boxes))]
+
+
+def samples_to_file(path: Path, tag: str, samples: list[Sample]) -> None:
+    stored: dict[str, object] = {"tag": tag, "gt": torch.from_numpy(np.stack([s.gt for s in samples]).astype(np.uint8)),
+                                 "boxes": torch.tensor([s.box or (float("nan"),) * 4 for s in samples], dtype=torch.float64)}
+    for stride in (16, 8, 4):
+        stored[f"f{stride}"] = torch.stack([s.features[stride] for s in samples])
+    torch.save(stored, path)
+
+
+def draw_prompt(sample: Sample, size: int, rng: np.random.Generator, box_share: float = 0.5) -> np.ndarray:
+    """Prompt channels for one sample, as one of the tools would give them: a box window is prompted by its box
+    alone with probability ``box_share``."""
     gt = sample.gt
     if not gt.any():
         return prompt_channels(size, None, [], [])
-    if sample.box is not None and rng.random() < 0.5:
+    if sample.box is not None and rng.random() < box_share:
         prior = np.zeros((size, size), np.float32)
         x0, y0, x1, y1 = (int(round(v)) for v in sample.box)
         prior[y0:y1, x0:x1] = 1.0
@@ -127,10 +164,16 @@ def draw_prompt(sample: Sample, size: int, rng: np.random.Generator) -> np.ndarr
     return prompt_channels(size, None, positives, negatives)
 
 
-def train(samples: list[Sample], config: PromptHeadConfig, iterations: int, batch: int, lr: float, seed: int) -> PromptHead:
+def train(samples: list[Sample], config: PromptHeadConfig, iterations: int, batch: int, lr: float, seed: int,
+          init: PromptHead | None = None, box_share: float = 0.5) -> PromptHead:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     head = PromptHead(config)
+    if init is not None:
+        head.load_state_dict(init.state_dict())
+        for parameter in head.parameters():
+            parameter.requires_grad_(True)
+    head.train()
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=iterations, pct_start=0.05)
     size = config.canvas
@@ -140,7 +183,7 @@ def train(samples: list[Sample], config: PromptHeadConfig, iterations: int, batc
         picks = rng.integers(len(samples), size=batch)
         flips = rng.random(batch) < 0.5
         features = {s: torch.stack([samples[k].features[s] for k in picks]).float() for s in (16, 8, 4)}
-        prompts = np.stack([draw_prompt(samples[k], size, rng) for k in picks])
+        prompts = np.stack([draw_prompt(samples[k], size, rng, box_share) for k in picks])
         gts = np.stack([samples[k].gt for k in picks]).astype(np.float32)
         prompt_t, gt_t = torch.from_numpy(prompts), torch.from_numpy(gts)[:, None]
         for s in features:
@@ -174,20 +217,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most this many instances per source (a quick run)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--box-share", type=float, default=0.5, help="box windows prompted by the box alone")
+    parser.add_argument("--init", type=Path, help="continue from these prompt-head weights (their config is kept)")
+    parser.add_argument("--features", type=Path, help="read / keep the computed windows in this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    config = PromptHeadConfig()
-    samples = build_samples(args.data, config.canvas, args.jitter, args.seed, args.limit)
-    head = train(samples, config, args.iterations, args.batch, args.lr, args.seed)
+    init = load_head(args.init) if args.init else None
+    config = init.config if init is not None else PromptHeadConfig()
+    tag = f"windows v2, canvas {config.canvas}, jitter {args.jitter}, seed {args.seed}, limit {args.limit}"
+    samples = samples_from_file(args.features, tag) if args.features else None
+    if samples is None:
+        samples = build_samples(args.data, config.canvas, args.jitter, args.seed, args.limit)
+        if args.features:
+            samples_to_file(args.features, tag, samples)
+    head = train(samples, config, args.iterations, args.batch, args.lr, args.seed, init, args.box_share)
+    earlier = ""
+    if init is not None:
+        earlier = f"continued from {args.init.name} ({init_recipe(args.init)}); then "
     save_head(head, args.out, {
         "training_data": "../shared/data training split (app/refiner/data.py): ECSSD, Oxford-IIIT Pets, Penn-Fudan, "
                          "coco_tiny, LVIS sample",
-        "recipe": f"{args.iterations} iterations, batch {args.batch}, AdamW lr {args.lr} one-cycle, box jitter {args.jitter}, "
-                  f"seed {args.seed}, {len(samples)} windows",
+        "recipe": f"{earlier}{args.iterations} iterations, batch {args.batch}, AdamW lr {args.lr} one-cycle, box jitter "
+                  f"{args.jitter}, box share {args.box_share}, seed {args.seed}, {len(samples)} windows",
     })
     log.info("saved %s", args.out)
     return 0
+
+
+def init_recipe(path: Path) -> str:
+    """The recipe stored with a head's weights."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return (handle.metadata() or {}).get("recipe", "recipe unknown")
 
 
 if __name__ == "__main__":

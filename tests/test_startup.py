@@ -68,7 +68,8 @@ def test_once_the_demo_is_on_screen_the_model_loads_in_the_background(tmp_path: 
     assert result.stdout.split() == ["compact-v1", "True", "Model", "compact-v1", "ready", "on", "cpu"]
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["stats", "--help"], ["import", "--help"], ["refine", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["stats", "--help"], ["import", "--help"], ["refine", "--help"],
+                                  ["prompt", "--help"], ["find-similar", "--help"]])
 def test_the_command_line_imports_torch_only_for_a_refinement(tmp_path: Path, argv: list[str]) -> None:
     result = run_python(f"""
         import sys

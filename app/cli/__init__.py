@@ -28,4 +28,6 @@ COMMANDS: dict[str, Command] = {
     "train": Command("app.cli.train", "train or resume the default band refiner (checkpoints in --run)"),
     "train-unet": Command("app.cli.train", "train or resume a SegRefiner U-Net (compact or official preset)"),
     "eval": Command("app.cli.eval", "evaluate the refiner and classical baselines on held-out images"),
+    "prompt": Command("app.cli.prompt", "make new instances from boxes (one, or a detector's COCO results file)"),
+    "find-similar": Command("app.cli.prompt", "propose instances like example ones on a project's images (one-shot)"),
 }

@@ -55,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="source (default): unedited annotations as imported, changed masks as RLE; rle: RLE for "
                           "all; polygon: polygons for all (exact, holes as keyhole cuts), RLE where they cannot be exact")
     exp.add_argument("--accepted-only", action="store_true", help="export only instances marked accepted")
+    exp.add_argument("--include-proposed", action="store_true",
+                     help="also export find-similar proposals not accepted yet (left out by default)")
     exp.add_argument("--png-layout", choices=PNG_LAYOUTS, default="label",
                      help="with --format png: one label map per image, overlaps drawn in the project's z-order "
                           "(default), or one binary PNG per instance")
@@ -103,7 +105,8 @@ def run_export(args: argparse.Namespace) -> int:
     fmt = PNG_LAYOUTS[args.png_layout] if args.format == "png" else args.format
     progress = Progress("exported", "instances")
     report = export_project(args.project, fmt, args.out, segmentation=args.segmentation,
-                            accepted_only=args.accepted_only, progress=progress)
+                            accepted_only=args.accepted_only, include_proposed=args.include_proposed,
+                            progress=progress)
     print(report.summary())
     problems = f"; {len(report.problems)} problem(s), listed above" if report.problems else ""
     print(f"exported {progress.done} instances to {args.out} in {time.monotonic() - start:.1f} s{problems}")

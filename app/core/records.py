@@ -41,11 +41,18 @@ class SegmentationFormat(str, Enum):
 
 
 class ChangeKind(str, Enum):
-    """What last changed an instance's mask."""
+    """What last changed an instance's mask.
+
+    PROMPTED: made from a box or clicks (a coarse source, then the refiner). PROPOSED: found by find-similar and
+    not changed since; such an instance is a *proposal* until the annotator accepts it (status) or changes its
+    mask (which makes it theirs), and export leaves proposals out unless asked (docs/decisions/0021).
+    """
 
     IMPORTED = "imported"
     MANUAL = "manual"
     REFINED = "refined"
+    PROMPTED = "prompted"
+    PROPOSED = "proposed"
 
 
 class MaskError(ValueError):
@@ -64,7 +71,9 @@ class Provenance:
     the instances of one import can share one.
 
     The one shape provenance takes from the refiner to the store, in the window (undo steps carry it) and
-    headless. ``mean_confidence`` is the model's mean confidence over its crop, for a refinement only.
+    headless. ``mean_confidence`` is the model's mean confidence over its crop, for a refinement only. For a
+    prompted or proposed instance ``mode`` names the coarse source (``encoder``, ``grabcut``, ``sam``) and
+    ``weights`` / ``steps`` the refiner run on it (None / 0 when the coarse mask was kept).
     """
 
     kind: ChangeKind = ChangeKind.IMPORTED
@@ -83,6 +92,16 @@ class Provenance:
     def refined(cls, weights: str, mode: str, steps: int, mean_confidence: float | None) -> Provenance:
         """A refinement, now: the weights' name, the pipeline mode and the reverse steps behind the mask."""
         return cls(ChangeKind.REFINED, weights, mode, steps, mean_confidence=mean_confidence)
+
+    @classmethod
+    def prompted(cls, source: str, weights: str | None, steps: int) -> Provenance:
+        """A mask made from a box or clicks, now: the coarse source's name and the refiner run on it."""
+        return cls(ChangeKind.PROMPTED, weights, source, steps)
+
+    @classmethod
+    def proposed(cls, source: str, weights: str | None, steps: int) -> Provenance:
+        """A find-similar proposal, now: how its outline was drawn and the refiner run on it."""
+        return cls(ChangeKind.PROPOSED, weights, source, steps)
 
     @property
     def is_refined(self) -> bool:

@@ -46,7 +46,6 @@ from app.refiner.pipeline import (
     mask_box,
     passthrough,
     patch_result,
-    stack_guides,
 )
 from app.refiner.steps import MaskPatch, RefineStep
 

@@ -10,6 +10,8 @@ instance: one undo step), or ``box_steps`` / ``click_steps`` to animate the refi
 A click changes the mask only near itself: the coarse source re-segments the window with every click so far as
 hard seeds, and only the changes connected to the new click are kept; the refiner then runs with its region
 limited to them (``Guidance(region=...)``) and the clicked pixels clamped.
+
+torch is imported only when a model runs, so the front ends may import this module at start-up.
 """
 from __future__ import annotations
 
@@ -23,12 +25,12 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 import cv2
 import numpy as np
 
-from app.refiner.pipeline import Guidance
 from app.refiner.steps import RefineStep
 
 if TYPE_CHECKING:
     from app.refiner.api import Refiner
     from app.refiner.options import RefineOptions
+    from app.refiner.pipeline import Guidance
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +186,34 @@ class Window:
 
 
 def prompt_window(prompt: Prompt, shape: tuple[int, int], margin: float = 0.15, max_side: int = 320,
-                  min_side: int = 0) -> Window:
-    """The window a source works on: the prompt's extent plus context, or the whole image for clicks alone."""
+                  min_side: int = 0, click_context: tuple[float, float] | None = None) -> Window:
+    """The window a source works on: the prompt's extent plus context, or the whole image for clicks alone.
+
+    ``click_context`` (margin, share) widens the window of clicks on an instance (no box): a square around the
+    extent's centre, its side the extent's long side plus ``margin`` of it on each side and at least ``share`` of
+    the image's long side. A positive click outside the mask says the object goes on beyond it: a window tight
+    around the mask and the clicks cuts the object off, and each click then adds little more than its disc.
+    """
+    if prompt.bounded and prompt.box is None and prompt.clicks and click_context is not None:
+        x0, y0, x1, y1 = prompt.extent(shape)
+        wide, share = click_context
+        half = max((0.5 + wide) * max(x1 - x0, y1 - y0), 0.5 * share * max(shape))
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        rect = (max(0, math.floor(cx - half)), max(0, math.floor(cy - half)),
+                min(shape[1], math.ceil(cx + half)), min(shape[0], math.ceil(cy + half)))
+        return Window.around(rect, shape, 0.0, 0, max_side=max_side, min_side=min_side)
     if prompt.bounded:
         return Window.around(prompt.extent(shape), shape, margin, max_side=max_side, min_side=min_side)
     h, w = shape
     scale = min(max(1.0, min_side / max(h, w)), max_side / max(h, w))
     return Window((0, 0, w, h), (max(1, round(h * scale)), max(1, round(w * scale))))
+
+
+# Clicks on an instance: the head's window reaches 0.75 x the extent's long side beyond it on each side, and at
+# least 30 % of the image. On the training split (10 instances each of Penn-Fudan and COCO, prompt-head-v1,
+# no refiner) NoC@85 fell from 9.8 / 17.1 (the box's 15 % margin) to 7.9 / 12.1; margins 0.4..1.0 and shares
+# 0..0.5 gave 10.0..11.6 clicks on the two sets' mean (13.45 before).
+CLICK_CONTEXT = (0.75, 0.3)
 
 
 class CoarseSource(Protocol):
@@ -308,6 +331,11 @@ class EncoderSource:
     iterations: int = 3
     seed: int = 0
     name: str = "encoder"
+    click_context: tuple[float, float] | None = CLICK_CONTEXT
+
+    def load(self) -> None:
+        """Load the head and the encoder now (the first prompt would), so a bad weights file fails before any work."""
+        _prompt_head(self.weights)
 
     def probability(self, image: np.ndarray, prompt: Prompt) -> tuple[Window, np.ndarray]:
         """The window and the head's foreground probability on its work grid (float32)."""
@@ -316,7 +344,8 @@ class EncoderSource:
         shape = check_image(image)
         head, encoder = _prompt_head(self.weights)
         size = head.config.canvas
-        window = prompt_window(prompt, shape, max_side=self.max_side, min_side=self.min_side)
+        window = prompt_window(prompt, shape, max_side=self.max_side, min_side=self.min_side,
+                               click_context=self.click_context)
         canvas_window = Window(window.box, (size, size))
         canvas = canvas_window.image(image)
         prior = None
@@ -405,6 +434,7 @@ class PromptTool:
         coarse = self.source.segment(image, Prompt(box=clipped))
         if self.refiner is None:
             return coarse, None
+        from app.refiner.pipeline import Guidance
         x0, y0, x1, y1 = clipped
         pad = max(2, round(self.box_slack * max(x1 - x0, y1 - y0)))
         region = np.zeros(shape, bool)
@@ -438,6 +468,8 @@ class PromptTool:
         coarse = (coarse | seeds[0]) & ~seeds[1]
         if self.refiner is None:
             return coarse, region, None
+        from app.refiner.pipeline import Guidance
+
         grown = cv2.dilate(region.astype(np.uint8), _disk(self._seed_radius(before, proposal) * 2)) > 0
         guidance = Guidance(region=grown, foreground=seeds[0], background=seeds[1])
         return coarse, region, self._run(image, coarse, guidance)

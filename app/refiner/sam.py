@@ -30,7 +30,6 @@ from typing import Mapping
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from app.refiner.prompts import Prompt, Window, check_image, drop_specks, prompt_window
 

@@ -1,7 +1,8 @@
 """Find similar: one-shot segmentation (SG-One, Zhang et al. 2018) on the frozen EfficientNet-Lite0 features.
 
 Masked average pooling of an image's features over one or several example instances gives a prototype vector;
-its cosine similarity with every feature vector of another image gives a similarity map; the map above a
+moved towards the searched image's own surest cells (self-support), its cosine similarity with every feature
+vector of that image gives a similarity map; the map above a
 threshold splits into connected regions (split again where a region holds several similarity peaks), which
 become proposed instances (minus what existing instances already cover) with a score (the mean similarity inside),
 optionally outlined by a box prompt on each region's bounding box, then refined by the refiner.
@@ -44,6 +45,11 @@ DEFAULT_THRESHOLD = 0.2
 # larger than MAX_RELATIVE_AREA times it is split where the similarity has several peaks.
 MIN_RELATIVE_AREA = 0.25
 MAX_RELATIVE_AREA = 2.5
+# Self-support: the image's top 3 % cells give half the prototype. On the training split of Penn-Fudan (40 images,
+# threshold 0.2) recall rose from 72.7 % to 77.3 % at the same precision (76 %); quantiles 0.95..0.99 and weights
+# 0.3..0.5 gave the same within a pedestrian or two, a second round nothing more, a background prototype less.
+SELF_SUPPORT_QUANTILE = 0.97
+SELF_SUPPORT_WEIGHT = 0.5
 
 Progress = Callable[[int, int], None]
 CancelFlag = Callable[[], bool]
@@ -184,9 +190,24 @@ def prototype(examples: Sequence[tuple[np.ndarray, np.ndarray]]) -> Prototype:
     return Prototype((mean / max(float(np.linalg.norm(mean)), 1e-6)).astype(np.float32), float(np.mean(fractions)))
 
 
-def similarity_map(features: np.ndarray, proto: Prototype) -> np.ndarray:
-    """Cosine similarity (h, w) float32 of every (normalised) feature vector with the prototype."""
-    return np.tensordot(proto.vector, features, axes=(0, 0)).astype(np.float32)
+def similarity_map(features: np.ndarray, proto: Prototype, self_support: bool = True) -> np.ndarray:
+    """Cosine similarity (h, w) float32 of every (normalised) feature vector with the prototype, adapted to the
+    image first (:func:`self_supported`) unless ``self_support`` is False."""
+    vector = self_supported(features, proto.vector) if self_support else proto.vector
+    return np.tensordot(vector, features, axes=(0, 0)).astype(np.float32)
+
+
+def self_supported(features: np.ndarray, vector: np.ndarray, quantile: float = SELF_SUPPORT_QUANTILE,
+                   weight: float = SELF_SUPPORT_WEIGHT) -> np.ndarray:
+    """The prototype moved towards the image's own appearance of the object (self-support, Fan et al. 2022):
+    the mean direction of the image's cells most like the prototype (above its ``quantile`` of similarity),
+    averaged with the prototype (``weight`` of it). The examples and the image rarely show an object the same way
+    (pose, light, clothing); the image's surest cells bridge that. Unit vector, float32."""
+    similarity = np.tensordot(vector, features, axes=(0, 0))
+    surest = similarity >= np.quantile(similarity, quantile)
+    own = features[:, surest].mean(axis=1)
+    mixed = weight * vector + (1 - weight) * own / max(float(np.linalg.norm(own)), 1e-6)
+    return (mixed / max(float(np.linalg.norm(mixed)), 1e-6)).astype(np.float32)
 
 
 @dataclass
@@ -273,13 +294,15 @@ class SimilarFinder:
     region from its bounding box: the similarity map only says where an object is, at stride 8, and the box
     prompt draws its outline (on held-out Penn-Fudan, recall at IoU 0.5 rises from 31 % to 50 %). ``refiner`` is
     an :class:`app.refiner.api.Refiner` (None: proposals keep their coarse masks); ``options`` its
-    :class:`app.refiner.api.RefineOptions`.
+    :class:`app.refiner.api.RefineOptions`. ``self_support`` False compares with the examples' prototype as it is
+    (the benchmark's baseline).
     """
 
     cache: FeatureCache
     refiner: Refiner | None = None
     options: RefineOptions | None = None
     source: CoarseSource | None = None
+    self_support: bool = True
 
     def prototype(self, examples: Sequence[tuple[np.ndarray, np.ndarray]], keys: Sequence[str | None] | None = None) -> Prototype:
         """The prototype of example instances given as (image, full-size mask) pairs (several: averaged)."""
@@ -293,7 +316,7 @@ class SimilarFinder:
 
     def similarity(self, image: np.ndarray, proto: Prototype, key: str | None = None) -> np.ndarray:
         """The similarity map of ``image`` on its feature grid: what the threshold slider previews."""
-        return similarity_map(self.cache.get(image, key), proto)
+        return similarity_map(self.cache.get(image, key), proto, self.self_support)
 
     def find(self, image: np.ndarray, proto: Prototype, threshold: float = DEFAULT_THRESHOLD,
              existing: Sequence[np.ndarray] = (), key: str | None = None) -> list[Proposal]:
@@ -305,18 +328,32 @@ class SimilarFinder:
         proposals = propose(self.similarity(image, proto, key), image.shape[:2], threshold, existing, min_area,
                             MAX_RELATIVE_AREA * proto.area_fraction)
         if self.source is not None:
-            covered = np.zeros(image.shape[:2], bool)
-            for mask in existing:
-                covered |= mask
-            for proposal in proposals:
-                x, y, w, h = cv2.boundingRect(proposal.coarse.view(np.uint8))
-                if min(w, h) >= MIN_BOX_SIDE:
-                    outline = self.source.segment(image, Prompt(box=(x, y, x + w, y + h))) & ~covered
-                    if outline.any():
-                        proposal.coarse = outline
+            proposals = self.outline(image, proposals, existing)
         if self.refiner is not None:
             self.refine(image, proposals)
         return proposals
+
+    def outline(self, image: np.ndarray, proposals: list[Proposal], existing: Sequence[np.ndarray] = (),
+                max_overlap: float = 0.5) -> list[Proposal]:
+        """Each proposal re-segmented by ``source`` from its bounding box, minus what ``existing`` covers; a
+        proposal whose outline is more than ``max_overlap`` covered by existing instances is dropped (so a second
+        search does not propose again what a first one outlined)."""
+        assert self.source is not None
+        covered = np.zeros(image.shape[:2], bool)
+        for mask in existing:
+            covered |= mask
+        kept = []
+        for proposal in proposals:
+            x, y, w, h = cv2.boundingRect(proposal.coarse.view(np.uint8))
+            if min(w, h) >= MIN_BOX_SIDE:
+                outline = self.source.segment(image, Prompt(box=(x, y, x + w, y + h)))
+                area = cv2.countNonZero(outline.view(np.uint8))
+                if area and cv2.countNonZero((outline & covered).view(np.uint8)) > max_overlap * area:
+                    continue
+                if area:
+                    proposal.coarse = outline & ~covered
+            kept.append(proposal)
+        return kept
 
     def refine(self, image: np.ndarray, proposals: Sequence[Proposal]) -> None:
         """Set every proposal's ``mask`` to its refined coarse mask (the refiner's last step)."""

@@ -160,12 +160,14 @@ def export_project(
     *,
     segmentation: SegmentationMode = "source",
     accepted_only: bool = False,
+    include_proposed: bool = False,
     progress: ProgressFn | None = None,
 ) -> ExportReport:
     """Export a project's current masks.
 
     ``fmt`` names a row of ``EXPORT_FORMATS`` (None: the format the project came from); ``segmentation`` is
-    one of SEGMENTATION_MODES for JSON formats (see ``write_coco``). ``progress(done, total)`` follows the
+    one of SEGMENTATION_MODES for JSON formats (see ``write_coco``). Find-similar proposals are written only
+    once accepted, unless ``include_proposed`` (docs/decisions/0021). ``progress(done, total)`` follows the
     instances written. The project is opened read-only, so a window editing it can go on.
     """
     writer = export_format(fmt, out) if fmt is not None else None
@@ -175,19 +177,22 @@ def export_project(
         writer = writer or export_format(default_export_format(store.kind), out)
         stale = remove_stale_temporaries(out.parent if writer.json else out)
         statuses = [ReviewStatus.ACCEPTED] if accepted_only else None
-        total = store.count_instances(InstanceFilter(statuses=statuses))
-        instances = store.iter_instances(statuses=statuses, by_image=writer.by_image)
+        total = store.count_instances(InstanceFilter(statuses=statuses, proposals=include_proposed))
+        by_status = store.count_instances(InstanceFilter(statuses=statuses))
+        instances = store.iter_instances(statuses=statuses, by_image=writer.by_image, proposals=include_proposed)
         if progress is not None:
             report_progress = progress
             report_progress(0, total)
             instances = counted(instances, lambda done: report_progress(done, total))
         data = ProjectData(store.extra, store.images(), store.categories(), instances)
         report = writer.write(out, data, segmentation)
-        excluded = store.count_instances() - total
+        excluded = store.count_instances() - by_status
     if excluded:
         report.counts["excluded by status"] += excluded
     if stale:
         report.counts["leftover temporary files removed"] += len(stale)
+    if by_status > total:
+        report.counts["proposals not accepted (left out)"] += by_status - total
     return report
 
 

@@ -197,20 +197,19 @@ def refine_sharded(
             refiner = (refiner_factory or _default_factory)(replace(options, device=device))
             writer = stack.enter_context(closing(ShardWriter(shard_path(project, job, ranks.rank), ranks.rank, job)))
             started = time.perf_counter()
-            merge = None
-            merger = None
-            if store is not None:
-                merger = ShardMerger(store, [shard_path(project, job, r) for r in range(ranks.world)])
+            shards = [shard_path(project, job, r) for r in range(ranks.world)]
+            merger = ShardMerger(store, shards) if store is not None else None
 
-                def merge() -> None:
-                    if merger.poll() and progress is not None:
-                        progress(merger.merged, total, time.perf_counter() - started)
+            def merge() -> None:
+                if merger.poll() and progress is not None:
+                    progress(merger.merged, total, time.perf_counter() - started)
 
             report = BatchReport(selected=sum(len(by_image[i]) for i in mine))
             timing = Timing()
-            _refine_images(project, by_image, mine, options, refiner, writer, report, timing, workers, ranks, merge)
+            _refine_images(project, by_image, mine, options, refiner, writer, report, timing, workers, ranks,
+                           merge if merger is not None else None)
             writer.finish()
-            if merger is not None and merge is not None:
+            if merger is not None:
                 while len(merger.done) < len(merger.files):
                     merge()
                     time.sleep(0.5)

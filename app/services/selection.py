@@ -10,7 +10,9 @@ Rules every selection keeps, whatever its fields say:
 - empty masks are never refined: there is nothing to refine.
 Hidden instances are selected like the others: hiding is a view setting, locking is the protection.
 Instances whose last change was a refinement are skipped unless ``redo``, so a run that stopped resumes
-where it left off, and a hand edit after a refinement makes an instance eligible again.
+where it left off, and a hand edit after a refinement makes an instance eligible again. Instances made from a
+prompt were refined when made: they count as refined. Find-similar proposals are never selected: they were
+refined when proposed and are reviewed one by one (docs/decisions/0021).
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ class Selection:
     limit: int | None = None
 
     def query(self) -> InstanceFilter:
-        kinds = None if self.redo else [k for k in ChangeKind if k is not ChangeKind.REFINED]
+        done = (ChangeKind.PROPOSED,) if self.redo else (ChangeKind.PROPOSED, ChangeKind.REFINED, ChangeKind.PROMPTED)
+        kinds = [k for k in ChangeKind if k not in done]
         return InstanceFilter(image_id=self.image_id, statuses=self.statuses, category_ids=self.category_ids,
                               min_score=self.min_score, provenance_kinds=kinds, sort_by="id")
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.core.records import ReviewStatus, rle_areas
+from app.core.records import ChangeKind, ReviewStatus, rle_areas
 from app.core.store.files import project_errors
 from app.core.store.project import ProjectStore
+from app.core.store.query import InstanceFilter
 from app.core.store.schema import PROJECT_SUFFIX
 
 __all__ = ["COCO_AREA_CLASSES", "PROJECT_SUFFIX", "format_stats", "project_stats"]
@@ -26,10 +27,13 @@ _BOUNDS = sorted(set(_POWERS) | {lo for _, lo, _ in COCO_AREA_CLASSES})
 
 
 def project_stats(project: Path) -> dict[str, Any]:
-    """Counts per status and per category (split by status), and mask areas by COCO class and histogram
-    (bins of powers of 4, up to the one holding the largest area). The project is opened read-only."""
+    """Counts per status, per last change (and find-similar proposals not accepted yet) and per category
+    (split by status), and mask areas by COCO class and histogram (bins of powers of 4, up to the one holding
+    the largest area). The project is opened read-only."""
     with project_errors(project), ProjectStore.open(project, read_only=True) as store:
         per_category = store.counts_by_category_and_status()
+        by_change = {k.value: store.count_instances(InstanceFilter(provenance_kinds=[k])) for k in ChangeKind}
+        pending = store.count_instances() - store.count_instances(InstanceFilter(proposals=False))
         categories = []
         for cat in store.categories():
             counts = {s.value: per_category.get(cat.id, {}).get(s, 0) for s in ReviewStatus}
@@ -42,6 +46,8 @@ def project_stats(project: Path) -> dict[str, Any]:
         "images": image_count,
         "instances": sum(by_status.values()),
         "by_status": by_status,
+        "by_last_change": by_change,
+        "proposals_pending": pending,
         "by_category": categories,
         "area_classes": {
             name: sum(n for bound, n in by_bound.items() if bound >= lo and (hi is None or bound < hi))
@@ -66,6 +72,10 @@ def format_stats(stats: dict[str, Any]) -> str:
     statuses = [s.value for s in ReviewStatus]
     lines = [f"{stats['project']}: {stats['images']} images, {stats['instances']} instances", "", "by status:"]
     lines += [f"  {status:<12} {stats['by_status'][status]:>9}" for status in statuses]
+    lines += ["", "by last change:"]
+    lines += [f"  {kind:<12} {n:>9}" for kind, n in stats["by_last_change"].items()]
+    if stats["proposals_pending"]:
+        lines.append(f"  {stats['proposals_pending']} find-similar proposal(s) not accepted yet: left out of exports")
     used = [c for c in stats["by_category"] if c["total"]]
     lines += ["", f"by category ({len(used)} of {len(stats['by_category'])} with instances):"]
     lines.append(f"  {'id':>6}  {'name':<28} {'total':>8} " + " ".join(f"{s:>11}" for s in statuses))

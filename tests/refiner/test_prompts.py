@@ -20,6 +20,7 @@ from app.refiner.prompts import (
     Window,
     check_box,
     error_clicks,
+    prompt_window,
 )
 from app.refiner.weights import PACKAGE_WEIGHTS_DIR
 from tests.shared_data import DATA, require
@@ -110,6 +111,21 @@ def test_window_maps_points_and_pastes_back():
     assert window.point(80, 30) == (0, 0) and window.point(10_000, 10_000) == (99, window.size[0] - 1)
     pasted = window.paste(np.ones(window.size, bool), (400, 600))
     assert pasted.sum() == (320 - 80) * (170 - 30) and not pasted[:30].any()
+
+
+def test_clicks_on_an_instance_see_it_with_generous_context():
+    previous = np.zeros((400, 600), bool)
+    previous[100:150, 200:260] = True  # 60 x 50, a click in it
+    prompt = Prompt(clicks=(Click(230, 120),), previous=previous)
+    assert prompt_window(prompt, (400, 600)).box == (191, 91, 270, 160)  # the box's 15 % margin
+    wide = prompt_window(prompt, (400, 600), click_context=(0.75, 0.3))
+    assert wide.box == (140, 35, 321, 216)  # 60 + 2 x 0.75 x 60 = 150 < 30 % of 600: 180 px around the centre
+    small = np.zeros((400, 600), bool)
+    small[390:400, 590:600] = True
+    corner = prompt_window(Prompt(clicks=(Click(595, 395),), previous=small), (400, 600), click_context=(0.75, 0.3))
+    assert corner.box == (505, 305, 600, 400)  # clipped to the image
+    with_box = Prompt(box=(200, 100, 260, 150), clicks=(Click(230, 120),))
+    assert prompt_window(with_box, (400, 600), click_context=(0.75, 0.3)) == prompt_window(with_box, (400, 600))
 
 
 def test_error_clicks_go_to_the_centre_of_the_largest_error_region():

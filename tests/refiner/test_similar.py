@@ -20,6 +20,8 @@ from app.refiner.similar import (
     file_key,
     propose,
     prototype,
+    self_supported,
+    similarity_map,
 )
 from tests.shared_data import DATA, require
 
@@ -150,3 +152,30 @@ def test_a_coarse_source_outlines_each_region_from_its_box(tmp_path, monkeypatch
         filled = np.zeros((80, 80), bool)
         filled[y0:y1, x0:x1] = True
         assert np.array_equal(proposal.coarse, filled & ~existing)
+
+
+def test_an_outline_mostly_covered_by_existing_instances_is_dropped(tmp_path, monkeypatch):
+    picture = image(5, (80, 80))
+    sim = np.zeros((20, 20), np.float32)
+    sim[2:8, 2:8] = 0.9
+    sim[12:18, 10:18] = 0.8
+    monkeypatch.setattr(SimilarFinder, "similarity", lambda self, img, proto, key=None: sim)
+    earlier = np.zeros((80, 80), bool)
+    earlier[4:34, 4:34] = True  # an earlier search's outline of the first region, larger than the region itself
+    finder = SimilarFinder(FeatureCache(tmp_path), source=BoxFiller())
+    proposals = finder.find(picture, Prototype(np.ones(4, np.float32) / 2, 0.05), 0.5, existing=[earlier])
+    assert len(proposals) == 1 and proposals[0].score == pytest.approx(0.8)
+
+
+def test_self_support_moves_the_prototype_to_the_images_own_look_of_the_object():
+    object_look, distractor, ground = np.array([0.8, 0.6, 0.0]), np.array([0.6, 0.0, 0.8]), np.array([0.0, 0.0, 1.0])
+    features = np.empty((3, 10, 10), np.float32)
+    features[:] = ground[:, None, None]
+    features[:, 4:8, 4:8] = object_look[:, None, None]  # 16 % of the image, more than the top 3 %
+    features[:, 0:2, 0:2] = distractor[:, None, None]
+    proto = Prototype(np.array([1.0, 0.0, 0.0], np.float32), 0.1)
+    plain = similarity_map(features, proto, self_support=False)
+    adapted = similarity_map(features, proto)
+    assert plain[5, 5] - plain[0, 0] == pytest.approx(0.2, abs=1e-6)
+    assert adapted[5, 5] - adapted[0, 0] > 0.35 and adapted[5, 5] > plain[5, 5]  # the margin almost doubles
+    assert np.linalg.norm(self_supported(features, proto.vector)) == pytest.approx(1.0)

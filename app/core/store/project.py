@@ -229,11 +229,12 @@ class ProjectStore:
         return [instance_from_row(r) for r in rows]
 
     def iter_instances(
-        self, *, statuses: Iterable[ReviewStatus] | None = None, by_image: bool = False
+        self, *, statuses: Iterable[ReviewStatus] | None = None, by_image: bool = False, proposals: bool = True,
     ) -> Iterator[StoredInstance]:
-        """Every instance (optionally only those with the given statuses), streamed: in file order, or
-        grouped by image with each image's bottom instance first (``by_image``, for label maps)."""
-        where, params = where_clause(InstanceFilter(statuses=statuses))
+        """Every instance (optionally only those with the given statuses; without proposals not accepted yet
+        unless ``proposals``), streamed: in file order, or grouped by image with each image's bottom instance
+        first (``by_image``, for label maps)."""
+        where, params = where_clause(InstanceFilter(statuses=statuses, proposals=proposals))
         order = "image_id, z_order, id" if by_image else "seq"
         sql = f"SELECT {INSTANCE_COLUMNS} FROM {INSTANCES_WITH_MASKS}{where} ORDER BY {order}"
         for row in self._conn.execute(sql, params):
@@ -338,8 +339,10 @@ class ProjectStore:
         score: float | None = None,
         status: ReviewStatus = ReviewStatus.UNREVIEWED,
         provenance: Provenance | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Edit:
-        """Add a new instance on top of the image's others; the edit's ``instance_id`` is its new id."""
+        """Add a new instance on top of the image's others; the edit's ``instance_id`` is its new id.
+        ``params`` go into the creation's history entry (what made it: a prompt's box, find-similar's examples)."""
         with self._write() as conn:
             image = self.image(image_id)
             rle = self._rle_for(mask, (image.height, image.width), f"new instance on image {image_id}")
@@ -351,11 +354,11 @@ class ProjectStore:
             top = conn.execute("SELECT MAX(z_order) FROM instances WHERE image_id = ?", (image_id,)).fetchone()[0]
             inst = Instance(
                 new_id, image_id, category_id, rle, score=score, status=status,
-                provenance=provenance or Provenance(ChangeKind.MANUAL),
+                provenance=provenance or Provenance(ChangeKind.MANUAL), source_format=SegmentationFormat.MASK,
             )
             self._require_category(category_id)
             insert_instances(conn, [inst], {image_id: 0 if top is None else top + 1}, rasterise=True)
-            return self._record_whole(new_id, EditAction.CREATE, None, self._row(new_id), {})
+            return self._record_whole(new_id, EditAction.CREATE, None, self._row(new_id), params or {})
 
     def delete_instance(self, instance_id: int) -> Edit:
         with self._write():

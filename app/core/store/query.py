@@ -26,6 +26,7 @@ class InstanceFilter:
     """
 
     image_id: int | None = None
+    ids: Collection[int] | None = None
     category_ids: Collection[int] | None = None
     statuses: Collection[ReviewStatus] | None = None
     provenance_kinds: Collection[ChangeKind] | None = None
@@ -36,6 +37,8 @@ class InstanceFilter:
     min_changed_pixels: int | None = None
     max_mean_confidence: float | None = None
     include_hidden: bool = True
+    proposals: bool = True
+    """False leaves out find-similar proposals not accepted yet (``ChangeKind.PROPOSED``, status not accepted)."""
     sort_by: str = "id"
     descending: bool = False
     limit: int | None = None
@@ -60,6 +63,7 @@ def where_clause(f: InstanceFilter) -> tuple[str, list[Any]]:
             params.append(value)
 
     add_cmp("image_id", "=", f.image_id)
+    add_in("id", f.ids)
     add_in("category_id", f.category_ids)
     add_in("status", None if f.statuses is None else [ReviewStatus(s).value for s in f.statuses])
     add_in("prov_kind", None if f.provenance_kinds is None else [ChangeKind(k).value for k in f.provenance_kinds])
@@ -71,6 +75,9 @@ def where_clause(f: InstanceFilter) -> tuple[str, list[Any]]:
     add_cmp("mean_confidence", "<=", f.max_mean_confidence)
     if not f.include_hidden:
         terms.append("hidden = 0")
+    if not f.proposals:
+        terms.append("NOT (prov_kind = ? AND status != ?)")
+        params.extend([ChangeKind.PROPOSED.value, ReviewStatus.ACCEPTED.value])
     return (" WHERE " + " AND ".join(terms)) if terms else "", params
 
 
