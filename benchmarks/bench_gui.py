@@ -13,7 +13,7 @@ refiner works.
 
     .venv/bin/python benchmarks/bench_gui.py [--scale 6] [--weights FILE] [--steps 6] [--large 8000x6000]
 
-Runs offscreen unless a display is set. Without ``--weights`` (or an installed compact-v1) it uses an
+Runs offscreen unless a display is set. Without ``--weights`` (or the installed default weights) it uses an
 untrained compact network: the network's work is the same, only its answers differ.
 """
 from __future__ import annotations

@@ -12,9 +12,9 @@ refine thread for the interpreter). Each tick also records the GUI thread's own 
 one: a late tick with little CPU behind it was a thread kept waiting (the operating system not running it
 on a busy machine, or another thread holding the interpreter), not the GUI thread working.
 
-    .venv/bin/python benchmarks/bench_queue.py [--weights compact-v1] [--steps 6] [--images 20] [--json out.json]
+    .venv/bin/python benchmarks/bench_queue.py [--weights band-v1] [--steps 6] [--images 20] [--json out.json]
 
-Runs offscreen unless a display is set. Without ``--weights`` (or an installed compact-v1) it uses an
+Runs offscreen unless a display is set. Without ``--weights`` (or the installed default weights) it uses an
 untrained compact network: the network's work is the same, only its answers differ.
 """
 from __future__ import annotations

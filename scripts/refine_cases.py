@@ -5,7 +5,7 @@ writes a grid: one row per case, the ``--best`` largest gains then the ``--worst
 the image with the ground-truth contour (green), the coarse mask (red) and the refined mask (blue), each
 labelled with its IoU. For the model card's "known failure cases".
 
-    .venv/bin/python scripts/refine_cases.py --weights compact-v1 --out weights/failure-cases.png
+    .venv/bin/python scripts/refine_cases.py --weights band-v1 --out app/weights/cases-band-v1.png
 """
 from __future__ import annotations
 
@@ -50,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     refiner = Refiner(args.weights, "cpu")
     scored = []
     for n, case in enumerate(cases):
-        refined = refiner.refine(case.example.image, case.coarse, mode=args.mode, deterministic=args.deterministic, min_area=0)
-        before, after = iou(case.coarse, case.example.mask), iou(refined, case.example.mask)
+        refined = refiner.refine(case.example.image, case.coarse, mode=args.mode, deterministic=args.deterministic,
+                                 min_area=0)
+        # Scored as the evaluation scores it: the Pets trimaps' unknown band is no one's error.
+        ignore = case.example.ignore
+        before, after = iou(case.coarse, case.example.mask, ignore), iou(refined, case.example.mask, ignore)
         scored.append((after - before, before, after, case, refined))
         print(f"  {n + 1}/{len(cases)} {case.kind}: IoU {before:.3f} -> {after:.3f}", file=sys.stderr, flush=True)
     scored.sort(key=lambda s: s[0], reverse=True)

@@ -12,7 +12,7 @@ of the window; scaled to ``--width``.
     Xvfb :99 -screen 0 1600x1000x24 &
     DISPLAY=:99 QT_QPA_PLATFORM=xcb .venv/bin/python scripts/screenshots.py --out docs/screenshots
 
-Weights: ``--weights`` (a registry name or a checkpoint file); by default compact-v1 when it is installed.
+Weights: ``--weights`` (a registry name or a checkpoint file); by default the app's default weights when installed.
 """
 from __future__ import annotations
 
@@ -310,7 +310,7 @@ def _drag(window: MainWindow, points: list[tuple[int, int]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
-    parser.add_argument("--weights", help="registry name or checkpoint file (default: compact-v1 if installed)")
+    parser.add_argument("--weights", help="registry name or checkpoint file (default: the default weights if installed)")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--width", type=int, default=1360, help="scale wider screenshots to this width")
     args = parser.parse_args(argv)

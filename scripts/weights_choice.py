@@ -7,6 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 
 from app.gui.settings import AppSettings
+from app.refiner.options import DEFAULT_WEIGHTS
 from app.refiner.unet import build_unet
 from app.refiner.weights import WeightsError, resolve_weights, save_weights
 
@@ -14,14 +15,14 @@ log = logging.getLogger(__name__)
 
 
 def choose_weights(requested: str | None, scratch: Path) -> str:
-    """``requested``, else compact-v1 when installed, else an untrained compact network saved in ``scratch``."""
+    """``requested``, else the default weights when installed, else an untrained compact network in ``scratch``."""
     if requested:
         return requested
     try:
-        resolve_weights("compact-v1")
-        return "compact-v1"
+        resolve_weights(DEFAULT_WEIGHTS)
+        return DEFAULT_WEIGHTS
     except WeightsError:
-        log.warning("compact-v1 is not installed: using an UNTRAINED compact network; overlays will show noise")
+        log.warning("%s is not installed: using an UNTRAINED compact network; overlays will show noise", DEFAULT_WEIGHTS)
         return str(save_weights(build_unet("compact"), scratch / "untrained-compact.safetensors"))
 
 

@@ -19,6 +19,8 @@ APP = ROOT / "app"
 sys.path.insert(0, str(ROOT / "packaging"))
 import bundle_data  # noqa: E402
 
+from app.refiner.options import DEFAULT_WEIGHTS  # noqa: E402
+
 
 def package_data_files() -> set[str]:
     return {str(p.relative_to(ROOT)) for folder in bundle_data.DATA_FOLDERS for p in (APP / folder).rglob("*")
@@ -37,8 +39,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_every_package_and_its_data(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert package_data_files() <= names
-    assert {"app/weights/compact-v1.safetensors", "app/resources/demo/demo.json", "app/resources/styles/app.qss",
-            "app/resources/icons/segrefiner-studio.svg"} <= names
+    assert {"app/weights/band-v1.safetensors", "app/weights/compact-v1.safetensors", "app/resources/demo/demo.json",
+            "app/resources/styles/app.qss", "app/resources/icons/segrefiner-studio.svg"} <= names
     sources = {str(p.relative_to(ROOT)) for p in APP.rglob("*.py")}
     assert sources <= names
     assert not any(n.startswith(("tests/", "benchmarks/", "packaging/", "scripts/")) for n in names)
@@ -68,7 +70,7 @@ def test_the_installed_wheel_runs_the_demo_from_any_folder(wheel: Path, tmp_path
                              "--device", "cpu"], cwd=elsewhere, env=environ, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     summary = json.loads((elsewhere / "demo-out" / "summary.json").read_text())
-    assert len(summary) >= 4 and "compact-v1" in result.stdout
+    assert len(summary) >= 4 and DEFAULT_WEIGHTS in result.stdout
 
 
 def test_the_bundle_spec_carries_the_package_data_and_the_lazy_subcommands() -> None:

@@ -88,6 +88,17 @@ REGISTRY: dict[str, CheckpointEntry] = {
                    "https://drive.google.com/file/d/143kerk4WOerGZMqR-cAETb7rOcoQ0CQ_",
         ),
         CheckpointEntry(
+            name="band-v1",
+            preset=BAND_PRESET,
+            file_name="band-v1.safetensors",
+            sha256="a544716436bb0f56698ce418b65a8a2c05d903f464607471548c198c48c8fed6",
+            pipeline="instance",
+            description="SegRefiner Studio's default refiner: boundary-band diffusion on a frozen EfficientNet-Lite0 "
+                        "(0.35 M trained parameters, fp16), trained on CPU on the shared datasets; see "
+                        "app/weights/MODEL_CARD.md.",
+            source="shipped in the package's weights folder (app/weights/)",
+        ),
+        CheckpointEntry(
             name="compact-v1",
             preset="compact",
             file_name="compact-v1.safetensors",

@@ -29,29 +29,31 @@ def cases():
     return build_cases(sources_or_skip("val"), per_kind=3, seed=7, kinds=("segrefiner", "segrefiner_expand", "shift", NEAR_PERFECT))
 
 
-def _score(refiner: Refiner, cases, near_perfect: bool, deterministic: bool = False) -> tuple[float, float]:
+def _score(refiner: Refiner, cases, near_perfect: bool) -> tuple[float, float]:
     before, after = MetricAccumulator(), MetricAccumulator()
     for case in cases:
         if (case.kind == NEAR_PERFECT) != near_perfect:
             continue
-        refined = refiner.refine(case.example.image, case.coarse, min_area=0, deterministic=deterministic)
+        refined = refiner.refine(case.example.image, case.coarse, min_area=0)
         before.add(case.coarse, case.example.mask, case.example.ignore)
         after.add(refined, case.example.mask, case.example.ignore)
     return before.summary().iou, after.summary().iou
 
 
+def test_the_default_is_the_band_refiner(refiner):
+    assert ENTRY.preset == "band" and refiner.info.preset == "band"
+
+
 @pytest.mark.slow
 def test_shipped_weights_refine_real_images_better_than_the_coarse_input(refiner, cases):
     coarse_iou, refined_iou = _score(refiner, cases, near_perfect=False)
-    assert refined_iou > coarse_iou + 0.005, (coarse_iou, refined_iou)
+    assert refined_iou > coarse_iou + 0.04, (coarse_iou, refined_iou)  # 82.99 -> 91.27 here
 
 
 @pytest.mark.slow
 def test_shipped_weights_harm_near_perfect_masks_at_most_as_measured(refiner, cases):
-    # Measured on 15 held-out near-perfect masks (app/weights/MODEL_CARD.md): the default stochastic reverse
-    # loses 0.8 IoU points, the deterministic one 0.03. Issue 5's goal (no loss at all) is not met yet;
-    # this pins the shipped behaviour so a change of weights or pipeline cannot make it worse unnoticed.
-    coarse_iou, stochastic_iou = _score(refiner, cases, near_perfect=True)
-    _, deterministic_iou = _score(refiner, cases, near_perfect=True, deterministic=True)
-    assert stochastic_iou >= coarse_iou - 0.015, (coarse_iou, stochastic_iou)
-    assert deterministic_iou >= coarse_iou - 0.002, (coarse_iou, deterministic_iou)
+    # Measured on 50 held-out near-perfect masks (app/weights/MODEL_CARD.md): the default (deterministic) reverse
+    # loses 0.31 IoU points. Issue 11's goal (at most 0.1) is not met yet; this pins the shipped behaviour so a
+    # change of weights or pipeline cannot make it worse unnoticed.
+    coarse_iou, refined_iou = _score(refiner, cases, near_perfect=True)
+    assert refined_iou >= coarse_iou - 0.004, (coarse_iou, refined_iou)  # 99.76 -> 99.57 here

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from app.refiner import weights as weights_mod
 from app.refiner.unet import DenoiseUNet, UNetConfig, build_unet
 from app.refiner.weights import (
+    BAND_PRESET,
     REGISTRY,
     WeightsError,
     file_sha256,
@@ -254,7 +255,9 @@ def test_registry_entries() -> None:
     assert (hr.preset, hr.file_name, hr.sha256, hr.pipeline) == ("official", "segrefiner_hr_latest.pth", None, "hr")
     assert "143kerk4WOerGZMqR-cAETb7rOcoQ0CQ_" in hr.source
     assert (compact.preset, compact.file_name) == ("compact", "compact-v1.safetensors")
-    assert all(UNetConfig.preset(e.preset) for e in REGISTRY.values())
+    band = REGISTRY["band-v1"]
+    assert (band.preset, band.file_name, band.pipeline) == (BAND_PRESET, "band-v1.safetensors", "instance")
+    assert all(UNetConfig.preset(e.preset) for e in REGISTRY.values() if e.preset != BAND_PRESET)
 
 
 def test_registry_name_resolves_in_env_dir(isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
