@@ -335,6 +335,10 @@ class InstanceListPanel(QWidget):
         self.view.setColumnHidden(SCORE, not scored)  # ground truth has no scores: the room goes to the rest
         self._update_count()
 
+    def reveal_scores(self) -> None:
+        """Show the score column (scored instances were just added: find-similar's proposals)."""
+        self.view.setColumnHidden(SCORE, False)
+
     def filters(self) -> dict[str, Any]:
         """The filter widgets' values, as kept in the session state."""
         return {
