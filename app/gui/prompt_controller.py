@@ -2,10 +2,10 @@
 turn what comes back into undoable edits.
 
 - **Box**: the rectangle is checked here (``check_box``: empty, degenerate or outside the image gets one status
-  message and nothing runs); the prompt thread makes and refines the mask; its preview is shown while a small
-  popup asks the new instance's category (the last one offered first). OK saves it through the service
-  (``save_prompted``, on the store writer's thread, with a PROMPTED provenance and the box) and adds it to the
-  document as one undo step; Cancel drops it.
+  message and nothing runs); the prompt thread makes and refines the mask, each refiner step shown over the
+  image as it comes; the final mask stays shown while a small popup asks the new instance's category (the
+  last one offered first). OK saves it through the service (``save_prompted``, on the store writer's thread,
+  with a PROMPTED provenance and the box) and adds it to the document as one undo step; Cancel drops it.
 - **Clicks** on the selected instance change it one undo step per click; the clicks so far on it are the seeds
   of the next one, until its mask changes some other way (an undo, a brush stroke) or another instance is
   selected. With nothing selected, a first (left) click makes a new instance as a box does.
@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QObject
+from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QInputDialog, QWidget
 
 from app.core.errors import DatasetError
+from app.core.mask_ops import Rect
 from app.core.records import ReviewStatus
 from app.core.store.project import ProjectStore
 from app.core.store.rows import StoredInstance
@@ -86,6 +88,7 @@ class PromptController(QObject):
         self._clicks = _ClickState()
         canvas.box_drawn.connect(self.box)
         canvas.prompt_clicked.connect(self.click)
+        service.worker.step.connect(self._step)
         service.worker.done.connect(self._finished)
         service.worker.failed.connect(self._failed)
 
@@ -155,7 +158,14 @@ class PromptController(QObject):
             return
         self.running = None
         self.canvas.show_lasso(None)
+        self.canvas.show_prompt_preview(None)
         self.show_error("Prompt failed", message)
+
+    def _step(self, job_id: int, rect: Rect, preview: QImage, text: str) -> None:
+        doc = self.project.doc
+        if job_id == self.running and doc is not None:
+            self.canvas.show_prompt_preview(preview, rect)
+            self.show_message(f"Box prompt: {text}…", 0)
 
     def _finished(self, outcome: PromptOutcome) -> None:
         job = outcome.job
@@ -163,6 +173,7 @@ class PromptController(QObject):
             return
         self.running = None
         self.canvas.show_lasso(None)
+        self.canvas.show_prompt_preview(None)
         doc = self.project.doc
         if doc is None or doc.image_id != job.image_id:
             self.show_message("The image changed before the prompt finished: nothing was added")
@@ -183,9 +194,8 @@ class PromptController(QObject):
             return
         if outcome.rect is not None and outcome.pixels is not None:
             doc.apply_mask(job.instance_id, outcome.pixels, "click", outcome.provenance, box=outcome.rect)
-        area = int(doc.layer(job.instance_id).mask.sum()) if outcome.rect is not None else None
         self._clicks = _ClickState(job.image_id, job.instance_id, doc.mask_version(job.instance_id), job.clicks)
-        what = "changed nothing" if area is None else f"instance #{job.instance_id} is now {area} px"
+        what = "changed nothing" if outcome.rect is None else f"instance #{job.instance_id} is now {outcome.area} px"
         self.show_message(f"Click {len(job.clicks)}: {what} (Ctrl+Z undoes this click)")
 
     def _offer(self, outcome: PromptOutcome) -> None:

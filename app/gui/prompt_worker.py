@@ -2,9 +2,10 @@
 
 The GUI thread never computes a mask: the coarse source (GrabCut, the prompt head, a SAM checkpoint) and the
 refiner run here, through the services (app/services/prompt.py, app/services/similar.py), and what comes back
-is ready to use: a box's mask cut to its bounding box with a preview image drawn, a click's change cut to the
-rectangle it changed. The tool is loaded on the first job and kept while the settings stay the same; a file
-that cannot be loaded (a SAM checkpoint of the wrong shape) fails the job with one message naming it.
+is ready to use: a box's mask cut to its bounding box with a preview image drawn (and each refiner step on
+the way as a preview), a click's change cut to the rectangle it changed. The tool is loaded on the first job and
+kept while the settings stay the same; a file that cannot be loaded (a SAM checkpoint of the wrong shape) fails
+the job with one message naming it.
 
 Find-similar writes its proposals itself, through a second connection to the project opened on this thread
 (``ProjectStore.sibling``, covered by the window's writer lock), image by image, with progress and a stop
@@ -17,7 +18,7 @@ import logging
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -33,6 +34,7 @@ from app.gui.tasks import describe_error
 from app.refiner.prompts import Click, PromptError
 from app.services.prompt import PromptSettings, load_prompt_tool, prompted_provenance
 from app.refiner.similar import DEFAULT_THRESHOLD
+from app.refiner.steps import RefineStep
 from app.services.similar import ProjectSimilar, SimilarReport, SimilarSettings, find_similar, load_finder
 
 log = logging.getLogger(__name__)
@@ -66,11 +68,9 @@ class PromptOutcome:
     rect: Rect | None
     pixels: np.ndarray | None
     provenance: Provenance
+    area: int
+    """The instance's pixels after the prompt (counted here, not on the GUI thread)."""
     preview: QImage | None = None
-
-    @property
-    def area(self) -> int:
-        return 0 if self.pixels is None else int(np.count_nonzero(self.pixels))
 
     def full(self) -> np.ndarray:
         """The whole new mask of a new instance (the pixels inside ``rect``, nothing outside)."""
@@ -118,6 +118,7 @@ class PromptWorker(QObject):
     """Lives on the prompt thread; ``request_stop`` may be called from any thread."""
 
     done = Signal(object)               # PromptOutcome
+    step = Signal(int, object, object, str)  # job id, rect, preview QImage, "step 2 of 3": a box's refinement
     failed = Signal(int, str)           # job id, message
     similar_progress = Signal(int, int, int, str)  # job id, images done, images in all, what happened
     similar_done = Signal(int, object)  # job id, SimilarReport
@@ -153,20 +154,38 @@ class PromptWorker(QObject):
         tool = self._tool_for(job.settings)
         provenance = prompted_provenance(tool)
         if job.box is not None:
-            mask = tool.box(job.image, job.box).mask
-            rect = mask_ops.mask_bbox(mask)
-            if rect is None:
-                return PromptOutcome(job, None, None, provenance)
-            pixels = mask_ops.take_patch(mask, rect)
-            return PromptOutcome(job, rect, pixels, provenance, preview_image(pixels))
+            return self._new_instance(job, self._animate(job, *tool.box_steps(job.image, job.box)), provenance)
         before = None if job.current is None else job.current.full()
         after = tool.click(job.image, before, job.clicks).mask
         if before is None:
-            rect = mask_ops.mask_bbox(after)
-            pixels = None if rect is None else mask_ops.take_patch(after, rect)
-            return PromptOutcome(job, rect, pixels, provenance, None if pixels is None else preview_image(pixels))
+            return self._new_instance(job, after, provenance)
         rect = mask_ops.changed_rect(before, after)
-        return PromptOutcome(job, rect, None if rect is None else mask_ops.take_patch(after, rect), provenance)
+        return PromptOutcome(job, rect, None if rect is None else mask_ops.take_patch(after, rect), provenance,
+                             int(np.count_nonzero(after)))
+
+    def _animate(self, job: PromptJob, coarse: np.ndarray, steps: Iterator[RefineStep] | None) -> np.ndarray:
+        """The refiner's steps on a box's coarse mask, each sent as a preview; the last step's mask."""
+        mask = coarse
+        if steps is None:
+            return mask
+        try:
+            for step in steps:
+                mask = step.mask(0, base=coarse)
+                rect = mask_ops.mask_bbox(mask)
+                if not step.final and rect is not None:
+                    preview = preview_image(mask_ops.take_patch(mask, rect))
+                    self.step.emit(job.job_id, rect, preview, f"refining, step {step.step} of {step.total}")
+        finally:
+            steps.close()
+        return mask
+
+    @staticmethod
+    def _new_instance(job: PromptJob, mask: np.ndarray, provenance: Provenance) -> PromptOutcome:
+        rect = mask_ops.mask_bbox(mask)
+        if rect is None:
+            return PromptOutcome(job, None, None, provenance, 0)
+        pixels = mask_ops.take_patch(mask, rect)
+        return PromptOutcome(job, rect, pixels, provenance, int(np.count_nonzero(pixels)), preview_image(pixels))
 
     def _tool_for(self, settings: PromptSettings) -> Any:
         key = repr(settings)

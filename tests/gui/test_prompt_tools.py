@@ -16,7 +16,7 @@ from pytestqt.qtbot import QtBot
 from app.core.records import ChangeKind
 from app.gui.main_window import MainWindow
 
-from .conftest import wait_saved
+from .conftest import TEST_STEPS, wait_saved
 from .test_window import drag
 
 PROMPT_TIMEOUT_MS = 60_000
@@ -67,6 +67,8 @@ def test_a_box_and_a_category_make_one_instance_and_undo_removes_it(
     before = {layer.id for layer in doc.layers()}
     window.actions["tool.box"].trigger()
     assert window.canvas.tool == "box"
+    steps: list[str] = []
+    window.prompt_service.worker.step.connect(lambda _job, _rect, _image, text: steps.append(text))
     h, w = doc.shape
     box = (w * 0.3, h * 0.3, w * 0.6, h * 0.7)
     drag(window, [(box[0], box[1]), (w * 0.45, h * 0.5), (box[2], box[3])])
@@ -77,6 +79,7 @@ def test_a_box_and_a_category_make_one_instance_and_undo_removes_it(
     assert layer.category_id == chosen.id and layer.mask.any() and doc.selected_id == new_id
     ys, xs = np.nonzero(layer.mask)
     assert xs.min() >= box[0] - 0.1 * w and xs.max() <= box[2] + 0.1 * w  # the mask stays near its box
+    assert steps == [f"refining, step {k} of {TEST_STEPS}" for k in range(1, TEST_STEPS)]  # animated, then offered
     assert offered and offered[0][0] == [c.name for c in categories]
     assert window.settings.prompt_category == chosen.id
     assert not window.canvas.prompt_item.isVisible()  # the preview went with the popup
