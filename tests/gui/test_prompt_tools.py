@@ -174,6 +174,33 @@ def test_clicks_change_the_selected_instance_one_undo_step_each(prompt_window: M
     assert window.last_error is None
 
 
+def test_a_first_click_with_nothing_selected_makes_a_new_instance(
+        prompt_window: MainWindow, qtbot: QtBot, monkeypatch: pytest.MonkeyPatch) -> None:
+    window = prompt_window
+    doc = window.project.doc
+    assert doc is not None
+    chosen = list(window.project.categories.values())[0]
+    answer_category(monkeypatch, chosen.name)
+    doc.select(None)
+    before = {layer.id for layer in doc.layers()}
+    window.actions["tool.clicks"].trigger()
+    h, w = doc.shape
+    click_at(window, w * 0.5, h * 0.5)
+    qtbot.waitUntil(lambda: len(doc.layers()) == len(before) + 1, timeout=PROMPT_TIMEOUT_MS)
+    new_id = ({layer.id for layer in doc.layers()} - before).pop()
+    layer = doc.layer(new_id)
+    assert doc.selected_id == new_id and layer.category_id == chosen.id and layer.mask[round(h * 0.5), round(w * 0.5)]
+    steps = doc.undo_stack.count()
+    click_at(window, w * 0.5 + 3, h * 0.5 + 3, button=Qt.MouseButton.RightButton)
+    wait_prompt(qtbot, window)
+    assert not doc.layer(new_id).mask[round(h * 0.5) + 3, round(w * 0.5) + 3]
+    assert doc.undo_stack.count() == steps + 1 and len(window.prompts._clicks.clicks) == 2
+    window.actions["edit.undo"].trigger()
+    window.actions["edit.undo"].trigger()
+    assert not doc.has_layer(new_id)
+    assert window.last_error is None
+
+
 def test_clicks_outside_the_image_or_negative_on_nothing_get_a_message(prompt_window: MainWindow) -> None:
     window = prompt_window
     doc = window.project.doc
