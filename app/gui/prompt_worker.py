@@ -135,6 +135,10 @@ class PromptWorker(QObject):
     def request_stop(self) -> None:
         self._stop.set()
 
+    def clear_stop(self) -> None:
+        """A new search is coming: an earlier stop request is done with."""
+        self._stop.clear()
+
     @Slot(object)
     def run(self, job: PromptJob | SimilarJob | SimilarityJob) -> None:
         try:
@@ -217,7 +221,6 @@ class PromptWorker(QObject):
             store.close()
 
     def _similar(self, job: SimilarJob) -> SimilarReport:
-        self._stop.clear()
         finder = self._finder_for(job.store.path, job.settings)
         store = job.store.sibling()
         try:
@@ -256,6 +259,8 @@ class PromptService(QObject):
         return next(self._ids)
 
     def submit(self, job: PromptJob | SimilarJob | SimilarityJob) -> None:
+        if isinstance(job, SimilarJob):
+            self.worker.clear_stop()  # here, not when it starts: a Stop while it waits its turn counts
         self._submit.emit(job)
 
     def stop(self) -> None:

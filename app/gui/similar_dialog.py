@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.store.project import ProjectStore
+from app.core.store.query import InstanceFilter
 from app.gui.controller import ProjectController
 from app.gui.docks.instance_list import InstanceListPanel
 from app.gui.editor.canvas import Canvas
@@ -149,8 +150,8 @@ class SimilarDialog(QDialog):
         self._show_preview()
 
     def _show_preview(self) -> None:
-        if self.similarity is None or not self.preview_box.isChecked() or self.canvas.document is None \
-                or self.canvas.document.image_id != self.image_id:
+        if self.similarity is None or not self.preview_box.isChecked() or not self.isVisible() \
+                or self.canvas.document is None or self.canvas.document.image_id != self.image_id:
             self.canvas.show_prompt_preview(None)
             return
         h, w = self.canvas.document.shape
@@ -179,6 +180,8 @@ class SimilarDialog(QDialog):
         if job_id != self.running:
             return
         self._idle()
+        if not self.isVisible():  # closed while searching: still show what the search saved
+            self._release()
         self.report = report
         made = len(report.created)
         text = f"{made} proposal(s) added on {report.searched} image(s) in {report.seconds:.1f} s"
@@ -196,6 +199,8 @@ class SimilarDialog(QDialog):
         elif job_id == self.running:
             self._idle()
             self.status.setText(f"Find similar failed: {message}")
+            if not self.isVisible():
+                self._release()
 
     def _idle(self) -> None:
         self.running = None
@@ -204,14 +209,20 @@ class SimilarDialog(QDialog):
         self.progress.setVisible(False)
 
     def _closed(self) -> None:
-        """Closing stops a search in progress (what it saved stays) and takes the preview off the image."""
+        """Closing takes the preview off the image and stops a search in progress after the image in flight;
+        the dialog stays (hidden) until that search reports, so what it saved is still shown."""
+        self.canvas.show_prompt_preview(None)
         if self.running is not None:
             self.service.stop()
-        self.canvas.show_prompt_preview(None)
+        else:
+            self._release()
+
+    def _release(self) -> None:
         worker = self.service.worker
         for signal, slot in ((worker.similar_progress, self._progress), (worker.similar_done, self._done),
                              (worker.similarity, self._map_ready), (worker.failed, self._failed)):
             signal.disconnect(slot)
+        self.deleteLater()
 
 
 
@@ -230,7 +241,6 @@ def open_find_similar(project: ProjectController, service: PromptService, settin
     label = f"instance #{layer.id} ({category.name if category is not None else layer.category_id})"
     dialog = SimilarDialog(store, doc.image_id, (layer.id,), label, service, settings, canvas, parent)
     dialog.searched.connect(lambda report: show_proposals(project, instances, report))
-    dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     dialog.show()
     return dialog
 
@@ -245,6 +255,6 @@ def show_proposals(project: ProjectController, instances: InstanceListPanel, rep
     instances.set_filters({**instances.filters(), "sort": "Highest score"})
     instances.filters_changed.emit()
     doc, store = project.doc, project.store
-    if doc is not None and store is not None and any(store.instance(i).image_id == doc.image_id
-                                                     for i in report.created):
+    if doc is not None and store is not None and store.list_instances(
+            InstanceFilter(ids=list(report.created), image_id=doc.image_id, limit=1)):
         project.open_image(doc.image_id, doc.selected_id)

@@ -79,3 +79,25 @@ def test_find_similar_needs_a_selected_example(window: MainWindow) -> None:
     assert not window.actions["edit.find_similar"].isEnabled()
     assert window.open_find_similar() is None
     assert window.statusBar().currentMessage() == "Select an example instance first"
+
+
+def test_closing_the_dialog_stops_the_search_and_takes_the_preview_away(
+        window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
+    sample = make_project(tmp_path / "sample")
+    doc = open_project(qtbot, window, sample.path, sample.image_ids[0])
+    doc.select(sample.example_id)
+    dialog = window.open_find_similar()
+    assert dialog is not None
+    qtbot.waitUntil(lambda: dialog.similarity is not None, timeout=TIMEOUT_MS)
+    assert window.canvas.prompt_item.isVisible()
+    store = window.project.store
+    assert store is not None
+    count = store.count_instances()
+    dialog.refine_box.setChecked(False)
+    dialog.scope_box.setCurrentIndex(dialog.scope_box.findData("project"))
+    with qtbot.waitSignal(dialog.searched, timeout=TIMEOUT_MS) as blocker:
+        dialog.run_button.click()
+        dialog.close()  # before the search had its turn: it stops at once
+        assert not window.canvas.prompt_item.isVisible()
+    assert blocker.args[0].stopped and not blocker.args[0].created
+    assert store.count_instances() == count and window.last_error is None
