@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
 from app.gui.controller import ProjectController
-from app.gui.docks.instance_list import InstanceListPanel
+from app.gui.docks.instance_list import PROPOSALS_KEY, InstanceListPanel
 from app.gui.editor.canvas import Canvas
 from app.gui.prompt_controller import refine_options
 from app.gui.prompt_worker import PromptService, SimilarityJob, SimilarJob
@@ -246,13 +246,14 @@ def open_find_similar(project: ProjectController, service: PromptService, settin
 
 
 def show_proposals(project: ProjectController, instances: InstanceListPanel, report: SimilarReport) -> None:
-    """Put a search's proposals in view: the open image read again if it got some, the list by highest score."""
+    """Put a search's proposals in view: the open image read again if it got some, the list showing the
+    proposals to review, highest score first."""
     if not report.created:
         return
     for instance_id in report.created:
         project.saved.emit(instance_id)
     instances.reveal_scores()
-    instances.set_filters({**instances.filters(), "sort": "Highest score"})
+    instances.set_filters({**instances.filters(), "status": PROPOSALS_KEY, "sort": "Highest score"})
     instances.filters_changed.emit()
     doc, store = project.doc, project.store
     if doc is not None and store is not None and store.list_instances(

@@ -53,6 +53,9 @@ def test_find_similar_adds_proposals_to_review_by_score(window: MainWindow, qtbo
     assert doc.selected_id == sample.example_id
     panel = window.instance_panel
     assert panel.filters()["sort"] == "Highest score" and not panel.view.isColumnHidden(4)
+    assert panel.filters()["status"] == "proposals"
+    qtbot.waitUntil(lambda: panel.model.rowCount() == len(on_image), timeout=5_000)  # the example is not one
+    assert "proposed, to review" in panel.count_label.text()
 
     proposal = on_image[0]
     doc.select(proposal)
@@ -60,6 +63,7 @@ def test_find_similar_adds_proposals_to_review_by_score(window: MainWindow, qtbo
     assert doc.layer(proposal).status == ReviewStatus.ACCEPTED.value
     wait_saved(qtbot, window)
     assert store.instance(proposal).status == ReviewStatus.ACCEPTED
+    qtbot.waitUntil(lambda: panel.model.rowCount() == len(on_image) - 1, timeout=5_000)  # reviewed: off the list
     window.actions["edit.undo"].trigger()
     wait_saved(qtbot, window)
     assert store.instance(proposal).status == ReviewStatus.UNREVIEWED
