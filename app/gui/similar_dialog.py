@@ -1,5 +1,6 @@
-"""Find Similar: the selected instance as the example, proposals of its category on this image or the whole
-project, made on the prompt thread by the service (``find_similar``) with progress and stop.
+"""Find Similar: the selected instance (or with it every instance of its category on the image) as the examples,
+proposals of their category on this image or the whole project, made on the prompt thread by the service
+(``find_similar``) with progress and stop.
 
 The threshold slider previews live: the similarity map of the open image is computed once on the prompt
 thread (``ProjectSimilar.similarity``, a stride-8 grid, cheap once the image's features are cached), and each
@@ -10,7 +11,7 @@ score, to accept (it keeps them) or reject (they stay, marked, and are not propo
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
@@ -20,11 +21,13 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
+from app.core.records import ChangeKind, ReviewStatus
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
 from app.gui.controller import ProjectController
 from app.gui.docks.instance_list import PROPOSALS_KEY, InstanceListPanel
 from app.gui.editor.canvas import Canvas
+from app.gui.editor.layers import InstanceLayer
 from app.gui.prompt_controller import refine_options
 from app.gui.prompt_worker import PromptService, SimilarityJob, SimilarJob
 from app.gui.settings import AppSettings
@@ -57,18 +60,22 @@ class SimilarDialog(QDialog):
 
     searched = Signal(object)  # SimilarReport
 
-    def __init__(self, store: ProjectStore, image_id: int, instance_ids: tuple[int, ...], label: str,
+    def __init__(self, store: ProjectStore, image_id: int, examples: Sequence[tuple[str, tuple[int, ...]]],
                  service: PromptService, settings: AppSettings, canvas: Canvas, parent: QWidget | None = None) -> None:
+        """``examples``: the choices of example instances, (label, instance ids), the first one chosen."""
         super().__init__(parent)
         self.setWindowTitle("Find Similar")
         self.setObjectName("similarDialog")
-        self.store, self.image_id, self.instance_ids = store, image_id, instance_ids
+        self.store, self.image_id = store, image_id
         self.service, self.settings, self.canvas = service, settings, canvas
         self.running: int | None = None
         self.report: SimilarReport | None = None
         self.similarity: np.ndarray | None = None
         self._map_job: int | None = None
 
+        self.examples_box = QComboBox()
+        for text, ids in examples:
+            self.examples_box.addItem(text, ids)
         self.scope_box = QComboBox()
         self.scope_box.addItem("This image", "image")
         self.scope_box.addItem("Every image of the project", "project")
@@ -93,7 +100,7 @@ class SimilarDialog(QDialog):
         buttons.addButton(self.stop_button, QDialogButtonBox.ButtonRole.ActionRole)
         buttons.rejected.connect(self.reject)
         form = QFormLayout()
-        form.addRow("Examples", QLabel(label))
+        form.addRow("Examples", self.examples_box)
         form.addRow("Search", self.scope_box)
         form.addRow("Threshold", self.slider)
         form.addRow("", self.threshold_label)
@@ -109,6 +116,7 @@ class SimilarDialog(QDialog):
         self.stop_button.clicked.connect(self.service.stop)
         self.slider.valueChanged.connect(self._threshold_changed)
         self.preview_box.toggled.connect(self._show_preview)
+        self.examples_box.currentIndexChanged.connect(lambda _index: self.request_map())
         worker = self.service.worker
         worker.similar_progress.connect(self._progress)
         worker.similar_done.connect(self._done)
@@ -117,6 +125,11 @@ class SimilarDialog(QDialog):
         self.finished.connect(lambda _result: self._closed())
         self._threshold_changed()
         self.request_map()
+
+    @property
+    def instance_ids(self) -> tuple[int, ...]:
+        """The examples searched for (several average into one prototype)."""
+        return tuple(self.examples_box.currentData())
 
     @property
     def threshold(self) -> float:
@@ -238,8 +251,13 @@ def open_find_similar(project: ProjectController, service: PromptService, settin
     project.flush()  # the example is searched for as it is on screen
     layer = doc.layer(doc.selected_id)
     category = project.categories.get(layer.category_id)
-    label = f"instance #{layer.id} ({category.name if category is not None else layer.category_id})"
-    dialog = SimilarDialog(store, doc.image_id, (layer.id,), label, service, settings, canvas, parent)
+    name = category.name if category is not None else str(layer.category_id)
+    examples = [(f"instance #{layer.id} ({name})", (layer.id,))]
+    others = [other.id for other in doc.layers() if other.id != layer.id and other.category_id == layer.category_id
+              and not other.crowd and not _proposal(other) and doc.layer_bbox(other.id) is not None]
+    if others:
+        examples.append((f"every {name} on this image ({len(others) + 1} instances)", (layer.id, *others)))
+    dialog = SimilarDialog(store, doc.image_id, examples, service, settings, canvas, parent)
     dialog.searched.connect(lambda report: show_proposals(project, instances, report))
     dialog.show()
     return dialog
@@ -259,3 +277,9 @@ def show_proposals(project: ProjectController, instances: InstanceListPanel, rep
     if doc is not None and store is not None and store.list_instances(
             InstanceFilter(ids=list(report.created), image_id=doc.image_id, limit=1)):
         project.open_image(doc.image_id, doc.selected_id)
+
+
+def _proposal(layer: InstanceLayer) -> bool:
+    """A proposal not accepted yet is a guess, not an example (docs/decisions/0021)."""
+    kind = None if layer.provenance is None else ChangeKind(layer.provenance.kind)
+    return kind is ChangeKind.PROPOSED and layer.status != ReviewStatus.ACCEPTED.value

@@ -71,9 +71,19 @@ def test_find_similar_adds_proposals_to_review_by_score(window: MainWindow, qtbo
     wait_saved(qtbot, window)
     assert store.instance(proposal).status == ReviewStatus.REJECTED  # kept, marked: not proposed again
 
+    assert dialog.examples_box.count() == 1  # the only disc annotated: no "every disc" choice then
     dialog.close()
     assert not window.canvas.prompt_item.isVisible()
     assert window.last_error is None
+    window.actions["review.accepted"].trigger()  # an accepted proposal is an example like any other
+    doc.select(sample.example_id)
+    again = window.open_find_similar()
+    assert again is not None and again.examples_box.count() == 2
+    again.examples_box.setCurrentIndex(1)
+    assert again.instance_ids == (sample.example_id, proposal)
+    qtbot.waitUntil(lambda: again.similarity is not None and again._map_job is None, timeout=TIMEOUT_MS)
+    assert window.last_error is None
+    again.close()
 
 
 def test_find_similar_needs_a_selected_example(window: MainWindow) -> None:
