@@ -30,6 +30,7 @@ from app.core.mask_ops import Rect
 from app.core.records import Provenance
 from app.core.store.project import ProjectStore
 from app.gui.editor.layers import MaskCrop
+from app.gui.refine.worker import lower_thread_priority
 from app.gui.tasks import describe_error
 from app.refiner.prompts import Click, PromptError
 from app.services.prompt import PromptSettings, load_prompt_tool, prompted_provenance
@@ -131,6 +132,11 @@ class PromptWorker(QObject):
         self._finder: Any = None
         self._finder_key = ""
         self._stop = threading.Event()
+
+    @Slot()
+    def settle(self) -> None:
+        """On the prompt thread as it starts: below the GUI thread, as the refine thread is (0019)."""
+        lower_thread_priority()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -253,6 +259,7 @@ class PromptService(QObject):
         self.worker.moveToThread(self.thread)
         self._submit.connect(self.worker.run)
         self.thread.finished.connect(self.worker.deleteLater)
+        self.thread.started.connect(self.worker.settle)
         self.thread.start()
 
     def next_job_id(self) -> int:
