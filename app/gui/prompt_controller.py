@@ -100,9 +100,9 @@ class PromptController(QObject):
             self.canvas.show_lasso(None)
             return False
         try:
-            clipped = check_box((x0, y0, x1, y1), doc.shape)
+            cx0, cy0, cx1, cy1 = check_box((x0, y0, x1, y1), doc.shape)
             job = PromptJob(self.service.next_job_id(), doc.image_id, doc.image, prompt_settings(self.settings),
-                            box=tuple(float(v) for v in clipped))  # type: ignore[arg-type]
+                            box=(float(cx0), float(cy0), float(cx1), float(cy1)))
         except PromptError as error:
             self.canvas.show_lasso(None)
             self.show_message(f"Box prompt: {error}")
@@ -255,4 +255,6 @@ class PromptController(QObject):
             self._clicks = _ClickState(doc.image_id, stored.id, doc.mask_version(stored.id), outcome.job.clicks)
         category = self.project.categories.get(stored.category_id)
         name = category.name if category is not None else str(stored.category_id)
+        log.info("instance %s made by the %s prompt (%s, %d px)", stored.id, "box" if outcome.job.box else "click",
+                 outcome.provenance.mode, outcome.area)
         self.show_message(f"New instance #{stored.id} ({name}, {outcome.area} px): Ctrl+Z removes it")

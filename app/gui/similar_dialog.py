@@ -197,6 +197,8 @@ class SimilarDialog(QDialog):
             self._release()
         self.report = report
         made = len(report.created)
+        log.info("find similar on %s: %d proposal(s) on %d image(s), %.1f s%s", self.instance_ids, made,
+                 report.searched, report.seconds, " (stopped)" if report.stopped else "")
         text = f"{made} proposal(s) added on {report.searched} image(s) in {report.seconds:.1f} s"
         if report.stopped:
             text += " (stopped; what was found is kept)"
