@@ -28,7 +28,8 @@ class ActionSpec:
 
 
 # Canvas tool names (GUI-A's Canvas.set_tool) in toolbar order.
-TOOLS = ("select", "brush", "eraser", "fill", "lasso_add", "lasso_subtract", "fg_brush", "bg_brush", "region_brush")
+TOOLS = ("select", "brush", "eraser", "fill", "lasso_add", "lasso_subtract", "fg_brush", "bg_brush", "region_brush",
+         "box", "clicks")
 
 SPECS: tuple[ActionSpec, ...] = (
     # file
@@ -65,6 +66,13 @@ SPECS: tuple[ActionSpec, ...] = (
                "Paint pixels the refiner must keep out of the mask", True),
     ActionSpec("tool.region_brush", "Refine-Region Brush", "J", "mdi6.selection-ellipse",
                "Paint the only area the refiner may change", True),
+    ActionSpec("tool.box", "Box Prompt", "Shift+B", "mdi6.vector-square",
+               "Drag a box around an object: its mask is made and refined, then you pick its category", True),
+    ActionSpec("tool.clicks", "Click Prompt", "I", "mdi6.gesture-tap",
+               "Click inside (left) or outside (right or Shift+click) the object: the selected instance (or a new "
+               "one) follows, one undo step per click", True),
+    ActionSpec("edit.find_similar", "Find Similar…", "Ctrl+F", "mdi6.image-search",
+               "Propose instances like the selected one on this image or the whole project"),
     ActionSpec("brush.smaller", "Smaller Brush", "[", "mdi6.minus"),
     ActionSpec("brush.larger", "Larger Brush", "]", "mdi6.plus"),
     # instances
@@ -187,8 +195,9 @@ MENUS: dict[str, tuple[str | None, ...]] = {
     "&File": ("file.open_demo", "file.open_project", "@recent", None, "file.import_coco", "file.import_results",
               "file.import_png", "file.images_folder", None, "file.save", "file.export", None, "file.settings",
               None, "file.quit"),
-    "&Edit": ("edit.undo", "edit.redo", None, "edit.clear_guidance"),
-    "&Tools": tuple(f"tool.{t}" for t in TOOLS) + (None, "brush.smaller", "brush.larger"),
+    "&Edit": ("edit.undo", "edit.redo", None, "edit.clear_guidance", None, "edit.find_similar"),
+    "&Tools": tuple(f"tool.{t}" for t in TOOLS) + (None, "brush.smaller", "brush.larger", None,
+                                                   "edit.find_similar"),
     "&Instance": ("instance.new", "instance.delete", "instance.category", None, "instance.lock", "instance.hide",
                   "instance.raise", "instance.lower", None, "instance.next", "instance.previous", "image.next",
                   "image.previous"),
@@ -211,16 +220,16 @@ EDIT_ACTIONS = (
     *(f"tool.{t}" for t in TOOLS if t != "select"), "brush.smaller", "brush.larger", "edit.undo", "edit.redo",
     "edit.clear_guidance", "instance.new", "instance.delete", "instance.category", "instance.lock", "instance.hide",
     "instance.raise", "instance.lower", "review.accepted", "review.rejected", "review.needs_work", "refine.run",
-    "refine.image", "refine.dataset", "refine.accept", "refine.accept_next", "file.images_folder",
+    "refine.image", "refine.dataset", "refine.accept", "refine.accept_next", "file.images_folder", "edit.find_similar",
 )
 """What changes the project: disabled in a read-only window."""
-CANVAS_MENU = ("refine.run", None, "review.accepted", "review.rejected", "review.needs_work", None,
-               "instance.category", "instance.lock", "instance.hide", "instance.raise", "instance.lower",
+CANVAS_MENU = ("refine.run", "edit.find_similar", None, "review.accepted", "review.rejected", "review.needs_work",
+               None, "instance.category", "instance.lock", "instance.hide", "instance.raise", "instance.lower",
                "instance.delete", None, "view.zoom_instance", "view.fit", None, "instance.new")
 """Right click on the canvas (on an instance, which it selects first; elsewhere the same, mostly disabled)."""
-INSTANCE_LIST_MENU = ("view.zoom_instance", "refine.run", None, "review.accepted", "review.rejected",
-                      "review.needs_work", None, "instance.category", "instance.lock", "instance.hide",
-                      "instance.delete")
+INSTANCE_LIST_MENU = ("view.zoom_instance", "refine.run", "edit.find_similar", None, "review.accepted",
+                      "review.rejected", "review.needs_work", None, "instance.category", "instance.lock",
+                      "instance.hide", "instance.delete")
 INSTANCE_ACTIONS = ("instance.delete", "instance.category", "instance.lock", "instance.hide", "instance.raise",
                     "instance.lower", "review.accepted", "review.rejected", "review.needs_work",
-                    "view.zoom_instance")
+                    "view.zoom_instance", "edit.find_similar")

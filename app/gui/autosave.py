@@ -23,7 +23,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
 
 from app.core.errors import DatasetError
-from app.core.records import Provenance, ReviewStatus, encode_mask
+from app.core.records import ChangeKind, Provenance, ReviewStatus, encode_mask
 from app.core.store.project import ProjectStore
 from app.core.store.errors import ProjectError
 from app.core.store.rows import StoredInstance
@@ -67,10 +67,12 @@ class Saved:
 
 
 def provenance_of(layer: InstanceLayer) -> Provenance:
-    """The store's provenance of a layer's current mask: the refinement's as its undo step recorded it,
-    else a hand edit (an undo back to the imported mask is still an edit of the project)."""
+    """The store's provenance of a layer's current mask: the refinement's or the click prompt's as its undo
+    step recorded it, else a hand edit (an undo back to the imported mask is still an edit of the project)."""
     p = layer.provenance
-    return p if p is not None and p.is_refined else Provenance.manual()
+    if p is not None and (p.is_refined or ChangeKind(p.kind) is ChangeKind.PROMPTED):
+        return p
+    return Provenance.manual()
 
 
 class Autosave(QObject):
@@ -126,6 +128,14 @@ class Autosave(QObject):
         instance_id = self.writer.call(create)
         self._saved[instance_id] = Saved.of(store.instance(instance_id))
         return instance_id
+
+    def record_counts(self, stored: StoredInstance) -> None:
+        """On the writer thread, after a service wrote a new instance itself (a prompt's): its mask as saved."""
+        self._counts[stored.id] = stored.rle["counts"]
+
+    def adopt(self, stored: StoredInstance) -> None:
+        """Follow that instance from now on, as if ``allocate_id`` had made it (its document layer comes next)."""
+        self._saved[stored.id] = Saved.of(stored)
 
     # ----- signals of the document
     def mask_touched(self, instance_id: int, _rect: QRect) -> None:

@@ -51,8 +51,11 @@ class ContextMenus(QObject):
                 menu.addAction(actions[name])
         return menu
 
-    def on_canvas(self, pos: QPoint) -> QMenu:
-        """Select the instance under ``pos`` (viewport coordinates), then show the canvas menu."""
+    def on_canvas(self, pos: QPoint) -> QMenu | None:
+        """Select the instance under ``pos`` (viewport coordinates), then show the canvas menu (not while the
+        click tool takes right clicks as negative clicks)."""
+        if self.canvas.takes_right_button:
+            return None
         doc = self.canvas.document
         if doc is not None:
             point = self.canvas.mapToScene(pos)

@@ -26,10 +26,13 @@ from app.gui.editor.document import ImageDocument
 from app.gui.export_dialog import ExportDialog
 from app.gui.help import ShortcutSheet, about_box
 from app.gui.opening import Opener
+from app.gui.prompt_controller import PromptController
+from app.gui.prompt_worker import PromptService
 from app.gui.refine.controller import RefineController
 from app.gui.refine.ui import RefineFeedback
 from app.gui.refine.worker import PROBE_JOB, Environment, RefineService
 from app.gui.settings import AppSettings, SettingsDialog, weights_label
+from app.gui.similar_dialog import SimilarDialog, open_find_similar
 from app.gui.tasks import TaskRunner
 from app.gui.window_layout import WindowLayout
 
@@ -81,6 +84,9 @@ class MainWindow(WindowLayout, QMainWindow):
         self._build_status_bar()
         self.feedback = RefineFeedback(self, self.settings, self.service, self.refine, self.refine_panel,
                                        self.progress_bar, self.device_label, self.show_message)
+        self.prompt_service = PromptService(self)
+        self.prompts = PromptController(self.project, self.canvas, self.settings, self.prompt_service, self,
+                                        self.show_message, self.show_error)
         self.context_menus = ContextMenus(self, self.actions, self.project, self.canvas, self.instance_panel,
                                           self.image_panel)
         self._connect()
@@ -104,6 +110,7 @@ class MainWindow(WindowLayout, QMainWindow):
             "edit.undo": lambda: self._with_doc(lambda d: d.undo()),
             "edit.redo": lambda: self._with_doc(lambda d: d.redo()),
             "edit.clear_guidance": lambda: self._with_doc(lambda d: d.clear_guidance()),
+            "edit.find_similar": self.open_find_similar,
             "brush.smaller": self.canvas.shrink_brush,
             "brush.larger": self.canvas.grow_brush,
             "instance.new": self.new_instance,
@@ -504,6 +511,10 @@ class MainWindow(WindowLayout, QMainWindow):
         dialog.open()
         return dialog
 
+    def open_find_similar(self) -> SimilarDialog | None:
+        return open_find_similar(self.project, self.prompt_service, self.settings, self.canvas, self.instance_panel,
+                                 self, self.show_message)
+
     def open_shortcuts(self) -> ShortcutSheet:
         """The keyboard cheat-sheet, from the registry as it is now (non-modal: keep it open while working)."""
         if self.shortcut_sheet is not None:
@@ -571,6 +582,7 @@ class MainWindow(WindowLayout, QMainWindow):
         self.refine.discard()
         self.refine.cancel_queue()
         self.service.shutdown()
+        self.prompt_service.shutdown()
         self.project.close_project()
         self.project.writer.shutdown()
         self.tasks.wait()

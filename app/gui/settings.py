@@ -1,7 +1,8 @@
 """The user's preferences (QSettings) and the settings dialog that edits them.
 
 Everything the annotator chooses once and expects to find again lives here: refiner device, mode, steps,
-seed and weights (plus checkpoint files they added), the animation's minimum frame time, overlay colours
+seed and weights (plus checkpoint files they added), the box and click tools' coarse source (a SAM
+checkpoint file among them) and last category, the animation's minimum frame time, overlay colours
 and opacity, recent projects and keyboard shortcuts. Lists are kept as JSON strings because QSettings'
 INI backend turns a one-element list into a plain string.
 """
@@ -16,7 +17,7 @@ from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QColor, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox, QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
-    QKeySequenceEdit, QLabel, QPushButton, QSlider, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget,
+    QKeySequenceEdit, QLabel, QLineEdit, QPushButton, QSlider, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget,
     QVBoxLayout, QWidget,
 )
 
@@ -45,6 +46,12 @@ REMOVED_COLOR = _Key("overlay/removed_color", "#eb28c8")
 RECENT = _Key("files/recent_projects", "[]")
 PRELOAD = _Key("refine/preload", True)
 SECONDS_PER_INSTANCE = _Key("refine/seconds_per_instance", "{}")
+PROMPT_SOURCE = _Key("prompt/source", "encoder")
+SAM_CHECKPOINT = _Key("prompt/sam_checkpoint", "")
+PROMPT_CATEGORY = _Key("prompt/category", -1)
+PROMPT_SOURCES = {"encoder": "Prompt head on the encoder (shipped)", "grabcut": "GrabCut (no weights)",
+                  "sam": "Segment Anything checkpoint (.pth)"}
+"""The box and click tools' coarse sources (app/services/prompt.py ``SOURCES``) as the settings list them."""
 
 
 class AppSettings:
@@ -163,6 +170,38 @@ class AppSettings:
         table[key] = round(float(seconds), 4)
         self._set(SECONDS_PER_INSTANCE, json.dumps(table))
 
+    # ----- prompt tools
+    @property
+    def prompt_source(self) -> str:
+        """The box and click tools' coarse source: "encoder", "grabcut" or "sam" (with ``sam_checkpoint``)."""
+        source = self._get(PROMPT_SOURCE)
+        return source if source in PROMPT_SOURCES else PROMPT_SOURCE.default
+
+    @prompt_source.setter
+    def prompt_source(self, value: str) -> None:
+        if value not in PROMPT_SOURCES:
+            raise ValueError(f"the prompt source must be one of {', '.join(PROMPT_SOURCES)}, got {value!r}")
+        self._set(PROMPT_SOURCE, value)
+
+    @property
+    def sam_checkpoint(self) -> str:
+        """The user's SAM checkpoint file ("" when none was chosen); the app downloads nothing."""
+        return self._get(SAM_CHECKPOINT)
+
+    @sam_checkpoint.setter
+    def sam_checkpoint(self, value: str) -> None:
+        self._set(SAM_CHECKPOINT, str(value))
+
+    @property
+    def prompt_category(self) -> int | None:
+        """The category last given to an instance made by a prompt (the popup offers it first)."""
+        value = self._get(PROMPT_CATEGORY)
+        return None if value < 0 else value
+
+    @prompt_category.setter
+    def prompt_category(self, value: int) -> None:
+        self._set(PROMPT_CATEGORY, int(value))
+
     # ----- overlay
     @property
     def opacity(self) -> float:
@@ -245,6 +284,7 @@ class SettingsDialog(QDialog):
         self.resize(640, 520)
         tabs = QTabWidget(self)
         tabs.addTab(self._refiner_tab(devices, weights), "Refiner")
+        tabs.addTab(self._prompt_tab(), "Prompts")
         tabs.addTab(self._overlay_tab(), "Overlay")
         tabs.addTab(self._shortcuts_tab(), "Shortcuts")
         buttons = QDialogButtonBox(
@@ -291,6 +331,34 @@ class SettingsDialog(QDialog):
         self.preload_box.setToolTip("The first refinement then starts at once; the model stays in memory")
         form.addRow("", self.preload_box)
         return page
+
+    def _prompt_tab(self) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.source_box = QComboBox()
+        for value, label in PROMPT_SOURCES.items():
+            self.source_box.addItem(label, value)
+        self.source_box.setCurrentIndex(self.source_box.findData(self.settings.prompt_source))
+        self.sam_edit = QLineEdit(self.settings.sam_checkpoint)
+        self.sam_edit.setPlaceholderText("sam_vit_b_01ec64.pth (SAM ViT-B / ViT-L / ViT-H, official .pth)")
+        browse = QPushButton("Choose…")
+        browse.clicked.connect(self._choose_sam)
+        row = QHBoxLayout()
+        row.addWidget(self.sam_edit, 1)
+        row.addWidget(browse)
+        form.addRow("Box and click tools", self.source_box)
+        form.addRow("SAM checkpoint", row)
+        note = QLabel("The SAM file is read when the box or click tool first runs; a file that is not a SAM "
+                      "checkpoint is named in the message then. MobileSAM is not supported.")
+        note.setWordWrap(True)
+        form.addRow("", note)
+        return page
+
+    def _choose_sam(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a SAM checkpoint", "", "PyTorch checkpoints (*.pth *.pt)")
+        if path:
+            self.sam_edit.setText(str(Path(path).resolve()))
+            self.source_box.setCurrentIndex(self.source_box.findData("sam"))
 
     def _overlay_tab(self) -> QWidget:
         page = QWidget()
@@ -399,6 +467,8 @@ class SettingsDialog(QDialog):
         else:
             s.weights = weights
         s.min_frame_ms = self.frame_box.value()
+        s.prompt_source = self.source_box.currentData()
+        s.sam_checkpoint = self.sam_edit.text().strip()
         s.preload_refiner = self.preload_box.isChecked()
         s.opacity = self.opacity_slider.value() / 100
         s.added_color = self.added_button.color

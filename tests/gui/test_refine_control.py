@@ -56,7 +56,7 @@ def test_stop_is_authoritative_and_the_message_counts_in_words(window: MainWindo
     messages: list[str] = []
     window.refine.message.connect(messages.append)
     window.refine_selected()
-    qtbot.waitUntil(lambda: window.refine.step_count == 1, timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.refine.step_count == 1 and bool(frames), timeout=RUN_TIMEOUT_MS)
     window.actions["refine.stop"].trigger()
     job_id = frames[0].job_id
     late = RefineFrame(job_id, replace(frames[0].step, step=3, final=True), frames[0].instances)

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QSpinBox, QTableView, QToolButton, QVBoxLayout, QWidget,
 )
 
-from app.core.records import Category, ReviewStatus
+from app.core.records import Category, ChangeKind, ReviewStatus
 from app.core.store.errors import ProjectError
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
@@ -40,6 +40,8 @@ HEADER_TIPS = {
 NUMERIC = (ID, AREA, SCORE, CHANGE, CONFIDENCE)
 TO_REVIEW_KEY = "to_review"
 """The status filter's "To review": every instance not accepted (unreviewed, needs work, rejected)."""
+PROPOSALS_KEY = "proposals"
+"""The status filter's "Proposals": find-similar's proposals not reviewed yet (docs/decisions/0021)."""
 SORTS: dict[str, tuple[str, bool]] = {
     "Id": ("id", False),
     "Largest change": ("changed_pixels", True),
@@ -275,6 +277,9 @@ class InstanceListPanel(QWidget):
         self.status_box.addItem(qta.icon("mdi6.progress-question"), "To review", TO_REVIEW_KEY)
         self.status_box.setItemData(1, "Every instance not accepted yet: unreviewed, needs work or rejected",
                                     Qt.ItemDataRole.ToolTipRole)
+        self.status_box.addItem(qta.icon("mdi6.image-search"), "Proposals", PROPOSALS_KEY)
+        self.status_box.setItemData(2, "Find Similar's proposals not reviewed yet (accept keeps one, reject marks it)",
+                                    Qt.ItemDataRole.ToolTipRole)
         for status in ReviewStatus:
             self.status_box.addItem(qta.icon(STATUS_STYLE[status][0], color=STATUS_STYLE[status][1]),
                                     STATUS_TEXT[status], status.value)
@@ -335,6 +340,10 @@ class InstanceListPanel(QWidget):
         self.view.setColumnHidden(SCORE, not scored)  # ground truth has no scores: the room goes to the rest
         self._update_count()
 
+    def reveal_scores(self) -> None:
+        """Show the score column (scored instances were just added: find-similar's proposals)."""
+        self.view.setColumnHidden(SCORE, False)
+
     def filters(self) -> dict[str, Any]:
         """The filter widgets' values, as kept in the session state."""
         return {
@@ -367,11 +376,13 @@ class InstanceListPanel(QWidget):
     def build_query(self, image_id: int | None) -> InstanceFilter:
         f = self.filters()
         sort_by, descending = SORTS.get(f["sort"], SORTS["Id"])
+        proposals = f["status"] == PROPOSALS_KEY
         return InstanceFilter(
             image_id=image_id if f["scope"] == 0 else None,
             category_ids=None if f["category"] is None else [f["category"]],
             statuses=None if f["status"] is None else TO_REVIEW if f["status"] == TO_REVIEW_KEY else [
-                ReviewStatus(f["status"])],
+                ReviewStatus.UNREVIEWED] if proposals else [ReviewStatus(f["status"])],
+            provenance_kinds=[ChangeKind.PROPOSED] if proposals else None,
             min_score=f["min_score"] or None,
             min_area=f["min_area"] or None,
             min_changed_pixels=f["min_change"] or None,
@@ -423,7 +434,8 @@ class InstanceListPanel(QWidget):
 
     def _update_count(self) -> None:
         count = self.model.rowCount()
-        what = " to review (not accepted)" if self.status_box.currentData() == TO_REVIEW_KEY else ""
+        what = {TO_REVIEW_KEY: " to review (not accepted)", PROPOSALS_KEY: " proposed, to review"}.get(
+            self.status_box.currentData(), "")
         self.count_label.setText(f"{count} instance{'' if count == 1 else 's'}{what}")
 
     def _activated(self, index: QModelIndex) -> None:

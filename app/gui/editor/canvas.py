@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QFocusEvent, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QWheelEvent
-from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsScene, QGraphicsView, QWidget
+from PySide6.QtGui import (
+    QColor, QFocusEvent, QImage, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap, QTransform,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
 
 from app.core import mask_ops
 from app.core.mask_ops import Rect
@@ -27,6 +30,7 @@ from app.gui.editor.overlays import (
     SelectionOverlay,
 )
 from app.gui.editor.preview import DiffColors
+from app.gui.editor.prompt_tools import make_prompt_tools
 from app.gui.editor.tools import Tool, make_tools
 
 
@@ -67,8 +71,11 @@ class Canvas(QGraphicsView):
     brush_size_changed = Signal(int)
     tool_changed = Signal(str)
     message = Signal(str)
+    box_drawn = Signal(float, float, float, float)  # the box tool's rectangle: x0, y0, x1, y1 (image pixels)
+    prompt_clicked = Signal(float, float, bool)     # the click tool: x, y, positive
 
-    TOOLS = ("select", "brush", "eraser", "fill", "lasso_add", "lasso_subtract", "fg_brush", "bg_brush", "region_brush")
+    TOOLS = ("select", "brush", "eraser", "fill", "lasso_add", "lasso_subtract", "fg_brush", "bg_brush", "region_brush",
+             "box", "clicks")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -93,7 +100,7 @@ class Canvas(QGraphicsView):
                          "show_diff": True, "show_confidence": False, "show_guidance": True}
         self._diff_colors = DiffColors()
         self._brush_size = 20
-        self._tools = make_tools(self)
+        self._tools = make_tools(self) | make_prompt_tools(self)
         self._tool: Tool = self._tools["select"]
         self._space = False
         self._pan_from: QPoint | None = None
@@ -105,6 +112,7 @@ class Canvas(QGraphicsView):
         self._contour_timer.timeout.connect(self._update_contour_width)
         self.cursor_item = BrushCursor()
         self.lasso_item = QGraphicsPathItem()
+        self.prompt_item = QGraphicsPixmapItem()
         self._setup_scene_decorations()
 
     # ----- document
@@ -119,6 +127,8 @@ class Canvas(QGraphicsView):
         scene = self.scene()
         scene.removeItem(self.cursor_item)
         scene.removeItem(self.lasso_item)
+        scene.removeItem(self.prompt_item)
+        self.show_prompt_preview(None)  # it belonged to the image going away
         scene.clear()
         self.document = doc
         self.image_item = self.instance_overlay = self.selection_overlay = None
@@ -163,6 +173,11 @@ class Canvas(QGraphicsView):
     def tool(self) -> str:
         return self._tool.name
 
+    @property
+    def takes_right_button(self) -> bool:
+        """The current tool uses right clicks itself (the click tool): no context menu then."""
+        return self._tool.uses_right_button
+
     def set_tool(self, name: str) -> None:
         if name not in self._tools:
             raise ValueError(f"unknown tool {name!r}; expected one of {', '.join(self.TOOLS)}")
@@ -204,6 +219,20 @@ class Canvas(QGraphicsView):
                 path.lineTo(*p)
             path.closeSubpath()
         self.lasso_item.setPath(path)
+
+    def show_prompt_preview(self, image: QImage | None, rect: Rect | None = None) -> None:
+        """Show a prompt's mask (``image``, drawn by the prompt thread, possibly smaller) over ``rect`` of the
+        image, or hide it with None."""
+        if image is None or rect is None:
+            self.prompt_item.setPixmap(QPixmap())
+            self.prompt_item.setVisible(False)
+            return
+        x0, y0, x1, y1 = rect
+        self.prompt_item.setPixmap(QPixmap.fromImage(image))
+        self.prompt_item.setPos(x0, y0)
+        self.prompt_item.setTransform(QTransform.fromScale((x1 - x0) / max(1, image.width()),
+                                                           (y1 - y0) / max(1, image.height())))
+        self.prompt_item.setVisible(True)
 
     # ----- zoom
     @property
@@ -308,6 +337,8 @@ class Canvas(QGraphicsView):
                 self._size_drag = (event.position().x(), self._brush_size)
             else:
                 self._tool.press(self._to_scene(event.position()), event.modifiers())
+        elif button == Qt.MouseButton.RightButton and self._tool.uses_right_button and self.document is not None:
+            self._tool.right_press(self._to_scene(event.position()))
         event.accept()
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
@@ -370,10 +401,14 @@ class Canvas(QGraphicsView):
         self.lasso_item.setPen(pen)
         self.lasso_item.setBrush(QColor(255, 255, 255, 40))
         self.lasso_item.setZValue(100)
+        self.prompt_item.setZValue(99)
+        self.prompt_item.setVisible(False)
+        self.prompt_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self.cursor_item.setZValue(101)
         self.cursor_item.set_size(self._brush_size)
         self.cursor_item.setVisible(False)
         self.scene().addItem(self.lasso_item)
+        self.scene().addItem(self.prompt_item)
         self.scene().addItem(self.cursor_item)
 
     def _connections(self) -> list[tuple[Any, Any]]:

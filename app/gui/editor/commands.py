@@ -57,6 +57,7 @@ ACTION_LABELS = {
     "region_brush": "Refine-region stroke",
     "clear guidance": "Clear guidance",
     "revert": "Revert",
+    "click": "Click prompt",
 }
 
 

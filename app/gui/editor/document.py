@@ -346,6 +346,15 @@ class ImageDocument(QObject):
         self.undo_stack.push(AddInstanceCommand(self, layer))
         return instance_id
 
+    def adopt_instance(self, layer: InstanceLayer) -> None:
+        """Add an instance the project already holds (a prompt's, saved by its service): one undo step, whose
+        undo deletes it like any instance."""
+        self._check_mask(layer.mask, "new instance mask")
+        self.end_stroke()
+        if layer.id in self._layers:
+            raise ValueError(f"instance {layer.id} already exists in image {self.image_id}")
+        self.undo_stack.push(AddInstanceCommand(self, layer))
+
     def delete_instance(self, instance_id: int) -> None:
         self.end_stroke()
         self.undo_stack.push(DeleteInstanceCommand(self, self._layers[instance_id]))

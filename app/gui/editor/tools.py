@@ -41,6 +41,7 @@ class Tool:
 
     name = ""
     uses_brush = False
+    uses_right_button = False
     cursor = Qt.CursorShape.ArrowCursor
 
     def __init__(self, canvas: ToolHost) -> None:
@@ -58,6 +59,9 @@ class Tool:
 
     def release(self, pos: QPointF, modifiers: Qt.KeyboardModifier) -> None:
         """The left button went up."""
+
+    def right_press(self, pos: QPointF) -> None:
+        """The right button went down (only for tools with ``uses_right_button``, which replace the menu)."""
 
     def cancel(self) -> None:
         """Abandon what is in progress (Escape, tool or document change)."""

@@ -44,6 +44,16 @@ PRELOAD_JOB = -2
 REFINE_NICE = 5
 
 
+def lower_thread_priority() -> None:
+    """Give the calling (worker) thread a lower scheduling priority than the GUI thread's (Linux: nice
+    +``REFINE_NICE`` for this thread alone), so the GUI thread gets a core first on a small, busy machine."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REFINE_NICE)
+        except OSError as error:
+            log.debug("could not lower the thread's priority: %s", error)
+
+
 def refine_threads(cores: int | None = None) -> int:
     """torch's intra-op threads for the refiner: every core but one, which the GUI thread keeps."""
     return max(1, (cores or os.cpu_count() or 2) - 1)
@@ -104,11 +114,7 @@ class RefineWorker(QObject):
     @Slot()
     def settle(self) -> None:
         """On the refine thread as it starts: a lower priority than the GUI thread's, where the OS allows."""
-        if sys.platform.startswith("linux"):
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REFINE_NICE)
-            except OSError as error:
-                log.debug("could not lower the refine thread's priority: %s", error)
+        lower_thread_priority()
 
     @Slot()
     def probe(self) -> None:

@@ -1,0 +1,117 @@
+"""Find Similar in the real window on a small synthetic project (red discs, one annotated): the threshold
+slider previews on the image, the search adds proposals with scores on the prompt thread, the list shows them
+by score, accepting one keeps it and undo takes the acceptance back, rejecting one marks it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytestqt.qtbot import QtBot
+
+from app.core.records import ChangeKind, ReviewStatus
+from app.gui.main_window import MainWindow
+from app.gui.similar_dialog import SimilarDialog
+from tests.services.prompt_samples import make_project
+
+from .conftest import open_project, wait_saved
+
+THRESHOLD = 0.35  # the synthetic discs score about 0.55, the rest of the photos under 0.3 (services' test)
+TIMEOUT_MS = 120_000
+
+
+def test_find_similar_adds_proposals_to_review_by_score(window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
+    sample = make_project(tmp_path / "sample")
+    doc = open_project(qtbot, window, sample.path, sample.image_ids[0])
+    doc.select(sample.example_id)
+    window.actions["edit.find_similar"].trigger()
+    dialog = window.findChild(SimilarDialog)
+    assert dialog is not None and dialog.isVisible()
+    qtbot.waitUntil(lambda: dialog.similarity is not None, timeout=TIMEOUT_MS)
+    assert window.canvas.prompt_item.isVisible()  # the map above the threshold, over the image
+    dialog.slider.setValue(round(THRESHOLD * 100))
+    high = dialog.threshold_label.text()
+    dialog.slider.setValue(-20)
+    assert dialog.threshold_label.text() != high and "of this image above it" in high
+
+    dialog.slider.setValue(round(THRESHOLD * 100))
+    dialog.refine_box.setChecked(False)
+    dialog.scope_box.setCurrentIndex(dialog.scope_box.findData("project"))
+    with qtbot.waitSignal(dialog.searched, timeout=TIMEOUT_MS) as blocker:
+        dialog.run_button.click()
+    report = blocker.args[0]
+    assert len(report.created) == 4 and report.searched == 3 and not report.problems
+    assert "4 proposal(s) added on 3 image(s)" in dialog.status.text()
+    store = window.project.store
+    assert store is not None
+    made = [store.instance(i) for i in report.created]
+    assert all(m.provenance.kind == ChangeKind.PROPOSED and m.score >= THRESHOLD for m in made)
+
+    on_image = [m.id for m in made if m.image_id == sample.image_ids[0]]
+    assert on_image
+    qtbot.waitUntil(lambda: window.project.doc is not None and window.project.doc.has_layer(on_image[0]),
+                    timeout=20_000)
+    doc = window.project.doc
+    assert doc.selected_id == sample.example_id
+    panel = window.instance_panel
+    assert panel.filters()["sort"] == "Highest score" and not panel.view.isColumnHidden(4)
+    assert panel.filters()["status"] == "proposals"
+    qtbot.waitUntil(lambda: panel.model.rowCount() == len(on_image), timeout=5_000)  # the example is not one
+    assert "proposed, to review" in panel.count_label.text()
+
+    proposal = on_image[0]
+    doc.select(proposal)
+    window.actions["review.accepted"].trigger()
+    assert doc.layer(proposal).status == ReviewStatus.ACCEPTED.value
+    wait_saved(qtbot, window)
+    assert store.instance(proposal).status == ReviewStatus.ACCEPTED
+    qtbot.waitUntil(lambda: panel.model.rowCount() == len(on_image) - 1, timeout=5_000)  # reviewed: off the list
+    window.actions["edit.undo"].trigger()
+    wait_saved(qtbot, window)
+    assert store.instance(proposal).status == ReviewStatus.UNREVIEWED
+    window.actions["review.rejected"].trigger()
+    wait_saved(qtbot, window)
+    assert store.instance(proposal).status == ReviewStatus.REJECTED  # kept, marked: not proposed again
+
+    assert dialog.examples_box.count() == 1  # the only disc annotated: no "every disc" choice then
+    dialog.close()
+    assert not window.canvas.prompt_item.isVisible()
+    assert window.last_error is None
+    window.actions["review.accepted"].trigger()  # an accepted proposal is an example like any other
+    doc.select(sample.example_id)
+    again = window.open_find_similar()
+    assert again is not None and again.examples_box.count() == 2
+    again.examples_box.setCurrentIndex(1)
+    assert again.instance_ids == (sample.example_id, proposal)
+    qtbot.waitUntil(lambda: again.similarity is not None and again._map_job is None, timeout=TIMEOUT_MS)
+    assert window.last_error is None
+    again.close()
+
+
+def test_find_similar_needs_a_selected_example(window: MainWindow) -> None:
+    doc = window.project.doc
+    assert doc is not None
+    doc.select(None)
+    assert not window.actions["edit.find_similar"].isEnabled()
+    assert window.open_find_similar() is None
+    assert window.statusBar().currentMessage() == "Select an example instance first"
+
+
+def test_closing_the_dialog_stops_the_search_and_takes_the_preview_away(
+        window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
+    sample = make_project(tmp_path / "sample")
+    doc = open_project(qtbot, window, sample.path, sample.image_ids[0])
+    doc.select(sample.example_id)
+    dialog = window.open_find_similar()
+    assert dialog is not None
+    qtbot.waitUntil(lambda: dialog.similarity is not None, timeout=TIMEOUT_MS)
+    assert window.canvas.prompt_item.isVisible()
+    store = window.project.store
+    assert store is not None
+    count = store.count_instances()
+    dialog.refine_box.setChecked(False)
+    dialog.scope_box.setCurrentIndex(dialog.scope_box.findData("project"))
+    with qtbot.waitSignal(dialog.searched, timeout=TIMEOUT_MS) as blocker:
+        dialog.run_button.click()
+        dialog.close()  # before the search had its turn: it stops at once
+        assert not window.canvas.prompt_item.isVisible()
+    assert blocker.args[0].stopped and not blocker.args[0].created
+    assert store.count_instances() == count and window.last_error is None
