@@ -19,6 +19,7 @@ import numpy as np
 
 from app.core.classical import available_refiners
 from app.core.metrics import ImageScores, MetricAccumulator, iou, score
+from app.core.signals import check_stop
 from app.refiner.api import Refiner, RefineOptions
 from app.refiner.data import Example, Source
 from app.refiner.degrade import ALL_KINDS, near_perfect, synthesize
@@ -138,6 +139,7 @@ def score_cases(cases: Sequence[Case], methods: dict[str, Method],
     for name, method in methods.items():
         out[name] = []
         for n, case in enumerate(cases):
+            check_stop()
             started = time.perf_counter()
             refined = method(case.example.image, case.coarse)
             elapsed = time.perf_counter() - started

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from app.core.atomic import write_text_atomic
+from app.core.signals import check_stop, stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,11 @@ def _sources(data: Path) -> tuple[list, list]:
     return train_sources, shared_sources(data, "val")
 
 
-def _deadline(minutes: float) -> Callable[[], bool]:
+def _stop_when(minutes: float) -> Callable[[], bool]:
+    """Stop after ``minutes`` of wall time (0: no limit), or at SIGTERM / SIGHUP: the run then validates, saves
+    and exports on its way out like a time-budgeted one, and the caller raises ``Terminated`` after it."""
     deadline = time.monotonic() + 60 * minutes if minutes > 0 else math.inf
-    return lambda: time.monotonic() >= deadline
+    return lambda: stop_requested() or time.monotonic() >= deadline
 
 
 def _exporter(export: Path | None, train_sources: list, metric: str) -> Callable[[Any, dict[str, float]], None]:
@@ -92,8 +95,10 @@ def train_band(config: Any, data: Path, run: Path, *, init: str | None = None, e
         network, info = load_weights(init)
         if not isinstance(network, BandNet):
             raise WeightsError(f"{info.path}: holds a {info.preset} U-Net, not a band network; use train-unet")
-    return run_band_training(config, run, train_sources, validation, on_best=_exporter(export, train_sources, "score"),
-                             init=network, should_stop=_deadline(max_minutes))
+    trainer = run_band_training(config, run, train_sources, validation, init=network,
+                                on_best=_exporter(export, train_sources, "score"), should_stop=_stop_when(max_minutes))
+    check_stop()
+    return trainer
 
 
 def train_unet(config: Any, data: Path, run: Path, *, init: str | None = None, export: Path | None = None,
@@ -110,8 +115,10 @@ def train_unet(config: Any, data: Path, run: Path, *, init: str | None = None, e
         network, info = load_weights(init)
         if not isinstance(network, DenoiseUNet):
             raise WeightsError(f"{info.path}: holds a band network, not a U-Net; use train")
-    return run_training(config, run, train_sources, validation, on_best=_exporter(export, train_sources, "iou"),
-                        init_weights=network, should_stop=_deadline(max_minutes))
+    trainer = run_training(config, run, train_sources, validation, on_best=_exporter(export, train_sources, "iou"),
+                           init_weights=network, should_stop=_stop_when(max_minutes))
+    check_stop()
+    return trainer
 
 
 @dataclass(frozen=True)

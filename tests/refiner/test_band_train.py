@@ -1,4 +1,9 @@
 """Training the band network: samples as the pipeline sees them, the loss, a resumable run, the CLI."""
+import os
+import signal
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +14,7 @@ from app.refiner.band_samples import SampleSettings, make_sample, noisy_mask
 from app.refiner.band_train import BandTrainConfig, BandTrainer, SampleStream, band_loss, run_band_training
 from app.refiner.degrade import near_perfect, synthesize
 from app.core.metrics import iou
+from app.core.signals import terminate_on_signals
 from tests.shared_data import DATA, sources_or_skip
 
 
@@ -105,3 +111,33 @@ def test_cli_trains_validates_and_exports_within_a_time_budget(train_sources, tm
 
     _, info = load_weights(out)
     assert info.preset == "band" and info.metadata["validation"]["iou"] > 0.5
+
+
+def test_sigterm_stops_a_run_that_saves_and_exports_on_its_way_out(train_sources, tmp_path, capsys):
+    run, out = tmp_path / "run", tmp_path / "best.safetensors"
+
+    def terminate_once_training() -> None:  # SIGTERM while the run is in its loop (the first checkpoint is there)
+        deadline = time.monotonic() + 300
+        while not (run / "last.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with terminate_on_signals():
+        killer = threading.Thread(target=terminate_once_training)
+        killer.start()
+        code = main(["train", "--data", str(DATA), "--run", str(run), "--iterations", "400", "--batch-size", "2",
+                     "--tiles", "2", "--workers", "0", "--val-per-kind", "1", "--device", "cpu", "--save-every", "1",
+                     "--export", str(out)])
+        killer.join()
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert code == 2 and 1 <= state["step"] < 400 and out.exists()
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+
+
+def test_sigterm_stops_an_evaluation_between_cases(tmp_path, capsys):
+    sources_or_skip("val")
+    with terminate_on_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        code = main(["eval", "--data", str(DATA), "--no-refiner", "--per-kind", "1", "--json", str(tmp_path / "e.json")])
+    assert code == 2 and not (tmp_path / "e.json").exists()
+    assert "stopped by SIGTERM" in capsys.readouterr().err
