@@ -1,7 +1,8 @@
 """A scripted walk through the whole workflow in the real window, with a screenshot of each state for the
 README (docs/screenshots/): import a COCO file, review with the queue, brush, refine, stop, scrub, accept,
 undo across images, revert from the edit history, export, reopen, a second (read-only) window; then the
-bundled demo refined step by step (its coarse masks give the refiner visible work).
+bundled demo refined step by step (its coarse masks give the refiner visible work); then the prompt tools on
+two bears: a box around one (its category popup shown), Find Similar from the other, and its proposal listed.
 
 Needs a display (the lead runs it under Xvfb) and ``../shared/data/coco_tiny``. It answers the file
 dialogs as a user would (the "save the project as" one is shown, then accepted at its default), works in
@@ -30,12 +31,13 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QEvent, QEventLoop, QPoint, QPointF, Qt, QTimer
 from PySide6.QtGui import QMouseEvent
-from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox, QWidget
+from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog, QMessageBox, QWidget
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.gui.app import configure_application  # noqa: E402
 from app.gui.main_window import MainWindow  # noqa: E402
+from app.gui.similar_dialog import SimilarDialog  # noqa: E402
 from scripts.weights_choice import scratch_settings  # noqa: E402
 
 log = logging.getLogger("screenshots")
@@ -46,6 +48,9 @@ IMAGES = COCO_TINY / "val2017"
 CROWD_IMAGE, CROWD_ID = 184324, 900100184324
 FEW_IMAGE = 402433
 """Three instances: its Refine All of Image measures the time per instance the queue's estimate uses."""
+BEARS_IMAGE = 318080
+"""Two brown bears, both annotated: the right one's annotation is deleted, a box around that bear makes a mask
+(its category popup is cancelled), then Find Similar from the left one proposes it."""
 
 
 class Walk:
@@ -175,7 +180,7 @@ def run(walk: Walk, settings_of: Callable[[], object], scratch: Path) -> Path:
                  key=lambda layer: int(layer.mask.sum()))
     doc.select(target.id)
     window.canvas.zoom_to_instance(target.id)
-    window.actions["tool.brush"].trigger()  # a quick, sloppy stroke past the edge: the refiner will clean it up
+    window.actions["tool.brush"].trigger()  # a quick, sloppy stroke past the edge, for the refiner
     window.brush_size_box.setValue(12)
     x, y = _edge_point(doc.layer(target.id).mask)
     _drag(window, [(x - 10, y + 2), (x + 5, y - 10), (x + 25, y - 14), (x + 40, y - 6)])
@@ -256,6 +261,7 @@ def run(walk: Walk, settings_of: Callable[[], object], scratch: Path) -> Path:
     other.close()
     walk.window = again
     demo_refinement(walk, again)
+    prompt_tools(walk, again, project)
     again.close()
     return project
 
@@ -273,7 +279,7 @@ def demo_refinement(walk: Walk, window: MainWindow) -> None:
     window.canvas.zoom_to_instance(cup)
     window.settings.min_frame_ms = 900
     window.refine_selected()
-    walk.wait(lambda: window.refine.step_count >= 3, 300, "three refine steps")
+    walk.wait(lambda: window.refine.step_count >= 4, 300, "four refine steps")  # band-v1 changes nothing before
     walk.shoot("17-demo-refining.png")
     walk.wait(lambda: window.refine.reviewing, 300, "the end of the run")
     window.actions["view.show_confidence"].setChecked(True)
@@ -281,6 +287,97 @@ def demo_refinement(walk: Walk, window: MainWindow) -> None:
     walk.shoot("18-demo-scrubber.png")
     window.actions["view.show_confidence"].setChecked(False)
     window.actions["refine.reject"].trigger()
+
+
+def prompt_tools(walk: Walk, window: MainWindow, project: Path) -> None:
+    """Back in the COCO project, on the bears: the right bear's annotation deleted, a box dragged around that
+    bear (Shift+B) makes a refined mask, shown with the category popup (then cancelled); Find Similar (Ctrl+F)
+    from the left bear previews its similarity map, and its search lists the proposal under "Proposals"."""
+    window.settings.min_frame_ms = 0
+    window.project.open_project(project)
+    walk.wait(lambda: window.project.project_path == project and window.project.doc is not None, 120, "the project")
+    window.project.open_image(BEARS_IMAGE)
+    walk.wait(lambda: window.project.doc is not None and window.project.doc.image_id == BEARS_IMAGE, 60, "the bears")
+    doc = window.project.doc
+    assert doc is not None
+    bears = sorted((layer for layer in doc.layers() if window.project.categories[layer.category_id].name == "bear"),
+                   key=lambda layer: float(np.nonzero(layer.mask)[1].mean()))
+    left, right = bears[0].id, bears[-1].id
+    truth = doc.layer(right).mask.copy()
+    doc.select(right)
+    window.actions["instance.delete"].trigger()  # as if this bear had not been annotated yet
+    assert not doc.has_layer(right)
+    window.actions["view.fit"].trigger()
+    walk.settle(0.5)
+
+    ys, xs = np.nonzero(truth)
+    h, w = truth.shape
+    x0, y0 = max(0, int(xs.min()) - 8), max(0, int(ys.min()) - 8)  # the deleted outline's box, a little wider
+    x1, y1 = min(w - 1, int(xs.max()) + 8), min(h - 1, int(ys.max()) + 8)
+    offered: list[str] = []
+
+    def category_popup(parent: QWidget, title: str, label: str, items: list[str], current: int, editable: bool,
+                       *_a: object, **_k: object) -> tuple[str, bool]:
+        """The popup shown (the refined mask behind it) with "bear" picked, screenshot, then cancelled: the bear
+        stays unannotated for Find Similar."""
+        dialog = QInputDialog(parent)
+        dialog.setWindowTitle(title)
+        dialog.setLabelText(label)
+        dialog.setComboBoxItems(items)
+        dialog.setComboBoxEditable(editable)
+        dialog.setTextValue("bear")
+        dialog.show()
+        canvas = window.canvas  # below the photo, in the canvas's empty band
+        dialog.move(canvas.mapToGlobal(QPoint((canvas.width() - dialog.width()) // 2,
+                                              canvas.height() - dialog.height() - 60)))
+        preview = canvas.prompt_item
+        walk.settle(1.0)
+        walk.shoot("19-box-prompt.png")
+        offered.append(dialog.textValue())
+        dialog.close()
+        assert preview.isVisible()
+        return "", False
+
+    QInputDialog.getItem = staticmethod(category_popup)  # type: ignore[method-assign]
+    outcomes: list[object] = []
+    window.prompt_service.worker.done.connect(outcomes.append)
+    window.actions["tool.box"].trigger()
+    _drag(window, [(x0, y0), ((x0 + x1) // 2, (y0 + y1) // 2), (x1, y1)])
+    walk.wait(lambda: bool(offered) and bool(outcomes) and window.prompts.running is None, 600, "the box prompt")
+    assert len(doc.layers()) == len(bears) - 1
+    log.info("box prompt %s: IoU %.3f with the deleted annotation", (x0, y0, x1, y1),
+             _iou(outcomes[0].full(), truth))  # type: ignore[attr-defined]
+
+    window.actions["tool.select"].trigger()
+    doc.select(left)
+    window.actions["edit.find_similar"].trigger()
+    dialog = window.findChild(SimilarDialog)
+    assert dialog is not None
+    dialog.move(window.geometry().right() - dialog.width() - 4, window.geometry().top() + 90)
+    walk.wait(lambda: dialog.similarity is not None and dialog._map_job is None, 600, "the similarity map")
+    walk.shoot("20-find-similar.png")
+    reports: list[object] = []
+    dialog.searched.connect(reports.append)
+    dialog.run_button.click()
+    walk.wait(lambda: bool(reports), 900, "the search")
+    created = reports[0].created  # type: ignore[attr-defined]
+    assert created, "Find Similar proposed nothing"
+    walk.wait(lambda: window.project.doc is not None and window.project.doc.has_layer(created[0]), 60, "the proposal")
+    dialog.close()
+    panel = window.instance_panel
+    walk.wait(lambda: panel.model.rowCount() >= 1, 30, "the proposals listed")
+    panel.view.clicked.emit(panel.model.index(0, 0))
+    walk.wait(lambda: window.project.doc is not None and window.project.doc.selected_id in created, 60, "selection")
+    found = window.project.doc.layer(window.project.doc.selected_id).mask  # type: ignore[union-attr]
+    log.info("Find Similar: %d proposal(s); the first has IoU %.3f with the deleted annotation", len(created),
+             _iou(found, truth))
+    window.actions["view.fit"].trigger()  # both bears: the example and the proposal
+    walk.shoot("21-proposals.png")
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 def _edge_point(mask: np.ndarray) -> tuple[int, int]:
