@@ -19,7 +19,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
-from app.core.records import Category, decode_mask
+from app.core.records import Category, ChangeKind, decode_mask
 from app.core.store.history import Edit, EditAction
 from app.core.store.project import ProjectStore
 from app.gui.editor.commands import ACTION_LABELS
@@ -53,10 +53,24 @@ def describe_edit(edit: Edit, categories: dict[int, Category]) -> tuple[str, str
         words = {"locked": "lock", "hidden": "visibility", "z_order": "overlap order"}
         return "Changed " + ", ".join(words.get(k, k) for k in sorted(changed) if k in words), author
     if action is EditAction.CREATE:
-        return "Created", author
+        return _created(after, params, author)
     if action is EditAction.DELETE:
         return "Deleted", author
     return f"Reverted edit {params.get('reverts', '?')}", author
+
+
+def _created(after: dict[str, Any], params: dict[str, Any], author: str) -> tuple[str, str]:
+    """A prompt's or find-similar's instance says what made it, not the annotator who asked."""
+    kind, source, weights = after.get("prov_kind"), after.get("prov_mode"), after.get("prov_weights")
+    made_by = f"{source or ''} + refiner {weights}" if weights else str(source or "")
+    if kind == ChangeKind.PROPOSED.value:
+        score = f", score {after['score']:.2f}" if isinstance(after.get("score"), (int, float)) else ""
+        examples = len((params.get("find_similar") or {}).get("examples") or [])
+        from_examples = f" from {examples} example{'s' if examples != 1 else ''}" if examples else ""
+        return f"Proposed by Find Similar{from_examples}{score}", f"find similar ({made_by})".replace(" ()", "")
+    if kind == ChangeKind.PROMPTED.value:
+        return "Created from a prompt", f"prompt ({made_by})".replace(" ()", "")
+    return "Created", author
 
 
 def _status(state: dict[str, Any]) -> str:
