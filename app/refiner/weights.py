@@ -91,7 +91,7 @@ REGISTRY: dict[str, CheckpointEntry] = {
             name="band-v1",
             preset=BAND_PRESET,
             file_name="band-v1.safetensors",
-            sha256="a544716436bb0f56698ce418b65a8a2c05d903f464607471548c198c48c8fed6",
+            sha256="54fb8187dd176a1a2340efdf149e6649451477ddeb689bd7deb9af701ccc9b5c",
             pipeline="instance",
             description="SegRefiner Studio's default refiner: boundary-band diffusion on a frozen EfficientNet-Lite0 "
                         "(0.35 M trained parameters, fp16), trained on CPU on the shared datasets; see "
