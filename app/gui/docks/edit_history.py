@@ -61,16 +61,16 @@ def describe_edit(edit: Edit, categories: dict[int, Category]) -> tuple[str, str
 
 def _created(after: dict[str, Any], params: dict[str, Any], author: str) -> tuple[str, str]:
     """A prompt's or find-similar's instance says what made it, not the annotator who asked."""
-    kind, source, weights = after.get("prov_kind"), after.get("prov_mode"), after.get("prov_weights")
-    made_by = f"{source or ''} + refiner {weights}" if weights else str(source or "")
-    if kind == ChangeKind.PROPOSED.value:
-        score = f", score {after['score']:.2f}" if isinstance(after.get("score"), (int, float)) else ""
-        examples = len((params.get("find_similar") or {}).get("examples") or [])
-        from_examples = f" from {examples} example{'s' if examples != 1 else ''}" if examples else ""
-        return f"Proposed by Find Similar{from_examples}{score}", f"find similar ({made_by})".replace(" ()", "")
+    kind = after.get("prov_kind")
+    if kind not in (ChangeKind.PROPOSED.value, ChangeKind.PROMPTED.value):
+        return "Created", author
+    made_by = " + refiner ".join(str(part) for part in (after.get("prov_mode"), after.get("prov_weights")) if part)
     if kind == ChangeKind.PROMPTED.value:
-        return "Created from a prompt", f"prompt ({made_by})".replace(" ()", "")
-    return "Created", author
+        return "Created from a prompt", f"prompt ({made_by})" if made_by else "prompt"
+    score = f", score {after['score']:.2f}" if isinstance(after.get("score"), (int, float)) else ""
+    examples = len((params.get("find_similar") or {}).get("examples") or [])
+    from_examples = f" from {examples} example{'s' if examples != 1 else ''}" if examples else ""
+    return f"Proposed by Find Similar{from_examples}{score}", f"find similar ({made_by})" if made_by else "find similar"
 
 
 def _status(state: dict[str, Any]) -> str:
