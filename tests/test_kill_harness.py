@@ -27,6 +27,7 @@ import pytest
 
 from app.core.records import ReviewStatus
 from app.core.store.project import ProjectStore
+from tests.core.store_checks import assert_instances_match_history
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
 
@@ -201,7 +202,7 @@ def test_kills_during_import_edit_and_export(tmp_path: Path) -> None:
         with ProjectStore.open(project, read_only=True) as store:
             present = {r[0] for r in store._conn.execute("SELECT id FROM edits")}
             assert set(committed) <= present, f"edit round {round_}: committed edits lost"
-            _assert_instances_match_history(store)
+            assert_instances_match_history(store)
     assert len(committed) > 2 * KILLS_PER_JOB
 
     # --------------------------------------------------------------------------------------------- export
@@ -225,19 +226,6 @@ def test_kills_during_import_edit_and_export(tmp_path: Path) -> None:
         statuses = {s.id: s.status for s in store.list_instances()}
     exported = {a["id"] for a in json.loads(out.read_text())["annotations"]}
     assert exported == set(statuses) and any(s is not ReviewStatus.UNREVIEWED for s in statuses.values())
-
-
-def _assert_instances_match_history(store: ProjectStore) -> None:
-    """Each instance's mask and status are what its last edit left (edit and change commit together)."""
-    for summary in store.list_instances():
-        history = store.history(summary.id)
-        if not history:
-            continue
-        inst = store.instance(summary.id)
-        assert inst.status is history[-1].after_status
-        last_mask = next((e.after_rle for e in reversed(history) if e.mask_changed), None)
-        if last_mask is not None:
-            assert inst.rle["counts"] == last_mask["counts"]
 
 
 def test_the_harness_sees_a_leftover(tmp_path: Path) -> None:

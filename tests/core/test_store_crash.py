@@ -21,6 +21,7 @@ import pytest
 
 from app.core.records import Category, Dataset, ImageRecord, Instance, encode_mask
 from app.core.store.project import ProjectStore
+from tests.core.store_checks import assert_instances_match_history
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 
@@ -132,21 +133,8 @@ def test_sigkill_during_edits_loses_no_committed_edit(tmp_path: Path) -> None:
             present = {r[0] for r in store._conn.execute("SELECT id FROM edits")}
             assert set(reported) <= present
             assert len(present - set(reported)) <= round_ + 1  # at most one unreported commit per kill
-            _assert_instances_match_history(store)
+            assert_instances_match_history(store)
     assert len(reported) > 50
-
-
-def _assert_instances_match_history(store: ProjectStore) -> None:
-    """Each instance's mask and status are what its last edit left (edit and change commit together)."""
-    for summary in store.list_instances():
-        history = store.history(summary.id)
-        if not history:
-            continue
-        inst = store.instance(summary.id)
-        assert inst.status is history[-1].after_status
-        last_mask = next((e.after_rle for e in reversed(history) if e.mask_changed), None)
-        if last_mask is not None:
-            assert inst.rle["counts"] == last_mask["counts"]
 
 
 def test_sigkill_during_create_leaves_no_half_project(tmp_path: Path) -> None:
