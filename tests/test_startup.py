@@ -24,8 +24,7 @@ def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedPro
                           env=environ, cwd=tmp_path, timeout=120)
 
 
-def test_the_window_opens_the_demo_without_importing_torch(tmp_path: Path) -> None:
-    result = run_python("""
+OPEN_DEMO = """
         import sys
         from PySide6.QtWidgets import QApplication
         from app.gui.app import configure_application
@@ -37,6 +36,12 @@ def test_the_window_opens_the_demo_without_importing_torch(tmp_path: Path) -> No
         window.open_startup()
         while window.project.doc is None:
             app.processEvents()
+"""
+"""A child script's start: the window as ``segrefiner-studio`` opens it, with the demo on screen."""
+
+
+def test_the_window_opens_the_demo_without_importing_torch(tmp_path: Path) -> None:
+    result = run_python(OPEN_DEMO + """
         print("torch" in sys.modules, window.project.doc is not None)
         window.close()
     """, tmp_path, QT_QPA_PLATFORM="offscreen")
@@ -46,18 +51,8 @@ def test_the_window_opens_the_demo_without_importing_torch(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_once_the_demo_is_on_screen_the_model_loads_in_the_background(tmp_path: Path) -> None:
-    result = run_python("""
-        import sys, time
-        from PySide6.QtWidgets import QApplication
-        from app.gui.app import configure_application
-        from app.gui.main_window import MainWindow
-        app = QApplication([])
-        configure_application(app)
-        window = MainWindow()
-        window.show()
-        window.open_startup()
-        while window.project.doc is None:
-            app.processEvents()
+    result = run_python(OPEN_DEMO + """
+        import time
         deadline = time.monotonic() + 90
         while window.feedback.loaded is None and time.monotonic() < deadline:
             app.processEvents()
