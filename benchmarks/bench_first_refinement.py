@@ -6,7 +6,7 @@ preloads; the time until it is ready is reported, then "Refine Selected" on the 
 clicked and the times to the refine thread starting the job and to the first step on screen are measured.
 ``--click-early`` clicks as soon as the photo is on screen instead, to show what the annotator then sees.
 
-    .venv/bin/python benchmarks/bench_first_refinement.py [--runs 3] [--click-early] [--weights compact-v1]
+    .venv/bin/python benchmarks/bench_first_refinement.py [--runs 3] [--click-early] [--weights band-v1]
 """
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ CHILD = textwrap.dedent("""
     app = QApplication(sys.argv[:1])
     configure_application(app)
     settings = AppSettings(QSettings(sys.argv[1] + "/settings.ini", QSettings.Format.IniFormat))
-    settings.weights = sys.argv[2]
+    if sys.argv[2]:
+        settings.weights = sys.argv[2]
     window = MainWindow(settings, data_dir=__import__("pathlib").Path(sys.argv[1]) / "data")
     window.show()
     window.open_startup()
@@ -82,7 +83,7 @@ def run_once(weights: str, early: bool) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--weights", default="compact-v1")
+    parser.add_argument("--weights", default="", help="registry name or checkpoint file (default: the app's)")
     parser.add_argument("--click-early", action="store_true", help="click as soon as the photo is on screen")
     args = parser.parse_args()
     runs = [run_once(args.weights, args.click_early) for _ in range(args.runs)]
