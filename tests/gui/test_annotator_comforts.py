@@ -17,7 +17,7 @@ from app.gui.help import shortcut_rows
 from app.gui.main_window import MainWindow
 
 from .conftest import wait_saved
-from .test_window import brush_the_next_instance, drag
+from .test_window import drag, paint_a_brush_stroke, select_the_next_instance
 
 RUN_TIMEOUT_MS = 120_000
 
@@ -48,8 +48,9 @@ def test_docks_keep_their_width_across_accept_and_navigation(window: MainWindow,
 
 
 def test_the_edit_history_lists_saved_edits_with_thumbnails_and_reverts_one(window: MainWindow, qtbot: QtBot) -> None:
-    doc, selected = brush_the_next_instance(window)
+    doc, selected = select_the_next_instance(window)
     before_brush = window.project.store.instance(selected).mask()  # type: ignore[union-attr]
+    paint_a_brush_stroke(window)  # read first: the writer thread may save the stroke at any moment
     wait_saved(qtbot, window)
     painted = doc.layer(selected).mask.copy()
     window.actions["review.needs_work"].trigger()

@@ -51,15 +51,26 @@ def stored_mask(window: MainWindow, instance_id: int) -> np.ndarray:
     return store.instance(instance_id).mask()
 
 
-def brush_the_next_instance(window: MainWindow) -> tuple[ImageDocument, int]:
-    """Select the next instance and paint one brush stroke on it; the open document and the instance id."""
+def select_the_next_instance(window: MainWindow) -> tuple[ImageDocument, int]:
+    """Select the next instance; the open document and the instance id."""
     doc = window.project.doc
     assert doc is not None
     window.actions["instance.next"].trigger()
     selected = doc.selected_id
     assert selected is not None
+    return doc, selected
+
+
+def paint_a_brush_stroke(window: MainWindow) -> None:
+    """One brush stroke on the selected instance (saved by the writer thread, not at once)."""
     window.actions["tool.brush"].trigger()
     drag(window, [(20, 20), (60, 20)])
+
+
+def brush_the_next_instance(window: MainWindow) -> tuple[ImageDocument, int]:
+    """Select the next instance and paint one brush stroke on it; the open document and the instance id."""
+    doc, selected = select_the_next_instance(window)
+    paint_a_brush_stroke(window)
     return doc, selected
 
 
