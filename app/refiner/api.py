@@ -14,12 +14,12 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from app.refiner.band_net import BandNet
-from app.refiner.band_pipeline import INSTANCE_MAX_WORK, BandRunner, BandSettings, refine_band
+from app.refiner.band_pipeline import INSTANCE_MAX_WORK, BandRunner, BandSettings, refine_band, refine_band_images
 from app.refiner.device import Runner, pick_device
 from app.refiner.encoder import pretrained_encoder
 from app.refiner.options import DEFAULT_WEIGHTS, RefineOptions
 from app.refiner.pipeline import Guidance, HRSettings, InstanceSettings, refine_hr, refine_instances
-from app.refiner.steps import RefineStep
+from app.refiner.steps import MaskPatch, RefineStep
 from app.refiner.weights import load_weights
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,7 @@ class Refiner:
         if options.mode == "hr" and len(masks) != 1:
             raise ValueError(f"hr mode refines one mask at a time, got {len(masks)}")
         if isinstance(self.runner, BandRunner):
-            band = BandSettings(steps=options.steps, min_area=options.smallest_area, seed=options.seed,
-                                deterministic=options.deterministic is not False, keep_native=options.keep_native,
-                                max_work=None if options.mode == "hr" else INSTANCE_MAX_WORK)
-            return refine_band(self.runner, image, masks, band, guidance)
+            return refine_band(self.runner, image, masks, self._band_settings(options), guidance)
         if options.mode == "hr":
             settings = HRSettings(
                 global_steps=options.steps - 1,
@@ -85,6 +82,41 @@ class Refiner:
             keep_native=options.keep_native,
         )
         return refine_instances(self.runner, image, masks, settings, guidance)
+
+    def refine_images(self, jobs: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]],
+                      options: RefineOptions = RefineOptions()) -> list[dict[int, MaskPatch]]:
+        """The final patch of each mask of each (image, masks) job, by job and by the mask's index in its job.
+
+        The band network in instance mode fills its batches across images (what keeps a GPU busy when a dataset's
+        images hold a few instances each); other networks and HR mode refine one image (or mask) at a time.
+        """
+        if isinstance(self.runner, BandRunner) and options.mode != "hr":
+            return refine_band_images(self.runner, jobs, self._band_settings(options))
+        return [self.final_patches(image, masks, options) for image, masks in jobs]
+
+    def final_patches(self, image: np.ndarray, masks: Sequence[np.ndarray], options: RefineOptions = RefineOptions(),
+                      guidance: Guidance | None = None) -> dict[int, MaskPatch]:
+        """Each mask's last patch, by its index in ``masks``: one run for all of them in instance mode, one run
+        per mask in HR mode (which refines one mask at a time)."""
+        runs = [(k, self.run(image, [m], options, guidance)) for k, m in enumerate(masks)] if options.mode == "hr" \
+            else [(0, self.run(image, masks, options, guidance))]
+        last: dict[int, MaskPatch] = {}
+        for offset, run in runs:
+            for step in run:
+                for index, patch in zip(step.indices, step.results):
+                    last[offset + index] = patch
+        return last
+
+    @property
+    def batch_size(self) -> int:
+        """Instances per network batch."""
+        return self.runner.batch_size
+
+    def _band_settings(self, options: RefineOptions) -> BandSettings:
+        return BandSettings(steps=options.steps, min_area=options.smallest_area, seed=options.seed,
+                            deterministic=options.deterministic is not False, keep_native=options.keep_native,
+                            max_work=None if options.mode == "hr" else INSTANCE_MAX_WORK,
+                            batch_size=self.runner.batch_size)
 
     def refine(self, image: np.ndarray, mask: np.ndarray, guidance: Guidance | None = None, **options: object) -> np.ndarray:
         """The final refined mask (bool, full resolution) of one coarse mask."""

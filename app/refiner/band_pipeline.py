@@ -78,6 +78,8 @@ class BandRunner:
         self.encoder = encoder.to(device).eval()
         self.dtype = autocast_dtype(device, precision)
         self.max_tiles = max_tiles
+        # Instances per batch: on a GPU a batch of a few instances leaves it idle (benchmarks/bench_refine.py).
+        self.batch_size = 32 if device.type == "cuda" else 8
         # What the runner fell back from, for the window to report: a failed compile. (The U-Net Runner also halves
         # its batch on out-of-memory; the band network's memory is bounded by max_tiles per head call.)
         self.fallbacks: list[str] = []
@@ -162,23 +164,15 @@ def refine_band(
     Masks under ``min_area`` pixels pass through unchanged (``skipped=True`` in the first yield).
     """
     settings = settings or BandSettings()
-    config = runner.config
-    schedule = Schedule(num_timesteps=config.num_timesteps)
     shape = check_inputs(image, masks)
     guidance.check(shape)
-    indices = schedule.indices(min(settings.steps, config.num_timesteps))
+    indices = Schedule(num_timesteps=runner.config.num_timesteps).indices(min(settings.steps, runner.config.num_timesteps))
     stage = "instance" if settings.max_work is not None else "local"
     masks = [np.asarray(m, dtype=bool) for m in masks]
     fg_box = mask_box(guidance.foreground, 0, shape) if guidance.foreground is not None else None
-    todo, skipped = [], []
-    for i, mask in enumerate(masks):
-        frame = None
-        if cv2.countNonZero(mask.view(np.uint8)) >= max(1, settings.min_area):
-            frame = frame_for(mask, config.context, settings.pad_ratio, max_work=settings.max_work, extra=fg_box)
-        (todo if frame is not None else skipped).append((i, frame))
+    todo, skipped = _frames(masks, settings, runner.config.context, fg_box)
     if not todo:
-        yield RefineStep(1, 1, stage, indices[-1], shape, [i for i, _ in skipped],
-                         [passthrough(masks[i], shape) for i, _ in skipped], True)
+        yield RefineStep(1, 1, stage, indices[-1], shape, skipped, [passthrough(masks[i], shape) for i in skipped], True)
         return
     batches = [todo[k : k + settings.batch_size] for k in range(0, len(todo), settings.batch_size)]
     total = len(batches) * len(indices)
@@ -186,17 +180,7 @@ def refine_band(
     step = 0
     for batch_no, batch in enumerate(batches):
         instances = [_prepare(image, masks[i], i, frame, guidance, settings.seed) for i, frame in batch]
-        projected = runner.project(np.stack([inst.cues.canvas_rgb for inst in instances]))
-        for k, t in enumerate(indices):
-            last = k == len(indices) - 1
-            logits = _band_logits(runner, projected, instances, t)
-            results: list[MaskPatch] = []
-            for inst, logit in zip(instances, logits):
-                conf = reverse_step(inst.state, logit, t, last, schedule, generator, settings.deterministic)
-                inst.state.mask = apply_guidance_grid(inst.state.mask, inst.state.coarse, inst.guide)
-                kept = inst.state.coarse if settings.keep_native else None
-                results.append(patch_result(inst.state.mask, conf, masks[inst.index], inst.frame.box, guidance, k + 1,
-                                            coarse_grid=kept))
+        for k, t, results in _reverse(runner, instances, [masks[i] for i, _ in batch], guidance, settings, generator):
             step += 1
             extra = skipped if batch_no == 0 and k == 0 else []
             yield RefineStep(
@@ -205,10 +189,80 @@ def refine_band(
                 stage=stage,
                 timestep=t,
                 image_size=shape,
-                indices=[inst.index for inst in instances] + [i for i, _ in extra],
-                results=results + [passthrough(masks[i], shape) for i, _ in extra],
-                final=last,
+                indices=[inst.index for inst in instances] + extra,
+                results=results + [passthrough(masks[i], shape) for i in extra],
+                final=k == len(indices) - 1,
             )
+
+
+def refine_band_images(
+    runner: BandRunner,
+    jobs: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]],
+    settings: BandSettings | None = None,
+) -> list[dict[int, MaskPatch]]:
+    """The final patch of every mask of every (image, masks) job, the instances of all jobs batched together.
+
+    For refining a dataset headless: an image holds a few instances on average, which leaves a GPU mostly idle
+    when each image is a batch of its own; here a batch fills up across images. No guidance, no intermediate steps.
+    The masks come out as :func:`refine_band` would give them one image at a time (each instance is computed
+    independently of its batch-mates).
+    """
+    settings = settings or BandSettings()
+    out: list[dict[int, MaskPatch]] = []
+    todo: list[tuple[int, int, Frame]] = []
+    images, coarse = [], []
+    for job, (image, masks) in enumerate(jobs):
+        shape = check_inputs(image, masks)
+        masks = [np.asarray(m, dtype=bool) for m in masks]
+        images.append(image)
+        coarse.append(masks)
+        frames, skipped = _frames(masks, settings, runner.config.context, None)
+        out.append({i: passthrough(masks[i], shape) for i in skipped})
+        todo += [(job, i, frame) for i, frame in frames]
+    generator = torch.Generator().manual_seed(settings.seed)
+    for start in range(0, len(todo), settings.batch_size):
+        batch = todo[start : start + settings.batch_size]
+        instances = [_prepare(images[j], coarse[j][i], i, frame, NO_GUIDANCE, settings.seed) for j, i, frame in batch]
+        final: list[MaskPatch] = []
+        for _k, _t, results in _reverse(runner, instances, [coarse[j][i] for j, i, _ in batch], NO_GUIDANCE, settings,
+                                        generator):
+            final = results
+        for (j, i, _frame), patch in zip(batch, final):
+            out[j][i] = patch
+    return out
+
+
+def _frames(masks: Sequence[np.ndarray], settings: BandSettings, context: int,
+            fg_box: tuple[int, int, int, int] | None) -> tuple[list[tuple[int, Frame]], list[int]]:
+    """(index, frame) of each mask large enough to refine, and the indices of the others (passed through)."""
+    todo, skipped = [], []
+    for i, mask in enumerate(masks):
+        frame = None
+        if cv2.countNonZero(mask.view(np.uint8)) >= max(1, settings.min_area):
+            frame = frame_for(mask, context, settings.pad_ratio, max_work=settings.max_work, extra=fg_box)
+        if frame is None:
+            skipped.append(i)
+        else:
+            todo.append((i, frame))
+    return todo, skipped
+
+
+def _reverse(runner: BandRunner, instances: list[_Instance], coarse: list[np.ndarray], guidance: Guidance,
+             settings: BandSettings, generator: torch.Generator) -> Iterator[tuple[int, int, list[MaskPatch]]]:
+    """SegRefiner's reverse process on a batch of prepared instances: (k, code-t, each instance's patch) per step."""
+    schedule = Schedule(num_timesteps=runner.config.num_timesteps)
+    indices = schedule.indices(min(settings.steps, runner.config.num_timesteps))
+    projected = runner.project(np.stack([inst.cues.canvas_rgb for inst in instances]))
+    for k, t in enumerate(indices):
+        last = k == len(indices) - 1
+        logits = _band_logits(runner, projected, instances, t)
+        results: list[MaskPatch] = []
+        for inst, logit, mask in zip(instances, logits, coarse):
+            conf = reverse_step(inst.state, logit, t, last, schedule, generator, settings.deterministic)
+            inst.state.mask = apply_guidance_grid(inst.state.mask, inst.state.coarse, inst.guide)
+            kept = inst.state.coarse if settings.keep_native else None
+            results.append(patch_result(inst.state.mask, conf, mask, inst.frame.box, guidance, k + 1, coarse_grid=kept))
+        yield k, t, results
 
 
 def _prepare(image: np.ndarray, mask: np.ndarray, index: int, frame: Frame, guidance: Guidance, seed: int) -> _Instance:

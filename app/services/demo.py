@@ -25,7 +25,7 @@ from app.core.store.project import ProjectStore
 from app.core.store.importing import ProgressFn
 from app.core.store.schema import PROJECT_SUFFIX
 from app.refiner.options import RefineOptions
-from app.services.refine import final_patches, load_refiner, refined_mask
+from app.services.refine import load_refiner, refined_mask
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def refine_demo(out: Path, options: RefineOptions, compile: bool = False,
         instances = [i for i in dataset.instances if i.image_id == record.id]
         coarse = [i.mask() for i in instances]
         say(f"refining {len(coarse)} instances of {record.file_name} with {refiner.name} on {refiner.device}")
-        finals = final_patches(refiner, image, coarse, options)
+        finals = refiner.final_patches(image, coarse, options)
         overlay = image[..., ::-1].copy()
         stem = Path(record.file_name).stem
         for k, inst in enumerate(instances):

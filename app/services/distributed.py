@@ -32,7 +32,7 @@ from app.core.images import read_image_rgb
 from app.core.records import encode_mask
 from app.core.store.project import ProjectStore
 from app.refiner.options import RefineOptions
-from app.services.refine import BatchReport, final_patches, open_for_refining, refined_mask
+from app.services.refine import BatchReport, open_for_refining, refined_mask
 from app.services.selection import Selection, image_file, select_instances
 from app.services.shards import ShardMerger, ShardRecord, ShardWriter, check_shard_folder, merge_leftovers, shard_path
 
@@ -239,24 +239,41 @@ def _default_factory(options: RefineOptions) -> Any:
 def _refine_images(project: Path, by_image: dict[int, list[int]], mine: list[int], options: RefineOptions,
                    refiner: Any, writer: ShardWriter, report: BatchReport, timing: Timing, workers: int,
                    ranks: Ranks, after_image: Callable[[], None] | None) -> None:
+    """Refine this rank's images in groups holding at least a network batch of instances (the refiner batches
+    across the images of a group), writing each image's records as one shard batch."""
+    group: list[LoadedImage] = []
+    done = 0
     waited = time.perf_counter()
-    for n, item in enumerate(load_images(project, [(i, by_image[i]) for i in mine], workers)):
+    for item in load_images(project, [(i, by_image[i]) for i in mine], workers):
         timing.waiting += time.perf_counter() - waited
         timing.decoding += item.seconds
         report.images += 1
         if item.problem is not None:
             report.problems.append(item.problem)
             log.warning("[rank %d] skipped image %d: %s", ranks.rank, item.image_id, item.problem)
+            done += 1
             if after_image is not None:
                 after_image()
-            waited = time.perf_counter()
-            continue
-        t0 = time.perf_counter()
-        finals = final_patches(refiner, item.image, item.masks, options)
+        else:
+            group.append(item)
+        if group and (sum(len(g.ids) for g in group) >= refiner.batch_size or done + len(group) == len(mine)):
+            _refine_group(group, options, refiner, writer, report, timing, ranks, after_image)
+            done += len(group)
+            log.info("[rank %d] %d/%d images", ranks.rank, done, len(mine))
+            group = []
+        waited = time.perf_counter()
+
+
+def _refine_group(group: list[LoadedImage], options: RefineOptions, refiner: Any, writer: ShardWriter,
+                  report: BatchReport, timing: Timing, ranks: Ranks, after_image: Callable[[], None] | None) -> None:
+    t0 = time.perf_counter()
+    finals = refiner.refine_images([(item.image, item.masks) for item in group], options)
+    timing.refining += time.perf_counter() - t0
+    for item, patches in zip(group, finals):
         t1 = time.perf_counter()
         records, changed = [], 0
         for k, instance_id in enumerate(item.ids):
-            patch = finals[k]
+            patch = patches[k]
             if patch.skipped:
                 report.passed_through += 1
                 continue
@@ -270,14 +287,11 @@ def _refine_images(project: Path, by_image: dict[int, list[int]], mine: list[int
         for record in records:
             writer.add(record)
         writer.sync()
-        t3 = time.perf_counter()
-        timing.refining += t1 - t0
         timing.pasting += t2 - t1
-        timing.writing += t3 - t2
+        timing.writing += time.perf_counter() - t2
         report.refined += len(records)
         report.changed_pixels += changed
-        log.info("[rank %d] image %d (%s): %d instance(s), %d px changed, %.2f s (%d/%d images)", ranks.rank,
-                 item.image_id, item.path_name, len(item.ids), changed, t3 - t0, n + 1, len(mine))
+        log.info("[rank %d] image %d (%s): %d instance(s), %d px changed", ranks.rank, item.image_id, item.path_name,
+                 len(item.ids), changed)
         if after_image is not None:
             after_image()
-        waited = time.perf_counter()

@@ -29,12 +29,11 @@ from app.services.selection import Selection, image_file, select_instances
 
 if TYPE_CHECKING:
     from app.refiner.api import Refiner
-    from app.refiner.pipeline import Guidance
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MODES", "NUM_TIMESTEPS", "BatchReport", "MaskFiles", "RefineOptions", "ReviewStatus", "Selection",
-           "encoded", "final_patches", "load_refiner", "open_for_refining", "refine_image_steps", "refine_project",
+           "encoded", "load_refiner", "open_for_refining", "refine_image_steps", "refine_project",
            "refined_mask", "refined_provenance", "save_refinement"]
 
 Progress = Callable[[int, int, str], None]
@@ -142,7 +141,7 @@ def _refine_image(store: ProjectStore, refiner: Refiner, options: RefineOptions,
         report.problems.append(problem)
         return f"image {image_id}: skipped (size mismatch)"
     started = time.perf_counter()
-    finals = final_patches(refiner, image, masks, options)
+    finals = refiner.final_patches(image, masks, options)
     changed_here = 0
     for k, instance_id in enumerate(ids):
         patch = finals[k]
@@ -156,28 +155,6 @@ def _refine_image(store: ProjectStore, refiner: Refiner, options: RefineOptions,
         changed_here += patch.changed
     report.changed_pixels += changed_here
     return f"image {image_id} ({path.name}): {len(ids)} instance(s), {changed_here} px changed, {time.perf_counter() - started:.1f} s"
-
-
-def runs_for(refiner: Refiner, image: np.ndarray, masks: list[np.ndarray], options: RefineOptions,
-             guidance: Guidance | None = None) -> Iterator[tuple[int, Iterator[RefineStep]]]:
-    """(offset of the first mask, its run) for each run refining ``masks``: one run for all of them in
-    instance mode, one per mask in HR mode (which refines one mask at a time)."""
-    if options.mode == "hr":
-        for k, mask in enumerate(masks):
-            yield k, refiner.run(image, [mask], options, guidance)
-    else:
-        yield 0, refiner.run(image, masks, options, guidance)
-
-
-def final_patches(refiner: Refiner, image: np.ndarray, masks: list[np.ndarray], options: RefineOptions,
-                  guidance: Guidance | None = None) -> dict[int, MaskPatch]:
-    """Each mask's last patch, by its index in ``masks``."""
-    last: dict[int, MaskPatch] = {}
-    for offset, run in runs_for(refiner, image, masks, options, guidance):
-        for step in run:
-            for index, patch in zip(step.indices, step.results):
-                last[offset + index] = patch
-    return last
 
 
 def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:

@@ -15,7 +15,7 @@ from app.refiner.band_frame import (
     signed_distance,
 )
 from app.refiner.band_net import HALO, BandConfig, BandNet
-from app.refiner.band_pipeline import BandRunner, BandSettings, refine_band
+from app.refiner.band_pipeline import BandRunner, BandSettings, refine_band, refine_band_images
 from app.refiner.encoder import EncoderError, LiteEncoder, build_encoder, pretrained_encoder
 from app.refiner.pipeline import Guidance
 from app.refiner.unet import build_unet
@@ -183,6 +183,33 @@ def test_small_masks_pass_through_and_are_reported(encoder):
     assert len(steps) == 3 and steps[0].indices == [1, 0] and steps[0].results[1].skipped
     only = _final(refine_band(runner, np.zeros((64, 64, 3), np.uint8), [tiny], BandSettings(min_area=100)))
     assert len(only) == 1 and only[0].results[0].skipped
+
+
+def test_batches_across_images_give_what_each_image_gives_alone(encoder):
+    """Dataset refinement fills a batch with several images' instances; each mask comes out as refining its
+    image alone gives it (a tiny one passed through), even with a network that changes masks a lot."""
+    torch.manual_seed(3)
+    net = BandNet()
+    torch.nn.init.normal_(net.head3.weight, std=0.3)
+    runner = BandRunner(net, encoder, torch.device("cpu"))
+    rng = np.random.default_rng(3)
+    jobs = []
+    for shape, n in (((120, 160), 2), ((90, 70), 1), ((140, 200), 3)):
+        image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        masks = [_disk(shape, (shape[0] // 2 + 5 * k, shape[1] // 2 - 7 * k), 20 + 6 * k) for k in range(n)]
+        masks.append(_disk(shape, (10, 10), 2))
+        jobs.append((image, masks))
+    settings = BandSettings(steps=3, batch_size=3, min_area=100)
+    batched = refine_band_images(runner, jobs, settings)
+    changed = 0
+    for (image, masks), patches in zip(jobs, batched):
+        alone = {i: p for step in refine_band(runner, image, masks, settings) for i, p in zip(step.indices, step.results)}
+        assert sorted(patches) == sorted(alone) == list(range(len(masks)))
+        for i in alone:
+            assert np.array_equal(patches[i].mask, alone[i].mask) and patches[i].box == alone[i].box
+            assert patches[i].skipped == alone[i].skipped == (i == len(masks) - 1)
+            changed += patches[i].changed
+    assert changed > 500
 
 
 def test_band_weights_round_trip_and_refuse_another_architecture(tmp_path):
