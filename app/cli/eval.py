@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", default="instance,hr", help="refiner pipelines to evaluate, comma-separated")
     p.add_argument("--per-kind", type=int, default=50, help="held-out instances per coarse-mask kind (sets take turns)")
     p.add_argument("--kinds", help="coarse-mask kinds, comma-separated (default: every kind and near_perfect)")
+    p.add_argument("--sources", help="only these held-out sets, comma-separated (e.g. ecssd,pets: the ones whose "
+                                     "ground truth follows the pixels rather than a polygon)")
     p.add_argument("--upscale", type=float, default=1.0,
                    help="enlarge every held-out image by this factor (bicubic) first: a stand-in for high-resolution photos")
     p.add_argument("--against", default="grabcut",
@@ -35,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     request = EvalRequest(data=args.data, weights=args.weights, refiner=not args.no_refiner,
                           modes=tuple(args.modes.split(",")), per_kind=args.per_kind,
-                          kinds=tuple(args.kinds.split(",")) if args.kinds else None, upscale=args.upscale,
+                          kinds=tuple(args.kinds.split(",")) if args.kinds else None,
+                          sources=tuple(args.sources.split(",")) if args.sources else None, upscale=args.upscale,
                           methods=tuple(args.methods.split(",")) if args.methods else None, against=args.against,
                           keep_native=not args.official_paste, device=args.device, compile=args.compile)
 

@@ -131,6 +131,7 @@ class EvalRequest:
     modes: tuple[str, ...] = ("instance", "hr")
     per_kind: int = 50
     kinds: tuple[str, ...] | None = None
+    sources: tuple[str, ...] | None = None
     upscale: float = 1.0
     methods: tuple[str, ...] | None = None
     against: str = "grabcut"
@@ -185,6 +186,11 @@ def evaluate_refiner(request: EvalRequest, progress: EvalProgress | None = None,
     sources = shared_sources(request.data, "val")
     if not sources:
         raise FileNotFoundError(f"{request.data}: no held-out data found")
+    if request.sources:
+        unknown = sorted(set(request.sources) - {s.name for s in sources})
+        if unknown:
+            raise ValueError(f"unknown source(s) {', '.join(unknown)}; found: {', '.join(s.name for s in sources)}")
+        sources = [s for s in sources if s.name in request.sources]
     kinds = request.kinds or (*ALL_KINDS, NEAR_PERFECT)
     cases = build_cases(sources, request.per_kind, kinds=kinds, upscale=request.upscale)
     refiner = Refiner(request.weights, request.device, compile=request.compile) if request.refiner else None

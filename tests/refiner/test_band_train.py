@@ -1,4 +1,5 @@
 """Training the band network: samples as the pipeline sees them, the loss, a resumable run, the CLI."""
+import json
 import os
 import signal
 import threading
@@ -141,3 +142,18 @@ def test_sigterm_stops_an_evaluation_between_cases(tmp_path, capsys):
         code = main(["eval", "--data", str(DATA), "--no-refiner", "--per-kind", "1", "--json", str(tmp_path / "e.json")])
     assert code == 2 and not (tmp_path / "e.json").exists()
     assert "stopped by SIGTERM" in capsys.readouterr().err
+
+
+def test_eval_on_named_sources_only(tmp_path):
+    sources_or_skip("val")
+    code = main(["eval", "--data", str(DATA), "--no-refiner", "--per-kind", "2", "--sources", "ecssd",
+                 "--kinds", "shift,lowres", "--json", str(tmp_path / "e.json")])
+    cases = json.loads((tmp_path / "e.json").read_text())["cases"]
+    assert code == 0 and len(cases) == 4 and {c["source"] for c in cases} == {"ecssd"}
+
+
+def test_eval_names_an_unknown_source(capsys):
+    sources_or_skip("val")
+    code = main(["eval", "--data", str(DATA), "--no-refiner", "--per-kind", "1", "--sources", "ecsd"])
+    err = capsys.readouterr().err
+    assert code != 0 and "unknown source(s) ecsd" in err and "ecssd" in err
