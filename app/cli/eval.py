@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="baseline for the paired bootstrap intervals of every 'ours' method (default grabcut)")
     p.add_argument("--methods", help="only these methods, comma-separated (e.g. coarse,grabcut,ours-instance-det)")
     p.add_argument("--official-paste", action="store_true", help="evaluate the official paste instead of keep-native")
+    p.add_argument("--no-snap", action="store_true", help="evaluate the band network without snapping to edges")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="compile the network first (not counted in the timings)")
     p.add_argument("--json", type=Path, help="also write every row, difference and per-case score as JSON here")
@@ -40,7 +41,7 @@ def run_eval(args: argparse.Namespace) -> int:
                           kinds=tuple(args.kinds.split(",")) if args.kinds else None,
                           sources=tuple(args.sources.split(",")) if args.sources else None, upscale=args.upscale,
                           methods=tuple(args.methods.split(",")) if args.methods else None, against=args.against,
-                          keep_native=not args.official_paste, device=args.device, compile=args.compile)
+                          keep_native=not args.official_paste, snap=not args.no_snap, device=args.device, compile=args.compile)
 
     def progress(name: str, done: int, total: int) -> None:
         if done == total or done % 10 == 0:

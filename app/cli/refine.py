@@ -74,12 +74,16 @@ def _add_refine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--official-paste", action="store_true",
                    help="replace the whole box with the upsampled 256-grid mask, as the official code does, "
                         "instead of keeping the coarse mask's native pixels where the network changed nothing")
+    p.add_argument("--no-snap", action="store_true",
+                   help="leave the boundary where the band network put it (default: where it moved the boundary, snap it "
+                        "to the image's colour edges)")
 
 
 def options_from(args: argparse.Namespace) -> RefineOptions:
     """The flags as the one ``RefineOptions`` the pipelines take."""
     return RefineOptions(weights=args.weights, device=args.device, mode=args.mode, steps=args.steps, seed=args.seed,
-                         deterministic=args.deterministic, pad=args.pad, keep_native=not args.official_paste)
+                         deterministic=args.deterministic, pad=args.pad, keep_native=not args.official_paste,
+                         snap=not args.no_snap)
 
 
 def selection_from(args: argparse.Namespace) -> Selection:

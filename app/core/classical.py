@@ -193,6 +193,29 @@ def grabcut_refine(image: np.ndarray, coarse: np.ndarray, iterations: int = 3, b
     return out
 
 
+def snap_to_edges(image: np.ndarray, refined: np.ndarray, coarse: np.ndarray, reach: float = 0.01, near: int = 3,
+                  min_move: float = 0.25, seed: int = 0) -> np.ndarray:
+    """Where a refiner moved the coarse boundary, put it on the image's colour edge to the pixel.
+
+    GrabCut initialised from ``refined`` may move its boundary only ``reach`` x the object's size (at least a
+    pixel or two), and its answer is taken only within ``near`` px of the pixels where ``refined`` differs from
+    ``coarse``: a boundary the refiner kept stays where it was, so a good mask stays good. When the refiner
+    changed fewer than ``min_move`` pixels per pixel of the coarse boundary (it judged the boundary right and
+    touched it here and there), nothing is snapped. The image is used at its own size (no downscaling).
+    """
+    refined = _check(image, refined)
+    coarse = _check(image, coarse)
+    moved = refined != coarse
+    if not moved.any() or not refined.any() or refined.all():
+        return refined
+    contours, _ = cv2.findContours(coarse.view(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    if np.count_nonzero(moved) < min_move * sum(len(c) for c in contours):
+        return refined
+    snapped = grabcut_refine(image, refined, band=reach, core_depth=reach, max_side=max(image.shape[:2]), seed=seed)
+    around = cv2.dilate(moved.view(np.uint8), _disk(near)) > 0
+    return np.where(around, snapped, refined)
+
+
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
     """He et al.'s O(N) guided filter (ECCV 2010) with a colour guide, from box filters.
 

@@ -116,7 +116,7 @@ class Refiner:
         return BandSettings(steps=options.steps, min_area=options.smallest_area, seed=options.seed,
                             deterministic=options.deterministic is not False, keep_native=options.keep_native,
                             max_work=None if options.mode == "hr" else INSTANCE_MAX_WORK,
-                            batch_size=self.runner.batch_size)
+                            batch_size=self.runner.batch_size, snap=options.snap)
 
     def refine(self, image: np.ndarray, mask: np.ndarray, guidance: Guidance | None = None, **options: object) -> np.ndarray:
         """The final refined mask (bool, full resolution) of one coarse mask."""

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from app.core.classical import snap_to_edges
 from app.refiner.band_frame import (
     Frame,
     InstanceCues,
@@ -52,6 +53,9 @@ from app.refiner.steps import MaskPatch, RefineStep
 log = logging.getLogger(__name__)
 
 INSTANCE_MAX_WORK = 512
+# The last step's moved boundary is snapped to the image's colour edges (app/core/classical.py, snap_to_edges) on work
+# grids up to this side: every instance-mode grid, HR crops up to this size (GrabCut's cost grows with the area).
+SNAP_MAX_SIDE = 768
 
 
 @dataclass
@@ -66,6 +70,7 @@ class BandSettings:
     keep_native: bool = True
     max_work: int | None = INSTANCE_MAX_WORK
     pad_ratio: float = 0.25
+    snap: bool = True
 
 
 class BandRunner:
@@ -259,10 +264,20 @@ def _reverse(runner: BandRunner, instances: list[_Instance], coarse: list[np.nda
         results: list[MaskPatch] = []
         for inst, logit, mask in zip(instances, logits, coarse):
             conf = reverse_step(inst.state, logit, t, last, schedule, generator, settings.deterministic)
+            if last and settings.snap and max(inst.frame.work) <= SNAP_MAX_SIDE:
+                inst.state.mask = _snapped(inst, settings.seed)
             inst.state.mask = apply_guidance_grid(inst.state.mask, inst.state.coarse, inst.guide)
             kept = inst.state.coarse if settings.keep_native else None
             results.append(patch_result(inst.state.mask, conf, mask, inst.frame.box, guidance, k + 1, coarse_grid=kept))
         yield k, t, results
+
+
+def _snapped(inst: _Instance, seed: int) -> torch.Tensor:
+    """The last step's soft mask with the boundary it moved snapped to the image's edges (on the work grid)."""
+    soft = inst.state.mask[0, 0].numpy()
+    refined = soft >= 0.5
+    snapped = snap_to_edges(inst.cues.work_rgb, refined, inst.state.coarse[0, 0].numpy() >= 0.5, seed=seed)
+    return torch.from_numpy(np.where(snapped != refined, snapped.astype(np.float32), soft))[None, None]
 
 
 def _prepare(image: np.ndarray, mask: np.ndarray, index: int, frame: Frame, guidance: Guidance, seed: int) -> _Instance:

@@ -112,7 +112,8 @@ def refiner_method(refiner: Refiner, options: RefineOptions) -> Method:
     return run
 
 
-def methods_for(refiner: Refiner | None, modes: Sequence[str] = ("instance", "hr"), keep_native: bool = True) -> dict[str, Method]:
+def methods_for(refiner: Refiner | None, modes: Sequence[str] = ("instance", "hr"), keep_native: bool = True,
+                snap: bool = True) -> dict[str, Method]:
     """The coarse input, the classical refiners and (when weights are given) our refiner's variants."""
     methods: dict[str, Method] = {"coarse": lambda image, coarse: coarse}
     methods.update(available_refiners())
@@ -120,7 +121,9 @@ def methods_for(refiner: Refiner | None, modes: Sequence[str] = ("instance", "hr
         for mode in modes:
             for deterministic in (False, True):
                 name = f"ours-{mode}-{'det' if deterministic else 'stoch'}"
-                methods[name] = refiner_method(refiner, RefineOptions(mode=mode, deterministic=deterministic, min_area=0, keep_native=keep_native))
+                options = RefineOptions(mode=mode, deterministic=deterministic, min_area=0, keep_native=keep_native,
+                                        snap=snap)
+                methods[name] = refiner_method(refiner, options)
     return methods
 
 

@@ -36,7 +36,7 @@ class RefineOptions:
     ``deterministic`` None means the network's own reverse: deterministic for the band network, stochastic (as the
     official code) for the U-Net presets.
     ``min_area`` None means the mode's ``MIN_AREA``. ``keep_native`` False pastes as the official code does
-    (docs/decisions/0009).
+    (docs/decisions/0009). ``snap`` puts the boundary the band network moved on the image's edges (docs/decisions/0023).
     """
 
     weights: str = DEFAULT_WEIGHTS
@@ -49,6 +49,7 @@ class RefineOptions:
     min_area: int | None = None
     max_patches: int = 64
     keep_native: bool = True
+    snap: bool = True
 
     def __post_init__(self) -> None:
         low, high = steps_range(self.mode)

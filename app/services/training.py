@@ -136,6 +136,7 @@ class EvalRequest:
     methods: tuple[str, ...] | None = None
     against: str = "grabcut"
     keep_native: bool = True
+    snap: bool = True
     device: str = "auto"
     compile: bool = False
 
@@ -197,7 +198,7 @@ def evaluate_refiner(request: EvalRequest, progress: EvalProgress | None = None,
     if refiner is not None and request.compile:
         say("compiling the network (a minute or two)")
         refiner.refine(cases[0].example.image, cases[0].coarse, min_area=0)
-    methods = methods_for(refiner, request.modes, keep_native=request.keep_native)
+    methods = methods_for(refiner, request.modes, keep_native=request.keep_native, snap=request.snap)
     if request.methods:
         unknown = sorted(set(request.methods) - set(methods))
         if unknown:

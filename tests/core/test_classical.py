@@ -12,6 +12,7 @@ from app.core.classical import (
     guided_filter,
     guided_filter_refine,
     morph_smooth,
+    snap_to_edges,
 )
 from app.core.metrics import iou
 from tests.shared_data import DATA
@@ -153,3 +154,34 @@ def test_closed_form_matting_snaps_a_shifted_mask_to_the_object():
     refined = matting_refine(image, coarse)
     assert iou(refined, truth) > iou(coarse, truth) + 0.05  # within the trimap's unknown band it follows the edge
     assert "matting" in available_refiners()
+
+
+def test_snap_puts_a_moved_boundary_on_the_edge_and_leaves_a_kept_one_alone() -> None:
+    """The refiner moved the right side of a shifted disk most of the way (2 px short) and kept the left side,
+    which is 2 px off too: the moved side lands on the edge, the kept side stays exactly where it was."""
+    image, truth = bright_disk()
+    yy, xx = np.mgrid[:120, :120]
+    coarse = (yy - 60) ** 2 + (xx - 56) ** 2 <= 40**2          # 4 px left of the truth
+    refined = coarse | (((yy - 60) ** 2 + (xx - 58) ** 2 <= 40**2) & (xx > 60))   # right half moved 2 px
+    snapped = snap_to_edges(image, refined, coarse)
+    right, left = xx > 75, xx < 45
+    assert (snapped != truth)[right].sum() < 0.25 * (refined != truth)[right].sum()
+    assert np.array_equal(snapped[left], refined[left])
+    assert np.array_equal(snap_to_edges(image, coarse, coarse), coarse)
+
+
+def test_snap_refuses_a_mask_of_another_size() -> None:
+    image, truth = bright_disk()
+    with pytest.raises(ValueError, match="differs from image size"):
+        snap_to_edges(image, truth[:100], truth)
+
+
+def test_snap_leaves_a_boundary_the_refiner_only_touched_here_and_there() -> None:
+    """A few flipped pixels (under a quarter of a pixel per boundary pixel) are not a moved boundary."""
+    image, _truth = bright_disk()
+    yy, xx = np.mgrid[:120, :120]
+    coarse = (yy - 60) ** 2 + (xx - 56) ** 2 <= 40**2
+    refined = coarse.copy()
+    refined[60, 97:99] = True  # 2 pixels pushed out on a 250-pixel boundary
+    assert np.array_equal(snap_to_edges(image, refined, coarse), refined)
+    assert not np.array_equal(snap_to_edges(image, refined, coarse, min_move=0.0), refined)

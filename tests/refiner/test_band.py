@@ -212,6 +212,35 @@ def test_batches_across_images_give_what_each_image_gives_alone(encoder):
     assert changed > 500
 
 
+def test_the_last_step_snaps_the_moved_boundary_on_the_work_grid(encoder, monkeypatch):
+    """Snap runs once per instance, on the last step, on the instance's work grid (its RGB and the mask there), and
+    what it returns is what comes out; off, or on an HR crop larger than SNAP_MAX_SIDE, it does not run."""
+    import app.refiner.band_pipeline as band_pipeline
+
+    calls = []
+
+    def fake_snap(image, refined, coarse, seed=0):
+        calls.append((image.shape, refined.shape, coarse.shape))
+        out = refined.copy()
+        out[:2] = True  # a mark no network would make
+        return out
+
+    monkeypatch.setattr(band_pipeline, "snap_to_edges", fake_snap)
+    shape = (200, 260)
+    truth = _disk(shape, (100, 130), 60)
+    coarse = np.roll(truth, (6, -8), axis=(0, 1))
+    runner = BandRunner(_oracle(), encoder, torch.device("cpu"))
+    steps = _final(refine_band(runner, _image_of(truth), [coarse], BandSettings(steps=3)))
+    patch = steps[-1].results[0]
+    assert len(calls) == 1 and calls[0][0][:2] == calls[0][1] == calls[0][2]
+    assert patch.mask[:2].all() and not coarse[patch.box[1]].any()  # the mark came through, the coarse row was empty
+    calls.clear()
+    _final(refine_band(runner, _image_of(truth), [coarse], BandSettings(steps=3, snap=False)))
+    monkeypatch.setattr(band_pipeline, "SNAP_MAX_SIDE", 64)
+    _final(refine_band(runner, _image_of(truth), [coarse], BandSettings(steps=3, max_work=None)))
+    assert calls == []
+
+
 def test_band_weights_round_trip_and_refuse_another_architecture(tmp_path):
     torch.manual_seed(2)
     net = BandNet(BandConfig(widths=(16, 16, 16, 8)))

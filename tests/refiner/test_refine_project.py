@@ -86,3 +86,14 @@ def test_cli_refine_and_its_bad_input(project, random_weights, capsys):
     with ProjectStore.open(project):  # another process or window holds the project
         assert main(["refine", str(project), "--weights", str(random_weights)]) == 2
         assert "cannot write" in capsys.readouterr().err
+
+
+def test_cli_refine_snaps_unless_told_not_to():
+    from app.cli.refine import options_from
+    from app.main import build_parser
+
+    def parsed(*extra):
+        argv = ["refine", "p.srproj", *extra]
+        return options_from(build_parser(argv).parse_args(argv))
+
+    assert parsed().snap is True and parsed("--no-snap").snap is False
