@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="image-decoding processes per rank")
     parser.add_argument("--weights", help="name or file (default: the app's default)")
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--no-snap", action="store_true", help="refine without snapping to edges")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-refine-"))
     try:
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                        "--workers", str(args.workers), "--steps", str(args.steps)]
             if args.weights:
                 command += ["--weights", args.weights]
+            if args.no_snap:
+                command.append("--no-snap")
             env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))}
             started = time.perf_counter()
             out = subprocess.run(command, env=env, capture_output=True, text=True)
