@@ -48,7 +48,7 @@ def refine_options(settings: AppSettings) -> RefineOptions:
     """The refiner run on prompts and proposals: the window's weights, device, steps and seed, instance mode."""
     low, high = steps_range("instance")
     return RefineOptions(weights=settings.weights, device=settings.device, steps=min(high, max(low, settings.steps)),
-                         seed=settings.seed)
+                         seed=settings.seed, snap=settings.snap)
 
 
 def prompt_settings(settings: AppSettings) -> PromptSettings:

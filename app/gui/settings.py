@@ -37,6 +37,7 @@ DEVICE = _Key("refine/device", "auto")
 MODE = _Key("refine/mode", "instance")
 STEPS = _Key("refine/steps", NUM_TIMESTEPS)
 SEED = _Key("refine/seed", 0)
+SNAP = _Key("refine/snap", True)
 WEIGHTS = _Key("refine/weights", DEFAULT_WEIGHTS)
 EXTRA_WEIGHTS = _Key("refine/extra_weights", "[]")
 MIN_FRAME_MS = _Key("refine/min_frame_ms", 120)
@@ -111,6 +112,15 @@ class AppSettings:
     @seed.setter
     def seed(self, value: int) -> None:
         self._set(SEED, int(value))
+
+    @property
+    def snap(self) -> bool:
+        """Snap the boundary the band network moved onto the image's edges (docs/decisions/0023)."""
+        return bool(self._get(SNAP))
+
+    @snap.setter
+    def snap(self, value: bool) -> None:
+        self._set(SNAP, bool(value))
 
     @property
     def weights(self) -> str:

@@ -91,3 +91,17 @@ def test_the_queue_ends_when_its_last_write_reports_back(window: MainWindow, qtb
     start_dataset_queue(window)
     qtbot.waitUntil(lambda: not window.refine.queue_active, timeout=RUN_TIMEOUT_MS)
     assert window.refine.queue_done == window.refine.queue_total
+
+
+def test_snap_to_edges_is_a_remembered_choice_the_refiner_and_prompts_get(window: MainWindow, qtbot: QtBot) -> None:
+    from PySide6.QtCore import QPoint, Qt
+
+    from app.gui.prompt_controller import refine_options
+
+    panel = window.refine_panel
+    assert panel.snap_box.isChecked() and panel.options().snap and refine_options(window.settings).snap
+    qtbot.mouseClick(panel.snap_box, Qt.MouseButton.LeftButton, pos=QPoint(8, panel.snap_box.height() // 2))
+    assert not panel.snap_box.isChecked() and not panel.options().snap
+    assert window.settings.snap is False and not refine_options(window.settings).snap
+    panel.reload_settings()
+    assert not panel.snap_box.isChecked()

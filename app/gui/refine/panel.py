@@ -12,7 +12,7 @@ from pathlib import Path
 import qtawesome as qta
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QSlider,
+    QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QSlider,
     QSpinBox, QToolButton, QVBoxLayout, QWidget,
 )
 
@@ -74,6 +74,9 @@ class RefinePanel(QWidget):
         self.device_box.opening.connect(self.environment_wanted)
         self.seed_box = QSpinBox()
         self.seed_box.setRange(0, 2**31 - 1)
+        self.snap_box = QCheckBox("Snap to image edges")
+        self.snap_box.setToolTip("Where the network moved a boundary, put it on the image's colour edge to the pixel "
+                                 "(band networks only)")
         form = QFormLayout()
         form.addRow("Mode", self.mode_box)
         form.addRow("Weights", weights_row)
@@ -83,6 +86,7 @@ class RefinePanel(QWidget):
         steps_row.addWidget(self.seed_box)
         form.addRow("Steps", steps_row)
         form.addRow("Device", self.device_box)
+        form.addRow("", self.snap_box)
         self.warning = QLabel()
         self.warning.setObjectName("warningLabel")
         self.warning.setWordWrap(True)
@@ -136,6 +140,7 @@ class RefinePanel(QWidget):
         self.steps_box.valueChanged.connect(self._choice_edited)
         self.device_box.currentIndexChanged.connect(self._choice_edited)
         self.seed_box.valueChanged.connect(self._choice_edited)
+        self.snap_box.toggled.connect(self._choice_edited)
 
     def _button(self, name: str, text: bool = True) -> QToolButton:
         button = QToolButton()
@@ -149,13 +154,14 @@ class RefinePanel(QWidget):
     # ----- settings and environment
     def reload_settings(self) -> None:
         """Show the remembered choices (after start-up or the settings dialog)."""
-        widgets = (self.mode_box, self.weights_box, self.steps_box, self.device_box, self.seed_box)
+        widgets = (self.mode_box, self.weights_box, self.steps_box, self.device_box, self.seed_box, self.snap_box)
         for w in widgets:
             w.blockSignals(True)
         try:
             self.mode_box.setCurrentIndex(max(0, self.mode_box.findData(self.settings.mode)))
             self.steps_box.setValue(self.settings.steps)
             self.seed_box.setValue(self.settings.seed)
+            self.snap_box.setChecked(self.settings.snap)
             self._fill_devices()
             self._fill_weights()
         finally:
@@ -213,6 +219,7 @@ class RefinePanel(QWidget):
             mode=self.mode_box.currentData(),
             steps=self.steps_box.value(),
             seed=self.seed_box.value(),
+            snap=self.snap_box.isChecked(),
         )
 
     def problem(self) -> str | None:
@@ -234,6 +241,7 @@ class RefinePanel(QWidget):
         s.mode = self.mode_box.currentData()
         s.steps = self.steps_box.value()
         s.seed = self.seed_box.value()
+        s.snap = self.snap_box.isChecked()
         if self.device_box.currentText():
             s.device = self.device_box.currentText()
         if self.weights_box.currentData():
@@ -266,7 +274,7 @@ class RefinePanel(QWidget):
         self.scrubber.setEnabled(reviewing or running)
         self.queue_bar.setVisible(queue_active)
         self.queue_label.setVisible(queue_active)
-        for w in (self.mode_box, self.weights_box, self.steps_box, self.device_box, self.seed_box,
+        for w in (self.mode_box, self.weights_box, self.steps_box, self.device_box, self.seed_box, self.snap_box,
                   self.add_weights_button):
             w.setEnabled(idle)
 
