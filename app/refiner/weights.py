@@ -88,12 +88,22 @@ REGISTRY: dict[str, CheckpointEntry] = {
                    "https://drive.google.com/file/d/143kerk4WOerGZMqR-cAETb7rOcoQ0CQ_",
         ),
         CheckpointEntry(
+            name="band-v2",
+            preset=BAND_PRESET,
+            file_name="band-v2.safetensors",
+            sha256="6fe47ab56da72de53282713d3b1bd00564251905e1d394a864894d0c5fbf8f21",
+            pipeline="instance",
+            description="SegRefiner Studio's default refiner: band-v1 averaged with its fine-tune on pixel-accurate "
+                        "boundaries (0.35 M trained parameters, fp16); see app/weights/MODEL_CARD.md.",
+            source="shipped in the package's weights folder (app/weights/)",
+        ),
+        CheckpointEntry(
             name="band-v1",
             preset=BAND_PRESET,
             file_name="band-v1.safetensors",
             sha256="54fb8187dd176a1a2340efdf149e6649451477ddeb689bd7deb9af701ccc9b5c",
             pipeline="instance",
-            description="SegRefiner Studio's default refiner: boundary-band diffusion on a frozen EfficientNet-Lite0 "
+            description="The previous default refiner: boundary-band diffusion on a frozen EfficientNet-Lite0 "
                         "(0.35 M trained parameters, fp16), trained on CPU on the shared datasets; see "
                         "app/weights/MODEL_CARD.md.",
             source="shipped in the package's weights folder (app/weights/)",
