@@ -83,7 +83,7 @@ class BandRunner:
         self.encoder = encoder.to(device).eval()
         self.dtype = autocast_dtype(device, precision)
         self.max_tiles = max_tiles
-        # Instances per batch: on a GPU a batch of a few instances leaves it idle (benchmarks/bench_refine.py).
+        # Instances per batch: a GPU is mostly idle on a few; on a CPU larger batches gain nothing (README figures).
         self.batch_size = 32 if device.type == "cuda" else 8
         # What the runner fell back from, for the window to report: a failed compile. (The U-Net Runner also halves
         # its batch on out-of-memory; the band network's memory is bounded by max_tiles per head call.)
@@ -209,8 +209,9 @@ def refine_band_images(
 
     For refining a dataset headless: an image holds a few instances on average, which leaves a GPU mostly idle
     when each image is a batch of its own; here a batch fills up across images. No guidance, no intermediate steps.
-    The masks come out as :func:`refine_band` would give them one image at a time (each instance is computed
-    independently of its batch-mates).
+    With the deterministic reverse (the band network's default) the masks come out as :func:`refine_band` gives
+    them one image at a time: each instance is computed independently of its batch-mates. (The stochastic reverse
+    draws from one generator for the whole call, so its samples differ from a per-image run's.)
     """
     settings = settings or BandSettings()
     out: list[dict[int, MaskPatch]] = []
