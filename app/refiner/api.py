@@ -120,11 +120,7 @@ class Refiner:
 
     def refine(self, image: np.ndarray, mask: np.ndarray, guidance: Guidance | None = None, **options: object) -> np.ndarray:
         """The final refined mask (bool, full resolution) of one coarse mask."""
-        final = None
-        for step in self.run(image, [mask], replace(RefineOptions(), **options), guidance):
-            final = step
-        assert final is not None
-        return final.mask(0)
+        return self.final_patches(image, [mask], replace(RefineOptions(), **options), guidance)[0].full_mask(image.shape[:2])
 
 
 @lru_cache(maxsize=2)

@@ -171,7 +171,7 @@ def refine_band(
     settings = settings or BandSettings()
     shape = check_inputs(image, masks)
     guidance.check(shape)
-    indices = Schedule(num_timesteps=runner.config.num_timesteps).indices(min(settings.steps, runner.config.num_timesteps))
+    _schedule, indices = _timesteps(runner, settings)
     stage = "instance" if settings.max_work is not None else "local"
     masks = [np.asarray(m, dtype=bool) for m in masks]
     fg_box = mask_box(guidance.foreground, 0, shape) if guidance.foreground is not None else None
@@ -253,11 +253,16 @@ def _frames(masks: Sequence[np.ndarray], settings: BandSettings, context: int,
     return todo, skipped
 
 
+def _timesteps(runner: BandRunner, settings: BandSettings) -> tuple[Schedule, list[int]]:
+    """The network's schedule and the code-t of each of the ``settings.steps`` reverse steps."""
+    schedule = Schedule(num_timesteps=runner.config.num_timesteps)
+    return schedule, schedule.indices(min(settings.steps, runner.config.num_timesteps))
+
+
 def _reverse(runner: BandRunner, instances: list[_Instance], coarse: list[np.ndarray], guidance: Guidance,
              settings: BandSettings, generator: torch.Generator) -> Iterator[tuple[int, int, list[MaskPatch]]]:
     """SegRefiner's reverse process on a batch of prepared instances: (k, code-t, each instance's patch) per step."""
-    schedule = Schedule(num_timesteps=runner.config.num_timesteps)
-    indices = schedule.indices(min(settings.steps, runner.config.num_timesteps))
+    schedule, indices = _timesteps(runner, settings)
     projected = runner.project(np.stack([inst.cues.canvas_rgb for inst in instances]))
     for k, t in enumerate(indices):
         last = k == len(indices) - 1

@@ -357,20 +357,21 @@ class SimilarFinder:
 
     def refine(self, image: np.ndarray, proposals: Sequence[Proposal]) -> None:
         """Set every proposal's ``mask`` to its refined coarse mask (the refiner's last step)."""
-        final: dict[int, np.ndarray] = {}
-        if proposals:
-            for step in self.refine_steps(image, proposals):
-                if step.final:
-                    for i, result in zip(step.indices, step.results):
-                        final[i] = result.full_mask(step.image_size)
+        if not proposals:
+            return
+        refiner, options = self._refiner()
+        patches = refiner.final_patches(image, [p.coarse for p in proposals], options)
         for i, proposal in enumerate(proposals):
-            proposal.mask = final.get(i, proposal.coarse)
+            proposal.mask = patches[i].full_mask(image.shape[:2])
 
     def refine_steps(self, image: np.ndarray, proposals: Sequence[Proposal]) -> Iterator[RefineStep]:
         """The refiner's steps on the proposals' coarse masks together (for the window to animate)."""
+        refiner, options = self._refiner()
+        return refiner.run(image, [p.coarse for p in proposals], options)
+
+    def _refiner(self) -> tuple[Refiner, RefineOptions]:
         from app.refiner.options import RefineOptions
 
         if self.refiner is None:
             raise SimilarError("this finder has no refiner")
-        options = self.options or RefineOptions()
-        return self.refiner.run(image, [p.coarse for p in proposals], options)
+        return self.refiner, self.options or RefineOptions()
