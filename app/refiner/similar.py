@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,10 @@ class FeatureCache:
         self.folder = Path(folder)
 
     def path(self, key: str) -> Path:
-        return self.folder / f"{key}-{FEATURES_VERSION}.npy"
+        """The file of ``key`` in the folder: a hex digest as it is (``file_key``, ``content_key``), any other key
+        (a file path, say) hashed first, so no key can name a file outside the folder."""
+        name = key if re.fullmatch(r"[0-9a-f]{1,128}", key) else hashlib.sha1(key.encode()).hexdigest()
+        return self.folder / f"{name}-{FEATURES_VERSION}.npy"
 
     def has(self, key: str) -> bool:
         return self.path(key).is_file()

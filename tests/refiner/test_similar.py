@@ -41,6 +41,18 @@ def test_features_are_cached_by_content_and_read_back(tmp_path, monkeypatch):
     assert content_key(image(0)) != content_key(image(1))
 
 
+def test_a_key_that_is_a_file_path_is_cached_inside_the_folder(tmp_path):
+    """Keying by an image's path (as the benchmark does) once wrote the features beside the image: in ../shared."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    key = str(photos / "a.png")
+    cache = FeatureCache(tmp_path / "features")
+    cache.get(image(0), key)
+    assert list(photos.iterdir()) == [] and cache.has(key)
+    assert [p.parent for p in (tmp_path / "features").glob("*.npy")] == [tmp_path / "features"]
+    assert cache.path("ab12").name.startswith("ab12-")  # hex digests (file_key, content_key) are kept as they are
+
+
 def test_precompute_reports_progress_and_stops_on_cancel(tmp_path):
     cache = FeatureCache(tmp_path)
     items = [(f"k{i}", lambda i=i: image(i)) for i in range(3)]
