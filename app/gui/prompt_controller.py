@@ -192,8 +192,8 @@ class PromptController(QObject):
             self._clicks = _ClickState()
             self.show_message("The instance changed while the click was worked on: click again")
             return
-        if outcome.rect is not None and outcome.pixels is not None:
-            doc.apply_mask(job.instance_id, outcome.pixels, "click", outcome.provenance, box=outcome.rect)
+        if outcome.update is not None:
+            doc.apply_updates([outcome.update], "click")
         self._clicks = _ClickState(job.image_id, job.instance_id, doc.mask_version(job.instance_id), job.clicks)
         what = "changed nothing" if outcome.rect is None else f"instance #{job.instance_id} is now {outcome.area} px"
         self.show_message(f"Click {len(job.clicks)}: {what} (Ctrl+Z undoes this click)")
@@ -249,7 +249,7 @@ class PromptController(QObject):
         self.project.autosave.adopt(stored)
         layer = InstanceLayer(stored.id, stored.category_id, outcome.full(), palette_color(stored.id), z=stored.z_order,
                               status=ReviewStatus(stored.status).value, provenance=stored.provenance)
-        doc.adopt_instance(layer)
+        doc.adopt_instance(layer, outcome.rect)
         doc.select(stored.id)
         if outcome.job.clicks:
             self._clicks = _ClickState(doc.image_id, stored.id, doc.mask_version(stored.id), outcome.job.clicks)

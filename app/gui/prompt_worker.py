@@ -29,7 +29,7 @@ from app.core import mask_ops
 from app.core.mask_ops import Rect
 from app.core.records import Provenance
 from app.core.store.project import ProjectStore
-from app.gui.editor.layers import MaskCrop
+from app.gui.editor.layers import MaskCrop, MaskUpdate, prepare_update
 from app.gui.refine.worker import lower_thread_priority
 from app.gui.tasks import describe_error
 from app.refiner.prompts import Click, PromptError
@@ -72,6 +72,8 @@ class PromptOutcome:
     area: int
     """The instance's pixels after the prompt (counted here, not on the GUI thread)."""
     preview: QImage | None = None
+    update: MaskUpdate | None = None
+    """A click's change as an undo patch worked out here against the instance at the job's ``base_version``."""
 
     def full(self) -> np.ndarray:
         """The whole new mask of a new instance (the pixels inside ``rect``, nothing outside)."""
@@ -167,11 +169,14 @@ class PromptWorker(QObject):
             return self._new_instance(job, self._animate(job, *tool.box_steps(job.image, job.box)), provenance)
         before = None if job.current is None else job.current.full()
         after = tool.click(job.image, before, job.clicks).mask
-        if before is None:
+        if before is None or job.current is None or job.instance_id is None:
             return self._new_instance(job, after, provenance)
         rect = mask_ops.changed_rect(before, after)
-        return PromptOutcome(job, rect, None if rect is None else mask_ops.take_patch(after, rect), provenance,
-                             int(np.count_nonzero(after)))
+        if rect is None:
+            return PromptOutcome(job, None, None, provenance, int(np.count_nonzero(after)))
+        pixels = mask_ops.take_patch(after, rect)
+        update = prepare_update(job.instance_id, rect, pixels, job.current.region(rect), job.base_version, provenance)
+        return PromptOutcome(job, rect, pixels, provenance, int(np.count_nonzero(after)), update=update)
 
     def _animate(self, job: PromptJob, coarse: np.ndarray, steps: Iterator[RefineStep] | None) -> np.ndarray:
         """The refiner's steps on a box's coarse mask, each sent as a preview; the last step's mask."""

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 from pycocotools import mask as mask_utils
 
+from app.core import mask_ops
 from app.core.mask_ops import mask_bbox
 from app.gui.controller import rle_bbox
 from app.gui.editor.document import ImageDocument
@@ -45,3 +47,23 @@ def test_a_snapshot_copies_the_box_and_widens_to_the_image(image_document: Image
     assert np.array_equal(region, snap.full()[20:60, 30:70])
     empty = MaskCrop((4, 6), None, None)
     assert not empty.full().any() and empty.full().shape == (4, 6) and not empty.region((1, 1, 3, 3)).any()
+
+
+def test_an_adopted_instance_keeps_the_box_it_came_with_through_undo_and_redo(image_document: ImageDocument,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = image_document
+    mask = np.zeros(doc.shape, bool)
+    mask[50:90, 200:260] = True
+    scans: list[int] = []
+    real = mask_ops.mask_bbox
+    monkeypatch.setattr(mask_ops, "mask_bbox", lambda m: scans.append(1) or real(m))
+    doc.adopt_instance(InstanceLayer(9, 1, mask, palette_color(9)), (200, 50, 260, 90))
+    assert doc.layer_bbox(9) == (200, 50, 260, 90)
+    doc.undo()
+    assert not doc.has_layer(9)
+    doc.redo()
+    assert doc.layer_bbox(9) == (200, 50, 260, 90) and np.array_equal(doc.layer(9).mask, mask)
+    doc.delete_instance(9)
+    doc.undo()
+    assert doc.layer_bbox(9) == (200, 50, 260, 90) and np.array_equal(doc.layer(9).mask, mask)
+    assert not scans  # nothing scanned the whole photo for the box

@@ -346,14 +346,14 @@ class ImageDocument(QObject):
         self.undo_stack.push(AddInstanceCommand(self, layer))
         return instance_id
 
-    def adopt_instance(self, layer: InstanceLayer) -> None:
+    def adopt_instance(self, layer: InstanceLayer, bbox: Rect | None = None) -> None:
         """Add an instance the project already holds (a prompt's, saved by its service): one undo step, whose
-        undo deletes it like any instance."""
+        undo deletes it like any instance. ``bbox``: a rectangle known to hold all its pixels."""
         self._check_mask(layer.mask, "new instance mask")
         self.end_stroke()
         if layer.id in self._layers:
             raise ValueError(f"instance {layer.id} already exists in image {self.image_id}")
-        self.undo_stack.push(AddInstanceCommand(self, layer))
+        self.undo_stack.push(AddInstanceCommand(self, layer, bbox))
 
     def delete_instance(self, instance_id: int) -> None:
         self.end_stroke()
@@ -393,10 +393,14 @@ class ImageDocument(QObject):
                 self._bboxes[target] = mask_ops.union_rect(self._bboxes[target], rect)
             self.mask_changed.emit(target, qrect(rect))
 
-    def insert_layer(self, layer: InstanceLayer) -> None:
+    def insert_layer(self, layer: InstanceLayer, bbox: Rect | None = None) -> None:
+        """Put ``layer`` in the document; ``bbox``, when given, holds every pixel of its mask (no scan needed)."""
         self._layers[layer.id] = layer
         self._versions[layer.id] = self._versions.get(layer.id, 0) + 1
-        self._bboxes.pop(layer.id, None)
+        if bbox is None:
+            self._bboxes.pop(layer.id, None)
+        else:
+            self._bboxes[layer.id] = bbox
         self.layer_changed.emit(layer.id, "added")
         self.instances_changed.emit()
 
