@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -165,7 +166,10 @@ def draw_prompt(sample: Sample, size: int, rng: np.random.Generator, box_share: 
 
 
 def train(samples: list[Sample], config: PromptHeadConfig, iterations: int, batch: int, lr: float, seed: int,
-          init: PromptHead | None = None, box_share: float = 0.5) -> PromptHead:
+          init: PromptHead | None = None, box_share: float = 0.5,
+          checkpoint: Callable[[PromptHead, int], None] | None = None, every: int = 1000) -> PromptHead:
+    """Train a head on ``samples``; ``checkpoint(head, iteration)`` is called every ``every`` iterations (the head
+    in eval mode for the call), so a long run stopped early leaves its latest weights."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     head = PromptHead(config)
@@ -202,6 +206,10 @@ def train(samples: list[Sample], config: PromptHeadConfig, iterations: int, batc
         running = 0.98 * running + 0.02 * value if it > 1 else value
         if it % 100 == 0 or it == iterations:
             log.info("iteration %d/%d loss %.4f (%.1f s)", it, iterations, running, time.perf_counter() - started)
+        if checkpoint is not None and it % every == 0 and it < iterations:
+            head.eval()
+            checkpoint(head, it)
+            head.train()
     head.eval()
     return head
 
@@ -220,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--box-share", type=float, default=0.5, help="box windows prompted by the box alone")
     parser.add_argument("--init", type=Path, help="continue from these prompt-head weights (their config is kept)")
     parser.add_argument("--features", type=Path, help="read / keep the computed windows in this file")
+    parser.add_argument("--save-every", type=int, default=1000, help="write the head to --out every this many iterations")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -231,17 +240,21 @@ def main(argv: list[str] | None = None) -> int:
         samples = build_samples(args.data, config.canvas, args.jitter, args.seed, args.limit)
         if args.features:
             samples_to_file(args.features, tag, samples)
-    head = train(samples, config, args.iterations, args.batch, args.lr, args.seed, init, args.box_share)
     earlier = ""
     if init is not None:
         earlier = f"continued from {args.init.name} ({init_recipe(args.init)}); then "
-    save_head(head, args.out, {
-        "training_data": "../shared/data training split (app/refiner/data.py): ECSSD, Oxford-IIIT Pets, Penn-Fudan, "
-                         "coco_tiny, LVIS sample",
-        "recipe": f"{earlier}{args.iterations} iterations, batch {args.batch}, AdamW lr {args.lr} one-cycle, box jitter "
-                  f"{args.jitter}, box share {args.box_share}, seed {args.seed}, {len(samples)} windows",
-    })
-    log.info("saved %s", args.out)
+
+    def save(head: PromptHead, done: int) -> None:
+        save_head(head, args.out, {
+            "training_data": "../shared/data training split (app/refiner/data.py): ECSSD, Oxford-IIIT Pets, Penn-Fudan, "
+                             "coco_tiny, LVIS sample",
+            "recipe": f"{earlier}{done} of {args.iterations} iterations, batch {args.batch}, AdamW lr {args.lr} one-cycle, "
+                      f"box jitter {args.jitter}, box share {args.box_share}, seed {args.seed}, {len(samples)} windows",
+        })
+        log.info("saved %s (iteration %d)", args.out, done)
+
+    head = train(samples, config, args.iterations, args.batch, args.lr, args.seed, init, args.box_share, save, args.save_every)
+    save(head, args.iterations)
     return 0
 
 
