@@ -31,14 +31,14 @@ if not os.environ.get("DISPLAY"):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np  # noqa: E402
-from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer  # noqa: E402
+from PySide6.QtCore import QElapsedTimer, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.gui.app import configure_application  # noqa: E402
 from app.gui.main_window import MainWindow  # noqa: E402
-from benchmarks.bench_gui import GOAL_MS, TICK_MS  # noqa: E402
+from benchmarks.bench_gui import GOAL_MS, TICK_MS, wait_until  # noqa: E402
 from scripts.weights_choice import scratch_settings  # noqa: E402
 
 COCO_TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_tiny"
@@ -96,24 +96,6 @@ class Ticks:
         for phase, after, late, cpu in self.late_ticks:
             print(f"  late tick {late:.0f} ms ({cpu:.1f} ms of GUI CPU) {after:.2f} s into '{phase}'")
         return figures
-
-
-def wait_until(done, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
-    """Run the event loop (idle, as in use) until ``done()``."""
-    if done():
-        return
-    loop = QEventLoop()
-    check = QTimer()
-    check.setInterval(20)
-    check.timeout.connect(lambda: done() and loop.quit())
-    deadline = QTimer()
-    deadline.setSingleShot(True)
-    deadline.timeout.connect(loop.quit)
-    check.start()
-    deadline.start(int(timeout_s * 1000))
-    loop.exec()
-    if not done():
-        raise TimeoutError("benchmark step timed out")
 
 
 def vga_subset(folder: Path, images: int) -> Path:
