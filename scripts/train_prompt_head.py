@@ -67,8 +67,9 @@ def jittered_box(mask: np.ndarray, jitter: float, rng: np.random.Generator) -> t
     return min(box[0], box[2] - 2), min(box[1], box[3] - 2), box[2], box[3]
 
 
-def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | None) -> list[Sample]:
-    """Encoder features of every training window (two per instance), computed once."""
+def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | None, whole: bool = True) -> list[Sample]:
+    """Encoder features of every training window (two per instance; only the box window without ``whole``),
+    computed once."""
     rng = np.random.default_rng(seed)
     encoder = pretrained_encoder()
     items: list[tuple[np.ndarray, np.ndarray, tuple[float, float, float, float] | None]] = []
@@ -95,8 +96,8 @@ def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | 
             h, w = mask.shape
             box = jittered_box(mask, jitter, rng)
             window = Window.around(tuple(int(round(v)) for v in box), (h, w))  # type: ignore[arg-type]
-            whole = Window((0, 0, w, h), (h, w))
-            for win, prompt_box in ((window, box), (whole, None)):
+            whole_image = Window((0, 0, w, h), (h, w))
+            for win, prompt_box in ((window, box), (whole_image, None))[: 2 if whole else 1]:
                 canvas = canvas_of(win, example.image, size)
                 gt = canvas_of(win, mask.astype(np.uint8) * 255, size) >= 128
                 if prompt_box is not None:
@@ -225,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most this many instances per source (a quick run)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--more-boxes", type=int, nargs="*", default=[], metavar="SEED",
+                        help="also train on the box windows of other jitter seeds (more boxes per instance; their "
+                             "features are kept beside --features as <name>.seed<SEED>.pt)")
     parser.add_argument("--box-share", type=float, default=0.5, help="box windows prompted by the box alone")
     parser.add_argument("--init", type=Path, help="continue from these prompt-head weights (their config is kept)")
     parser.add_argument("--features", type=Path, help="read / keep the computed windows in this file")
@@ -234,12 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     init = load_head(args.init) if args.init else None
     config = init.config if init is not None else PromptHeadConfig()
-    tag = f"windows v2, canvas {config.canvas}, jitter {args.jitter}, seed {args.seed}, limit {args.limit}"
-    samples = samples_from_file(args.features, tag) if args.features else None
-    if samples is None:
-        samples = build_samples(args.data, config.canvas, args.jitter, args.seed, args.limit)
-        if args.features:
-            samples_to_file(args.features, tag, samples)
+    samples = windows(args, config, args.seed, args.features, whole=True)
+    for seed in args.more_boxes:
+        extra = args.features.with_suffix(f".seed{seed}.pt") if args.features else None
+        samples += windows(args, config, seed, extra, whole=False)
     earlier = ""
     if init is not None:
         earlier = f"continued from {args.init.name} ({init_recipe(args.init)}); then "
@@ -249,13 +251,25 @@ def main(argv: list[str] | None = None) -> int:
             "training_data": "../shared/data training split (app/refiner/data.py): ECSSD, Oxford-IIIT Pets, Penn-Fudan, "
                              "coco_tiny, LVIS sample",
             "recipe": f"{earlier}{done} of {args.iterations} iterations, batch {args.batch}, AdamW lr {args.lr} one-cycle, "
-                      f"box jitter {args.jitter}, box share {args.box_share}, seed {args.seed}, {len(samples)} windows",
+                      f"box jitter {args.jitter}, box share {args.box_share}, seed {args.seed}"
+                      + (f", more boxes from seeds {args.more_boxes}" if args.more_boxes else "") + f", {len(samples)} windows",
         })
         log.info("saved %s (iteration %d)", args.out, done)
 
     head = train(samples, config, args.iterations, args.batch, args.lr, args.seed, init, args.box_share, save, args.save_every)
     save(head, args.iterations)
     return 0
+
+
+def windows(args: argparse.Namespace, config: PromptHeadConfig, seed: int, path: Path | None, whole: bool) -> list[Sample]:
+    """The training windows of one jitter seed, read from ``path`` when a run with the same settings kept them."""
+    tag = f"windows v2, canvas {config.canvas}, jitter {args.jitter}, seed {seed}, limit {args.limit}" + ("" if whole else ", boxes only")
+    samples = samples_from_file(path, tag) if path else None
+    if samples is None:
+        samples = build_samples(args.data, config.canvas, args.jitter, seed, args.limit, whole)
+        if path:
+            samples_to_file(path, tag, samples)
+    return samples
 
 
 def init_recipe(path: Path) -> str:

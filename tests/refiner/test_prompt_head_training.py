@@ -49,3 +49,17 @@ def test_a_jittered_box_moves_each_side_a_little_and_stays_in_the_image(script):
         x0, y0, x1, y1 = script.jittered_box(mask, 0.1, rng)
         assert 17 <= x0 <= 23 and 8 <= y0 <= 12 and 47 <= x1 <= 53 and 28 <= y1 <= 32
         assert 0 <= x0 < x1 <= 80 and 0 <= y0 < y1 <= 60
+
+
+def test_more_boxes_are_box_windows_and_a_long_run_leaves_checkpoints(script):
+    from app.refiner.prompt_head import PromptHeadConfig
+    from tests.shared_data import DATA, require
+
+    require(DATA / "pennfudan")
+    boxes = script.build_samples(DATA, 64, 0.06, 1, limit=1, whole=False)
+    both = script.build_samples(DATA, 64, 0.06, 1, limit=1)
+    assert boxes and all(sample.box is not None for sample in boxes)
+    assert len(both) == 2 * len(boxes) and sum(sample.box is None for sample in both) == len(boxes)
+    saved: list[int] = []
+    script.train(boxes, PromptHeadConfig(canvas=64), 5, 2, 1e-3, 0, checkpoint=lambda head, done: saved.append(done), every=2)
+    assert saved == [2, 4]  # the last iteration's weights are the caller's to save
