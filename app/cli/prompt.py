@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="coarse source: the prompt head on the frozen encoder (default), GrabCut (no weights), or SAM")
     p.add_argument("--sam-checkpoint", type=Path, metavar="FILE",
                    help="an official SAM ViT-B / ViT-L / ViT-H .pth (with --source sam)")
-    p.add_argument("--head", type=Path, metavar="FILE", help="prompt-head weights (default: the shipped prompt-head-v1)")
+    p.add_argument("--head", type=Path, metavar="FILE", help="prompt-head weights (default: the shipped prompt-head-v2)")
     _refiner_arguments(p)
     p.set_defaults(handler=run_prompt)
 
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"cosine similarity a region must reach (default {DEFAULT_THRESHOLD}; higher: fewer, surer)")
     f.add_argument("--no-outline", action="store_true",
                    help="keep the similarity regions (do not outline each with the box prompt)")
-    f.add_argument("--head", type=Path, metavar="FILE", help="prompt-head weights (default: the shipped prompt-head-v1)")
+    f.add_argument("--head", type=Path, metavar="FILE", help="prompt-head weights (default: the shipped prompt-head-v2)")
     _refiner_arguments(f)
     f.set_defaults(handler=run_find_similar)
 

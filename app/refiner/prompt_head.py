@@ -27,6 +27,7 @@ from app.refiner.encoder import FEATURE_CHANNELS, LiteEncoder
 
 log = logging.getLogger(__name__)
 
+# The file layout (keys, config in the metadata), not the weights version: prompt-head-v2 has this layout too.
 FORMAT_TAG = "segrefiner-studio/prompt-head-v1"
 PROMPT_CHANNELS = 3
 # A click's disc on the canvas, in canvas pixels: what training drew and inference must draw.

@@ -99,6 +99,11 @@ class Prompt:
     previous: np.ndarray | None = None
 
     @property
+    def bounded_by_mask(self) -> bool:
+        """True when the prompt carries the instance's current (non-empty) mask."""
+        return self.previous is not None and bool(self.previous.any())
+
+    @property
     def bounded(self) -> bool:
         """False for clicks alone on a new instance: nothing says how far the object reaches."""
         return self.box is not None or (self.previous is not None and bool(self.previous.any()))
@@ -370,8 +375,12 @@ class EncoderSource:
         shape = check_image(image)
         window, prob = self.probability(image, prompt)
         if self.grabcut:
+            work = window.image(image)
             labels = seed_labels(window, prompt, shape, prob)
-            fg = run_grabcut(window.image(image), labels, self.iterations, self.seed)
+            fg = run_grabcut(work, labels, self.iterations, self.seed)
+            if prompt.box is not None and not prompt.clicks and not prompt.bounded_by_mask:
+                fg = tightest_fit(window.rect(prompt.box), fg, prob, lambda: run_grabcut(
+                    work, seed_labels(window, prompt, shape), self.iterations, self.seed))
         else:
             fg = prob >= 0.5
             if prompt.box is not None:
@@ -383,7 +392,44 @@ class EncoderSource:
         return window.paste(fg, shape)
 
 
-DEFAULT_PROMPT_HEAD = "prompt-head-v1.safetensors"
+# A box prompt's mask should fill its box: a result whose own bounding box overlaps the prompt's by less than this
+# (IoU) has found another object or a fragment (COCO boxes around one of several similar objects, a pedestrian in
+# a crowd), and the candidate that fits the box best is taken instead. Chosen on the training split (40 boxes per
+# set): 0.5 loses nothing on ECSSD and Pets, where a missed tail or ear lowers the fit of a good mask; 0.6-0.8
+# gain 0.1-0.3 more on the mean and lose up to 3.8 IoU on Pets.
+TIGHT_FIT = 0.5
+
+
+def box_fit(mask: np.ndarray, box: Box) -> float:
+    """IoU of ``mask``'s bounding box with ``box`` (0 for an empty mask)."""
+    if not mask.any():
+        return 0.0
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    ix = max(0, min(x + w, box[2]) - max(x, box[0]))
+    iy = max(0, min(y + h, box[3]) - max(y, box[1]))
+    inter = ix * iy
+    return inter / (w * h + (box[2] - box[0]) * (box[3] - box[1]) - inter)
+
+
+def tightest_fit(box: Box, fg: np.ndarray, probability: np.ndarray, grabcut_from_box) -> np.ndarray:  # noqa: ANN001
+    """``fg`` (the head's probability refined by GrabCut) when it fills ``box`` (work grid); otherwise whichever of
+    it, the head's own mask inside the box and GrabCut from the box alone (computed only then) fits the box best.
+
+    A box is drawn around one object, so the object touches its sides (the prior of Lempitsky et al., "Image
+    segmentation with a bounding box prior", 2009). Training split, 40 boxes per set (COCO / ECSSD / Penn-Fudan /
+    Pets, prompt-head-v1): always fg 75.0 IoU (45.7 / 87.4 / 71.7 / 95.4), this choice 78.9 (57.9 / 87.3 / 75.0 /
+    95.4), the best of the three per box 82.0.
+    """
+    if box_fit(fg, box) >= TIGHT_FIT:
+        return fg
+    inside = np.zeros(fg.shape, bool)
+    inside[box[1]:box[3], box[0]:box[2]] = True
+    candidates = [fg, (probability >= 0.5) & inside, grabcut_from_box()]
+    fits = [box_fit(c, box) for c in candidates]
+    return candidates[int(np.argmax(fits))]
+
+
+DEFAULT_PROMPT_HEAD = "prompt-head-v2.safetensors"
 
 
 @lru_cache(maxsize=2)

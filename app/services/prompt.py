@@ -47,7 +47,7 @@ class PromptSettings:
     """How boxes become masks: the coarse source, its weights, and the refiner run on each coarse mask.
 
     ``refine`` None keeps the coarse masks (no refiner is loaded). ``head`` is a prompt-head weights file
-    (None: the shipped ``prompt-head-v1``).
+    (None: the shipped ``prompt-head-v2``).
     """
 
     source: str = "encoder"

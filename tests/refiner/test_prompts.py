@@ -220,3 +220,25 @@ def test_shipped_prompt_head_beats_grabcut_on_held_out_pedestrians():
                 scores[name].append(iou(source.segment(image, Prompt(box=box_of(truth))), truth))
     assert np.mean(scores["head"]) > np.mean(scores["grabcut"]) + 0.03
     assert np.median(scores["head"]) > 0.7
+
+
+def test_a_mask_that_fills_its_box_is_kept_without_trying_grabcut():
+    fg = np.zeros((100, 100), bool)
+    fg[22:78, 20:80] = True  # a little inside the box: fits it well
+    calls = []
+    out = prompts.tightest_fit((20, 20, 80, 80), fg, fg.astype(np.float32), lambda: calls.append(1))
+    assert out is fg and not calls
+
+
+def test_a_fragment_of_the_box_gives_way_to_the_candidate_that_fills_it():
+    box = (20, 20, 80, 80)
+    fragment = np.zeros((100, 100), bool)
+    fragment[20:35, 20:35] = True  # another object's corner: its own box overlaps the prompt's by 6 %
+    probability = np.zeros((100, 100), np.float32)
+    probability[40:60, 40:60] = 0.9  # the head alone: a small blob in the middle
+    whole = np.zeros((100, 100), bool)
+    whole[21:79, 22:80] = True  # GrabCut from the box: the object
+    assert prompts.box_fit(fragment, box) < prompts.TIGHT_FIT
+    out = prompts.tightest_fit(box, fragment, probability, lambda: whole)
+    assert out is whole
+    assert prompts.box_fit(np.zeros((5, 5), bool), (0, 0, 5, 5)) == 0.0
