@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -52,14 +53,15 @@ TICK_MS = 5
 
 
 class PaintWatch(QObject):
-    """Notes the time of the first paint event of a widget."""
+    """Notes the time of the first paint event of a widget once ``ready()`` holds."""
 
-    def __init__(self) -> None:
+    def __init__(self, ready: Callable[[], bool] = lambda: True) -> None:
         super().__init__()
         self.painted_at: float | None = None
+        self.ready = ready
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt override)
-        if event.type() == QEvent.Type.Paint and self.painted_at is None:
+        if event.type() == QEvent.Type.Paint and self.painted_at is None and self.ready():
             self.painted_at = time.perf_counter()
         return False
 
@@ -250,7 +252,8 @@ def main() -> int:
         window.installEventFilter(window_watch)
         window.show()
         wait_until(lambda: window_watch.painted_at is not None, 30)
-        canvas_watch = PaintWatch()
+        canvas_watch = PaintWatch(lambda: window.project.doc is not None)  # the photo, not the empty canvas
+        window.canvas.viewport().installEventFilter(canvas_watch)
         opened = time.perf_counter()
         if args.scale == 1.0:
             window.open_startup()
@@ -258,7 +261,6 @@ def main() -> int:
             source = scaled_demo(scratch, args.scale)
             window.project.import_dataset(source, "coco", scratch, project=scratch / "scaled.srproj")
         wait_until(lambda: window.project.doc is not None, 120)
-        window.canvas.viewport().installEventFilter(canvas_watch)
         wait_until(lambda: canvas_watch.painted_at is not None, 30)
         doc = window.project.doc
         assert doc is not None and canvas_watch.painted_at is not None and window_watch.painted_at is not None
