@@ -15,7 +15,7 @@ NoC@k is the number of clicks until IoU >= k (``--max-clicks`` when never). "gra
 with all the clicks so far (the whole mask re-segmented each time); ours is the click tool (the prompt head's
 proposal, changes kept near the click, then the refiner limited to them).
 
-    .venv/bin/python benchmarks/bench_prompts.py [--weights NAME|PATH] [--per-set 20] [--click-per-set 8]
+    .venv/bin/python benchmarks/bench_prompts.py [--weights NAME|PATH] [--per-set 40] [--click-per-set 16]
 """
 from __future__ import annotations
 
@@ -150,8 +150,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--weights", default=None, help="refiner weights (name or file; default: the app's default)")
     parser.add_argument("--head", type=Path, default=None, help="prompt-head weights (default: the shipped ones)")
-    parser.add_argument("--per-set", type=int, default=20, help="box prompt: instances per set")
-    parser.add_argument("--click-per-set", type=int, default=8, help="clicks: instances per set (0: skip)")
+    parser.add_argument("--per-set", type=int, default=40, help="box prompt: instances per set")
+    parser.add_argument("--click-per-set", type=int, default=16, help="clicks: instances per set (0: skip; 8 were too few to decide a goal)")
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--steps", type=int, default=6, help="the refiner's reverse steps")
     parser.add_argument("--no-refine", action="store_true", help="coarse sources only")
