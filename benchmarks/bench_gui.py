@@ -154,7 +154,7 @@ def large_demo(folder: Path, width: int, height: int) -> Path:
     return out
 
 
-def time_large_open(app: QApplication, window: MainWindow, scratch: Path, size: str) -> None:
+def time_large_open(window: MainWindow, scratch: Path, size: str) -> None:
     """Open a large photo in the window; when it shows, when every overlay is drawn, lateness meanwhile."""
     width, height = (int(v) for v in size.lower().split("x"))
     source = large_demo(scratch, width, height)
@@ -192,7 +192,7 @@ def send_mouse(window: MainWindow, kind: QEvent.Type, x: float, y: float, button
     QApplication.sendEvent(viewport, QMouseEvent(kind, pos, glob, button, buttons, Qt.KeyboardModifier.NoModifier))
 
 
-def time_prompts(app: QApplication, window: MainWindow) -> None:
+def time_prompts(window: MainWindow) -> None:
     """A box around the largest instance, then two clicks on what it made, on the open (large) photo."""
     doc = window.project.doc
     assert doc is not None
@@ -301,8 +301,8 @@ def main() -> int:
         print(f"queue: {window.refine.queue_done} instances in {time.perf_counter() - start:.2f} s")
         ticks.report("event loop during the refine queue (whole project)")
         if args.large:
-            time_large_open(app, window, scratch, args.large)
-            time_prompts(app, window)
+            time_large_open(window, scratch, args.large)
+            time_prompts(window)
         window.close()
     return 0
 

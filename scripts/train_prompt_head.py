@@ -105,7 +105,7 @@ def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | 
             box = jittered_box(mask, jitter, rng)
             window = Window.around(tuple(int(round(v)) for v in box), (h, w))  # type: ignore[arg-type]
             whole_image = Window((0, 0, w, h), (h, w))
-            for win, prompt_box in ((window, box), (whole_image, None))[: 2 if whole else 1]:
+            for win, prompt_box in [(window, box)] + ([(whole_image, None)] if whole else []):
                 canvas = canvas_of(win, example.image, size)
                 gt = canvas_of(win, mask.astype(np.uint8) * 255, size) >= 128
                 if prompt_box is not None:

@@ -167,10 +167,10 @@ class PromptWorker(QObject):
         provenance = prompted_provenance(tool)
         if job.box is not None:
             return self._new_instance(job, self._animate(job, *tool.box_steps(job.image, job.box)), provenance)
-        before = None if job.current is None else job.current.full()
+        if job.current is None or job.instance_id is None:
+            return self._new_instance(job, tool.click(job.image, None, job.clicks).mask, provenance)
+        before = job.current.full()
         after = tool.click(job.image, before, job.clicks).mask
-        if before is None or job.current is None or job.instance_id is None:
-            return self._new_instance(job, after, provenance)
         rect = mask_ops.changed_rect(before, after)
         if rect is None:
             return PromptOutcome(job, None, None, provenance, int(np.count_nonzero(after)))

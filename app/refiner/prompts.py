@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 import cv2
 import numpy as np
 
+from app.core import mask_ops
 from app.refiner.steps import RefineStep
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class Prompt:
     @property
     def bounded(self) -> bool:
         """False for clicks alone on a new instance: nothing says how far the object reaches."""
-        return self.box is not None or (self.previous is not None and bool(self.previous.any()))
+        return self.box is not None or self.bounded_by_mask
 
     def extent(self, shape: tuple[int, int]) -> Box:
         """The rectangle the prompt concerns: box, current mask and clicks together."""
@@ -116,7 +117,7 @@ class Prompt:
         if self.box is not None:
             xs += [self.box[0], self.box[2]]
             ys += [self.box[1], self.box[3]]
-        if self.previous is not None and self.previous.any():
+        if self.bounded_by_mask:
             x, y, bw, bh = cv2.boundingRect(self.previous.view(np.uint8))
             xs += [x, x + bw]
             ys += [y, y + bh]
@@ -241,7 +242,7 @@ def seed_labels(window: Window, prompt: Prompt, shape: tuple[int, int], probabil
     """
     h, w = window.size
     labels = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
-    previous = None if prompt.previous is None or not prompt.previous.any() else window.mask(prompt.previous)
+    previous = window.mask(prompt.previous) if prompt.bounded_by_mask else None
     radius = max(2, round(SEED_RADIUS * max(h, w)))
     if probability is not None:
         labels[probability >= 0.5] = cv2.GC_PR_FGD
@@ -254,9 +255,7 @@ def seed_labels(window: Window, prompt: Prompt, shape: tuple[int, int], probabil
             if click.positive:
                 cv2.circle(labels, window.point(click.x, click.y), 6 * radius, int(cv2.GC_PR_FGD), -1)
     if prompt.box is not None:
-        bx0, by0, bx1, by1 = window.rect(prompt.box)
-        inside = np.zeros((h, w), bool)
-        inside[by0:by1, bx0:bx1] = True
+        inside = box_area((h, w), window.rect(prompt.box))
         if probability is None and previous is None:
             labels[inside] = cv2.GC_PR_FGD
         labels[~inside] = cv2.GC_BGD
@@ -354,7 +353,7 @@ class EncoderSource:
         canvas_window = Window(window.box, (size, size))
         canvas = canvas_window.image(image)
         prior = None
-        if prompt.previous is not None and prompt.previous.any():
+        if prompt.bounded_by_mask:
             prior = canvas_window.mask(prompt.previous).astype(np.float32)
         elif prompt.box is not None:
             prior = np.zeros((size, size), np.float32)
@@ -382,12 +381,7 @@ class EncoderSource:
                 fg = tightest_fit(window.rect(prompt.box), fg, prob, lambda: run_grabcut(
                     work, seed_labels(window, prompt, shape), self.iterations, self.seed))
         else:
-            fg = prob >= 0.5
-            if prompt.box is not None:
-                bx0, by0, bx1, by1 = window.rect(prompt.box)
-                inside = np.zeros(fg.shape, bool)
-                inside[by0:by1, bx0:bx1] = True
-                fg &= inside
+            fg = prob >= 0.5 if prompt.box is None else head_in_box(prob, window.rect(prompt.box))
         fg = drop_specks(fg, [window.point(c.x, c.y) for c in prompt.clicks if c.positive])
         return window.paste(fg, shape)
 
@@ -400,15 +394,30 @@ class EncoderSource:
 TIGHT_FIT = 0.5
 
 
+def box_area(shape: tuple[int, int], box: Box) -> np.ndarray:
+    """A bool (H, W) grid, True inside ``box``."""
+    inside = np.zeros(shape, bool)
+    inside[box[1]:box[3], box[0]:box[2]] = True
+    return inside
+
+
+def head_in_box(probability: np.ndarray, box: Box) -> np.ndarray:
+    """The prompt head's own mask of a box prompt: its probability's >= 0.5 inside the box."""
+    return (probability >= 0.5) & box_area(probability.shape, box)
+
+
+def _area(rect: Box) -> int:
+    return (rect[2] - rect[0]) * (rect[3] - rect[1])
+
+
 def box_fit(mask: np.ndarray, box: Box) -> float:
     """IoU of ``mask``'s bounding box with ``box`` (0 for an empty mask)."""
-    if not mask.any():
+    rect = mask_ops.mask_bbox(mask)
+    if rect is None:
         return 0.0
-    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
-    ix = max(0, min(x + w, box[2]) - max(x, box[0]))
-    iy = max(0, min(y + h, box[3]) - max(y, box[1]))
-    inter = ix * iy
-    return inter / (w * h + (box[2] - box[0]) * (box[3] - box[1]) - inter)
+    common = mask_ops.intersect_rect(rect, box)
+    inter = 0 if common is None else _area(common)
+    return inter / (_area(rect) + _area(box) - inter)
 
 
 def tightest_fit(box: Box, fg: np.ndarray, probability: np.ndarray, grabcut_from_box) -> np.ndarray:  # noqa: ANN001
@@ -422,9 +431,7 @@ def tightest_fit(box: Box, fg: np.ndarray, probability: np.ndarray, grabcut_from
     """
     if box_fit(fg, box) >= TIGHT_FIT:
         return fg
-    inside = np.zeros(fg.shape, bool)
-    inside[box[1]:box[3], box[0]:box[2]] = True
-    candidates = [fg, (probability >= 0.5) & inside, grabcut_from_box()]
+    candidates = [fg, head_in_box(probability, box), grabcut_from_box()]
     fits = [box_fit(c, box) for c in candidates]
     return candidates[int(np.argmax(fits))]
 

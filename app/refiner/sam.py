@@ -221,7 +221,7 @@ class SamSource:
         boxes = None
         if prompt.box is not None:
             boxes = torch.tensor([window.rect(prompt.box)], dtype=torch.float32).to(self.device)
-        elif prompt.previous is not None and prompt.previous.any():
+        elif prompt.bounded_by_mask:
             x, y, w, h = cv2.boundingRect(window.mask(prompt.previous).view(np.uint8))
             boxes = torch.tensor([[x, y, x + w, y + h]], dtype=torch.float32).to(self.device)
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
