@@ -87,3 +87,18 @@ def test_upscaled_cases_are_the_same_examples_larger(sources):
     assert big.example.image.shape[:2] == tuple(2 * n for n in plain.example.image.shape[:2])
     assert big.example.key == plain.example.key + "@x2" and big.coarse.shape == big.example.mask.shape
     assert abs(big.example.mask.sum() / plain.example.mask.sum() - 4) < 0.1
+
+
+def test_upscaled_ground_truth_follows_the_enlarged_photo_not_a_staircase():
+    from app.refiner.data import Example
+    from app.refiner.evaluate import _enlarged
+
+    yy, xx = np.mgrid[:60, :60]
+    small = Example(np.zeros((60, 60, 3), np.uint8), xx > yy, None, "diagonal")
+    big = _enlarged(small, 3)
+    yy, xx = np.mgrid[:180, :180]
+    ideal = (xx + 0.5) / 3 > (yy + 0.5) / 3 + 0.5  # the small mask's boundary (between pixel centres) scaled up
+    assert big.mask.shape == (180, 180)
+    # nearest-neighbour enlargement (a 3-pixel staircase) differs from it in 119 pixels, the smooth one in 2
+    assert np.count_nonzero(big.mask != ideal) <= 20
+    assert big.ignore is None and big.key == "diagonal@x3"
