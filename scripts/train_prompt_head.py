@@ -174,11 +174,41 @@ def draw_prompt(sample: Sample, size: int, rng: np.random.Generator, box_share: 
     return prompt_channels(size, None, positives, negatives)
 
 
+def self_played(head: PromptHead, features: dict[int, torch.Tensor], gts: np.ndarray, rounds: int) -> np.ndarray:
+    """Prompt channels for clicks on new instances as the head itself would leave them (iterative training, RITM:
+    Sofiiuk et al. 2022): the first click at the object's centre, then ``rounds`` times the head's own mask and
+    one more click at its largest error; the last prompt carries that mask and every click.
+
+    Synthetic errors around the right object never show the head its own mistakes: a first click on a sheep that
+    takes the whole herd, or on a skateboard that takes its rider, which later negative clicks then only nibble at.
+    ``features`` are the windows' (B, C, h, w) features at strides 16, 8, 4; ``gts`` their (B, S, S) bool truths.
+    """
+    size = gts.shape[-1]
+    empty = np.zeros_like(gts[0])
+    clicks = [error_clicks(empty, gt, 1) for gt in gts]
+    current: list[np.ndarray | None] = [None] * len(gts)
+
+    def channels() -> np.ndarray:
+        return np.stack([prompt_channels(size, None if c is None else c.astype(np.float32),
+                                         [(p.x, p.y) for p in k if p.positive], [(p.x, p.y) for p in k if not p.positive])
+                         for c, k in zip(current, clicks)])
+
+    with torch.no_grad():
+        for _ in range(rounds):
+            logits = F.interpolate(head(features, torch.from_numpy(channels())), size=(size, size), mode="bilinear",
+                                   align_corners=False)
+            current = list(logits[:, 0].numpy() >= 0.0)
+            clicks = [k + error_clicks(c, gt, 1) for k, c, gt in zip(clicks, current, gts)]
+    return channels()
+
+
 def train(samples: list[Sample], config: PromptHeadConfig, iterations: int, batch: int, lr: float, seed: int,
           init: PromptHead | None = None, box_share: float = 0.5,
-          checkpoint: Callable[[PromptHead, int], None] | None = None, every: int = 1000) -> PromptHead:
+          checkpoint: Callable[[PromptHead, int], None] | None = None, every: int = 1000,
+          iterative: float = 0.0) -> PromptHead:
     """Train a head on ``samples``; ``checkpoint(head, iteration)`` is called every ``every`` iterations (the head
-    in eval mode for the call), so a long run stopped early leaves its latest weights."""
+    in eval mode for the call), so a long run stopped early leaves its latest weights. A share ``iterative`` of
+    the whole-image windows is prompted by the head's own clicks (:func:`self_played`, 1 to 3 rounds)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     head = PromptHead(config)
@@ -197,6 +227,10 @@ def train(samples: list[Sample], config: PromptHeadConfig, iterations: int, batc
         flips = rng.random(batch) < 0.5
         features = {s: torch.stack([samples[k].features[s] for k in picks]).float() for s in (16, 8, 4)}
         prompts = np.stack([draw_prompt(samples[k], size, rng, box_share) for k in picks])
+        played = [j for j, k in enumerate(picks) if samples[k].box is None and samples[k].gt.any() and rng.random() < iterative]
+        if played:
+            prompts[played] = self_played(head, {s: f[played] for s, f in features.items()},
+                                          np.stack([samples[picks[j]].gt for j in played]), int(rng.integers(1, 4)))
         gts = np.stack([samples[k].gt for k in picks]).astype(np.float32)
         prompt_t, gt_t = torch.from_numpy(prompts), torch.from_numpy(gts)[:, None]
         for s in features:
@@ -241,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, help="continue from these prompt-head weights (their config is kept)")
     parser.add_argument("--features", type=Path, help="read / keep the computed windows in this file")
     parser.add_argument("--save-every", type=int, default=1000, help="write the head to --out every this many iterations")
+    parser.add_argument("--iterative", type=float, default=0.0,
+                        help="share of the whole-image windows prompted by the head's own clicks (iterative training)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -260,11 +296,13 @@ def main(argv: list[str] | None = None) -> int:
                              "coco_tiny, LVIS sample",
             "recipe": f"{earlier}{done} of {args.iterations} iterations, batch {args.batch}, AdamW lr {args.lr} one-cycle, "
                       f"box jitter {args.jitter}, box share {args.box_share}, seed {args.seed}"
-                      + (f", more boxes from seeds {args.more_boxes}" if args.more_boxes else "") + f", {len(samples)} windows",
+                      + (f", more boxes from seeds {args.more_boxes}" if args.more_boxes else "")
+                      + (f", iterative clicks {args.iterative}" if args.iterative else "") + f", {len(samples)} windows",
         })
         log.info("saved %s (iteration %d)", args.out, done)
 
-    head = train(samples, config, args.iterations, args.batch, args.lr, args.seed, init, args.box_share, save, args.save_every)
+    head = train(samples, config, args.iterations, args.batch, args.lr, args.seed, init, args.box_share, save, args.save_every,
+                 args.iterative)
     save(head, args.iterations)
     return 0
 

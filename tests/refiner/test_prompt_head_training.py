@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from app.refiner.data import Example
 
@@ -63,3 +64,44 @@ def test_more_boxes_are_box_windows_and_a_long_run_leaves_checkpoints(script):
     saved: list[int] = []
     script.train(boxes, PromptHeadConfig(canvas=64), 5, 2, 1e-3, 0, checkpoint=lambda head, done: saved.append(done), every=2)
     assert saved == [2, 4]  # the last iteration's weights are the caller's to save
+
+
+class _Everywhere(torch.nn.Module):
+    """A head that calls every pixel foreground: the over-reaching first answer iterative training must show."""
+
+    def forward(self, features, prompt):
+        return torch.full((prompt.shape[0], 1, prompt.shape[-2] // 4, prompt.shape[-1] // 4), 10.0)
+
+
+def test_self_played_clicks_carry_the_heads_own_mask_and_a_click_on_its_error(script):
+    gts = np.zeros((2, 64, 64), bool)
+    gts[:, 24:40, 24:40] = True
+    features = {s: torch.zeros(2, 8, 64 // s, 64 // s) for s in (16, 8, 4)}
+    prompts = script.self_played(_Everywhere(), features, gts, rounds=1)
+    assert prompts.shape == (2, 3, 64, 64)
+    assert (prompts[:, 0] == 1).all()  # the head's mask (everything) is the prior
+    positive, negative = prompts[0, 1] > 0, prompts[0, 2] > 0
+    assert positive[32, 32] and not (positive & ~gts[0]).any()  # the first click, at the object's centre
+    assert negative.any() and not (negative & gts[0]).any()  # the next one removes what the head took too much
+
+
+def test_iterative_training_self_plays_whole_image_windows_only(script, monkeypatch):
+    from app.refiner.prompt_head import PromptHeadConfig
+
+    rng = np.random.default_rng(0)
+    gt = np.zeros((64, 64), bool)
+    gt[20:44, 16:40] = True
+
+    def sample(box):
+        features = {s: torch.from_numpy(rng.standard_normal((c, 64 // s, 64 // s))).half()
+                    for s, c in ((16, 112), (8, 40), (4, 24))}
+        return script.Sample(features, gt, box)
+
+    played: list[int] = []
+    real = script.self_played
+    monkeypatch.setattr(script, "self_played", lambda head, features, gts, rounds: played.append(len(gts)) or real(head, features, gts, rounds))
+    config = PromptHeadConfig(canvas=64, widths=(16, 16, 16))
+    script.train([sample((16.0, 20.0, 40.0, 44.0))] * 2, config, 3, 2, 1e-3, 0, iterative=1.0)
+    assert played == []  # box windows keep their box prompts
+    head = script.train([sample(None)] * 2, config, 3, 2, 1e-3, 0, iterative=1.0)
+    assert played == [2, 2, 2] and not head.training
