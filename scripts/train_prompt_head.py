@@ -52,6 +52,8 @@ class Sample:
     features: dict[int, torch.Tensor]
     gt: np.ndarray
     box: tuple[float, float, float, float] | None
+    others: np.ndarray | None = None
+    """The image's other annotated instances on the canvas (bool), None where the source has one per image."""
 
 
 def canvas_of(window: Window, image: np.ndarray, size: int) -> np.ndarray:
@@ -75,32 +77,47 @@ def jittered_box(mask: np.ndarray, jitter: float, rng: np.random.Generator) -> t
     return min(box[0], box[2] - 2), min(box[1], box[3] - 2), box[2], box[3]
 
 
+def image_siblings(source: object) -> dict[int, list[int]]:
+    """For each item of an instance source (Penn-Fudan, COCO, LVIS: several items per image), the indices of the
+    other items of its image; empty for sources with one object per image."""
+    by_image: dict[str, list[int]] = {}
+    for index, (key, _payload) in enumerate(getattr(source, "items", [])):
+        by_image.setdefault(key, []).append(index)
+    return {i: [j for j in group if j != i] for group in by_image.values() if len(group) > 1 for i in group}
+
+
 def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | None, whole: bool = True) -> list[Sample]:
     """Encoder features of every training window (two per instance; only the box window without ``whole``),
     computed once."""
     rng = np.random.default_rng(seed)
     encoder = pretrained_encoder()
-    items: list[tuple[np.ndarray, np.ndarray, tuple[float, float, float, float] | None]] = []
+    items: list[tuple[np.ndarray, np.ndarray, tuple[float, float, float, float] | None, np.ndarray | None]] = []
     samples: list[Sample] = []
     started = time.perf_counter()
 
     def flush() -> None:
         if not items:
             return
-        x = torch.from_numpy(np.stack([c for c, _, _ in items])).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.stack([item[0] for item in items])).permute(0, 3, 1, 2).float()
         with torch.inference_mode():
             features = encoder(x)
-        for k, (_, gt, box) in enumerate(items):
-            samples.append(Sample({s: features[s][k].half().clone() for s in (16, 8, 4)}, gt, box))
+        for k, (_, gt, box, near) in enumerate(items):
+            samples.append(Sample({s: features[s][k].half().clone() for s in (16, 8, 4)}, gt, box, near))
         items.clear()
 
     for source in shared_sources(root, "train"):
         count = len(source) if limit is None else min(limit, len(source))
+        siblings = image_siblings(source)
+        masks: dict[int, np.ndarray] = {}
         for index in range(count):
             example = source.load(index)
             mask = object_mask(example)
             if cv2.countNonZero(mask.view(np.uint8)) < 256:
                 continue
+            others = None
+            if siblings.get(index):
+                masks = {j: masks[j] if j in masks else object_mask(source.load(j)) for j in siblings[index]}
+                others = np.any([masks[j] for j in siblings[index]], axis=0)
             h, w = mask.shape
             box = jittered_box(mask, jitter, rng)
             window = Window.around(tuple(int(round(v)) for v in box), (h, w))  # type: ignore[arg-type]
@@ -108,11 +125,12 @@ def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | 
             for win, prompt_box in [(window, box)] + ([(whole_image, None)] if whole else []):
                 canvas = canvas_of(win, example.image, size)
                 gt = canvas_of(win, mask.astype(np.uint8) * 255, size) >= 128
+                near = None if others is None else (canvas_of(win, others.astype(np.uint8) * 255, size) >= 128) & ~gt
                 if prompt_box is not None:
                     sy, sx = size / (win.box[3] - win.box[1]), size / (win.box[2] - win.box[0])
                     prompt_box = ((prompt_box[0] - win.box[0]) * sx, (prompt_box[1] - win.box[1]) * sy,
                                   (prompt_box[2] - win.box[0]) * sx, (prompt_box[3] - win.box[1]) * sy)
-                items.append((canvas, gt, prompt_box))
+                items.append((canvas, gt, prompt_box, near))
             if len(items) >= 32:
                 flush()
         flush()
@@ -128,25 +146,54 @@ def samples_from_file(path: Path, tag: str) -> list[Sample] | None:
     if stored.get("tag") != tag:
         log.info("%s holds windows of another run (%s), computing them again", path, stored.get("tag"))
         return None
-    boxes = stored["boxes"].tolist()
+    boxes, has_others = stored["boxes"].tolist(), stored["has_others"].tolist()
     return [Sample({s: stored[f"f{s}"][k] for s in (16, 8, 4)}, stored["gt"][k].numpy().astype(bool),
-                   None if np.isnan(boxes[k][0]) else tuple(boxes[k])) for k in range(len(boxes))]
+                   None if np.isnan(boxes[k][0]) else tuple(boxes[k]),
+                   stored["others"][k].numpy().astype(bool) if has_others[k] else None) for k in range(len(boxes))]
 
 
 def samples_to_file(path: Path, tag: str, samples: list[Sample]) -> None:
     stored: dict[str, object] = {"tag": tag, "gt": torch.from_numpy(np.stack([s.gt for s in samples]).astype(np.uint8)),
-                                 "boxes": torch.tensor([s.box or (float("nan"),) * 4 for s in samples], dtype=torch.float64)}
+                                 "boxes": torch.tensor([s.box or (float("nan"),) * 4 for s in samples], dtype=torch.float64),
+                                 "others": torch.from_numpy(np.stack([s.gt * 0 if s.others is None else s.others
+                                                                      for s in samples]).astype(np.uint8)),
+                                 "has_others": torch.tensor([s.others is not None for s in samples])}
     for stride in (16, 8, 4):
         stored[f"f{stride}"] = torch.stack([s.features[stride] for s in samples])
     torch.save(stored, path)
 
 
-def draw_prompt(sample: Sample, size: int, rng: np.random.Generator, box_share: float = 0.5) -> np.ndarray:
+def touching(others: np.ndarray | None, gt: np.ndarray) -> np.ndarray | None:
+    """The other instances (connected parts of ``others``) that touch the object: what a click on it may take too."""
+    if others is None or not others.any():
+        return None
+    count, labels = cv2.connectedComponents(others.view(np.uint8), connectivity=8)
+    near = cv2.dilate(gt.view(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    hit = np.unique(labels[near & others])
+    return np.isin(labels, hit[hit != 0]) if hit.size else None
+
+
+def merged_prompt(gt: np.ndarray, neighbours: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The first click on the object took its touching neighbours too (a sheep and its herd, a skateboard and its
+    rider): that mask as the prior, the first click, and one or two clicks at its largest errors (negatives)."""
+    current = gt | neighbours
+    clicks = error_clicks(np.zeros_like(gt), gt, 1) + error_clicks(current, gt, int(rng.integers(1, 3)))
+    return prompt_channels(size, current.astype(np.float32), [(c.x, c.y) for c in clicks if c.positive],
+                           [(c.x, c.y) for c in clicks if not c.positive])
+
+
+def draw_prompt(sample: Sample, size: int, rng: np.random.Generator, box_share: float = 0.5,
+                merged: float = 0.0) -> np.ndarray:
     """Prompt channels for one sample, as one of the tools would give them: a box window is prompted by its box
-    alone with probability ``box_share``."""
+    alone with probability ``box_share``; a window whose object touches other instances, with probability
+    ``merged``, by :func:`merged_prompt`."""
     gt = sample.gt
     if not gt.any():
         return prompt_channels(size, None, [], [])
+    if merged and rng.random() < merged:
+        neighbours = touching(sample.others, gt)
+        if neighbours is not None:
+            return merged_prompt(gt, neighbours, size, rng)
     if sample.box is not None and rng.random() < box_share:
         prior = np.zeros((size, size), np.float32)
         x0, y0, x1, y1 = (int(round(v)) for v in sample.box)
@@ -205,10 +252,11 @@ def self_played(head: PromptHead, features: dict[int, torch.Tensor], gts: np.nda
 def train(samples: list[Sample], config: PromptHeadConfig, iterations: int, batch: int, lr: float, seed: int,
           init: PromptHead | None = None, box_share: float = 0.5,
           checkpoint: Callable[[PromptHead, int], None] | None = None, every: int = 1000,
-          iterative: float = 0.0) -> PromptHead:
+          iterative: float = 0.0, merged: float = 0.0) -> PromptHead:
     """Train a head on ``samples``; ``checkpoint(head, iteration)`` is called every ``every`` iterations (the head
     in eval mode for the call), so a long run stopped early leaves its latest weights. A share ``iterative`` of
-    the whole-image windows is prompted by the head's own clicks (:func:`self_played`, 1 to 3 rounds)."""
+    the whole-image windows is prompted by the head's own clicks (:func:`self_played`, 1 to 3 rounds), a share
+    ``merged`` of the windows whose object touches other instances by :func:`merged_prompt`."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     head = PromptHead(config)
@@ -226,7 +274,7 @@ def train(samples: list[Sample], config: PromptHeadConfig, iterations: int, batc
         picks = rng.integers(len(samples), size=batch)
         flips = rng.random(batch) < 0.5
         features = {s: torch.stack([samples[k].features[s] for k in picks]).float() for s in (16, 8, 4)}
-        prompts = np.stack([draw_prompt(samples[k], size, rng, box_share) for k in picks])
+        prompts = np.stack([draw_prompt(samples[k], size, rng, box_share, merged) for k in picks])
         played = [j for j, k in enumerate(picks) if samples[k].box is None and samples[k].gt.any() and rng.random() < iterative]
         if played:
             prompts[played] = self_played(head, {s: f[played] for s, f in features.items()},
@@ -277,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-every", type=int, default=1000, help="write the head to --out every this many iterations")
     parser.add_argument("--iterative", type=float, default=0.0,
                         help="share of the whole-image windows prompted by the head's own clicks (iterative training)")
+    parser.add_argument("--merged", type=float, default=0.0,
+                        help="share of the windows whose object touches other instances prompted as if the first click "
+                             "had taken them too (the prior), with negative clicks on them")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -297,19 +348,20 @@ def main(argv: list[str] | None = None) -> int:
             "recipe": f"{earlier}{done} of {args.iterations} iterations, batch {args.batch}, AdamW lr {args.lr} one-cycle, "
                       f"box jitter {args.jitter}, box share {args.box_share}, seed {args.seed}"
                       + (f", more boxes from seeds {args.more_boxes}" if args.more_boxes else "")
-                      + (f", iterative clicks {args.iterative}" if args.iterative else "") + f", {len(samples)} windows",
+                      + (f", iterative clicks {args.iterative}" if args.iterative else "")
+                      + (f", merged neighbours {args.merged}" if args.merged else "") + f", {len(samples)} windows",
         })
         log.info("saved %s (iteration %d)", args.out, done)
 
     head = train(samples, config, args.iterations, args.batch, args.lr, args.seed, init, args.box_share, save, args.save_every,
-                 args.iterative)
+                 args.iterative, args.merged)
     save(head, args.iterations)
     return 0
 
 
 def windows(args: argparse.Namespace, config: PromptHeadConfig, seed: int, path: Path | None, whole: bool) -> list[Sample]:
     """The training windows of one jitter seed, read from ``path`` when a run with the same settings kept them."""
-    tag = f"windows v2, canvas {config.canvas}, jitter {args.jitter}, seed {seed}, limit {args.limit}" + ("" if whole else ", boxes only")
+    tag = f"windows v3, canvas {config.canvas}, jitter {args.jitter}, seed {seed}, limit {args.limit}" + ("" if whole else ", boxes only")
     samples = samples_from_file(path, tag) if path else None
     if samples is None:
         samples = build_samples(args.data, config.canvas, args.jitter, seed, args.limit, whole)

@@ -105,3 +105,42 @@ def test_iterative_training_self_plays_whole_image_windows_only(script, monkeypa
     assert played == []  # box windows keep their box prompts
     head = script.train([sample(None)] * 2, config, 3, 2, 1e-3, 0, iterative=1.0)
     assert played == [2, 2, 2] and not head.training
+
+
+def test_siblings_are_the_other_instances_of_the_same_image(script):
+    class Items:
+        items = [("coco/a", 0), ("coco/a", 1), ("coco/b", 2), ("coco/a", 3)]
+
+    assert script.image_siblings(Items()) == {0: [1, 3], 1: [0, 3], 3: [0, 1]}
+    assert script.image_siblings(object()) == {}
+
+
+def test_a_merged_prompt_takes_the_touching_neighbour_and_clicks_it_away(script):
+    gt = np.zeros((64, 64), bool)
+    gt[20:44, 10:30] = True
+    others = np.zeros_like(gt)
+    others[20:44, 31:50] = True  # touches the object (one pixel apart)
+    others[2:8, 2:8] = True  # far away: not part of what a click took
+    neighbours = script.touching(others, gt)
+    assert neighbours is not None and neighbours[30, 40] and not neighbours[4, 4]
+    prompt = script.merged_prompt(gt, neighbours, 64, np.random.default_rng(0))
+    assert (prompt[0] > 0).sum() == (gt | neighbours).sum()  # the prior: the object and its neighbour
+    assert (prompt[1] > 0)[32, 20] and not ((prompt[1] > 0) & ~gt).any()  # the first click, on the object
+    assert (prompt[2] > 0).any() and not ((prompt[2] > 0) & ~neighbours).any()  # negatives on the neighbour
+    assert script.touching(np.zeros_like(gt), gt) is None
+
+
+def test_kept_windows_keep_the_other_instances(script, tmp_path):
+    from tests.shared_data import DATA, require
+
+    require(DATA / "pennfudan")
+    samples = script.build_samples(DATA, 64, 0.06, 0, limit=2)
+    assert any(s.others is not None and s.others.any() for s in samples)  # Penn-Fudan photos hold several people
+    path = tmp_path / "windows.pt"
+    script.samples_to_file(path, "tag", samples)
+    again = script.samples_from_file(path, "tag")
+    assert again is not None and len(again) == len(samples)
+    for a, b in zip(samples, again):
+        assert (a.others is None) == (b.others is None) and (a.others is None or np.array_equal(a.others, b.others))
+        assert np.array_equal(a.gt, b.gt) and a.box == b.box
+    assert script.samples_from_file(path, "another run") is None
