@@ -18,7 +18,11 @@ once in 9 minutes and the two further box seeds in 80 s each.) ``--features FILE
 (features, truth, boxes) in a file that a later run with the same canvas, jitter, seed and limit reads instead of
 computing them again; ``--init`` continues from a head's weights; ``--more-boxes`` adds the box windows of further
 jitter seeds (the same instances, boxes drawn again: the head trained on one box per instance stopped improving
-on held-out boxes while its training loss kept falling).
+on held-out boxes while its training loss kept falling). Two options teach the clicks the head's own mistakes:
+``--iterative P`` prompts a share P of the whole-image windows with the head's own masks and a click on their
+largest error (RITM's iterative training); ``--merged P`` starts a share P of the windows whose object touches
+other instances of its image (Penn-Fudan, COCO, LVIS) from a mask that took those neighbours too, with negative
+clicks on them (a first click on a sheep that takes the herd).
 """
 from __future__ import annotations
 
