@@ -164,6 +164,7 @@ def samples_to_file(path: Path, tag: str, samples: list[Sample]) -> None:
                                  "has_others": torch.tensor([s.others is not None for s in samples])}
     for stride in (16, 8, 4):
         stored[f"f{stride}"] = torch.stack([s.features[stride] for s in samples])
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(stored, path)
 
 
