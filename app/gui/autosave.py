@@ -89,6 +89,7 @@ class Autosave(QObject):
         self._saved: dict[int, Saved] = {}
         self._dirty: set[int] = set()
         self._deleted: set[int] = set()
+        self._adopted: set[int] = set()
         self._warned_read_only = False
         # Touched only by writes, i.e. on the writer thread (or the GUI thread while nothing is queued):
         self._counts: dict[int, str] = {}
@@ -109,6 +110,7 @@ class Autosave(QObject):
         self._saved = {inst.id: Saved.of(inst) for inst in stored}
         self._counts = {inst.id: inst.rle["counts"] for inst in stored}
         self._dirty.clear()
+        self._adopted.clear()
         if doc is not None:
             doc.edited.connect(self.edited)
             doc.mask_changed.connect(self.mask_touched)
@@ -134,8 +136,12 @@ class Autosave(QObject):
         self._counts[stored.id] = stored.rle["counts"]
 
     def adopt(self, stored: StoredInstance) -> None:
-        """Follow that instance from now on, as if ``allocate_id`` had made it (its document layer comes next)."""
+        """Follow that instance from now on, as if ``allocate_id`` had made it (its document layer comes next).
+
+        The layer's coming "add" is already in the store, mask included: it is not encoded again to find that out
+        (on an 8000x6000 photo an encoding holds the GIL for ~20 ms, which the GUI thread waits out)."""
         self._saved[stored.id] = Saved.of(stored)
+        self._adopted.add(stored.id)
 
     # ----- signals of the document
     def mask_touched(self, instance_id: int, _rect: QRect) -> None:
@@ -174,9 +180,12 @@ class Autosave(QObject):
             self._deleted.discard(instance_id)
             saved = self._saved[instance_id] = Saved.of(store.instance(instance_id))
             self.saved.emit(instance_id)
-        if instance_id in self._dirty or action in WHOLE_INSTANCE_ACTIONS:
+        if action == "add" and instance_id in self._adopted:
+            self._dirty.discard(instance_id)
+        elif instance_id in self._dirty or action in WHOLE_INSTANCE_ACTIONS:
             self._dirty.discard(instance_id)
             self._write(instance_id, self._mask_write(doc, instance_id, action))
+        self._adopted.discard(instance_id)
         if layer.status != saved.status:
             status = ReviewStatus(layer.status)
             self._write(instance_id, lambda st: st.set_status(instance_id, status))

@@ -45,6 +45,7 @@ class WindowLayout(QMainWindow):
         self.refine_dock = self._dock("Refine", "refineDock", self.refine_panel, right)
         self.properties_dock = self._dock("Properties", "propertiesDock", self.properties_panel, right)
         self.edits_dock = self._dock("Edit History", "editHistoryDock", self.edit_history, right)
+        self.edits_dock.visibilityChanged.connect(self.edit_history.set_shown)
         self.history_dock = self._dock("Undo", "historyDock", self.undo_view, right)
         self.navigator_dock = self._dock("Navigator", "navigatorDock", self.navigator, right)
         for dock in (self.edits_dock, self.history_dock, self.navigator_dock):

@@ -56,6 +56,8 @@ def test_the_edit_history_lists_saved_edits_with_thumbnails_and_reverts_one(wind
     window.actions["review.needs_work"].trigger()
     wait_saved(qtbot, window)
     panel = window.edit_history
+    assert panel.visibleRegion().isEmpty() and panel.list.count() == 0  # tabbed behind Properties: nothing read
+    window.edits_dock.raise_()  # the annotator opens the Edit History tab
     qtbot.waitUntil(lambda: panel.list.count() == 2, timeout=5_000)
     texts = [panel.list.item(row).text() for row in range(panel.list.count())]
     assert texts[0].startswith("Status unreviewed → needs work") and texts[1].startswith("Brush")

@@ -69,6 +69,11 @@ def test_a_box_and_a_category_make_one_instance_and_undo_removes_it(
     assert window.canvas.tool == "box"
     steps: list[str] = []
     window.prompt_service.worker.step.connect(lambda _job, _rect, _image, text: steps.append(text))
+    import app.gui.autosave as autosave_module
+
+    encoded: list[tuple[int, int]] = []
+    real_encode = autosave_module.encode_mask
+    monkeypatch.setattr(autosave_module, "encode_mask", lambda mask: encoded.append(mask.shape) or real_encode(mask))
     h, w = doc.shape
     box = (w * 0.3, h * 0.3, w * 0.6, h * 0.7)
     drag(window, [(box[0], box[1]), (w * 0.45, h * 0.5), (box[2], box[3])])
@@ -89,6 +94,7 @@ def test_a_box_and_a_category_make_one_instance_and_undo_removes_it(
     assert np.array_equal(stored.mask(), layer.mask)
     assert "box" in store.history(new_id)[0].params["prompt"]
     assert window.last_error is None
+    assert encoded == []  # the service saved the mask; the window's autosave does not encode it again
 
     window.actions["edit.undo"].trigger()
     assert not doc.has_layer(new_id)
@@ -97,6 +103,7 @@ def test_a_box_and_a_category_make_one_instance_and_undo_removes_it(
     window.actions["edit.redo"].trigger()
     wait_saved(qtbot, window)
     assert doc.has_layer(new_id) and np.array_equal(store.instance(new_id).mask(), layer.mask)
+    assert encoded  # a redo after the undo's deletion writes the mask back
 
     offered.clear()
     assert window.prompts.ask_category() == chosen.id

@@ -180,7 +180,16 @@ class EditHistoryPanel(QWidget):
         layout.addWidget(self.list, 1)
         layout.addLayout(buttons)
         self.read_only = False
+        self._stale = False
+        self._shown = True
         self._update_button()
+
+    def set_shown(self, shown: bool) -> None:
+        """Whether the panel is in sight (its dock's ``visibilityChanged``: a tabbed dock that is not the current tab
+        stays "visible" to Qt, moved off the screen); coming into sight reads a stale list."""
+        self._shown = shown
+        if shown and self._stale:
+            self.refresh()
 
     def set_context(self, doc: ImageDocument | None, store: ProjectStore | None,
                     categories: dict[int, Category]) -> None:
@@ -193,7 +202,16 @@ class EditHistoryPanel(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        """Read the history again (after a save of the shown instance)."""
+        """Read the history again (after a save of the shown instance).
+
+        While the panel is out of sight (its dock tabbed behind Properties, as it starts, or closed: see
+        ``set_shown``) this only notes that the list is stale, and the panel reads it when it comes into sight: a
+        refresh reads the store on the GUI thread and decodes every listed mask on the pool, and pycocotools holds
+        the GIL while it decodes (40-80 ms for one mask of an 8000x6000 photo), which the GUI thread then waits for."""
+        if not self._shown:
+            self._stale = True
+            return
+        self._stale = False
         self._token = next(self._tokens)
         current = self.list.currentItem()
         keep = current.data(EDIT_ROLE).id if current is not None else None
