@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                              "features are kept beside --features as <name>.seed<SEED>.pt)")
     parser.add_argument("--box-share", type=float, default=0.5, help="box windows prompted by the box alone")
     parser.add_argument("--init", type=Path, help="continue from these prompt-head weights (their config is kept)")
+    parser.add_argument("--widths", type=int, nargs=3, metavar=("W16", "W8", "W4"),
+                        help="a new head's decoder widths at strides 16, 8, 4 (default: PromptHeadConfig's)")
     parser.add_argument("--features", type=Path, help="read / keep the computed windows in this file")
     parser.add_argument("--save-every", type=int, default=1000, help="write the head to --out every this many iterations")
     parser.add_argument("--iterative", type=float, default=0.0,
@@ -337,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     init = load_head(args.init) if args.init else None
-    config = init.config if init is not None else PromptHeadConfig()
+    if init is not None and args.widths:
+        parser.error("--widths makes a new head; --init keeps the config of the one it continues")
+    config = init.config if init is not None else PromptHeadConfig(widths=tuple(args.widths)) if args.widths else PromptHeadConfig()
     samples = windows(args, config, args.seed, args.features, whole=True)
     for seed in args.more_boxes:
         extra = args.features.with_suffix(f".seed{seed}.pt") if args.features else None

@@ -144,3 +144,14 @@ def test_kept_windows_keep_the_other_instances(script, tmp_path):
         assert (a.others is None) == (b.others is None) and (a.others is None or np.array_equal(a.others, b.others))
         assert np.array_equal(a.gt, b.gt) and a.box == b.box
     assert script.samples_from_file(path, "another run") is None
+
+
+def test_widths_cannot_change_a_continued_head(script, tmp_path, capsys):
+    from app.refiner.prompts import DEFAULT_PROMPT_HEAD
+    from app.refiner.weights import PACKAGE_WEIGHTS_DIR
+
+    with pytest.raises(SystemExit):
+        script.main(["--out", str(tmp_path / "h.safetensors"), "--init", str(PACKAGE_WEIGHTS_DIR / DEFAULT_PROMPT_HEAD),
+                     "--widths", "8", "8", "8"])
+    assert "--widths makes a new head" in capsys.readouterr().err
+    assert not (tmp_path / "h.safetensors").exists()
