@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -45,7 +45,7 @@ from app.refiner.data import Example, shared_sources  # noqa: E402
 from app.refiner.degrade import synthesize  # noqa: E402
 from app.refiner.encoder import pretrained_encoder  # noqa: E402
 from app.refiner.prompt_head import PromptHead, PromptHeadConfig, load_head, prompt_channels, save_head  # noqa: E402
-from app.refiner.prompts import Window, error_clicks  # noqa: E402
+from app.refiner.prompts import Click, Window, error_clicks  # noqa: E402
 
 log = logging.getLogger("train_prompt_head")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -122,6 +122,7 @@ def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | 
             if siblings.get(index):
                 masks = {j: masks[j] if j in masks else object_mask(source.load(j)) for j in siblings[index]}
                 others = np.any([masks[j] for j in siblings[index]], axis=0)
+                masks[index] = mask  # the next instance of the image has this one among its siblings
             h, w = mask.shape
             box = jittered_box(mask, jitter, rng)
             window = Window.around(tuple(int(round(v)) for v in box), (h, w))  # type: ignore[arg-type]
@@ -159,7 +160,7 @@ def samples_from_file(path: Path, tag: str) -> list[Sample] | None:
 def samples_to_file(path: Path, tag: str, samples: list[Sample]) -> None:
     stored: dict[str, object] = {"tag": tag, "gt": torch.from_numpy(np.stack([s.gt for s in samples]).astype(np.uint8)),
                                  "boxes": torch.tensor([s.box or (float("nan"),) * 4 for s in samples], dtype=torch.float64),
-                                 "others": torch.from_numpy(np.stack([s.gt * 0 if s.others is None else s.others
+                                 "others": torch.from_numpy(np.stack([np.zeros_like(s.gt) if s.others is None else s.others
                                                                       for s in samples]).astype(np.uint8)),
                                  "has_others": torch.tensor([s.others is not None for s in samples])}
     for stride in (16, 8, 4):
@@ -168,11 +169,17 @@ def samples_to_file(path: Path, tag: str, samples: list[Sample]) -> None:
     torch.save(stored, path)
 
 
+def click_channels(size: int, prior: np.ndarray | None, clicks: Sequence[Click]) -> np.ndarray:
+    """Prompt channels from a prior (bool, canvas-sized, or None) and clicks in canvas pixels, split by sign."""
+    return prompt_channels(size, None if prior is None else prior.astype(np.float32),
+                           [(c.x, c.y) for c in clicks if c.positive], [(c.x, c.y) for c in clicks if not c.positive])
+
+
 def touching(others: np.ndarray | None, gt: np.ndarray) -> np.ndarray | None:
     """The other instances (connected parts of ``others``) that touch the object: what a click on it may take too."""
     if others is None or not others.any():
         return None
-    count, labels = cv2.connectedComponents(others.view(np.uint8), connectivity=8)
+    _, labels = cv2.connectedComponents(others.view(np.uint8), connectivity=8)
     near = cv2.dilate(gt.view(np.uint8), np.ones((7, 7), np.uint8)) > 0
     hit = np.unique(labels[near & others])
     return np.isin(labels, hit[hit != 0]) if hit.size else None
@@ -183,8 +190,7 @@ def merged_prompt(gt: np.ndarray, neighbours: np.ndarray, size: int, rng: np.ran
     rider): that mask as the prior, the first click, and one or two clicks at its largest errors (negatives)."""
     current = gt | neighbours
     clicks = error_clicks(np.zeros_like(gt), gt, 1) + error_clicks(current, gt, int(rng.integers(1, 3)))
-    return prompt_channels(size, current.astype(np.float32), [(c.x, c.y) for c in clicks if c.positive],
-                           [(c.x, c.y) for c in clicks if not c.positive])
+    return click_channels(size, current, clicks)
 
 
 def draw_prompt(sample: Sample, size: int, rng: np.random.Generator, box_share: float = 0.5,
@@ -206,9 +212,7 @@ def draw_prompt(sample: Sample, size: int, rng: np.random.Generator, box_share: 
         return prompt_channels(size, prior, [], [])
     if sample.box is not None or rng.random() < 0.3:
         current = synthesize(gt, rng)[0]
-        clicks = error_clicks(current, gt, int(rng.integers(1, 4)))
-        return prompt_channels(size, current.astype(np.float32),
-                               [(c.x, c.y) for c in clicks if c.positive], [(c.x, c.y) for c in clicks if not c.positive])
+        return click_channels(size, current, error_clicks(current, gt, int(rng.integers(1, 4))))
     # clicks alone on a new instance: the first at the object's centre or anywhere inside, maybe more
     empty = np.zeros_like(gt)
     positives = [(c.x, c.y) for c in error_clicks(empty, gt, 1)]
@@ -241,9 +245,7 @@ def self_played(head: PromptHead, features: dict[int, torch.Tensor], gts: np.nda
     current: list[np.ndarray | None] = [None] * len(gts)
 
     def channels() -> np.ndarray:
-        return np.stack([prompt_channels(size, None if c is None else c.astype(np.float32),
-                                         [(p.x, p.y) for p in k if p.positive], [(p.x, p.y) for p in k if not p.positive])
-                         for c, k in zip(current, clicks)])
+        return np.stack([click_channels(size, c, k) for c, k in zip(current, clicks)])
 
     with torch.no_grad():
         for _ in range(rounds):
@@ -341,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     init = load_head(args.init) if args.init else None
     if init is not None and args.widths:
         parser.error("--widths makes a new head; --init keeps the config of the one it continues")
-    config = init.config if init is not None else PromptHeadConfig(widths=tuple(args.widths)) if args.widths else PromptHeadConfig()
+    if init is not None:
+        config = init.config
+    else:
+        config = PromptHeadConfig(widths=tuple(args.widths)) if args.widths else PromptHeadConfig()
     samples = windows(args, config, args.seed, args.features, whole=True)
     for seed in args.more_boxes:
         extra = args.features.with_suffix(f".seed{seed}.pt") if args.features else None

@@ -13,6 +13,7 @@ from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication, QInputDialog
 from pytestqt.qtbot import QtBot
 
+import app.gui.autosave as autosave_module
 from app.core.records import ChangeKind
 from app.gui.main_window import MainWindow
 
@@ -69,8 +70,6 @@ def test_a_box_and_a_category_make_one_instance_and_undo_removes_it(
     assert window.canvas.tool == "box"
     steps: list[str] = []
     window.prompt_service.worker.step.connect(lambda _job, _rect, _image, text: steps.append(text))
-    import app.gui.autosave as autosave_module
-
     encoded: list[tuple[int, int]] = []
     real_encode = autosave_module.encode_mask
     monkeypatch.setattr(autosave_module, "encode_mask", lambda mask: encoded.append(mask.shape) or real_encode(mask))
