@@ -15,7 +15,7 @@ NoC@k is the number of clicks until IoU >= k (``--max-clicks`` when never). "gra
 with all the clicks so far (the whole mask re-segmented each time); ours is the click tool (the prompt head's
 proposal, changes kept near the click, then the refiner limited to them).
 
-    .venv/bin/python benchmarks/bench_prompts.py [--weights NAME|PATH] [--per-set 40] [--click-per-set 16]
+    .venv/bin/python benchmarks/bench_prompts.py [--weights NAME|PATH] [--per-set 40] [--click-per-set 16] [--no-flip]
 """
 from __future__ import annotations
 
@@ -155,6 +155,7 @@ def main() -> int:
     parser.add_argument("--max-clicks", type=int, default=20)
     parser.add_argument("--steps", type=int, default=6, help="the refiner's reverse steps")
     parser.add_argument("--no-refine", action="store_true", help="coarse sources only")
+    parser.add_argument("--no-flip", action="store_true", help="the prompt head without its mirror-image average")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -163,9 +164,10 @@ def main() -> int:
         print(f"no held-out data under {args.data}; see ../shared/data/README.md")
         return 1
     print("instances per set: " + ", ".join(f"{name} {min(len(e), args.per_set)}" for name, e in data.items()))
-    grabcut, encoder = GrabCutSource(), EncoderSource(args.head)
+    flip = not args.no_flip
+    grabcut, encoder = GrabCutSource(), EncoderSource(args.head, flip=flip)
     tools: dict[str, PromptTool] = {"grabcut": PromptTool(grabcut), "encoder": PromptTool(encoder),
-                                    "encoder (no grabcut)": PromptTool(EncoderSource(args.head, grabcut=False))}
+                                    "encoder (no grabcut)": PromptTool(EncoderSource(args.head, grabcut=False, flip=flip))}
     refined: dict[str, PromptTool] = {}
     if not args.no_refine:
         from app.refiner.api import Refiner

@@ -183,6 +183,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: a temporary one)")
     parser.add_argument("--no-self-support", action="store_true", help="the examples' prototype as it is (baseline)")
+    parser.add_argument("--no-flip", action="store_true", help="outlines by the prompt head without its mirror-image average")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     refiner = None
@@ -193,7 +194,7 @@ def main() -> int:
         print(f"refiner: {refiner.name}")
     thresholds = [float(t) for t in args.thresholds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        source = None if args.no_outline else EncoderSource(args.head, grabcut=False)
+        source = None if args.no_outline else EncoderSource(args.head, grabcut=False, flip=not args.no_flip)
         cache = FeatureCache(args.cache or Path(tmp))
         finder = SimilarFinder(cache, source=source, self_support=not args.no_self_support)
         refining = None if refiner is None else SimilarFinder(cache, refiner)

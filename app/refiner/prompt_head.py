@@ -92,13 +92,24 @@ def prompt_channels(size: int, prior: np.ndarray | None, positives: Sequence[tup
 
 
 @torch.inference_mode()
-def predict(head: PromptHead, encoder: LiteEncoder, canvases: np.ndarray, prompts: np.ndarray) -> np.ndarray:
-    """Foreground probabilities (B, S/4, S/4) float32 for uint8 canvases (B, S, S, 3) and prompts (B, 3, S, S)."""
+def predict(head: PromptHead, encoder: LiteEncoder, canvases: np.ndarray, prompts: np.ndarray,
+            flip: bool = False) -> np.ndarray:
+    """Foreground probabilities (B, S/4, S/4) float32 for uint8 canvases (B, S, S, 3) and prompts (B, 3, S, S).
+
+    ``flip`` averages the probabilities of the canvas and of its mirror image (left-right, prompts mirrored too,
+    the answer mirrored back): test-time augmentation at twice the cost.
+    """
     device = next(head.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(canvases)).permute(0, 3, 1, 2).float().to(device)
+    p = torch.from_numpy(np.ascontiguousarray(prompts)).to(device)
+    if flip:
+        x, p = torch.cat([x, x.flip(-1)]), torch.cat([p, p.flip(-1)])
     features = encoder(x)
-    logits = head({s: features[s] for s in (16, 8, 4)}, torch.from_numpy(prompts).to(device))
-    return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+    prob = torch.sigmoid(head({s: features[s] for s in (16, 8, 4)}, p).float())[:, 0]
+    if flip:
+        half = len(canvases)
+        prob = (prob[:half] + prob[half:].flip(-1)) / 2
+    return prob.cpu().numpy()
 
 
 def save_head(head: PromptHead, path: Path, metadata: dict[str, str]) -> None:

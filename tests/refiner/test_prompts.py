@@ -202,6 +202,23 @@ def test_prompt_head_round_trips_and_refuses_other_files(tmp_path):
         load_head(tmp_path / "junk.safetensors")
 
 
+def test_flip_averages_the_window_and_its_mirror_image():
+    from app.refiner.encoder import LiteEncoder
+    from app.refiner.prompt_head import predict, prompt_channels
+
+    torch.manual_seed(0)
+    head, encoder = PromptHead(PromptHeadConfig(canvas=64, widths=(16, 16, 8))).eval(), LiteEncoder().eval()
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    channels = prompt_channels(64, None, [(10.0, 20.0)], [(50.0, 40.0)])[None]
+    mirrored = (np.ascontiguousarray(canvas[:, :, ::-1]), np.ascontiguousarray(channels[..., ::-1]))
+    plain, plain_mirrored = predict(head, encoder, canvas, channels), predict(head, encoder, *mirrored)
+    assert not np.allclose(plain, plain_mirrored[..., ::-1], atol=1e-3)  # the network itself is not symmetric
+    averaged = predict(head, encoder, canvas, channels, flip=True)
+    np.testing.assert_allclose(averaged, (plain + plain_mirrored[..., ::-1]) / 2, atol=1e-5)
+    np.testing.assert_allclose(predict(head, encoder, *mirrored, flip=True), averaged[..., ::-1], atol=1e-5)
+
+
 def test_shipped_prompt_head_beats_grabcut_on_held_out_pedestrians():
     from app.core.images import read_image_rgb
     from app.refiner.data import split_of
