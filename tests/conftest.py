@@ -1,10 +1,22 @@
-"""Fixtures shared by the refiner and service tests: an untrained compact network, saved as our safetensors, and a
-Refiner on it (the network's work is real, only its answers are not). torch is imported only when one is used."""
+"""Fixtures shared by the tests: the collector unfrozen after each; an untrained compact network, saved as our
+safetensors, and a Refiner on it (the network's work is real, only its answers are not). torch is imported only when
+one is used."""
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def collector_unfrozen():  # noqa: ANN201 - a generator fixture
+    """Give back to the collector what a test's window froze (app.core.gc_pause.freeze_survivors), and collect it
+    now: a process runs one app, a test session hundreds, whose windows must go with their tests."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
+        gc.collect()
 
 
 @pytest.fixture(scope="session")

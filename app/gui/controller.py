@@ -23,6 +23,7 @@ from PySide6.QtCore import QObject, QStandardPaths, QTimer, Signal
 from PySide6.QtGui import QImage
 
 from app.core.errors import DatasetError
+from app.core.gc_pause import freeze_survivors
 from app.core.images import read_image_rgb
 from app.core.mask_ops import Rect
 from app.core.records import Category, ImageRecord, Provenance, ReviewStatus, decode_mask
@@ -200,6 +201,7 @@ class ProjectController(QObject):
         self.images = store.images()
         self.categories = {c.id: c for c in store.categories()}
         self.session = store.session_state()
+        freeze_survivors()
         self.settings.add_recent_project(store.path)
         self.project_changed.emit()
         if store.read_only:

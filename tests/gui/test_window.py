@@ -91,6 +91,15 @@ def test_demo_opens_with_images_instances_and_canvas(window: MainWindow) -> None
     assert window.last_error is None
 
 
+def test_an_opened_project_is_kept_out_of_the_collectors_scans(window: MainWindow) -> None:
+    import gc
+
+    store = window.project.store
+    assert store is not None and gc.get_freeze_count() > 0
+    scanned = {id(o) for o in gc.get_objects()}
+    assert id(window.project.images) not in scanned  # loaded with the project: a full collection skips it
+
+
 def test_select_paint_erase_undo_redo_autosaves(window: MainWindow, qtbot: QtBot) -> None:
     doc = window.project.doc
     assert doc is not None

@@ -31,6 +31,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from app.core.gc_pause import freeze_survivors
 from app.core.images import read_image_rgb
 from app.gui.refine.frames import RefineJob, build_frame, whole_mask
 from app.gui.tasks import describe_error
@@ -192,6 +193,7 @@ class RefineWorker(QObject):
             self._refiner = load_refiner(options)
             self._refiner_key = key
             self._seen_fallbacks = 0
+            freeze_survivors()
             self.loaded.emit(self._refiner.name, self._refiner.device)
         return self._refiner
 
