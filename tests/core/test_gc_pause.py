@@ -52,3 +52,12 @@ def test_frozen_survivors_leave_the_scans_and_are_still_freed_when_dropped():
         assert cycle() is None
     finally:
         gc.unfreeze()
+
+
+def test_freezing_without_collecting_keeps_what_is_alive_out_of_the_scans():
+    kept = Node()
+    try:
+        freeze_survivors(collect_first=False)
+        assert id(kept) not in {id(o) for o in gc.get_objects()}
+    finally:
+        gc.unfreeze()

@@ -193,7 +193,9 @@ class RefineWorker(QObject):
             self._refiner = load_refiner(options)
             self._refiner_key = key
             self._seen_fallbacks = 0
-            freeze_survivors()
+            # The first refinement may be waiting for this load: no collection here (0.2 s). Opening a project,
+            # which a project switch needs, collects.
+            freeze_survivors(collect_first=False)
             self.loaded.emit(self._refiner.name, self._refiner.device)
         return self._refiner
 
