@@ -6,7 +6,8 @@ refiner works.
 2. Event-loop latency: a 5 ms QTimer records how late each tick fires while (a) the selected instance is
    refined step by step with the preview drawn after every step, and (b) the whole demo is refined by the
    queue (results applied as undoable edits and saved). Goal: no tick later than 50 ms, i.e. the GUI
-   thread never blocks longer than that. The garbage collections meanwhile are counted and the longest reported: each holds the GIL. ``--scale`` enlarges the photo to test big images.
+   thread never blocks longer than that. The garbage collections meanwhile are counted and the longest
+   reported: each holds the GIL. ``--scale`` enlarges the photo to test big images.
 3. Opening a large photo (``--large``, default 8000x6000; "" skips): a one-image project of the demo's
    coffee photo stretched to that size with its three instances; from ``open_image`` to the photo on
    screen, to every overlay drawn, and the event loop's lateness meanwhile.
@@ -215,7 +216,7 @@ def time_prompts(window: MainWindow) -> None:
     target = max(doc.layers(), key=lambda layer: int(layer.mask.sum()))
     ys, xs = target.mask.nonzero()
     box = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
-    cx = float(xs.mean())  # before the clock starts: a mean over millions of pixels is the benchmark's work, not the app's
+    cx = float(xs.mean())  # before the clock starts: a mean over millions of pixels is the benchmark's work
     left, right = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
     ticks = Lateness()
     ticks.start()
