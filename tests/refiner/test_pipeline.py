@@ -264,3 +264,29 @@ def test_each_patch_counts_the_reverse_steps_behind_it():
     assert local and set(local) == {6}  # 6, not 5: local patches ran
     confident = _final(refine_hr(_identity, _image_of(gt), gt))  # nothing uncertain: no local patches
     assert [s.results[0].reverse_steps for s in confident] == [1, 2, 3, 4, 5, 5]
+
+
+@pytest.mark.parametrize("box", [(301, 433), (32, 48)])
+def test_one_sampler_pastes_several_maps_exactly_as_the_official_paste_does_each(box):
+    """Maps of a step share one sampling grid and one call: each must equal mmdet's ``_do_paste_mask`` on its own
+    (half-pixel centres, zero padding), to the bit, or a tie at 0.5 would flip pixels of the pasted mask."""
+    import torch.nn.functional as F
+
+    from app.refiner.pipeline import _box_sampler
+
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.cat([(torch.rand(1, 1, 64, 96, generator=generator) > 0.5).float(),
+                      torch.rand(1, 1, 64, 96, generator=generator)], dim=1)
+    h, w = box
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]
+    pasted = _box_sampler((h, w), "bilinear")(maps)
+    assert pasted.shape == (2, h, w) and pasted.dtype == np.float32
+    for c in range(2):
+        official = F.grid_sample(maps[:, c : c + 1], grid, mode="bilinear", align_corners=False)[0, 0].numpy()
+        assert np.array_equal(pasted[c], official)
+    if box == (32, 48):
+        assert (pasted[0] == 0.5).any()  # halving the grid puts pixel centres halfway: the ties occur
+    nearest = _box_sampler((h, w), "nearest")(maps)
+    assert np.array_equal(nearest, F.interpolate(maps, size=(h, w), mode="nearest")[0].numpy())
