@@ -8,6 +8,7 @@ generators never touch their inputs, so an abandoned run leaves nothing half-app
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Iterator, Sequence
 
 import cv2
@@ -44,17 +45,41 @@ class Guidance:
             if value is not None and value.shape != shape:
                 raise ValueError(f"{name} mask has shape {value.shape}, the image is {shape}")
 
+    @cached_property
+    def _region_rect(self) -> Box | None:
+        """The region's bounding box in the image (computed once: a region is as large as the image)."""
+        assert self.region is not None
+        x, y, w, h = cv2.boundingRect(np.ascontiguousarray(self.region).view(np.uint8))
+        return None if w == 0 else (x, y, x + w, y + h)
+
+    def window(self, box: Box) -> tuple[slice, slice] | None:
+        """(rows, columns) of ``box``'s crop holding every pixel the region lets change (the whole crop without a
+        region; None: the region misses the box, nothing in it may change but the constraints)."""
+        x0, y0, x1, y1 = box
+        if self.region is None:
+            return slice(0, y1 - y0), slice(0, x1 - x0)
+        rect = self._region_rect
+        if rect is None:
+            return None
+        rx0, ry0, rx1, ry1 = max(rect[0], x0), max(rect[1], y0), min(rect[2], x1), min(rect[3], y1)
+        if rx0 >= rx1 or ry0 >= ry1:
+            return None
+        return slice(ry0 - y0, ry1 - y0), slice(rx0 - x0, rx1 - x0)
+
     def clamp(self, refined: np.ndarray, coarse: np.ndarray, box: Box) -> np.ndarray:
         """Apply the guidance to a refined crop (bool, inside ``box``) against the coarse crop."""
         x0, y0, x1, y1 = box
-        out = refined
-        if self.region is not None:
-            out = np.where(self.region[y0:y1, x0:x1], out, coarse)
-        if self.foreground is not None:
-            out = out | self.foreground[y0:y1, x0:x1]
-        if self.background is not None:
-            out = out & ~self.background[y0:y1, x0:x1]
+        out = refined.copy() if self.region is None else np.where(self.region[y0:y1, x0:x1], refined, coarse)
+        self.constrain(out, box)
         return out
+
+    def constrain(self, refined: np.ndarray, box: Box) -> None:
+        """Force the foreground and background constraints on a crop (bool, inside ``box``), in place."""
+        x0, y0, x1, y1 = box
+        if self.foreground is not None:
+            refined |= self.foreground[y0:y1, x0:x1]
+        if self.background is not None:
+            refined &= ~self.background[y0:y1, x0:x1]
 
     def crop_tensors(self, box: Box, size: tuple[int, int]) -> dict[str, torch.Tensor | None]:
         """The guidance cropped to ``box`` and resized to the network grid (bool tensors (1,1,h,w))."""
@@ -130,21 +155,26 @@ def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False) >= 0.5
 
 
-def _box_sampler(box_size: tuple[int, int], mode: str) -> Callable[[torch.Tensor], np.ndarray]:
-    """A function resizing (1,C,s,s) maps to a (h,w) box, giving (C,h,w) float32: the official bilinear paste
-    (spec §7.1), or nearest for the HR global parity mode.
+def _box_sampler(box_size: tuple[int, int], mode: str, window: tuple[slice, slice] | None = None
+                 ) -> Callable[[torch.Tensor], np.ndarray]:
+    """A function resizing (1,C,s,s) maps to a (h,w) box, giving (C,h,w) float32 (only the box's ``window``, rows and
+    columns, when given): the official bilinear paste (spec §7.1), or nearest for the HR global parity mode.
 
     The paste maps the box's pixel centres to the normalized grid with half-pixel offsets and samples with zero
-    padding, exactly as mmdet's ``_do_paste_mask`` that SegRefiner uses. Its sampling grid is built once per box
-    and shared by the maps of a step: on a 4000x3000 box the grid is 96 MB, and building it for every map made
-    pasting most of a step's time.
+    padding, exactly as mmdet's ``_do_paste_mask`` that SegRefiner uses; a window samples the same coordinates,
+    so it equals that part of the whole paste. The sampling grid is built once per box and shared by the maps
+    of a step: on a 4000x3000 box the grid is 96 MB, and building it for every map made pasting most of a step's
+    time.
     """
-    if mode == "nearest":
-        return lambda maps: F.interpolate(maps.float().cpu(), size=box_size, mode="nearest")[0].numpy()
     h, w = box_size
-    grid = torch.empty((1, h, w, 2), dtype=torch.float32)
-    grid[0, :, :, 0] = ((torch.arange(w, dtype=torch.float32) + 0.5) / w * 2 - 1)[None, :]
-    grid[0, :, :, 1] = ((torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 - 1)[:, None]
+    rows, cols = window or (slice(0, h), slice(0, w))
+    if mode == "nearest":
+        return lambda maps: F.interpolate(maps.float().cpu(), size=box_size, mode="nearest")[0, :, rows, cols].numpy()
+    ys = ((torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 - 1)[rows]
+    xs = ((torch.arange(w, dtype=torch.float32) + 0.5) / w * 2 - 1)[cols]
+    grid = torch.empty((1, len(ys), len(xs), 2), dtype=torch.float32)
+    grid[0, :, :, 0] = xs[None, :]
+    grid[0, :, :, 1] = ys[:, None]
     return lambda maps: F.grid_sample(maps.float().cpu(), grid, mode="bilinear", align_corners=False)[0].numpy()
 
 
@@ -268,23 +298,40 @@ def patch_result(
     mode: str = "bilinear",
     coarse_grid: torch.Tensor | None = None,
 ) -> MaskPatch:
-    """The grid mask pasted into ``box``; with ``coarse_grid``, only near the grid cells that differ from it."""
+    """The grid mask pasted into ``box``; with ``coarse_grid``, only near the grid cells that differ from it.
+
+    Only the part of the box the guidance's region reaches is pasted (a click's neighbourhood in a large object
+    costs its own size, not the object's); the rest keeps the coarse mask and reports confidence 1 (held).
+    """
     x0, y0, x1, y1 = box
     size = (y1 - y0, x1 - x0)
     coarse = _crop(coarse_full, box)
-    paste = _box_sampler(size, mode)
-    if coarse_grid is None:
-        refined = paste(mask)[0] >= 0.5
+    window = guidance.window(box)
+    whole = window is not None and (window[0].stop - window[0].start, window[1].stop - window[1].start) == size
+    if window is None:
+        refined, confidence = coarse.copy(), np.ones(size, np.float32)
     else:
-        changed = (mask >= 0.5) != (coarse_grid >= 0.5)
-        if bool(changed.any()):
-            pasted, near = paste(torch.cat([mask.float(), changed.float()], dim=1))
-            refined = np.where(near > 0.0, pasted >= 0.5, coarse)
+        paste = _box_sampler(size, mode, window)
+        inside = coarse[window]
+        if coarse_grid is None:
+            part = paste(mask)[0] >= 0.5
         else:
-            refined = coarse.copy()
-    refined = guidance.clamp(refined, coarse, box)
-    confidence = paste(conf)[0]
-    np.clip(confidence, 0.0, 1.0, out=confidence)
+            changed = (mask >= 0.5) != (coarse_grid >= 0.5)
+            if bool(changed.any()):
+                pasted, near = paste(torch.cat([mask.float(), changed.float()], dim=1))
+                part = np.where(near > 0.0, pasted >= 0.5, inside)
+            else:
+                part = inside.copy()
+        if guidance.region is not None:
+            part = np.where(guidance.region[y0:y1, x0:x1][window], part, inside)
+        sure = paste(conf)[0]
+        np.clip(sure, 0.0, 1.0, out=sure)
+        if whole:
+            refined, confidence = part, sure
+        else:
+            refined, confidence = coarse.copy(), np.ones(size, np.float32)
+            refined[window], confidence[window] = part, sure
+    guidance.constrain(refined, box)
     return MaskPatch(box, refined, confidence, changed=int(np.count_nonzero(refined != coarse)), reverse_steps=reverse_steps)
 
 

@@ -521,15 +521,25 @@ class PromptTool:
             raise PromptError(f"the instance's mask has shape {before.shape}, the image is {shape}")
         proposal = self.source.segment(image, Prompt(clicks=tuple(clicks), previous=before))
         last = clicks[-1]
-        region = click_region(before, proposal, last, self._seed_radius(before, proposal))
-        coarse = np.where(region, proposal, before)
-        seeds = [_discs(shape, clicks, positive, self._seed_radius(before, proposal)) for positive in (True, False)]
+        radius = self._seed_radius(before, proposal)
+        # Everything below lies within the masks' and the click's extent plus the grown region's margin: work on
+        # that rectangle only (on a large photo the full-size arrays cost seconds; the results are the same).
+        rows, cols = _extent(shape, [before, proposal], last, 2 * radius + 2)
+        local = click_region(before[rows, cols], proposal[rows, cols],
+                             Click(round(last.x) - cols.start, round(last.y) - rows.start, last.positive), radius)
+        region = np.zeros(shape, bool)
+        region[rows, cols] = local
+        coarse = before.copy()
+        coarse[rows, cols] = np.where(local, proposal[rows, cols], before[rows, cols])
+        seeds = [_discs(shape, clicks, positive, radius) for positive in (True, False)]
         coarse = (coarse | seeds[0]) & ~seeds[1]
         if self.refiner is None:
             return coarse, region, None
         from app.refiner.pipeline import Guidance
 
-        grown = cv2.dilate(region.astype(np.uint8), _disk(self._seed_radius(before, proposal) * 2)) > 0
+        grown = np.zeros(shape, bool)
+        near_rows, near_cols = _extent(shape, [region], last, 2 * radius + 1)
+        grown[near_rows, near_cols] = cv2.dilate(region[near_rows, near_cols].view(np.uint8), _disk(radius * 2)) > 0
         guidance = Guidance(region=grown, foreground=seeds[0], background=seeds[1])
         return coarse, region, self._run(image, coarse, guidance)
 
@@ -558,6 +568,18 @@ def _discs(shape: tuple[int, int], clicks: Sequence[Click], positive: bool, radi
         if click.positive == positive:
             cv2.circle(out, (round(click.x), round(click.y)), radius, 1, -1)
     return out > 0
+
+
+def _extent(shape: tuple[int, int], masks: Sequence[np.ndarray], click: Click, margin: int) -> tuple[slice, slice]:
+    """(rows, columns) of the image holding every pixel of ``masks`` and ``click``, plus ``margin`` on each side."""
+    xs, ys = [round(click.x)], [round(click.y)]
+    for mask in masks:
+        x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+        if w:
+            xs += [x, x + w - 1]
+            ys += [y, y + h - 1]
+    return (slice(max(0, min(ys) - margin), min(shape[0], max(ys) + margin + 1)),
+            slice(max(0, min(xs) - margin), min(shape[1], max(xs) + margin + 1)))
 
 
 def _disk(radius: int) -> np.ndarray:

@@ -290,3 +290,34 @@ def test_one_sampler_pastes_several_maps_exactly_as_the_official_paste_does_each
         assert (pasted[0] == 0.5).any()  # halving the grid puts pixel centres halfway: the ties occur
     nearest = _box_sampler((h, w), "nearest")(maps)
     assert np.array_equal(nearest, F.interpolate(maps, size=(h, w), mode="nearest")[0].numpy())
+
+
+def test_a_region_pastes_only_its_part_of_the_box_and_the_mask_is_as_if_all_were_pasted():
+    """A click's neighbourhood in a large object: only the region's rectangle is sampled. The mask equals the whole
+    paste clamped to the region; outside the rectangle the coarse mask is kept and reported sure (confidence 1)."""
+    from app.refiner.pipeline import patch_result
+
+    generator = torch.Generator().manual_seed(1)
+    grid_mask = (torch.rand(1, 1, 32, 32, generator=generator) > 0.5).float()
+    conf = torch.rand(1, 1, 32, 32, generator=generator)
+    coarse = np.zeros((200, 300), bool)
+    coarse[40:160, 60:240] = True
+    box = (50, 30, 250, 170)
+    region = np.zeros_like(coarse)
+    region[60:90, 100:150] = True
+    region[100, 200] = True
+    whole = patch_result(grid_mask, conf, coarse, box, Guidance(), 3)
+    part = patch_result(grid_mask, conf, coarse, box, Guidance(region=region), 3)
+    crop = (slice(30, 170), slice(50, 250))
+    assert np.array_equal(part.mask, np.where(region[crop], whole.mask, coarse[crop]))
+    rows, cols = Guidance(region=region).window(box)
+    assert (rows, cols) == (slice(30, 71), slice(50, 151))
+    assert np.array_equal(part.confidence[rows, cols], whole.confidence[rows, cols])
+    outside = np.ones(part.confidence.shape, bool)
+    outside[rows, cols] = False
+    assert (part.confidence[outside] == 1.0).all() and part.changed == int((part.mask != coarse[crop]).sum()) > 0
+    missed = np.zeros_like(coarse)
+    missed[0:10, 0:10] = True
+    assert Guidance(region=missed).window(box) is None
+    away = patch_result(grid_mask, conf, coarse, box, Guidance(region=missed), 3)
+    assert np.array_equal(away.mask, coarse[crop]) and away.changed == 0

@@ -259,3 +259,25 @@ def test_a_fragment_of_the_box_gives_way_to_the_candidate_that_fills_it():
     out = prompts.tightest_fit(box, fragment, probability, lambda: whole)
     assert out is whole
     assert prompts.box_fit(np.zeros((5, 5), bool), (0, 0, 5, 5)) == 0.0
+
+
+@pytest.mark.parametrize("click", [Click(150.5, 150.5, True), Click(251.5, 2.5, False), Click(398.5, 297.5, True)])
+def test_a_click_works_on_its_extent_only_and_gets_what_the_whole_image_would_give(click, random_refiner):
+    """On a large photo a click's region, coarse mask and grown refine region are worked out on the rectangle the
+    masks and the click span (plus margins), not the whole image: the result must equal the whole-image one, also
+    for clicks at half pixels (rounding) and at the image's edge."""
+    image, disc, square = scene()
+    before = disc | square
+    tool = PromptTool(GrabCutSource(), random_refiner, RefineOptions(steps=1))
+    seen = {}
+    tool._run = lambda _image, coarse, guidance: seen.update(coarse=coarse, guidance=guidance) or iter(())
+    coarse, region, _ = tool.click_steps(image, before, [click])
+    proposal = GrabCutSource().segment(image, Prompt(clicks=(click,), previous=before))
+    radius = PromptTool._seed_radius(before, proposal)
+    want_region = prompts.click_region(before, proposal, click, radius)
+    seeds = [prompts._discs(before.shape, [click], positive, radius) for positive in (True, False)]
+    want = (np.where(want_region, proposal, before) | seeds[0]) & ~seeds[1]
+    grown = cv2.dilate(want_region.astype(np.uint8), prompts._disk(2 * radius)) > 0
+    assert np.array_equal(region, want_region) and region.any()
+    assert np.array_equal(coarse, want) and np.array_equal(seen["coarse"], want)
+    assert np.array_equal(seen["guidance"].region, grown)
