@@ -35,7 +35,7 @@ from app.gui.tasks import describe_error
 from app.refiner.prompts import Click, PromptError
 from app.services.prompt import PromptSettings, load_prompt_tool, prompted_provenance
 from app.refiner.similar import DEFAULT_THRESHOLD
-from app.refiner.steps import RefineStep
+from app.refiner.steps import MaskPatch, RefineStep
 from app.services.similar import ProjectSimilar, SimilarReport, SimilarSettings, find_similar, load_finder
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,23 @@ def preview_image(pixels: np.ndarray) -> QImage:
     return image.copy()  # own the pixels: the array goes away
 
 
+def step_pixels(patch: MaskPatch, coarse: np.ndarray, coarse_rect: Rect | None) -> tuple[Rect | None, np.ndarray | None]:
+    """The bounding rectangle of a step's whole mask (``patch`` inside its box, ``coarse`` outside) and its pixels.
+
+    When the coarse mask (its bounding rectangle ``coarse_rect``) lies inside the patch's box, both come from the
+    patch alone: on a large photo a full-size mask per step is tens of megabytes allocated and scanned for nothing.
+    """
+    x0, y0, x1, y1 = patch.box
+    if coarse_rect is None or (coarse_rect[0] >= x0 and coarse_rect[1] >= y0 and coarse_rect[2] <= x1 and coarse_rect[3] <= y1):
+        local = mask_ops.mask_bbox(patch.mask)
+        if local is None:
+            return None, None
+        return (local[0] + x0, local[1] + y0, local[2] + x0, local[3] + y0), mask_ops.take_patch(patch.mask, local)
+    whole = patch.full_mask(coarse.shape, coarse)
+    rect = mask_ops.mask_bbox(whole)
+    return rect, None if rect is None else mask_ops.take_patch(whole, rect)
+
+
 class PromptWorker(QObject):
     """Lives on the prompt thread; ``request_stop`` may be called from any thread."""
 
@@ -183,12 +200,15 @@ class PromptWorker(QObject):
         mask = coarse
         if steps is None:
             return mask
+        outer = mask_ops.mask_bbox(coarse)
         try:
             for step in steps:
-                mask = step.mask(0, base=coarse)
-                rect = mask_ops.mask_bbox(mask)
-                if not step.final and rect is not None:
-                    preview = preview_image(mask_ops.take_patch(mask, rect))
+                if step.final:
+                    mask = step.mask(0, base=coarse)
+                    continue
+                rect, pixels = step_pixels(step.results[0], coarse, outer)
+                if rect is not None:
+                    preview = preview_image(pixels)
                     self.step.emit(job.job_id, rect, preview, f"refining, step {step.step} of {step.total}")
         finally:
             steps.close()

@@ -264,3 +264,28 @@ def test_the_settings_dialog_keeps_the_coarse_source(prompt_window: MainWindow) 
     assert window.settings.prompt_source == "sam"
     assert window.settings.sam_checkpoint == "/models/sam_vit_b_01ec64.pth"
     dialog.close()
+
+
+@pytest.mark.parametrize("coarse_box", [(30, 40, 90, 80), (5, 5, 90, 80), None])
+def test_a_step_preview_is_cut_from_the_patch_as_from_the_whole_mask(coarse_box) -> None:
+    """A box's step previews are cut from the step's patch when the coarse mask lies inside its box (no full-size
+    mask per step on a large photo); inside or not, the rectangle and pixels are those of the whole mask."""
+    from app.core import mask_ops
+    from app.gui.prompt_worker import step_pixels
+    from app.refiner.steps import MaskPatch
+
+    rng = np.random.default_rng(0)
+    coarse = np.zeros((120, 160), bool)
+    if coarse_box is not None:
+        x0, y0, x1, y1 = coarse_box
+        coarse[y0:y1, x0:x1] = True
+    box = (20, 30, 110, 100)
+    inside = rng.random((70, 90)) > 0.7
+    for mask in (inside, np.zeros_like(inside)):
+        patch = MaskPatch(box, mask, np.ones(mask.shape, np.float32), changed=0)
+        whole = patch.full_mask(coarse.shape, coarse)
+        rect, pixels = step_pixels(patch, coarse, mask_ops.mask_bbox(coarse))
+        assert rect == mask_ops.mask_bbox(whole)
+        assert (pixels is None) == (rect is None)
+        if rect is not None:
+            assert np.array_equal(pixels, mask_ops.take_patch(whole, rect))
