@@ -155,27 +155,37 @@ def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False) >= 0.5
 
 
-def _box_sampler(box_size: tuple[int, int], mode: str, window: tuple[slice, slice] | None = None
-                 ) -> Callable[[torch.Tensor], np.ndarray]:
-    """A function resizing (1,C,s,s) maps to a (h,w) box, giving (C,h,w) float32 (only the box's ``window``, rows and
-    columns, when given): the official bilinear paste (spec §7.1), or nearest for the HR global parity mode.
+# Rows of a box pasted per sampling call: its grid and output stay a few megabytes, reused by the allocator.
+STRIP_VALUES = 1 << 20
+
+
+def _paste_strips(maps: torch.Tensor, box_size: tuple[int, int], mode: str,
+                  window: tuple[slice, slice] | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+    """(1,C,s,s) maps resized to a (h,w) box, strip by strip: (rows of the window, (C, r, columns) float32) in order,
+    over the box's ``window`` (rows and columns; the whole box without). The official bilinear paste (spec §7.1),
+    or nearest for the HR global parity mode (one strip).
 
     The paste maps the box's pixel centres to the normalized grid with half-pixel offsets and samples with zero
-    padding, exactly as mmdet's ``_do_paste_mask`` that SegRefiner uses; a window samples the same coordinates,
-    so it equals that part of the whole paste. The sampling grid is built once per box and shared by the maps
-    of a step: on a 4000x3000 box the grid is 96 MB, and building it for every map made pasting most of a step's
-    time.
+    padding, exactly as mmdet's ``_do_paste_mask`` that SegRefiner uses; a strip or window samples the same
+    coordinates, so it equals that part of the whole paste. Strips keep every buffer small: on a 4500x4400 box
+    the whole grid is 160 MB and the maps 80 MB each, and allocating and freeing that much per step (fresh pages
+    each time) made pasting most of a step's time and stalled the GUI thread's own allocations.
     """
     h, w = box_size
     rows, cols = window or (slice(0, h), slice(0, w))
+    maps = maps.float().cpu()
     if mode == "nearest":
-        return lambda maps: F.interpolate(maps.float().cpu(), size=box_size, mode="nearest")[0, :, rows, cols].numpy()
+        yield slice(0, rows.stop - rows.start), F.interpolate(maps, size=box_size, mode="nearest")[0, :, rows, cols].numpy()
+        return
     ys = ((torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 - 1)[rows]
     xs = ((torch.arange(w, dtype=torch.float32) + 0.5) / w * 2 - 1)[cols]
-    grid = torch.empty((1, len(ys), len(xs), 2), dtype=torch.float32)
-    grid[0, :, :, 0] = xs[None, :]
-    grid[0, :, :, 1] = ys[:, None]
-    return lambda maps: F.grid_sample(maps.float().cpu(), grid, mode="bilinear", align_corners=False)[0].numpy()
+    step = max(1, STRIP_VALUES // (len(xs) * max(2, maps.shape[1])))
+    for start in range(0, len(ys), step):
+        strip = ys[start : start + step]
+        grid = torch.empty((1, len(strip), len(xs), 2), dtype=torch.float32)
+        grid[0, :, :, 0] = xs[None, :]
+        grid[0, :, :, 1] = strip[:, None]
+        yield slice(start, start + len(strip)), F.grid_sample(maps, grid, mode="bilinear", align_corners=False)[0].numpy()
 
 
 def apply_guidance_grid(mask: torch.Tensor, coarse: torch.Tensor, guide: dict[str, torch.Tensor | None]) -> torch.Tensor:
@@ -308,29 +318,19 @@ def patch_result(
     coarse = _crop(coarse_full, box)
     window = guidance.window(box)
     whole = window is not None and (window[0].stop - window[0].start, window[1].stop - window[1].start) == size
-    if window is None:
-        refined, confidence = coarse.copy(), np.ones(size, np.float32)
-    else:
-        paste = _box_sampler(size, mode, window)
-        inside = coarse[window]
-        if coarse_grid is None:
-            part = paste(mask)[0] >= 0.5
-        else:
-            changed = (mask >= 0.5) != (coarse_grid >= 0.5)
-            if bool(changed.any()):
-                pasted, near = paste(torch.cat([mask.float(), changed.float()], dim=1))
-                part = np.where(near > 0.0, pasted >= 0.5, inside)
-            else:
-                part = inside.copy()
-        if guidance.region is not None:
-            part = np.where(guidance.region[y0:y1, x0:x1][window], part, inside)
-        sure = paste(conf)[0]
-        np.clip(sure, 0.0, 1.0, out=sure)
-        if whole:
-            refined, confidence = part, sure
-        else:
-            refined, confidence = coarse.copy(), np.ones(size, np.float32)
-            refined[window], confidence[window] = part, sure
+    refined = coarse.copy()
+    confidence = np.empty(size, np.float32) if whole else np.ones(size, np.float32)
+    if window is not None:
+        inside, target, sure = coarse[window], refined[window], confidence[window]
+        region = None if guidance.region is None else guidance.region[y0:y1, x0:x1][window]
+        changed = None if coarse_grid is None else (mask >= 0.5) != (coarse_grid >= 0.5)
+        moved = changed is None or bool(changed.any())
+        maps = [conf] + ([mask] if moved else []) + ([changed] if moved and changed is not None else [])
+        for rows, values in _paste_strips(torch.cat([m.float() for m in maps], dim=1), size, mode, window):
+            np.clip(values[0], 0.0, 1.0, out=sure[rows])
+            if moved:
+                new = values[1] >= 0.5 if changed is None else np.where(values[2] > 0.0, values[1] >= 0.5, inside[rows])
+                target[rows] = new if region is None else np.where(region[rows], new, inside[rows])
     guidance.constrain(refined, box)
     return MaskPatch(box, refined, confidence, changed=int(np.count_nonzero(refined != coarse)), reverse_steps=reverse_steps)
 

@@ -267,13 +267,14 @@ def test_each_patch_counts_the_reverse_steps_behind_it():
 
 
 @pytest.mark.parametrize("box", [(301, 433), (32, 48)])
-def test_one_sampler_pastes_several_maps_exactly_as_the_official_paste_does_each(box):
-    """Maps of a step share one sampling grid and one call: each must equal mmdet's ``_do_paste_mask`` on its own
-    (half-pixel centres, zero padding), to the bit, or a tie at 0.5 would flip pixels of the pasted mask."""
+def test_pasting_strip_by_strip_is_exactly_the_official_paste_of_each_map(box, monkeypatch):
+    """Maps of a step are pasted together, a few rows at a time: each must equal mmdet's ``_do_paste_mask`` on its
+    own (half-pixel centres, zero padding), to the bit, or a tie at 0.5 would flip pixels of the pasted mask."""
     import torch.nn.functional as F
 
-    from app.refiner.pipeline import _box_sampler
+    from app.refiner import pipeline
 
+    monkeypatch.setattr(pipeline, "STRIP_VALUES", 500)  # many strips (a row each on the large box), one short
     generator = torch.Generator().manual_seed(0)
     maps = torch.cat([(torch.rand(1, 1, 64, 96, generator=generator) > 0.5).float(),
                       torch.rand(1, 1, 64, 96, generator=generator)], dim=1)
@@ -281,15 +282,22 @@ def test_one_sampler_pastes_several_maps_exactly_as_the_official_paste_does_each
     ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 - 1
     xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w * 2 - 1
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]
-    pasted = _box_sampler((h, w), "bilinear")(maps)
-    assert pasted.shape == (2, h, w) and pasted.dtype == np.float32
-    for c in range(2):
-        official = F.grid_sample(maps[:, c : c + 1], grid, mode="bilinear", align_corners=False)[0, 0].numpy()
-        assert np.array_equal(pasted[c], official)
-    if box == (32, 48):
-        assert (pasted[0] == 0.5).any()  # halving the grid puts pixel centres halfway: the ties occur
-    nearest = _box_sampler((h, w), "nearest")(maps)
-    assert np.array_equal(nearest, F.interpolate(maps, size=(h, w), mode="nearest")[0].numpy())
+    for mode, window in (("bilinear", None), ("bilinear", (slice(3, h - 5), slice(7, w - 2))), ("nearest", None)):
+        rows, cols = window or (slice(0, h), slice(0, w))
+        pasted = np.full((2, rows.stop - rows.start, cols.stop - cols.start), np.nan, np.float32)
+        strips = list(pipeline._paste_strips(maps, (h, w), mode, window))
+        for part, values in strips:
+            assert values.dtype == np.float32
+            pasted[:, part] = values
+        assert len(strips) > (mode == "bilinear")
+        for c in range(2):
+            if mode == "nearest":
+                official = F.interpolate(maps[:, c : c + 1], size=(h, w), mode="nearest")[0, 0].numpy()
+            else:
+                official = F.grid_sample(maps[:, c : c + 1], grid, mode="bilinear", align_corners=False)[0, 0].numpy()
+            assert np.array_equal(pasted[c], official[rows, cols])
+        if box == (32, 48) and mode == "bilinear":
+            assert (pasted[0] == 0.5).any()  # halving the grid puts pixel centres halfway: the ties occur
 
 
 def test_a_region_pastes_only_its_part_of_the_box_and_the_mask_is_as_if_all_were_pasted():
