@@ -19,8 +19,8 @@ from app.refiner.options import RefineOptions
 
 log = logging.getLogger(__name__)
 
-PRELOAD_DELAY_MS = 400
-"""After the first image is on screen: its paint comes first, then the model loads on the refine thread."""
+PRELOAD_DELAY_MS = 50
+"""After the first image is on screen: its paint comes first, then the model loads on the refine thread (0019)."""
 
 
 def _timing_key(options: RefineOptions) -> str:
