@@ -8,7 +8,7 @@ import torch
 
 from app.core.metrics import iou
 from app.refiner.options import RefineOptions
-from app.refiner import prompts
+from app.refiner import box_prior, prompts
 from app.refiner.prompt_head import PromptHead, PromptHeadConfig, PromptHeadError, load_head, save_head
 from app.refiner.prompts import (
     Click,
@@ -243,7 +243,7 @@ def test_a_mask_that_fills_its_box_is_kept_without_trying_grabcut():
     fg = np.zeros((100, 100), bool)
     fg[22:78, 20:80] = True  # a little inside the box: fits it well
     calls = []
-    out = prompts.tightest_fit((20, 20, 80, 80), fg, fg.astype(np.float32), lambda: calls.append(1))
+    out = box_prior.tightest_fit((20, 20, 80, 80), fg, fg.astype(np.float32), lambda: calls.append(1))
     assert out is fg and not calls
 
 
@@ -255,10 +255,10 @@ def test_a_fragment_of_the_box_gives_way_to_the_candidate_that_fills_it():
     probability[40:60, 40:60] = 0.9  # the head alone: a small blob in the middle
     whole = np.zeros((100, 100), bool)
     whole[21:79, 22:80] = True  # GrabCut from the box: the object
-    assert prompts.box_fit(fragment, box) < prompts.TIGHT_FIT
-    out = prompts.tightest_fit(box, fragment, probability, lambda: whole)
+    assert box_prior.box_fit(fragment, box) < box_prior.TIGHT_FIT
+    out = box_prior.tightest_fit(box, fragment, probability, lambda: whole)
     assert out is whole
-    assert prompts.box_fit(np.zeros((5, 5), bool), (0, 0, 5, 5)) == 0.0
+    assert box_prior.box_fit(np.zeros((5, 5), bool), (0, 0, 5, 5)) == 0.0
 
 
 @pytest.mark.parametrize("click", [Click(150.5, 150.5, True), Click(251.5, 2.5, False), Click(398.5, 297.5, True)])
