@@ -155,7 +155,7 @@ def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False) >= 0.5
 
 
-# Rows of a box pasted per sampling call: its grid and output stay a few megabytes, reused by the allocator.
+# Values (sampling grid and output) per sampling call of a paste: a few megabytes, which the allocator reuses.
 STRIP_VALUES = 1 << 20
 
 
@@ -179,7 +179,7 @@ def _paste_strips(maps: torch.Tensor, box_size: tuple[int, int], mode: str,
         return
     ys = ((torch.arange(h, dtype=torch.float32) + 0.5) / h * 2 - 1)[rows]
     xs = ((torch.arange(w, dtype=torch.float32) + 0.5) / w * 2 - 1)[cols]
-    step = max(1, STRIP_VALUES // (len(xs) * max(2, maps.shape[1])))
+    step = max(1, STRIP_VALUES // (len(xs) * (2 + maps.shape[1])))
     for start in range(0, len(ys), step):
         strip = ys[start : start + step]
         grid = torch.empty((1, len(strip), len(xs), 2), dtype=torch.float32)
