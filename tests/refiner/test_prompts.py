@@ -261,18 +261,36 @@ def test_a_fragment_of_the_box_gives_way_to_the_candidate_that_fills_it():
     assert box_prior.box_fit(np.zeros((5, 5), bool), (0, 0, 5, 5)) == 0.0
 
 
-@pytest.mark.parametrize("click", [Click(150.5, 150.5, True), Click(251.5, 2.5, False), Click(398.5, 297.5, True)])
-def test_a_click_works_on_its_extent_only_and_gets_what_the_whole_image_would_give(click, random_refiner):
+class _Fixed:
+    """A coarse source that proposes a given mask, whatever the prompt."""
+
+    name = "fixed"
+
+    def __init__(self, proposal: np.ndarray) -> None:
+        self.proposal = proposal
+
+    def segment(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
+        return self.proposal.copy()
+
+
+@pytest.mark.parametrize("click", [Click(150.5, 150.5, True), Click(151.5, 149.5, True), Click(181.5, 122.5, False),
+                                   Click(2.5, 297.5, True)])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_a_click_works_on_its_extent_only_and_gets_what_the_whole_image_would_give(click, offset, random_refiner):
     """On a large photo a click's region, coarse mask and grown refine region are worked out on the rectangle the
-    masks and the click span (plus margins), not the whole image: the result must equal the whole-image one, also
-    for clicks at half pixels (rounding) and at the image's edge."""
-    image, disc, square = scene()
-    before = disc | square
-    tool = PromptTool(GrabCutSource(), random_refiner, RefineOptions(steps=1))
+    masks and the click span (plus margins), not the whole image: the result must equal the whole-image one, for
+    clicks at half pixels (rounded as on the whole image, whether the rectangle starts at an odd or even pixel) and
+    at the image's edge."""
+    image, _, _ = scene()
+    before = np.zeros(image.shape[:2], bool)
+    before[100 + offset:200, 120 + offset:260] = True
+    proposal = before.copy()
+    proposal[130:170, 140:175] = False  # a hole and a bump near the clicks
+    proposal[90:100, 150:190] = True
+    tool = PromptTool(_Fixed(proposal), random_refiner, RefineOptions(steps=1))
     seen = {}
     tool._run = lambda _image, coarse, guidance: seen.update(coarse=coarse, guidance=guidance) or iter(())
     coarse, region, _ = tool.click_steps(image, before, [click])
-    proposal = GrabCutSource().segment(image, Prompt(clicks=(click,), previous=before))
     radius = PromptTool._seed_radius(before, proposal)
     want_region = prompts.click_region(before, proposal, click, radius)
     seeds = [prompts._discs(before.shape, [click], positive, radius) for positive in (True, False)]
