@@ -8,7 +8,7 @@ from pycocotools import mask as mask_utils
 
 from app.core.records import encode_mask
 from app.gui.editor.layers import MaskCrop
-from app.gui.editor.preview import DiffColors
+from app.gui.editor.preview import DiffColors, qimage_view, render_heat
 from app.gui.refine.controller import RefineRun
 from app.gui.refine.frames import RefineJob, build_frame
 from app.refiner.options import RefineOptions
@@ -64,3 +64,21 @@ def test_the_controller_keeps_drawn_previews_only_for_the_newest_step() -> None:
     assert len(run.snapshots) == 2 and all(s[9].preview is None for s in run.snapshots)
     assert run.state(-1, 9).preview is not None and run.state(1, 9).preview is not None
     assert run.state(0, 9).preview is None and run.state(0, 9).patch.changed == 1
+
+
+def test_earlier_steps_keep_their_confidence_in_bytes_and_draw_the_same_heat() -> None:
+    mask = square(10, 10, 30, 30)
+    crop = MaskCrop(SHAPE, (10, 10, 30, 30), mask[10:30, 10:30].copy())
+    job = RefineJob(3, RefineOptions(steps=2), np.zeros((*SHAPE, 3), np.uint8), [crop], [9], base_versions={9: 0})
+    run = RefineRun(job, 1)
+    confidence = np.linspace(0.0, 1.0, 900, dtype=np.float32).reshape(30, 30)
+    for k in (1, 2):
+        patch = MaskPatch((5, 5, 35, 35), square(10, 10, 30, 30 + k)[5:35, 5:35], confidence, k, reverse_steps=k)
+        run.add(build_frame(job, RefineStep(k, 2, "instance", 6 - k, SHAPE, [0], [patch], k == 2), [mask], "w"))
+    earlier = run.state(0, 9).patch.confidence
+    assert earlier.dtype == np.uint8 and earlier[0, 0] == 0 and earlier[-1, -1] == 255
+    assert np.abs(earlier / 255.0 - confidence).max() <= 0.5 / 255 + 1e-6
+    assert run.state(-1, 9).patch.confidence.dtype == np.float32  # the newest state as the refine thread sent it
+    kept_heat, heat = render_heat(earlier), render_heat(confidence)
+    assert np.array_equal(qimage_view(kept_heat), qimage_view(heat))
+    assert run.state(0, 9).provenance.mean_confidence == run.state(1, 9).provenance.mean_confidence

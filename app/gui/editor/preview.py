@@ -74,7 +74,7 @@ class DiffColors:
 class Preview:
     """A refiner result for one instance inside ``box`` (x0, y0, x1, y1; end-exclusive, in the image).
 
-    ``mask`` (bool) and ``confidence`` (float32 in [0, 1], or None) have the box's shape; outside the box
+    ``mask`` (bool) and ``confidence`` (float32 in [0, 1], uint8 in 0..255, or None) have the box's shape; outside the box
     the instance is unchanged. ``diff`` was drawn against version ``base_version`` of the instance's mask
     in ``colors``; ``heat`` from ``confidence``. Either image may be None (the canvas draws it then).
     """
@@ -118,10 +118,11 @@ def render_diff(base: np.ndarray, mask: np.ndarray, colors: DiffColors, origin: 
 
 
 def render_heat(confidence: np.ndarray) -> QImage:
-    """The uncertainty (1 - confidence) as a heatmap; transparent where the refiner is sure."""
+    """The uncertainty (1 - confidence) as a heatmap; transparent where the refiner is sure. ``confidence`` is
+    float in [0, 1], or uint8 with 255 for sure (as the scrubber keeps earlier steps)."""
     h, w = confidence.shape
     image = QImage(w, h, QImage.Format.Format_ARGB32_Premultiplied)
-    unsure = cv2.convertScaleAbs(confidence, alpha=-255.0, beta=255.0)
+    unsure = 255 - confidence if confidence.dtype == np.uint8 else cv2.convertScaleAbs(confidence, alpha=-255.0, beta=255.0)
     np.take(HEAT_LUT, unsure, out=qimage_view(image).view(np.uint32)[..., 0], mode="clip")
     return image
 
