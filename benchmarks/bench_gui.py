@@ -304,6 +304,13 @@ def main() -> int:
         print(f"refinement of instance {largest}: {window.refine.step_count} steps in "
               f"{time.perf_counter() - start:.2f} s")
         ticks.report("event loop during an interactive refinement")
+        run = window.refine.session
+        assert run is not None
+        kept = {id(a): a.nbytes for states in run.snapshots for state in states.values()
+                for a in (state.patch.mask, state.patch.confidence)}
+        x0, y0, x1, y1 = run.latest[largest].patch.box
+        print(f"the scrubber keeps {sum(kept.values()) / 2**20:.1f} MB for {len(run.snapshots)} steps "
+              f"(a {x1 - x0}x{y1 - y0} box)")
         window.refine.accept()
 
         ticks.start()
