@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from app.core.classical import ColourTable, grabcut_fit
+from app.core.mask_ops import Rect as Box
 from app.refiner.band_net import HALO, BandConfig
 
-Box = tuple[int, int, int, int]
 # ImageNet statistics on the 0-255 scale for the head's native RGB input.
 RGB_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 RGB_STD = np.array([58.395, 57.12, 57.375], np.float32)

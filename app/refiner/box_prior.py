@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.core import mask_ops
-
-Box = tuple[int, int, int, int]
+from app.core.mask_ops import Rect as Box
 
 # A box prompt's mask should fill its box: a result whose own bounding box overlaps the prompt's by less than this
 # (IoU) has found another object or a fragment (COCO boxes around one of several similar objects, a pedestrian in

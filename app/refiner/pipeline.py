@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.core.mask_ops import Rect as Box
 from app.refiner.diffusion import DEFAULT_SCHEDULE, ReverseState, Schedule, reverse_step
 from app.refiner.steps import MaskPatch, RefineStep
 
@@ -24,7 +25,6 @@ MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Box = tuple[int, int, int, int]
 
 
 @dataclass
