@@ -3,13 +3,16 @@ slider previews on the image, the search adds proposals with scores on the promp
 by score, accepting one keeps it and undo takes the acceptance back, rejecting one marks it."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import pytest
 from pytestqt.qtbot import QtBot
 
 from app.core.records import ChangeKind, ReviewStatus
 from app.gui.main_window import MainWindow
 from app.gui.similar_dialog import SimilarDialog
+from app.services import similar as similar_service
 from tests.services.prompt_samples import make_project
 
 from .conftest import open_project, wait_saved
@@ -96,7 +99,15 @@ def test_find_similar_needs_a_selected_example(window: MainWindow) -> None:
 
 
 def test_closing_the_dialog_stops_the_search_and_takes_the_preview_away(
-        window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
+        window: MainWindow, qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = threading.Event()
+    listed = similar_service.target_images
+
+    def after_close(*args, **kwargs):  # the search waits for the close, however the threads are scheduled
+        closed.wait(TIMEOUT_MS / 1000)
+        return listed(*args, **kwargs)
+
+    monkeypatch.setattr(similar_service, "target_images", after_close)
     sample = make_project(tmp_path / "sample")
     doc = open_project(qtbot, window, sample.path, sample.image_ids[0])
     doc.select(sample.example_id)
@@ -112,6 +123,7 @@ def test_closing_the_dialog_stops_the_search_and_takes_the_preview_away(
     with qtbot.waitSignal(dialog.searched, timeout=TIMEOUT_MS) as blocker:
         dialog.run_button.click()
         dialog.close()  # before the search had its turn: it stops at once
+        closed.set()
         assert not window.canvas.prompt_item.isVisible()
     assert blocker.args[0].stopped and not blocker.args[0].created
     assert store.count_instances() == count and window.last_error is None
