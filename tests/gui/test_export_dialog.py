@@ -3,7 +3,6 @@ pycocotools, shows its report, and Cancel leaves nothing behind."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -77,11 +76,12 @@ def test_cancel_stops_the_export_and_writes_nothing(window: MainWindow, qtbot: Q
     out = folder / "cancelled.json"
     dialog.path_edit.setText(str(out))
     real_run = export_dialog.ExportChoice.run
+    rejected = threading.Event()
 
     def slow(self: export_dialog.ExportChoice, project: Path, report: Callable[[int, int], None]):  # type: ignore[no-untyped-def]
-        def paced(done: int, total: int) -> None:
+        def paced(done: int, total: int) -> None:  # the export waits for the Cancel, however the threads are scheduled
             report(done, total)
-            time.sleep(0.05)
+            rejected.wait(20)
 
         return real_run(self, project, paced)
 
@@ -91,6 +91,7 @@ def test_cancel_stops_the_export_and_writes_nothing(window: MainWindow, qtbot: Q
         task = dialog.task
         assert task is not None
         dialog.reject()
+        rejected.set()
         qtbot.waitUntil(lambda: dialog.task is None, timeout=20_000)
     finally:
         export_dialog.ExportChoice.run = real_run  # type: ignore[method-assign]
