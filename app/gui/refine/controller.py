@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,17 +65,12 @@ class RefineRun:
     """Stopped by the user (Esc): what came from the refine thread after that is ignored."""
 
     latest: dict[int, InstanceFrame] = field(default_factory=dict)
-    """The newest state with the preview images the refine thread drew; ``snapshots`` keep each state as
-    ``InstanceFrame.kept`` makes it (no preview images, uint8 confidence), so an earlier step is drawn by the
-    canvas."""
-    _kept: dict[int, InstanceFrame] = field(default_factory=dict)
-    """Each instance's newest state as kept: a state that later steps do not move is kept once."""
+    """The newest state with the preview images the refine thread drew; ``snapshots`` keep none (a large
+    photo's previews cost tens of megabytes a step), so an earlier step is drawn by the canvas."""
 
     def add(self, frame: RefineFrame) -> dict[int, InstanceFrame]:
         self.latest = {**self.latest, **frame.instances}
-        for i, state in frame.instances.items():
-            self._kept[i] = state.kept()
-        kept = dict(self._kept)
+        kept = {i: replace(state, preview=None) for i, state in self.latest.items()}
         if self.job.keep_steps:
             self.snapshots.append(kept)
             self.steps.append(frame.step)

@@ -50,7 +50,8 @@ class RefineJob:
     colors: DiffColors = field(default_factory=DiffColors)
     heat: bool = False
     keep_steps: bool = True
-    """Whether the GUI keeps every step (the scrubber) or only the latest (the queue)."""
+    """Whether the GUI keeps every step (the scrubber) or only the latest (the queue). Kept steps carry their
+    confidence as uint8 (quantised here, on the refine thread): 2 bytes a box pixel instead of 5."""
 
 
 @dataclass(frozen=True)
@@ -71,15 +72,6 @@ class InstanceFrame:
         if self.update is not None:
             return self.update
         return MaskUpdate(self.instance_id, self.patch.box, self.patch.mask, self.provenance)
-
-    def kept(self) -> InstanceFrame:
-        """This state as the scrubber keeps it: no preview images (a large photo's cost tens of megabytes a step)
-        and the confidence in 1/255 steps (uint8, what the heat overlay draws anyway): 2 bytes a box pixel
-        instead of 5 plus the images."""
-        confidence = self.patch.confidence
-        if confidence.dtype != np.uint8:
-            confidence = quantized(confidence)
-        return replace(self, preview=None, patch=replace(self.patch, confidence=confidence))
 
     def as_preview(self) -> Preview:
         """The preview as drawn on the refine thread, else as arrays for the canvas to draw."""
@@ -124,6 +116,8 @@ def build_frame(job: RefineJob, step: RefineStep, masks: Sequence[np.ndarray], w
         k = index
         instance_id = job.instance_ids[k]
         provenance = refined_provenance(weights, job.options, patch)
+        if job.keep_steps:  # the scrubber keeps every step: the confidence in 1/255 steps, what the heat draws anyway
+            patch = replace(patch, confidence=quantized(patch.confidence))
         preview = update = rle = None
         coarse = job.masks[k]
         version = job.base_versions.get(instance_id)
