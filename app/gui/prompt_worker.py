@@ -124,7 +124,7 @@ def step_pixels(patch: MaskPatch, coarse: np.ndarray, coarse_rect: Rect | None) 
     patch alone: on a large photo a full-size mask per step is tens of megabytes allocated and scanned for nothing.
     """
     x0, y0, x1, y1 = patch.box
-    if coarse_rect is None or (coarse_rect[0] >= x0 and coarse_rect[1] >= y0 and coarse_rect[2] <= x1 and coarse_rect[3] <= y1):
+    if coarse_rect is None or mask_ops.intersect_rect(coarse_rect, patch.box) == coarse_rect:
         local = mask_ops.mask_bbox(patch.mask)
         if local is None:
             return None, None

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.core import mask_ops
 from app.core.mask_ops import Rect as Box
 from app.refiner.diffusion import DEFAULT_SCHEDULE, ReverseState, Schedule, reverse_step
 from app.refiner.steps import MaskPatch, RefineStep
@@ -49,8 +50,7 @@ class Guidance:
     def _region_rect(self) -> Box | None:
         """The region's bounding box in the image (computed once: a region is as large as the image)."""
         assert self.region is not None
-        x, y, w, h = cv2.boundingRect(np.ascontiguousarray(self.region).view(np.uint8))
-        return None if w == 0 else (x, y, x + w, y + h)
+        return mask_ops.mask_bbox(np.ascontiguousarray(self.region))
 
     def window(self, box: Box) -> tuple[slice, slice] | None:
         """(rows, columns) of ``box``'s crop holding every pixel the region lets change (the whole crop without a
@@ -58,13 +58,10 @@ class Guidance:
         x0, y0, x1, y1 = box
         if self.region is None:
             return slice(0, y1 - y0), slice(0, x1 - x0)
-        rect = self._region_rect
-        if rect is None:
+        common = mask_ops.intersect_rect(self._region_rect, box)
+        if common is None:
             return None
-        rx0, ry0, rx1, ry1 = max(rect[0], x0), max(rect[1], y0), min(rect[2], x1), min(rect[3], y1)
-        if rx0 >= rx1 or ry0 >= ry1:
-            return None
-        return slice(ry0 - y0, ry1 - y0), slice(rx0 - x0, rx1 - x0)
+        return slice(common[1] - y0, common[3] - y0), slice(common[0] - x0, common[2] - x0)
 
     def clamp(self, refined: np.ndarray, coarse: np.ndarray, box: Box) -> np.ndarray:
         """Apply the guidance to a refined crop (bool, inside ``box``) against the coarse crop."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 import cv2
 import numpy as np
 
+from app.core import mask_ops
 from app.refiner.box_prior import Box, box_area, head_in_box, tightest_fit
 from app.refiner.steps import RefineStep
 
@@ -521,14 +522,14 @@ def _discs(shape: tuple[int, int], clicks: Sequence[Click], positive: bool, radi
 
 def _extent(shape: tuple[int, int], masks: Sequence[np.ndarray], click: Click, margin: int) -> tuple[slice, slice]:
     """(rows, columns) of the image holding every pixel of ``masks`` and ``click``, plus ``margin`` on each side."""
-    xs, ys = [round(click.x)], [round(click.y)]
+    x, y = round(click.x), round(click.y)
+    rect: Box | None = (x, y, x + 1, y + 1)
     for mask in masks:
-        x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
-        if w:
-            xs += [x, x + w - 1]
-            ys += [y, y + h - 1]
-    return (slice(max(0, min(ys) - margin), min(shape[0], max(ys) + margin + 1)),
-            slice(max(0, min(xs) - margin), min(shape[1], max(xs) + margin + 1)))
+        rect = mask_ops.union_rect(rect, mask_ops.mask_bbox(mask))
+    assert rect is not None
+    grown = mask_ops.grow_rect(rect, margin, shape)
+    assert grown is not None  # the click is inside the image
+    return slice(grown[1], grown[3]), slice(grown[0], grown[2])
 
 
 def _disk(radius: int) -> np.ndarray:
