@@ -206,12 +206,18 @@ class Instance:
 
     @property
     def area(self) -> int:
-        return int(mask_utils.area(self.rle))
+        try:
+            return rle_areas([self.rle])[0]
+        except ValueError as e:
+            raise MaskError(self.id, str(e)) from None
 
     @property
     def bbox(self) -> list[float]:
         """COCO [x, y, w, h] of the mask."""
-        return [float(v) for v in mask_utils.toBbox(self.rle)]
+        try:
+            return [float(v) for v in rle_boxes([self.rle])[0]]
+        except ValueError as e:
+            raise MaskError(self.id, str(e)) from None
 
     def set_mask(self, mask: np.ndarray) -> None:
         """Replace the mask; the RLE is re-encoded and the imported geometry no longer applies."""
@@ -239,15 +245,22 @@ Instance.rle = property(_get_rle, _set_rle, doc="The mask as compressed COCO RLE
 
 
 def rle_areas(rles: Sequence[dict[str, Any]]) -> list[int]:
-    """Pixel areas of many RLEs in few pycocotools calls.
+    """Pixel areas of many RLEs in few pycocotools calls, the RLEs checked first (``check_rles``).
 
     pycocotools' ``area`` raises OverflowError for a list of 256 or more under NumPy 2 (it builds a
     throwaway ``np.array((n,), dtype=np.uint8)``), so it is called 255 RLEs at a time.
     """
+    check_rles(rles)
     areas: list[int] = []
     for start in range(0, len(rles), 255):
         areas += mask_utils.area(list(rles[start : start + 255])).tolist()
     return areas
+
+
+def rle_boxes(rles: Sequence[dict[str, Any]]) -> np.ndarray:
+    """COCO [x, y, w, h] boxes (n, 4) of many RLEs in one pycocotools call, the RLEs checked first."""
+    check_rles(rles)
+    return mask_utils.toBbox(list(rles)) if rles else np.zeros((0, 4))
 
 
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
@@ -275,16 +288,46 @@ def decode_mask(rle: dict[str, Any]) -> np.ndarray:
     return cv2.transpose(column_major.T).view(bool)
 
 
+MAX_SIDE = 2**31 - 1
+"""The largest height or width pycocotools takes on every platform (its sizes are C longs, 32-bit on Windows)."""
+
+
+class RLEError(ValueError):
+    """An RLE that pycocotools must not be given; ``index`` is its place in the list checked."""
+
+    def __init__(self, index: int, problem: str) -> None:
+        self.index = index
+        super().__init__(problem)
+
+
 def check_rle(rle: dict[str, Any]) -> None:
-    """ValueError unless a compressed RLE's runs cover exactly its size (see ``rle_pixel_totals``)."""
-    counts = rle["counts"]
-    height, width = rle["size"]
-    text = counts.decode("ascii", "replace") if isinstance(counts, bytes) else counts
-    total = int(rle_pixel_totals([text])[0]) if isinstance(text, str) else -1
-    if total < 0:
-        raise ValueError("its mask's RLE counts are not a compressed RLE string")
-    if total != height * width:
-        raise ValueError(f"its mask's RLE covers {total} pixels, not the {width}x{height} image's {height * width}")
+    """ValueError unless a compressed RLE's runs cover exactly its size (see ``check_rles``)."""
+    check_rles([rle])
+
+
+def check_rles(rles: Sequence[dict[str, Any]]) -> None:
+    """RLEError for the first RLE that is not a compressed RLE string whose runs cover exactly its size.
+
+    pycocotools trusts its input: a string whose last character says "more follows" is read past its end,
+    runs beyond the image are written past the mask, a negative size overflows. Its area, box and decode are
+    only ever given RLEs checked here (all of a list in one vectorised pass, ``rle_pixel_totals``), so a
+    damaged project is named in an error instead of corrupting memory.
+    """
+    texts: list[str] = []
+    for rle in rles:
+        counts = rle["counts"]
+        text = counts.decode("ascii", "replace") if isinstance(counts, bytes) else counts
+        texts.append(text if isinstance(text, str) else "")
+    totals = rle_pixel_totals(texts)
+    for k, (rle, total) in enumerate(zip(rles, totals.tolist())):
+        height, width = rle["size"]
+        if not all(isinstance(v, (int, np.integer)) and 0 <= v <= MAX_SIDE for v in (height, width)):
+            raise RLEError(k, f"its mask's size {width}x{height} is not an image size")
+        if total < 0:
+            raise RLEError(k, "its mask's RLE counts are not a compressed RLE string")
+        if total != height * width:
+            raise RLEError(k, f"its mask's RLE covers {total} pixels, not the {width}x{height} image's "
+                              f"{height * width}")
 
 
 @dataclass

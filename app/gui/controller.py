@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from PySide6.QtCore import QObject, QStandardPaths, QTimer, Signal
 from PySide6.QtGui import QImage
 
@@ -26,7 +25,7 @@ from app.core.errors import DatasetError
 from app.core.gc_pause import freeze_survivors
 from app.core.images import read_image_rgb
 from app.core.mask_ops import Rect
-from app.core.records import Category, ImageRecord, Provenance, ReviewStatus, decode_mask
+from app.core.records import Category, ImageRecord, Provenance, ReviewStatus, decode_mask, rle_boxes
 from app.core.store.errors import ProjectError
 from app.core.store.project import MaskLike, ProjectStore
 from app.core.store.query import InstanceFilter
@@ -66,7 +65,7 @@ class LoadedImage:
 
 def rle_bbox(rle: dict[str, Any]) -> Rect | None:
     """The tight box of an RLE mask (from its runs, without decoding it), None when empty."""
-    x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(rle))
+    x, y, w, h = (int(round(v)) for v in rle_boxes([rle])[0])
     return None if w == 0 or h == 0 else (x, y, x + w, y + h)
 
 

@@ -9,6 +9,8 @@ import functools
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -171,3 +173,35 @@ def test_damaged_projects(capsys: pytest.CaptureFixture[str], change: tuple) -> 
         event("refused" if 2 in codes else "read")
         assert [p for p in _ours(folder) if not p.endswith(".lock")] == []
 
+
+
+# Damage that once reached pycocotools, which trusts its input: "2543571b" ends on a character that says more
+# follows, so pycocotools read past the string and wrote runs past its buffer (glibc later aborted the process,
+# "malloc(): invalid next size", found by a fuzz run); a huge negative height overflowed its C size.
+PYCOCOTOOLS_DAMAGE = [
+    ("instance_masks", "counts", "2543571b", "not a compressed RLE string"),
+    ("instances", "height", -8413391269455454647, "is not an image size"),
+    ("instance_masks", "counts", "0000", "covers 0 pixels"),
+]
+
+
+@pytest.mark.parametrize("table, column, value, words", PYCOCOTOOLS_DAMAGE)
+def test_damage_that_pycocotools_would_not_survive(tmp_path: Path, table: str, column: str, value: Any,
+                                                   words: str) -> None:
+    """In a child process, so memory corruption shows as a crash here rather than a later failure elsewhere."""
+    project = tmp_path / "p.srproj"
+    project.write_bytes(_base_project())
+    conn = sqlite3.connect(project)
+    with conn:
+        conn.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = (SELECT MIN(rowid) FROM {table})", (value,))
+    conn.close()
+    script = ("import sys; from app.main import main; sys.exit(max(main(a) for a in ("
+              f"['export', '--project', {str(project)!r}, '--out', {str(tmp_path / 'o.json')!r}], "
+              f"['export', '--project', {str(project)!r}, '--out', {str(tmp_path / 'o.json')!r}, "
+              "'--segmentation', 'polygon'])))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all("instance 17: damaged:" in e and words in e for e in errors), done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "o.json").exists()

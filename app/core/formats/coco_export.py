@@ -29,7 +29,8 @@ from app.core.formats.coco import CATEGORY_STRINGS, LVIS_IMAGE_LISTS, name_from_
 from app.core.errors import DatasetError
 from app.core.images import max_image_pixels
 from app.core.records import (
-    Category, Dataset, ImageRecord, Instance, ReviewStatus, SegmentationFormat, SourcePolygons, check_rle, rle_areas,
+    Category, Dataset, ImageRecord, Instance, MaskError, ReviewStatus, RLEError, SegmentationFormat, SourcePolygons,
+    check_rle, rle_areas, rle_boxes,
 )
 from app.core.formats.polygons import mask_to_polygons, pixel_difference
 from app.core.report import ExportReport
@@ -223,8 +224,11 @@ class _Encoder:
             boxes: dict[int, list[float]] = {}
             if need:
                 subset = [chunk[k].rle for k in need]
-                areas = dict(zip(need, rle_areas(subset)))
-                boxes = dict(zip(need, mask_utils.toBbox(subset).tolist()))
+                try:
+                    areas = dict(zip(need, rle_areas(subset)))
+                    boxes = dict(zip(need, rle_boxes(subset).tolist()))
+                except RLEError as e:
+                    raise MaskError(chunk[need[e.index]].id, str(e)) from None
             for k, inst in enumerate(chunk):
                 original = originals[k]
                 seg = self._segmentation(inst, original)

@@ -35,7 +35,7 @@ from app.core.images import find_image_file
 from app.core.store.history import EDIT_COLUMNS, Edit, EditAction, edit_from_row
 from app.core.records import (
     Category, ChangeKind, Dataset, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat,
-    encode_mask, rasterise_original,
+    check_rles, encode_mask, rasterise_original,
 )
 from app.core.store.check import integrity_problems
 from app.core.store.errors import ProjectError, ReadOnlyProjectError
@@ -583,6 +583,7 @@ class ProjectStore:
 
 
 def _changed_pixels(a: dict[str, Any], b: dict[str, Any]) -> int:
-    """|a xor b| from the RLEs alone: |a| + |b| - 2 |a and b|."""
+    """|a xor b| from the RLEs alone: |a| + |b| - 2 |a and b| (both checked first: ``check_rles``)."""
+    check_rles([a, b])
     both = mask_utils.merge([a, b], intersect=True)
     return int(mask_utils.area(a) + mask_utils.area(b) - 2 * mask_utils.area(both))

@@ -13,11 +13,10 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from pycocotools import mask as mask_utils
 
 from app.core.records import (
     Category, ChangeKind, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat, SourcePolygons,
-    rle_areas,
+    rle_areas, rle_boxes,
 )
 from app.core.store.errors import DamagedRecord
 from app.core.store.packing import pack_original, unpack_original
@@ -137,7 +136,7 @@ def _mask_geometry(rles: Sequence[dict[str, Any]]) -> Iterator[tuple[int, float,
     """(area, x, y, w, h) for each RLE, by pycocotools in few calls."""
     if not rles:
         return iter(())
-    boxes = mask_utils.toBbox(list(rles))
+    boxes = rle_boxes(rles)
     return ((a, float(b[0]), float(b[1]), float(b[2]), float(b[3])) for a, b in zip(rle_areas(rles), boxes))
 
 

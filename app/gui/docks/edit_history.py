@@ -14,12 +14,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
-from app.core.records import Category, ChangeKind, decode_mask
+from app.core.records import Category, ChangeKind, decode_mask, rle_boxes
 from app.core.store.history import Edit, EditAction
 from app.core.store.project import ProjectStore
 from app.gui.editor.commands import ACTION_LABELS
@@ -120,7 +119,7 @@ def draw_thumbnails(image: np.ndarray, masks: dict[int, dict[str, Any]], color: 
     boxes with some context). Runs on the thread pool."""
     if not masks:
         return {}
-    boxes = mask_utils.toBbox(list(masks.values()))
+    boxes = rle_boxes(list(masks.values()))
     boxes = boxes[(boxes[:, 2] > 0) & (boxes[:, 3] > 0)]
     h, w = image.shape[:2]
     if len(boxes):
