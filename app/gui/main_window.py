@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QInputDialog, QMainWindow, QMessageBox, QWidget
 
 from app.core.records import ReviewStatus
 from app.core.store.history import Edit
+from app.gui import popups
 from app.gui.actions import EDIT_ACTIONS, INSTANCE_ACTIONS, TOOLS, ActionRegistry
 from app.gui.context_menus import ContextMenus
 from app.gui.controller import ProjectController
@@ -367,23 +368,20 @@ class MainWindow(WindowLayout, QMainWindow):
     def new_instance(self) -> int | None:
         """Ctrl+N: ask the new instance's category, add it, list it, and hand over the brush to paint it."""
         doc = self.project.doc
-        categories = list(self.project.categories.values())
-        if doc is None or not categories:
+        if doc is None:
             return None
-        names = [c.name for c in categories]
         wanted = doc.layer(doc.selected_id).category_id if doc.selected_id is not None else self._new_category
-        current = next((k for k, c in enumerate(categories) if c.id == wanted), 0)
-        name, ok = QInputDialog.getItem(self, "New instance", "Category of the new instance:", names, current, False)
-        if not ok or name not in names:
+        category = popups.pick_category(self, list(self.project.categories.values()), wanted)
+        if category is None:
             return None
-        category = categories[names.index(name)]
         instance_id = self.project.new_instance(category.id)
         if instance_id is None:
             return None
         self._new_category, self._fresh_id = category.id, instance_id
         self.actions["tool.brush"].trigger()
         self._refresh_lists()
-        self.show_message(f"New instance #{instance_id} ({name}): paint it with the brush (B); Ctrl+Z removes it")
+        self.show_message(f"New instance #{instance_id} ({category.name}): paint it with the brush (B); Ctrl+Z "
+                          "removes it")
         return instance_id
 
     def _choose_category(self) -> None:

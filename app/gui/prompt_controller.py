@@ -19,15 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QRect
 from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QInputDialog, QWidget
+from PySide6.QtWidgets import QWidget
 
 from app.core.errors import DatasetError
 from app.core.mask_ops import Rect
 from app.core.records import ReviewStatus
 from app.core.store.project import ProjectStore
 from app.core.store.rows import StoredInstance
+from app.gui import popups
 from app.gui.controller import ProjectController
 from app.gui.editor.canvas import Canvas
 from app.gui.editor.layers import InstanceLayer, palette_color
@@ -201,8 +202,10 @@ class PromptController(QObject):
     def _offer(self, outcome: PromptOutcome) -> None:
         """Show the new mask and ask its category; OK saves it."""
         self.canvas.show_prompt_preview(outcome.preview, outcome.rect)
+        self.show_message(f"{'Box' if outcome.job.box else 'Click'} prompt: the new mask ({outcome.area} px); "
+                          "choose its category, or Cancel to drop it", 0)
         try:
-            category = self.ask_category()
+            category = self.ask_category(self.canvas.global_rect(outcome.rect) if outcome.rect is not None else None)
         finally:
             self.canvas.show_prompt_preview(None)
         if category is None:
@@ -211,17 +214,12 @@ class PromptController(QObject):
         self.settings.prompt_category = category
         self._create(outcome, category)
 
-    def ask_category(self) -> int | None:
-        """The small popup: the project's categories, the last one chosen for a prompt first."""
-        categories = list(self.project.categories.values())
-        if not categories:
-            return None
-        names = [c.name for c in categories]
-        wanted = self.settings.prompt_category
-        current = next((k for k, c in enumerate(categories) if c.id == wanted), 0)
-        name, ok = QInputDialog.getItem(self.window, "New instance", "Category of the new instance:", names,
-                                        current, False)
-        return categories[names.index(name)].id if ok and name in names else None
+    def ask_category(self, beside: QRect | None = None) -> int | None:
+        """The small popup, placed ``beside`` the new mask (global coordinates): the project's categories, the
+        last one chosen for a prompt first."""
+        chosen = popups.pick_category(self.window, list(self.project.categories.values()),
+                                      self.settings.prompt_category, beside)
+        return None if chosen is None else chosen.id
 
     def _create(self, outcome: PromptOutcome, category: int) -> None:
         """Save through the service on the writer's thread, then add it to the document (one undo step)."""

@@ -32,9 +32,12 @@ def no_blocking_dialogs(monkeypatch: pytest.MonkeyPatch) -> None:
     def unexpected(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"unexpected modal dialog: {args[1:3]}")
 
+    from app.gui import popups
+
     for cls, names in ((QInputDialog, ("getItem", "getText", "getInt")),
                        (QFileDialog, ("getOpenFileName", "getSaveFileName", "getExistingDirectory")),
-                       (QMessageBox, ("warning", "question", "information", "critical"))):
+                       (QMessageBox, ("warning", "question", "information", "critical")),
+                       (popups, ("pick_category",))):
         for name in names:
             monkeypatch.setattr(cls, name, unexpected)
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtCore import QEvent, QPointF, QRect, Qt
 from PySide6.QtGui import QMouseEvent
-from PySide6.QtWidgets import QApplication, QInputDialog
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 import app.gui.autosave as autosave_module
+from app.gui import popups
 from app.core.records import ChangeKind
 from app.gui.main_window import MainWindow
 
@@ -29,15 +30,21 @@ def prompt_window(window: MainWindow) -> MainWindow:
     return window
 
 
-def answer_category(monkeypatch: pytest.MonkeyPatch, name: str | None) -> list[tuple[list[str], int]]:
-    """The category popup answers ``name`` (None: Cancel); returns what it was offered (items, current row)."""
-    offered: list[tuple[list[str], int]] = []
+Offered = tuple[list[str], int, QRect | None, str]
 
-    def get_item(_parent, _title, _label, items, current, _editable):  # type: ignore[no-untyped-def]
-        offered.append((list(items), current))
-        return (name or "", name is not None)
 
-    monkeypatch.setattr(QInputDialog, "getItem", get_item)
+def answer_category(monkeypatch: pytest.MonkeyPatch, name: str | None) -> list[Offered]:
+    """The category popup answers ``name`` (None: Cancel); returns what it was offered (names, the row offered
+    first, the screen rectangle it was to keep clear, the window's status message meanwhile)."""
+    offered: list[Offered] = []
+
+    def pick(window, categories, current_id, beside=None):  # type: ignore[no-untyped-def]
+        ids = [c.id for c in categories]
+        offered.append(([c.name for c in categories], ids.index(current_id) if current_id in ids else 0, beside,
+                        window.statusBar().currentMessage()))
+        return next((c for c in categories if c.name == name), None)
+
+    monkeypatch.setattr(popups, "pick_category", pick)
     return offered
 
 
@@ -85,6 +92,11 @@ def test_a_box_and_a_category_make_one_instance_and_undo_removes_it(
     assert xs.min() >= box[0] - 0.1 * w and xs.max() <= box[2] + 0.1 * w  # the mask stays near its box
     assert steps == [f"refining, step {k} of {TEST_STEPS}" for k in range(1, TEST_STEPS)]  # animated, then offered
     assert offered and offered[0][0] == [c.name for c in categories]
+    beside = offered[0][2]  # the popup keeps the new mask in view
+    shown = window.canvas.global_rect((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    assert beside is not None and beside.contains(shown)
+    assert offered[0][3] == (f"Box prompt: the new mask ({layer.mask.sum()} px); choose its category, or Cancel to "
+                             "drop it")
     assert window.settings.prompt_category == chosen.id
     assert not window.canvas.prompt_item.isVisible()  # the preview went with the popup
     wait_saved(qtbot, window)

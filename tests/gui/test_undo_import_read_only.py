@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 from pytestqt.qtbot import QtBot
 
 from app.core.package_data import demo_dir
 from app.core.records import ReviewStatus
 from app.core.store.project import ProjectStore
-from app.gui import import_dialogs
+from app.gui import import_dialogs, popups
 from app.gui.main_window import MainWindow
 from app.gui.settings import AppSettings
 from app.services.demo import DEMO_JSON, demo_project_path
@@ -122,10 +122,11 @@ def test_a_new_instance_asks_for_its_category_and_shows_in_the_list(
     doc = window.project.doc
     assert doc is not None
     count = window.instance_panel.model.rowCount()
-    monkeypatch.setattr(QInputDialog, "getItem", lambda *_a, **_k: ("", False))
+    monkeypatch.setattr(popups, "pick_category", lambda *_a: None)
     window.actions["instance.new"].trigger()
     assert window.instance_panel.model.rowCount() == count and doc.undo_stack.count() == 0  # cancelled
-    monkeypatch.setattr(QInputDialog, "getItem", lambda *_a, **_k: ("spoon", True))
+    monkeypatch.setattr(popups, "pick_category",
+                        lambda _w, categories, *_a: next(c for c in categories if c.name == "spoon"))
     window.actions["instance.new"].trigger()
     new_id = doc.selected_id
     assert new_id is not None and window.project.categories[doc.layer(new_id).category_id].name == "spoon"

@@ -11,11 +11,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
 from PySide6.QtGui import QColor, QKeySequence, QMouseEvent
-from PySide6.QtWidgets import QApplication, QInputDialog, QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox
 from pytestqt.qtbot import QtBot
 
 from app.core.records import ReviewStatus
 from app.core.store.project import ProjectStore
+from app.gui import popups
 from app.gui.actions import ActionRegistry
 from app.core.package_data import demo_dir
 from app.services.demo import DEMO_JSON, demo_project_path
@@ -182,7 +183,8 @@ def test_new_delete_and_undo_keep_the_store_in_step(window: MainWindow, qtbot: Q
     doc, store = window.project.doc, window.project.store
     assert doc is not None and store is not None
     before = store.count_instances()
-    monkeypatch.setattr(QInputDialog, "getItem", lambda *_a, **_k: ("flag", True))
+    monkeypatch.setattr(popups, "pick_category",
+                        lambda _w, categories, *_a: next(c for c in categories if c.name == "flag"))
     window.actions["instance.new"].trigger()
     new_id = doc.selected_id
     assert new_id is not None and window.canvas.tool == "brush"

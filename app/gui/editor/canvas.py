@@ -234,6 +234,13 @@ class Canvas(QGraphicsView):
                                                            (y1 - y0) / max(1, image.height())))
         self.prompt_item.setVisible(True)
 
+    def global_rect(self, rect: Rect) -> QRect:
+        """Where ``rect`` of the image is on the screen (global coordinates), cut to the visible canvas: what a
+        popup must not cover."""
+        x0, y0, x1, y1 = rect
+        shown = self.mapFromScene(QRectF(x0, y0, x1 - x0, y1 - y0)).boundingRect() & self.viewport().rect()
+        return QRect(self.viewport().mapToGlobal(shown.topLeft()), shown.size())
+
     # ----- zoom
     @property
     def zoom(self) -> float:

@@ -1,0 +1,80 @@
+"""Small popups placed where they hide nothing the user must see.
+
+A new instance's category is asked while its mask is still shown; a dialog centred on the window covers the
+middle of the canvas, which is where the mask usually is. ``place_beside`` puts a top-level widget next to a
+rectangle of the screen (right, left, below or above it, whichever fits on that screen), and
+``pick_category`` is the one category popup of the window (Ctrl+N and the prompt tools).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from PySide6.QtCore import QPoint, QRect
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QDialog, QInputDialog, QWidget
+
+from app.core.records import Category
+
+GAP = 12
+"""Screen pixels between the rectangle and the widget placed beside it."""
+
+
+def place_beside(widget: QWidget, target: QRect, gap: int = GAP) -> None:
+    """Move ``widget`` (top-level, sized) next to ``target`` (global coordinates), on the screen that shows the
+    target: to its right, else left, below or above, centred along that side and kept on the screen. Where no
+    side has room, the widget goes to the screen's corner farthest from the target."""
+    screen = QGuiApplication.screenAt(target.center()) or QGuiApplication.primaryScreen()
+    room = screen.availableGeometry()
+    frame = widget.frameGeometry()
+    decoration = QPoint(widget.x() - frame.x(), widget.y() - frame.y())
+    w, h = frame.width(), frame.height()
+    middle = target.center()
+    sides = [
+        QPoint(target.right() + 1 + gap, middle.y() - h // 2),
+        QPoint(target.left() - gap - w, middle.y() - h // 2),
+        QPoint(middle.x() - w // 2, target.bottom() + 1 + gap),
+        QPoint(middle.x() - w // 2, target.top() - gap - h),
+    ]
+    for corner in sides:
+        spot = _kept_on(QRect(corner, frame.size()), room)
+        if room.contains(spot) and not spot.intersects(target):
+            widget.move(spot.topLeft() + decoration)
+            return
+    corners = [room.topLeft(), QPoint(room.right() - w + 1, room.top()), QPoint(room.left(), room.bottom() - h + 1),
+               QPoint(room.right() - w + 1, room.bottom() - h + 1)]
+    farthest = max(corners, key=lambda p: (QRect(p, frame.size()).center() - middle).manhattanLength())
+    widget.move(farthest + decoration)
+
+
+def _kept_on(rect: QRect, room: QRect) -> QRect:
+    """``rect`` slid along both axes until it lies on ``room`` (as far as it fits)."""
+    x = min(max(rect.x(), room.left()), room.right() - rect.width() + 1)
+    y = min(max(rect.y(), room.top()), room.bottom() - rect.height() + 1)
+    return QRect(x, y, rect.width(), rect.height())
+
+
+def pick_category(parent: QWidget, categories: Sequence[Category], current_id: int | None,
+                  beside: QRect | None = None) -> Category | None:
+    """Ask which of ``categories`` a new instance gets (``current_id`` offered first); None on Cancel.
+
+    ``beside`` (global coordinates) is what must stay in view while the user chooses, e.g. the new mask.
+    """
+    if not categories:
+        return None
+    names = [c.name for c in categories]
+    current = next((k for k, c in enumerate(categories) if c.id == current_id), 0)
+    dialog = QInputDialog(parent)
+    dialog.setWindowTitle("New instance")
+    dialog.setLabelText("Category of the new instance:")
+    dialog.setComboBoxItems(names)
+    dialog.setComboBoxEditable(False)
+    dialog.setTextValue(names[current])
+    if beside is not None:
+        dialog.adjustSize()
+        place_beside(dialog, beside)
+    try:
+        if dialog.exec() != QDialog.DialogCode.Accepted or dialog.textValue() not in names:
+            return None
+        return categories[names.index(dialog.textValue())]
+    finally:
+        dialog.deleteLater()
