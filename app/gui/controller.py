@@ -25,7 +25,7 @@ from app.core.errors import DatasetError
 from app.core.gc_pause import freeze_survivors
 from app.core.images import read_image_rgb
 from app.core.mask_ops import Rect
-from app.core.records import Category, ImageRecord, Provenance, ReviewStatus, decode_mask, rle_boxes
+from app.core.records import Category, ImageRecord, MaskError, Provenance, ReviewStatus, rle_boxes
 from app.core.store.errors import ProjectError
 from app.core.store.project import MaskLike, ProjectStore
 from app.core.store.query import InstanceFilter
@@ -61,6 +61,8 @@ class LoadedImage:
     bboxes: dict[int, Rect | None]
     problem: str | None
     levels: list[QImage]
+    damaged: list[str]
+    """The instances left out because their masks cannot be decoded (a damaged project), one line each."""
 
 
 def rle_bbox(rle: dict[str, Any]) -> Rect | None:
@@ -256,9 +258,16 @@ class ProjectController(QObject):
             except DatasetError as e:
                 problem = str(e)
                 image = np.full((record.height, record.width, 3), PLACEHOLDER_GREY, np.uint8)
-            masks = [decode_mask(inst.rle) for inst in instances]
-            bboxes = {inst.id: rle_bbox(inst.rle) for inst in instances}
-            return LoadedImage(token, record, image, instances, masks, bboxes, problem, build_pyramid(image))
+            usable, masks, damaged = [], [], []
+            for inst in instances:
+                try:
+                    masks.append(inst.mask())
+                except MaskError as e:
+                    damaged.append(f"instance {e.instance_id}: {e.problem}")
+                    continue
+                usable.append(inst)
+            bboxes = {inst.id: rle_bbox(inst.rle) for inst in usable}
+            return LoadedImage(token, record, image, usable, masks, bboxes, problem, build_pyramid(image), damaged)
 
         self.image_loading.emit(image_id)
         self.tasks.start(run, f"loading {record.file_name}",
@@ -281,6 +290,11 @@ class ProjectController(QObject):
         self._set_document(doc, loaded.instances)
         if loaded.problem:
             self.error.emit("Image not available", f"{loaded.problem}\nThe masks are shown on a grey background.")
+        if loaded.damaged:
+            self.error.emit("Damaged instances", (
+                f"{self.store.path}: {len(loaded.damaged)} instance(s) of {loaded.record.file_name} have masks that "
+                "cannot be decoded; they are left out of the window and nothing is written to them:\n"
+                + "\n".join(loaded.damaged[:10]) + ("\n…" if len(loaded.damaged) > 10 else "")))
         if select is not None and doc.has_layer(select):
             doc.select(select)
         self._remember(image_id=doc.image_id, instance_id=doc.selected_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.core.records import ChangeKind, ReviewStatus, rle_areas
+from app.core.records import ChangeKind, ReviewStatus
 from app.core.store.files import project_errors
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
@@ -95,5 +95,7 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 def pixel_area(store: ProjectStore, instance_id: int) -> int:
     """The pixels of an instance's mask. The store's ``area`` is the annotation file's own while the instance is
-    unedited (a polygon's area for COCO, a float), which is what export writes but not what the mask covers."""
-    return rle_areas([store.instance(instance_id).rle])[0]
+    unedited (a polygon's area for COCO, a float), which is what export writes but not what the mask covers.
+    ProjectError when the instance's mask is damaged."""
+    with project_errors(store.path):
+        return store.instance(instance_id).area

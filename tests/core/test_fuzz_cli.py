@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
+from app.core.store.packing import pack_original
 from app.core.store.project import ProjectStore
 from app.main import main
 from tests.core.codec_samples import tiny_coco
@@ -177,23 +178,26 @@ def test_damaged_projects(capsys: pytest.CaptureFixture[str], change: tuple) -> 
 
 # Damage that once reached pycocotools, which trusts its input: "2543571b" ends on a character that says more
 # follows, so pycocotools read past the string and wrote runs past its buffer (glibc later aborted the process,
-# "malloc(): invalid next size", found by a fuzz run); a huge negative height overflowed its C size.
+# "malloc(): invalid next size", found by a fuzz run); a huge negative height overflowed its C size; a polygon
+# vertex at 1e12 made it hang or crash (a segmentation fault). Instance 17 has an RLE, 19 only polygons.
 PYCOCOTOOLS_DAMAGE = [
-    ("instance_masks", "counts", "2543571b", "not a compressed RLE string"),
-    ("instances", "height", -8413391269455454647, "is not an image size"),
-    ("instance_masks", "counts", "0000", "covers 0 pixels"),
+    ("UPDATE instance_masks SET counts = ? WHERE instance_id = 17", "2543571b", 17, "not a compressed RLE string"),
+    ("UPDATE instances SET height = ? WHERE id = 17", -8413391269455454647, 17, "is not an image size"),
+    ("UPDATE instance_masks SET counts = ? WHERE instance_id = 17", "0000", 17, "covers 0 pixels"),
+    ("UPDATE instance_masks SET original_segmentation = ? WHERE instance_id = 19",
+     pack_original({"segmentation": [[-1e12, -1e12, 1e12, 0, 0, 1e12]]}), 19, "not all finite numbers within 160"),
 ]
 
 
-@pytest.mark.parametrize("table, column, value, words", PYCOCOTOOLS_DAMAGE)
-def test_damage_that_pycocotools_would_not_survive(tmp_path: Path, table: str, column: str, value: Any,
+@pytest.mark.parametrize("sql, value, instance, words", PYCOCOTOOLS_DAMAGE)
+def test_damage_that_pycocotools_would_not_survive(tmp_path: Path, sql: str, value: Any, instance: int,
                                                    words: str) -> None:
     """In a child process, so memory corruption shows as a crash here rather than a later failure elsewhere."""
     project = tmp_path / "p.srproj"
     project.write_bytes(_base_project())
     conn = sqlite3.connect(project)
     with conn:
-        conn.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = (SELECT MIN(rowid) FROM {table})", (value,))
+        conn.execute(sql, (value,))
     conn.close()
     script = ("import sys; from app.main import main; sys.exit(max(main(a) for a in ("
               f"['export', '--project', {str(project)!r}, '--out', {str(tmp_path / 'o.json')!r}], "
@@ -203,5 +207,5 @@ def test_damage_that_pycocotools_would_not_survive(tmp_path: Path, table: str, c
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 2 and all("instance 17: damaged:" in e and words in e for e in errors), done.stderr
+    assert len(errors) == 2 and all(f"instance {instance}: damaged:" in e and words in e for e in errors), done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "o.json").exists()

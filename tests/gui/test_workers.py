@@ -164,6 +164,16 @@ def test_missing_image_file_fails_with_its_name(service: RefineService, qtbot: Q
     assert "gone.jpg" in record.failed[0][1]
 
 
+def test_a_damaged_rle_fails_the_job_naming_its_instance(service: RefineService, qtbot: QtBot,
+                                                         random_weights: Path) -> None:
+    record = Record(service)
+    frames: list[object] = []
+    service.worker.frame.connect(frames.append)
+    service.submit(square_job(service, random_weights, masks=[{"size": [96, 128], "counts": "2543571b"}]))
+    qtbot.waitUntil(lambda: bool(record.failed), timeout=TIMEOUT_MS)
+    assert record.failed[0][1] == "instance 7: its mask's RLE counts are not a compressed RLE string" and not frames
+
+
 def test_probe_lists_devices_and_registry_weights(service: RefineService, qtbot: QtBot) -> None:
     found: list[Environment] = []
     service.worker.probed.connect(found.append)

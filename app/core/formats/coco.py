@@ -46,6 +46,7 @@ from app.core.records import (
 )
 from app.core.report import ImportReport
 from app.core.signals import check_stop
+from app.core.formats.polygons import coordinate_limit
 from app.core.formats.rle_check import MAX_PIXELS, rle_pixel_totals
 
 log = logging.getLogger(__name__)
@@ -459,7 +460,7 @@ class _AnnotationParser:
         those pycocotools would allocate the whole span); one conversion per image when all are fine."""
         for image_id, entries in self.polygons.items():
             image = self.images[image_id]
-            limit = 4.0 * max(image.height, image.width)
+            limit = coordinate_limit(image.height, image.width)
             if _coordinates_ok([p for _, parts in entries for p in parts], limit):
                 continue
             for k, parts in entries:

@@ -21,6 +21,7 @@ silently: see ``app.core.formats.coco_export.write_coco``.
 """
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any, Sequence
 
 import cv2
@@ -29,16 +30,38 @@ from pycocotools import mask as mask_utils
 
 Polygons = list[list[float]]
 
+REACH = 4.0
+"""How far outside its image a polygon's vertex may lie, in multiples of the image's longer side: pycocotools
+allocates and walks the whole span of a polygon's coordinates, so a vertex at 1e12 hangs it or crashes it."""
+
+
+def coordinate_limit(height: int, width: int) -> float:
+    """The largest absolute coordinate a polygon of a ``width`` x ``height`` image may have (``REACH``)."""
+    return REACH * max(height, width)
+
 
 def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> dict[str, Any]:
     """Compressed RLE (counts as str) of COCO polygons, rasterised as ``COCO.annToMask`` does.
 
-    Each polygon needs at least 3 points (6 numbers): pycocotools would read a 4-number list as a box.
-    No polygons at all gives an empty mask.
+    Each polygon needs at least 3 points (6 numbers): pycocotools would read a 4-number list as a box. Every
+    coordinate must be a finite number within ``coordinate_limit`` (ValueError otherwise: imports check this
+    per annotation, and a damaged project's polygons must not reach pycocotools either). No polygons at all
+    gives an empty mask.
     """
     for k, polygon in enumerate(polygons):
         if len(polygon) < 6 or len(polygon) % 2:
             raise ValueError(f"polygon {k} has {len(polygon)} coordinates; needs an even number, at least 6")
+    if not (isinstance(height, (int, np.integer)) and isinstance(width, (int, np.integer)) and height > 0
+            and width > 0):
+        raise ValueError(f"a {width}x{height} image has no pixels to rasterise polygons on")
+    limit = coordinate_limit(height, width)
+    try:
+        coords = np.fromiter(chain.from_iterable(polygons), np.float64, sum(map(len, polygons)))
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError("polygon coordinates are not all numbers") from None
+    if coords.size and not (coords.min() >= -limit and coords.max() <= limit):  # NaN fails both
+        raise ValueError(f"polygon coordinates are not all finite numbers within {limit:g} of the "
+                         f"{width}x{height} image")
     if not polygons:
         rle = mask_utils.encode(np.zeros((height, width, 1), np.uint8, order="F"))[0]
     else:

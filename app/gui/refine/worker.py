@@ -33,6 +33,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from app.core.gc_pause import freeze_survivors
 from app.core.images import read_image_rgb
+from app.core.records import MaskError
 from app.gui.refine.frames import RefineJob, build_frame, whole_mask
 from app.gui.tasks import describe_error
 from app.refiner.options import RefineOptions
@@ -154,7 +155,12 @@ class RefineWorker(QObject):
         from app.refiner.pipeline import Guidance
 
         image = self._read(job.image) if isinstance(job.image, Path) else job.image
-        masks = [whole_mask(m) for m in job.masks]
+        masks = []
+        for instance_id, mask in zip(job.instance_ids, job.masks):
+            try:
+                masks.append(whole_mask(mask))
+            except ValueError as error:  # a damaged project's RLE: say which instance
+                raise MaskError(instance_id, str(error)) from None
         steps = refiner.run(image, masks, job.options, Guidance(job.region, job.foreground, job.background))
         last_emit = None
         try:
