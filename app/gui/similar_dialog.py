@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from app.core.records import ChangeKind, ReviewStatus
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
+from app.gui import popups
 from app.gui.controller import ProjectController
 from app.gui.docks.instance_list import PROPOSALS_KEY, InstanceListPanel
 from app.gui.editor.canvas import Canvas
@@ -261,6 +262,9 @@ def open_find_similar(project: ProjectController, service: PromptService, settin
         examples.append((f"every {name} on this image ({len(others) + 1} instances)", (layer.id, *others)))
     dialog = SimilarDialog(store, doc.image_id, examples, service, settings, canvas, parent)
     dialog.searched.connect(lambda report: show_proposals(project, instances, report))
+    dialog.adjustSize()
+    height, width = doc.shape
+    popups.place_beside(dialog, canvas.global_rect((0, 0, width, height)))  # the map's preview stays in view
     dialog.show()
     return dialog
 

@@ -7,9 +7,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import QRect
 from pytestqt.qtbot import QtBot
 
 from app.core.records import ChangeKind, ReviewStatus
+from app.gui import popups
 from app.gui.main_window import MainWindow
 from app.gui.similar_dialog import SimilarDialog
 from app.services import similar as similar_service
@@ -21,13 +23,20 @@ THRESHOLD = 0.35  # the synthetic discs score about 0.55, the rest of the photos
 TIMEOUT_MS = 120_000
 
 
-def test_find_similar_adds_proposals_to_review_by_score(window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
+def test_find_similar_adds_proposals_to_review_by_score(window: MainWindow, qtbot: QtBot, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     sample = make_project(tmp_path / "sample")
     doc = open_project(qtbot, window, sample.path, sample.image_ids[0])
     doc.select(sample.example_id)
+    kept_clear: list[QRect] = []
+    place = popups.place_beside
+    monkeypatch.setattr(popups, "place_beside",
+                        lambda widget, target: kept_clear.append(target) or place(widget, target))
     window.actions["edit.find_similar"].trigger()
     dialog = window.findChild(SimilarDialog)
     assert dialog is not None and dialog.isVisible()
+    height, width = doc.shape
+    assert kept_clear == [window.canvas.global_rect((0, 0, width, height))]  # placed beside the image, not over it
     qtbot.waitUntil(lambda: dialog.similarity is not None, timeout=TIMEOUT_MS)
     assert window.canvas.prompt_item.isVisible()  # the map above the threshold, over the image
     dialog.slider.setValue(round(THRESHOLD * 100))
