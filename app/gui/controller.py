@@ -61,8 +61,8 @@ class LoadedImage:
     bboxes: dict[int, Rect | None]
     problem: str | None
     levels: list[QImage]
-    damaged: list[str]
-    """The instances left out because their masks cannot be decoded (a damaged project), one line each."""
+    damaged: dict[int, str]
+    """The instances left out because their masks cannot be decoded (a damaged project): id -> the problem."""
 
 
 def rle_bbox(rle: dict[str, Any]) -> Rect | None:
@@ -105,6 +105,8 @@ class ProjectController(QObject):
         self.autosave.failed.connect(lambda message: self.error.emit("Could not save the edit", message))
         self._tokens = itertools.count(1)
         self._loading = 0
+        self.damaged_ids: set[int] = set()
+        """The open image's instances left out because their masks cannot be decoded."""
         self._pending_session: dict[str, Any] = {}
         self._session_timer = QTimer(self)
         self._session_timer.setSingleShot(True)
@@ -258,12 +260,12 @@ class ProjectController(QObject):
             except DatasetError as e:
                 problem = str(e)
                 image = np.full((record.height, record.width, 3), PLACEHOLDER_GREY, np.uint8)
-            usable, masks, damaged = [], [], []
+            usable, masks, damaged = [], [], {}
             for inst in instances:
                 try:
                     masks.append(inst.mask())
                 except MaskError as e:
-                    damaged.append(f"instance {e.instance_id}: {e.problem}")
+                    damaged[e.instance_id] = e.problem
                     continue
                 usable.append(inst)
             bboxes = {inst.id: rle_bbox(inst.rle) for inst in usable}
@@ -290,11 +292,13 @@ class ProjectController(QObject):
         self._set_document(doc, loaded.instances)
         if loaded.problem:
             self.error.emit("Image not available", f"{loaded.problem}\nThe masks are shown on a grey background.")
+        self.damaged_ids = set(loaded.damaged)
         if loaded.damaged:
+            lines = [f"instance {i}: {problem}" for i, problem in loaded.damaged.items()]
             self.error.emit("Damaged instances", (
                 f"{self.store.path}: {len(loaded.damaged)} instance(s) of {loaded.record.file_name} have masks that "
                 "cannot be decoded; they are left out of the window and nothing is written to them:\n"
-                + "\n".join(loaded.damaged[:10]) + ("\n…" if len(loaded.damaged) > 10 else "")))
+                + "\n".join(lines[:10]) + ("\n…" if len(lines) > 10 else "")))
         if select is not None and doc.has_layer(select):
             doc.select(select)
         self._remember(image_id=doc.image_id, instance_id=doc.selected_id)
@@ -334,6 +338,9 @@ class ProjectController(QObject):
             image_id = self.store.instance(instance_id).image_id
         except ProjectError as e:
             self.error.emit("No such instance", str(e))
+            return
+        if instance_id in self.damaged_ids and self.doc is not None and self.doc.image_id == image_id:
+            self.message.emit(f"Instance {instance_id} has a damaged mask: it is not shown and cannot be edited")
             return
         self.open_image(image_id, instance_id)
 

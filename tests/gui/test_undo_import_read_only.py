@@ -200,6 +200,11 @@ def test_an_image_with_a_damaged_mask_opens_without_it(window: MainWindow, qtbot
     panel = window.instance_panel.model
     panel.forget_areas(set(ids))  # as when their rows are first shown
     assert panel.pixels(damaged) is None and panel.pixels(ids[1]) == int(doc.layer(ids[1]).mask.sum())
+    messages: list[str] = []
+    project.message.connect(messages.append)
+    project.select_instance(damaged)  # from the list: said, not opened again
+    assert project.doc is doc and messages == [f"Instance {damaged} has a damaged mask: it is not shown and cannot be "
+                                                "edited"]
     wait_saved(qtbot, window)
     assert store._conn.execute("SELECT counts FROM instance_masks WHERE instance_id = ?", (damaged,)).fetchone()[0] \
         == "2543571b"
