@@ -246,6 +246,7 @@ class InstanceListPanel(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)  # fitted on new listings, not per save
         header.setResizeContentsPrecision(0)  # fit to the rows on screen, not the first thousand (each a query)
         header.setMinimumSectionSize(22)
+        header.setStretchLastSection(True)  # the flags column takes the rest: no bare strip beside the table
         self.view.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.view.activated.connect(self._activated)
         self.view.clicked.connect(self._activated)
