@@ -129,8 +129,7 @@ class ProjectController(QObject):
                 self.settings.remove_recent_project(path)
             self.error.emit("Cannot open the project", str(e))
             return False
-        self._install(store)
-        return True
+        return self._install(store)
 
     def open_demo(self) -> bool:
         try:
@@ -138,8 +137,7 @@ class ProjectController(QObject):
         except (DatasetError, OSError) as e:
             self.error.emit("Cannot open the demo project", str(e))
             return False
-        self._install(store)
-        return True
+        return self._install(store)
 
     def import_dataset(
         self, source: Path, fmt: str | None = None, images_dir: Path | None = None,
@@ -192,18 +190,26 @@ class ProjectController(QObject):
         if self.doc is not None:
             self.open_image(self.doc.image_id, self.doc.selected_id)
 
-    def _install(self, store: ProjectStore) -> None:
+    def _install(self, store: ProjectStore) -> bool:
+        """Make ``store`` the open project. Its lists are read first: a damaged one is refused with one message
+        and the project open before stays open."""
+        try:
+            images = store.images()
+            categories = {c.id: c for c in store.categories()}
+            session = store.session_state()
+        except ProjectError as e:
+            store.close()
+            self.error.emit("Cannot open the project", str(e))
+            return False
         self.close_project()
         try:
             self.writer.attach(store)
         except DatasetError as e:
             store.close()
             self.error.emit("Cannot open the project", str(e))
-            return
+            return False
         self.store = store
-        self.images = store.images()
-        self.categories = {c.id: c for c in store.categories()}
-        self.session = store.session_state()
+        self.images, self.categories, self.session = images, categories, session
         freeze_survivors()
         self.settings.add_recent_project(store.path)
         self.project_changed.emit()
@@ -215,6 +221,7 @@ class ProjectController(QObject):
             image_id = self.images[0].id if self.images else None
         if image_id is not None:
             self.open_image(image_id, self.session.get("instance_id"))
+        return True
 
     def close_project(self) -> None:
         if self.store is None:
@@ -238,8 +245,12 @@ class ProjectController(QObject):
         if self.doc is not None:
             self.doc.end_stroke()
         self.autosave.finish()  # the rows read below must hold every edit made so far
-        record = store.image(image_id)
-        instances = store.instances_for_image(image_id)
+        try:
+            record = store.image(image_id)
+            instances = store.instances_for_image(image_id)
+        except ProjectError as e:
+            self.error.emit("Cannot load the image", str(e))
+            return
         try:
             path: Path | None = image_file(store, record)
             missing = None

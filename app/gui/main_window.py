@@ -172,6 +172,7 @@ class MainWindow(WindowLayout, QMainWindow):
         p.message.connect(self.show_message)
         p.error.connect(self.show_error)
         p.progress.connect(self._progress)
+        self.instance_panel.model.problem.connect(lambda text: self.show_error("Cannot list the instances", text))
         group = p.undo.group
         group.canUndoChanged.connect(lambda _can: self._update_document_actions())
         group.canRedoChanged.connect(lambda _can: self._update_document_actions())

@@ -3,7 +3,6 @@ a new instance that asks for its category, and a quit that closes the project (i
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -173,38 +172,3 @@ def test_an_image_whose_masks_the_queue_changed_meanwhile_forgets_its_undo_histo
         window.actions["image.previous"].trigger()
     assert not window.actions["edit.undo"].isEnabled() and window.project.doc.undo_stack.count() == 0  # type: ignore[union-attr]
 
-
-def test_an_image_with_a_damaged_mask_opens_without_it(window: MainWindow, qtbot: QtBot) -> None:
-    """A mask whose RLE cannot be decoded (damage to the project file) leaves out that instance only: the image
-    opens with the others, one message names the project and the instance, the list shows no area for it, and
-    nothing is written to it."""
-    project = window.project
-    store = project.store
-    assert store is not None and project.doc is not None
-    other = next(img for img in project.images if img.id != project.doc.image_id)
-    ids = [inst.id for inst in store.instances_for_image(other.id)]
-    damaged = ids[0]
-    conn = sqlite3.connect(store.path)
-    with conn:
-        conn.execute("UPDATE instance_masks SET counts = '2543571b' WHERE instance_id = ?", (damaged,))
-    conn.close()
-    with qtbot.waitSignal(project.document_changed, timeout=20_000):
-        project.open_image(other.id)
-    doc = project.doc
-    assert doc is not None and doc.image_id == other.id
-    assert sorted(layer.id for layer in doc.layers()) == ids[1:]
-    assert window.last_error is not None
-    title, message = window.last_error
-    assert title == "Damaged instances" and str(store.path) in message
-    assert f"instance {damaged}: its mask's RLE counts are not a compressed RLE string" in message
-    panel = window.instance_panel.model
-    panel.forget_areas(set(ids))  # as when their rows are first shown
-    assert panel.pixels(damaged) is None and panel.pixels(ids[1]) == int(doc.layer(ids[1]).mask.sum())
-    messages: list[str] = []
-    project.message.connect(messages.append)
-    project.select_instance(damaged)  # from the list: said, not opened again
-    assert project.doc is doc and messages == [f"Instance {damaged} has a damaged mask: it is not shown and cannot be "
-                                                "edited"]
-    wait_saved(qtbot, window)
-    assert store._conn.execute("SELECT counts FROM instance_masks WHERE instance_id = ?", (damaged,)).fetchone()[0] \
-        == "2543571b"

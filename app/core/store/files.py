@@ -51,6 +51,8 @@ def sqlite_problem(error: sqlite3.Error, path: Path) -> str:
         return "not a SegRefiner Studio project (not an SQLite database)"
     if primary == _CORRUPT:
         return f"the project file is damaged ({error})"
+    if "decode to UTF-8" in str(error):  # Python's sqlite3 reading text that is not UTF-8
+        return NOT_UTF8
     return str(error)
 
 
@@ -67,6 +69,11 @@ def project_errors(path: Path) -> Iterator[None]:
         raise ProjectError(path, f"damaged: {e.problem}", f"instance {e.instance_id}") from None
     except sqlite3.Error as e:
         raise ProjectError(path, f"cannot read: {sqlite_problem(e, path)}") from e
+    except UnicodeDecodeError:
+        raise ProjectError(path, NOT_UTF8) from None
+
+
+NOT_UTF8 = "damaged: it holds text that is not UTF-8"
 
 
 def _free_bytes(path: Path) -> int:
@@ -84,6 +91,8 @@ def check_project(path: Path) -> None:
         raise ProjectError(path, f"cannot open: {sqlite_problem(e, path)}") from e
     try:
         row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+    except UnicodeDecodeError:
+        raise ProjectError(path, NOT_UTF8) from None
     except sqlite3.Error as e:
         if "no such table" in str(e):
             raise ProjectError(path, "not a SegRefiner Studio project (an SQLite file of something else)") from e

@@ -63,10 +63,16 @@ CELL_PADDING = 14
 
 
 class InstanceTableModel(QAbstractTableModel):
-    """Rows of ``store.list_instances(query)``, fetched a page at a time."""
+    """Rows of ``store.list_instances(query)``, fetched a page at a time.
+
+    A damaged project's rows cannot be listed: ``problem`` says so once per listing, and the rows that could
+    not be read stay empty (a model that raised would leave Qt's view half drawn)."""
+
+    problem = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._reported: str | None = None
         self._store: ProjectStore | None = None
         self._query = InstanceFilter()
         self._count = 0
@@ -79,9 +85,26 @@ class InstanceTableModel(QAbstractTableModel):
 
     def set_store(self, store: ProjectStore | None) -> None:
         self._store = store
-        self._categories = {c.id: c for c in store.categories()} if store is not None else {}
+        try:
+            self._categories = {c.id: c for c in store.categories()} if store is not None else {}
+        except ProjectError as e:
+            self._categories = {}
+            self._report(e)
         self._pixels.clear()
         self.set_query(InstanceFilter())
+
+    def _report(self, error: ProjectError) -> None:
+        if str(error) != self._reported:
+            self._reported = str(error)
+            self.problem.emit(str(error))
+
+    def _count_of(self, query: InstanceFilter) -> int:
+        assert self._store is not None
+        try:
+            return self._store.count_instances(query)
+        except ProjectError as e:
+            self._report(e)
+            return 0
 
     def forget_areas(self, instance_ids: set[int]) -> None:
         """Their masks changed: read their pixel areas again when shown."""
@@ -105,14 +128,15 @@ class InstanceTableModel(QAbstractTableModel):
         self.beginResetModel()
         self._query = query
         self._pages.clear()
-        self._count = self._store.count_instances(query) if self._store is not None else 0
+        self._reported = None
+        self._count = self._count_of(query) if self._store is not None else 0
         self.endResetModel()
 
     def refresh(self) -> None:
         """Re-read after an edit: rows keep their places when the count did not change."""
         if self._store is None:
             return
-        count = self._store.count_instances(self._query)
+        count = self._count_of(self._query)
         if count != self._count:
             self.set_query(self._query)
             return
@@ -127,7 +151,11 @@ class InstanceTableModel(QAbstractTableModel):
         page = self._pages.get(page_no)
         if page is None:
             query = replace(self._query, limit=PAGE, offset=page_no * PAGE)
-            page = self._store.list_instances(query)
+            try:
+                page = self._store.list_instances(query)
+            except ProjectError as e:
+                self._report(e)
+                page = []
             self._pages[page_no] = page
             if len(self._pages) > MAX_PAGES:
                 self._pages.popitem(last=False)
@@ -151,7 +179,11 @@ class InstanceTableModel(QAbstractTableModel):
         if self._store is None or column not in (ID, AREA):
             return ""
         key = "id" if column == ID else "area"
-        top = self._store.list_instances(replace(self._query, sort_by=key, descending=True, limit=1, offset=0))
+        try:
+            top = self._store.list_instances(replace(self._query, sort_by=key, descending=True, limit=1, offset=0))
+        except ProjectError as e:
+            self._report(e)
+            return ""
         if not top:
             return ""
         return str(top[0].id) if column == ID else f"{top[0].area * 1.01 + 1:.0f}"  # pixels vs the file's area
