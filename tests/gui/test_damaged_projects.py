@@ -11,6 +11,7 @@ from pytestqt.qtbot import QtBot
 from app.gui.main_window import MainWindow
 
 from .conftest import wait_saved
+from .test_window import paint_a_brush_stroke, select_the_next_instance
 
 
 def damaged_copy(window: MainWindow, tmp_path: Path, sql: str) -> Path:
@@ -97,3 +98,20 @@ def test_an_image_with_a_damaged_mask_opens_without_it(window: MainWindow, qtbot
     wait_saved(qtbot, window)
     assert store._conn.execute("SELECT counts FROM instance_masks WHERE instance_id = ?", (damaged,)).fetchone()[0] \
         == "2543571b"
+
+
+def test_a_damaged_edit_row_is_named_in_the_edit_history(window: MainWindow, qtbot: QtBot) -> None:
+    _, selected = select_the_next_instance(window)
+    paint_a_brush_stroke(window)
+    wait_saved(qtbot, window)
+    store = window.project.store
+    assert store is not None
+    conn = sqlite3.connect(store.path)
+    with conn:
+        conn.execute("UPDATE edits SET action = 'bogus' WHERE instance_id = ?", (selected,))
+    conn.close()
+    panel = window.edit_history
+    window.edits_dock.raise_()
+    qtbot.waitUntil(lambda: "cannot be read" in panel.title.text(), timeout=5_000)
+    assert f"Instance {selected}: its saved edits cannot be read" in panel.title.text()
+    assert "damaged" in panel.title.text() and panel.list.count() == 0 and not panel.revert_button.isEnabled()

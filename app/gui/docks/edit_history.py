@@ -19,6 +19,7 @@ from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
 from app.core.records import Category, ChangeKind, decode_mask, rle_boxes
+from app.core.store.errors import ProjectError
 from app.core.store.history import Edit, EditAction
 from app.core.store.project import ProjectStore
 from app.gui.editor.commands import ACTION_LABELS
@@ -219,7 +220,12 @@ class EditHistoryPanel(QWidget):
             self.title.setText("No instance selected")
             self._update_button()
             return
-        edits = list(reversed(self.store.history(self.instance_id)))
+        try:
+            edits = list(reversed(self.store.history(self.instance_id)))
+        except ProjectError as e:  # a damaged edit row: say so where the list would be
+            self.title.setText(f"Instance {self.instance_id}: its saved edits cannot be read ({e})")
+            self._update_button()
+            return
         self.title.setText(f"Instance {self.instance_id}: {len(edits)} saved edit(s), newest first"
                            if edits else f"Instance {self.instance_id}: as imported, no edits yet")
         for edit in edits:
