@@ -381,6 +381,13 @@ class ProjectController(QObject):
 
     def next_unreviewed(self) -> bool:
         """Select the next unreviewed instance: later on this image, else on the next image that has one."""
+        try:
+            return self._next_unreviewed()
+        except ProjectError as e:
+            self.error.emit("Cannot find the next unreviewed instance", str(e))
+            return False
+
+    def _next_unreviewed(self) -> bool:
         doc, store = self.doc, self.store
         if store is None:
             return False

@@ -6,14 +6,18 @@ are refreshed when an edit changes a status. "To review" counts every instance n
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLineEdit, QTableView, QVBoxLayout, QWidget
 
 from app.core.records import ImageRecord
+from app.core.store.errors import ProjectError
 from app.core.store.project import ProjectStore
 from app.services.stats import TO_REVIEW
+
+log = logging.getLogger(__name__)
 
 Index = QModelIndex | QPersistentModelIndex
 COLUMNS = ("Image", "Size", "Instances", "To review")
@@ -42,8 +46,14 @@ class ImageListModel(QAbstractTableModel):
             self.dataChanged.emit(self.index(0, 2), self.index(len(self._images) - 1, 3))
 
     def _load_counts(self, store: ProjectStore | None) -> None:
-        self._counts = store.counts_by_image() if store is not None else {}
-        self._todo = store.counts_by_image(TO_REVIEW) if store is not None else {}
+        """The per-image counts; none shown where a damaged project cannot be counted (the window has said
+        so when it opened or listed it)."""
+        try:
+            self._counts = store.counts_by_image() if store is not None else {}
+            self._todo = store.counts_by_image(TO_REVIEW) if store is not None else {}
+        except ProjectError as e:
+            log.warning("image counts: %s", e)
+            self._counts, self._todo = {}, {}
 
     def row_of(self, image_id: int) -> int:
         return self._rows.get(image_id, -1)
