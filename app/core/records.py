@@ -206,17 +206,19 @@ class Instance:
 
     @property
     def area(self) -> int:
+        rle = self.rle  # polygons that cannot be rasterised raise their own MaskError
         try:
-            return rle_areas([self.rle])[0]
-        except ValueError as e:
+            return rle_areas([rle])[0]
+        except RLEError as e:
             raise MaskError(self.id, str(e)) from None
 
     @property
     def bbox(self) -> list[float]:
         """COCO [x, y, w, h] of the mask."""
+        rle = self.rle
         try:
-            return [float(v) for v in rle_boxes([self.rle])[0]]
-        except ValueError as e:
+            return [float(v) for v in rle_boxes([rle])[0]]
+        except RLEError as e:
             raise MaskError(self.id, str(e)) from None
 
     def set_mask(self, mask: np.ndarray) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from app.core.records import decode_mask, encode_mask
+from app.core.records import Instance, MaskError, RLEError, decode_mask, encode_mask, rle_areas, rle_boxes
 
 
 def _shape() -> np.ndarray:
@@ -43,3 +43,22 @@ def test_decode_is_row_major_bool_and_round_trips() -> None:
 def test_encode_refuses_a_mask_that_is_not_2d() -> None:
     with pytest.raises(ValueError, match="2-D"):
         encode_mask(np.zeros((2, 3, 4), bool))
+
+
+def test_areas_and_boxes_check_every_rle_before_pycocotools() -> None:
+    """pycocotools reads a malformed string past its end and writes runs past its buffer: the checked
+    functions refuse it first and say which of the list it was."""
+    good = encode_mask(np.eye(6, 8, dtype=bool))
+    bad = {"size": [6, 8], "counts": "2543571b"}  # its last character says more follows
+    short = {"size": [6, 8], "counts": "0000"}
+    assert rle_areas([good, good]) == [6, 6] and rle_boxes([good]).tolist() == [[0.0, 0.0, 6.0, 6.0]]
+    for rles, index, words in (([good, bad], 1, "not a compressed RLE string"), ([short, good], 0, "covers 0 pixels"),
+                               ([{"size": [-6, 8], "counts": good["counts"]}], 0, "is not an image size")):
+        for checked in (rle_areas, rle_boxes):
+            with pytest.raises(RLEError, match=words) as caught:
+                checked(rles)
+            assert caught.value.index == index
+    with pytest.raises(MaskError, match=r"^instance 5: its mask's RLE counts are not a compressed RLE string$"):
+        Instance(5, 1, 1, bad).area
+    with pytest.raises(MaskError, match=r"^instance 5: its mask's RLE covers 0 pixels"):
+        Instance(5, 1, 1, short).bbox
