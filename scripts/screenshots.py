@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PySide6.QtCore import QEvent, QEventLoop, QPoint, QPointF, Qt, QTimer
+from PySide6.QtCore import QEvent, QEventLoop, QPoint, QPointF, QRect, Qt, QTimer
 from PySide6.QtGui import QMouseEvent
-from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog, QMessageBox, QWidget
+from PySide6.QtWidgets import QApplication, QDialog, QFileDialog, QMessageBox, QWidget
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.core.records import Category  # noqa: E402
+from app.gui import popups  # noqa: E402
 from app.gui.app import configure_application  # noqa: E402
 from app.gui.main_window import MainWindow  # noqa: E402
 from app.gui.similar_dialog import SimilarDialog  # noqa: E402
@@ -86,13 +88,19 @@ class Walk:
             raise RuntimeError(f"a warning is on screen: {boxes[0].text()}")
 
     def shoot(self, name: str, widget: QWidget | None = None) -> None:
-        """The screen around the window (dialogs included) or ``widget`` alone, scaled to ``width``."""
+        """The screen around the window and the dialogs it shows (also those beside it), or ``widget`` alone,
+        scaled to ``width``."""
         self.check()
         self.settle(0.3)
         path = self.out / name
         target = widget or self.window
         assert target is not None
         frame = target.frameGeometry()
+        if widget is None:
+            for shown in QApplication.topLevelWidgets():
+                if isinstance(shown, QDialog) and shown.isVisible():
+                    frame = frame.united(shown.frameGeometry())
+            frame = frame.intersected(QApplication.primaryScreen().geometry())
         if shutil.which("import") and os.environ.get("DISPLAY") and widget is None:
             crop = f"{frame.width()}x{frame.height()}+{max(0, frame.x())}+{max(0, frame.y())}"
             subprocess.run(["import", "-window", "root", "-crop", crop, "+repage", "-resize", f"{self.width}x>",
@@ -316,29 +324,21 @@ def prompt_tools(walk: Walk, window: MainWindow, project: Path) -> None:
     x1, y1 = min(w - 1, int(xs.max()) + 8), min(h - 1, int(ys.max()) + 8)
     offered: list[str] = []
 
-    def category_popup(parent: QWidget, title: str, label: str, items: list[str], current: int, editable: bool,
-                       *_a: object, **_k: object) -> tuple[str, bool]:
-        """The popup shown (the refined mask behind it) with "bear" picked, screenshot, then cancelled: the bear
-        stays unannotated for Find Similar."""
-        dialog = QInputDialog(parent)
-        dialog.setWindowTitle(title)
-        dialog.setLabelText(label)
-        dialog.setComboBoxItems(items)
-        dialog.setComboBoxEditable(editable)
+    def category_popup(parent: QWidget, categories: list[Category], current_id: int | None,
+                       beside: QRect | None = None) -> None:
+        """The popup as the window places it (beside the refined mask) with "bear" picked, shown without
+        waiting, screenshot, then cancelled: the bear stays unannotated for Find Similar."""
+        dialog = popups.category_dialog(parent, categories, current_id, beside)
         dialog.setTextValue("bear")
         dialog.show()
-        canvas = window.canvas  # below the photo, in the canvas's empty band
-        dialog.move(canvas.mapToGlobal(QPoint((canvas.width() - dialog.width()) // 2,
-                                              canvas.height() - dialog.height() - 60)))
-        preview = canvas.prompt_item
         walk.settle(1.0)
         walk.shoot("19-box-prompt.png")
         offered.append(dialog.textValue())
         dialog.close()
-        assert preview.isVisible()
-        return "", False
+        assert window.canvas.prompt_item.isVisible()
+        return None
 
-    QInputDialog.getItem = staticmethod(category_popup)  # type: ignore[method-assign]
+    popups.pick_category = category_popup  # type: ignore[assignment]
     outcomes: list[object] = []
     window.prompt_service.worker.done.connect(outcomes.append)
     window.actions["tool.box"].trigger()
@@ -352,8 +352,7 @@ def prompt_tools(walk: Walk, window: MainWindow, project: Path) -> None:
     doc.select(left)
     window.actions["edit.find_similar"].trigger()
     dialog = window.findChild(SimilarDialog)
-    assert dialog is not None
-    dialog.move(window.geometry().right() - dialog.width() - 4, window.geometry().top() + 90)
+    assert dialog is not None  # placed beside the photo by the window
     walk.wait(lambda: dialog.similarity is not None and dialog._map_job is None, 600, "the similarity map")
     walk.shoot("20-find-similar.png")
     reports: list[object] = []

@@ -53,14 +53,10 @@ def _kept_on(rect: QRect, room: QRect) -> QRect:
     return QRect(x, y, rect.width(), rect.height())
 
 
-def pick_category(parent: QWidget, categories: Sequence[Category], current_id: int | None,
-                  beside: QRect | None = None) -> Category | None:
-    """Ask which of ``categories`` a new instance gets (``current_id`` offered first); None on Cancel.
-
-    ``beside`` (global coordinates) is what must stay in view while the user chooses, e.g. the new mask.
-    """
-    if not categories:
-        return None
+def category_dialog(parent: QWidget, categories: Sequence[Category], current_id: int | None,
+                    beside: QRect | None = None) -> QInputDialog:
+    """The category popup, not shown yet: ``categories`` by name, ``current_id`` chosen, placed ``beside``
+    (global coordinates) what must stay in view while the user chooses, e.g. the new mask."""
     names = [c.name for c in categories]
     current = next((k for k, c in enumerate(categories) if c.id == current_id), 0)
     dialog = QInputDialog(parent)
@@ -72,6 +68,16 @@ def pick_category(parent: QWidget, categories: Sequence[Category], current_id: i
     if beside is not None:
         dialog.adjustSize()
         place_beside(dialog, beside)
+    return dialog
+
+
+def pick_category(parent: QWidget, categories: Sequence[Category], current_id: int | None,
+                  beside: QRect | None = None) -> Category | None:
+    """Ask which of ``categories`` a new instance gets (``category_dialog``); None on Cancel or without any."""
+    if not categories:
+        return None
+    names = [c.name for c in categories]
+    dialog = category_dialog(parent, categories, current_id, beside)
     try:
         if dialog.exec() != QDialog.DialogCode.Accepted or dialog.textValue() not in names:
             return None
