@@ -265,6 +265,13 @@ def rle_boxes(rles: Sequence[dict[str, Any]]) -> np.ndarray:
     return mask_utils.toBbox(list(rles)) if rles else np.zeros((0, 4))
 
 
+def rle_xor_area(a: dict[str, Any], b: dict[str, Any]) -> int:
+    """|a xor b| of two RLEs without decoding them: |a| + |b| - 2 |a and b| (both checked first)."""
+    check_rles([a, b])
+    both = mask_utils.merge([a, b], intersect=True)
+    return int(mask_utils.area(a) + mask_utils.area(b) - 2 * mask_utils.area(both))
+
+
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     """Encode a (H, W) bool/uint8 mask (non-zero = inside) as compressed COCO RLE with ``counts`` as str.
 

@@ -7,6 +7,7 @@ on a read means the folder is read-only. ``sqlite_problem`` turns them into what
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import sqlite3
 import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from app.core.records import MaskError
 from app.core.store import schema
@@ -24,6 +25,7 @@ from app.core.store.schema import FORMAT_VERSION, configure
 
 # SQLite's primary result codes (the low byte of the extended code Python reports).
 _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 3, 5, 6, 8, 10, 11, 13, 14, 26
+T = TypeVar("T")
 _NEARLY_FULL = 1 << 20  # bytes free below which an I/O error is taken for a full disk
 
 # meta key -> (the Python types its JSON value may have, what it should be); absent keys get the default.
@@ -74,6 +76,17 @@ def project_errors(path: Path) -> Iterator[None]:
 
 
 NOT_UTF8 = "damaged: it holds text that is not UTF-8"
+
+
+def reads(method: Callable[..., T]) -> Callable[..., T]:
+    """A ``ProjectStore`` read that names the project when what it reads is damaged: ``DamagedRecord``, a mask
+    that cannot be made, SQLite's errors and text that is not UTF-8 become one ``ProjectError``
+    (``project_errors``), the error every caller already reports, so the window needs no other handler."""
+    @functools.wraps(method)
+    def read(self: Any, *args: Any, **kwargs: Any) -> T:
+        with project_errors(self.path):
+            return method(self, *args, **kwargs)
+    return read
 
 
 def _free_bytes(path: Path) -> int:

@@ -18,7 +18,6 @@ read opens its own with ``read_only=True``.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -26,17 +25,16 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from app.core.gc_pause import paused_gc
 from app.core.images import find_image_file
 from app.core.store.history import EDIT_COLUMNS, Edit, EditAction, edit_from_row
 from app.core.records import (
     Category, ChangeKind, Dataset, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat,
-    check_rles, encode_mask, rasterise_original,
+    encode_mask, rasterise_original, rle_xor_area,
 )
 from app.core.store.check import integrity_problems
 from app.core.store.errors import ProjectError, ReadOnlyProjectError
@@ -51,11 +49,10 @@ from app.core.store.rows import (
     InstanceSummary, StoredInstance, category_from_row, counts_text, dump_json, geometry, image_from_row,
     insert_instances, instance_from_row, provenance_values, rle_from, summary_from_row,
 )
-from app.core.store.files import NOT_UTF8, check_project, connect, project_errors, read_meta, sqlite_problem, take_lock
+from app.core.store.files import NOT_UTF8, check_project, connect, read_meta, reads, sqlite_problem, take_lock
 from app.core.store.schema import configure
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MaskLike = np.ndarray | dict[str, Any]
 """A (H, W) bool/uint8 array, or a compressed COCO RLE of the instance's image size."""
@@ -68,17 +65,6 @@ STATE_COLUMNS = (
 )
 ROW_COLUMNS = ("image_id", *STATE_COLUMNS)
 MASK_COLUMNS = frozenset({"counts", "original_segmentation"})  # in instance_masks; the rest in instances
-
-
-def _reads(method: Callable[..., T]) -> Callable[..., T]:
-    """A read that names the project when what it reads is damaged: ``DamagedRecord``, a mask that cannot be
-    made, SQLite's errors and text that is not UTF-8 become one ``ProjectError`` (``files.project_errors``), the
-    error every caller already reports, so the window needs no other handler for a damaged file."""
-    @functools.wraps(method)
-    def read(self: ProjectStore, *args: Any, **kwargs: Any) -> T:
-        with project_errors(self.path):
-            return method(self, *args, **kwargs)
-    return read
 
 
 class ProjectStore:
@@ -207,31 +193,31 @@ class ProjectStore:
         return None if self.images_dir is None else find_image_file(self.images_dir, image)
 
     # --------------------------------------------------------------------------------- reading
-    @_reads
+    @reads
     def images(self) -> list[ImageRecord]:
         """Every image in file order (20k records for LVIS val: fine to hold)."""
         return [image_from_row(r) for r in self._conn.execute(f"SELECT {IMAGE_COLUMNS} FROM images ORDER BY seq")]
 
-    @_reads
+    @reads
     def image_ids(self) -> list[int]:
         """Every image id in file order (what a refine queue walks)."""
         return [r[0] for r in self._conn.execute("SELECT id FROM images ORDER BY seq")]
 
-    @_reads
+    @reads
     def image(self, image_id: int) -> ImageRecord:
         row = self._conn.execute(f"SELECT {IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,)).fetchone()
         if row is None:
             raise ProjectError(self.path, f"no image with id {image_id}")
         return image_from_row(row)
 
-    @_reads
+    @reads
     def categories(self) -> list[Category]:
         return [
             category_from_row(r)
             for r in self._conn.execute(f"SELECT {CATEGORY_COLUMNS} FROM categories ORDER BY seq")
         ]
 
-    @_reads
+    @reads
     def instance(self, instance_id: int) -> StoredInstance:
         row = self._conn.execute(
             f"SELECT {INSTANCE_COLUMNS} FROM {INSTANCES_WITH_MASKS} WHERE id = ?", (instance_id,)
@@ -240,7 +226,7 @@ class ProjectStore:
             raise ProjectError(self.path, f"no instance with id {instance_id}")
         return instance_from_row(row)
 
-    @_reads
+    @reads
     def instances_for_image(self, image_id: int) -> list[StoredInstance]:
         """The image's instances, bottom of the overlap order first."""
         rows = self._conn.execute(
@@ -261,7 +247,7 @@ class ProjectStore:
         for row in self._conn.execute(sql, params):
             yield instance_from_row(row)
 
-    @_reads
+    @reads
     def list_instances(self, query: InstanceFilter | None = None) -> list[InstanceSummary]:
         """Instances without their masks, filtered and sorted in SQL (page with limit/offset)."""
         query = query or InstanceFilter()
@@ -270,36 +256,36 @@ class ProjectStore:
         sql = f"SELECT {SUMMARY_COLUMNS} FROM instances{where}{order_clause(query)}{limit}"
         return [summary_from_row(r) for r in self._conn.execute(sql, params + limit_params)]
 
-    @_reads
+    @reads
     def count_instances(self, query: InstanceFilter | None = None) -> int:
         where, params = where_clause(query or InstanceFilter())
         return self._conn.execute(f"SELECT COUNT(*) FROM instances{where}", params).fetchone()[0]
 
-    @_reads
+    @reads
     def image_count(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
 
-    @_reads
+    @reads
     def counts_by_category(self, statuses: Iterable[ReviewStatus] | None = None) -> dict[int, int]:
         """Instances per category id (categories without instances are absent)."""
         return self._grouped("category_id", statuses)
 
-    @_reads
+    @reads
     def counts_by_image(self, statuses: Iterable[ReviewStatus] | None = None) -> dict[int, int]:
         """Instances per image id: with ``statuses=[UNREVIEWED]``, what is left to review on each image."""
         return self._grouped("image_id", statuses)
 
-    @_reads
+    @reads
     def counts_by_status(self) -> dict[ReviewStatus, int]:
         counts = dict(self._conn.execute("SELECT status, COUNT(*) FROM instances GROUP BY status"))
         return {s: counts.get(s.value, 0) for s in ReviewStatus}
 
-    @_reads
+    @reads
     def counts_by_category_and_status(self) -> dict[int, dict[ReviewStatus, int]]:
         """Instances per category id and status (``query.counts_by_category_and_status``)."""
         return counts_by_category_and_status(self._conn, self.path)
 
-    @_reads
+    @reads
     def count_areas(self, bounds: Sequence[float]) -> list[int]:
         """How many instance areas fall in each of [bounds[i], bounds[i + 1]), the last bin open above
         (``query.count_areas``). Areas are as export writes them: an unedited annotation's own area (a
@@ -393,7 +379,7 @@ class ProjectStore:
         with self._write():
             return self._delete(instance_id, EditAction.DELETE, {})
 
-    @_reads
+    @reads
     def history(self, instance_id: int) -> list[Edit]:
         """Every recorded edit of an instance, oldest first (kept after the instance is deleted)."""
         rows = self._conn.execute(
@@ -401,7 +387,7 @@ class ProjectStore:
         )
         return [edit_from_row(r) for r in rows]
 
-    @_reads
+    @reads
     def edit(self, edit_id: int) -> Edit:
         row = self._conn.execute(f"SELECT {EDIT_COLUMNS} FROM edits WHERE id = ?", (edit_id,)).fetchone()
         if row is None:
@@ -442,7 +428,7 @@ class ProjectStore:
         self._meta[key] = value
 
     # ----------------------------------------------------------------------------------- session state
-    @_reads
+    @reads
     def session_state(self) -> dict[str, Any]:
         """Where the annotator left off: the GUI's own keys (current image, instance, filters, ...)."""
         state = {}
@@ -533,7 +519,7 @@ class ProjectStore:
                 new_counts = counts_text(rle)
                 old_rle = rle_from(row["counts"], row["height"], row["width"])
                 if action is EditAction.REFINE:
-                    changes["changed_pixels"] = _changed_pixels(old_rle, rle)
+                    changes["changed_pixels"] = rle_xor_area(old_rle, rle)
                 if action is not EditAction.REVERT:  # the imported geometry no longer describes the mask
                     changes["original_segmentation"] = None
                     changes["source_format"] = SegmentationFormat.MASK.value
@@ -612,10 +598,3 @@ class ProjectStore:
             (instance_id, time.time(), action.value, *size, *counts, before, after, dump_json(params)),
         )
         return self.edit(cur.lastrowid)
-
-
-def _changed_pixels(a: dict[str, Any], b: dict[str, Any]) -> int:
-    """|a xor b| from the RLEs alone: |a| + |b| - 2 |a and b| (both checked first: ``check_rles``)."""
-    check_rles([a, b])
-    both = mask_utils.merge([a, b], intersect=True)
-    return int(mask_utils.area(a) + mask_utils.area(b) - 2 * mask_utils.area(both))
