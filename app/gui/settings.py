@@ -9,6 +9,8 @@ INI backend turns a one-element list into a plain string.
 from __future__ import annotations
 
 import json
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,7 +26,12 @@ from PySide6.QtWidgets import (
 from app.gui.actions import ActionRegistry
 from app.refiner.options import DEFAULT_WEIGHTS, MODES, NUM_TIMESTEPS, steps_range
 
+log = logging.getLogger(__name__)
+
 MAX_RECENT = 10
+MAX_SEED = 2**31 - 1
+"""The largest seed the refine panel's box holds (a C int)."""
+MAX_FRAME_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,29 @@ class AppSettings:
 
     # ----- generic
     def _get(self, key: _Key) -> Any:
-        return self.qsettings.value(key.name, key.default, type=type(key.default))
+        """The stored value as the default's type; the default where the settings file holds something else.
+
+        Converted here, not by Qt: Qt's conversion raises on some text ("nan" as an int: the window never
+        showed) and turns other text into 0 ("{}" as the overlay's opacity), and a hand-edited or damaged
+        settings file must neither keep the window from starting nor silently zero a setting."""
+        raw = self.qsettings.value(key.name, key.default)
+        kind = type(key.default)
+        try:
+            if kind is bool:
+                value = raw if isinstance(raw, bool) else {"true": True, "false": False}[str(raw).strip().lower()]
+            elif kind is int:
+                value = raw if isinstance(raw, int) else int(str(raw).strip())
+            elif kind is float:
+                value = float(raw)
+                if not math.isfinite(value):
+                    raise ValueError("not finite")
+            else:
+                value = kind(raw)
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            log.warning("%s: setting %s is %r, not a %s (%s); using %r", self.qsettings.fileName(), key.name, raw,
+                        kind.__name__, e, key.default)
+            return key.default
+        return value
 
     def _set(self, key: _Key, value: Any) -> None:
         self.qsettings.setValue(key.name, value)
@@ -107,7 +136,7 @@ class AppSettings:
 
     @property
     def seed(self) -> int:
-        return self._get(SEED)
+        return min(MAX_SEED, max(0, self._get(SEED)))
 
     @seed.setter
     def seed(self, value: int) -> None:
@@ -147,7 +176,7 @@ class AppSettings:
     @property
     def min_frame_ms(self) -> int:
         """Shortest time a refine step stays on screen, so fast GPUs still animate."""
-        return max(0, self._get(MIN_FRAME_MS))
+        return min(MAX_FRAME_MS, max(0, self._get(MIN_FRAME_MS)))
 
     @min_frame_ms.setter
     def min_frame_ms(self, value: int) -> None:
@@ -327,7 +356,7 @@ class SettingsDialog(QDialog):
         row.addWidget(self.weights_box, 1)
         row.addWidget(add)
         self.frame_box = QSpinBox()
-        self.frame_box.setRange(0, 2000)
+        self.frame_box.setRange(0, MAX_FRAME_MS)
         self.frame_box.setSuffix(" ms")
         self.frame_box.setValue(self.settings.min_frame_ms)
         self.frame_box.setToolTip("Shortest time each refine step stays on screen (0: as fast as computed)")

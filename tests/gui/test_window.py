@@ -23,7 +23,7 @@ from app.services.demo import DEMO_JSON, demo_project_path
 from app.gui.editor.document import ImageDocument
 from app.gui.main_window import MainWindow
 from app.gui.editor.preview import DiffColors
-from app.gui.settings import AppSettings
+from app.gui.settings import MAX_FRAME_MS, MAX_SEED, AppSettings
 
 from .conftest import open_window, wait_saved
 
@@ -313,6 +313,23 @@ def test_reopening_the_demo_uses_the_same_project_file(window: MainWindow, data_
     window.project.close_project()
     with ProjectStore.open(path) as store:
         assert store.count_instances() == 13
+
+
+def test_a_damaged_settings_file_still_opens_the_window(qtbot: QtBot, app_settings: AppSettings,
+                                                        data_dir: Path) -> None:
+    """Values Qt cannot convert (once a traceback in the refine panel's constructor: the window never showed)
+    fall back to their defaults, out-of-range numbers are clamped to what the panel's boxes hold."""
+    for key, value in {"refine/seed": "nan", "refine/steps": "1e400", "overlay/opacity": "{}",
+                       "refine/min_frame_ms": "99999999999999999999", "prompt/category": "[",
+                       "refine/snap": "bogus", "files/recent_projects": "#zzz"}.items():
+        app_settings.qsettings.setValue(key, value)
+    assert app_settings.seed == 0 and app_settings.opacity == 0.45 and app_settings.prompt_category is None
+    assert app_settings.min_frame_ms == MAX_FRAME_MS and app_settings.recent_projects == []
+    app_settings.qsettings.setValue("refine/seed", "99999999999999999999")
+    assert app_settings.seed == MAX_SEED
+    window = open_window(qtbot, app_settings, data_dir)
+    assert window.isVisible() and window.refine_panel.seed_box.value() == MAX_SEED
+    window.open_settings().close()
 
 
 def test_shortcuts_are_editable_and_remembered(window: MainWindow, app_settings: AppSettings) -> None:

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from app.gui.actions import ActionRegistry
 from app.gui.refine.worker import Environment
-from app.gui.settings import AppSettings, weights_label
+from app.gui.settings import MAX_SEED, AppSettings, weights_label
 from app.refiner.options import MODES, NUM_TIMESTEPS, RefineOptions, steps_range
 
 MODE_TEXT = {"instance": "Instance (objects)", "hr": "High resolution (one mask)"}
@@ -73,7 +73,7 @@ class RefinePanel(QWidget):
         self.device_box = _ComboBox()
         self.device_box.opening.connect(self.environment_wanted)
         self.seed_box = QSpinBox()
-        self.seed_box.setRange(0, 2**31 - 1)
+        self.seed_box.setRange(0, MAX_SEED)
         self.snap_box = QCheckBox("Snap to image edges")
         self.snap_box.setToolTip("Where the network moved a boundary, put it on the image's colour edge to the pixel "
                                  "(band networks only)")
