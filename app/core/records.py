@@ -247,21 +247,34 @@ Instance.rle = property(_get_rle, _set_rle, doc="The mask as compressed COCO RLE
 
 
 def rle_areas(rles: Sequence[dict[str, Any]]) -> list[int]:
-    """Pixel areas of many RLEs in few pycocotools calls, the RLEs checked first (``check_rles``).
-
-    pycocotools' ``area`` raises OverflowError for a list of 256 or more under NumPy 2 (it builds a
-    throwaway ``np.array((n,), dtype=np.uint8)``), so it is called 255 RLEs at a time.
-    """
+    """Pixel areas of many RLEs in few pycocotools calls, the RLEs checked first (``check_rles``)."""
     check_rles(rles)
+    return _areas(rles)
+
+
+def rle_boxes(rles: Sequence[dict[str, Any]]) -> np.ndarray:
+    """COCO [x, y, w, h] boxes (n, 4) of many RLEs in one pycocotools call, the RLEs checked first."""
+    check_rles(rles)
+    return _boxes(rles)
+
+
+def rle_geometry(rles: Sequence[dict[str, Any]]) -> tuple[list[int], np.ndarray]:
+    """``rle_areas`` and ``rle_boxes`` of the same RLEs, checked once."""
+    check_rles(rles)
+    return _areas(rles), _boxes(rles)
+
+
+def _areas(rles: Sequence[dict[str, Any]]) -> list[int]:
+    """pycocotools' ``area`` raises OverflowError for a list of 256 or more under NumPy 2 (it builds a
+    throwaway ``np.array((n,), dtype=np.uint8)``), so it is called 255 RLEs at a time. Checked RLEs only."""
     areas: list[int] = []
     for start in range(0, len(rles), 255):
         areas += mask_utils.area(list(rles[start : start + 255])).tolist()
     return areas
 
 
-def rle_boxes(rles: Sequence[dict[str, Any]]) -> np.ndarray:
-    """COCO [x, y, w, h] boxes (n, 4) of many RLEs in one pycocotools call, the RLEs checked first."""
-    check_rles(rles)
+def _boxes(rles: Sequence[dict[str, Any]]) -> np.ndarray:
+    """pycocotools' ``toBbox`` of checked RLEs."""
     return mask_utils.toBbox(list(rles)) if rles else np.zeros((0, 4))
 
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from app.core.records import Instance, MaskError, RLEError, decode_mask, encode_mask, rle_areas, rle_boxes
+from app.core.records import (
+    Instance, MaskError, RLEError, decode_mask, encode_mask, rle_areas, rle_boxes, rle_geometry,
+)
 
 
 def _shape() -> np.ndarray:
@@ -52,9 +54,11 @@ def test_areas_and_boxes_check_every_rle_before_pycocotools() -> None:
     bad = {"size": [6, 8], "counts": "2543571b"}  # its last character says more follows
     short = {"size": [6, 8], "counts": "0000"}
     assert rle_areas([good, good]) == [6, 6] and rle_boxes([good]).tolist() == [[0.0, 0.0, 6.0, 6.0]]
+    areas, boxes = rle_geometry([good])
+    assert areas == [6] and boxes.tolist() == [[0.0, 0.0, 6.0, 6.0]]
     for rles, index, words in (([good, bad], 1, "not a compressed RLE string"), ([short, good], 0, "covers 0 pixels"),
                                ([{"size": [-6, 8], "counts": good["counts"]}], 0, "is not an image size")):
-        for checked in (rle_areas, rle_boxes):
+        for checked in (rle_areas, rle_boxes, rle_geometry):
             with pytest.raises(RLEError, match=words) as caught:
                 checked(rles)
             assert caught.value.index == index

@@ -30,7 +30,7 @@ from app.core.errors import DatasetError
 from app.core.images import max_image_pixels
 from app.core.records import (
     Category, Dataset, ImageRecord, Instance, MaskError, ReviewStatus, RLEError, SegmentationFormat, SourcePolygons,
-    check_rle, rle_areas, rle_boxes,
+    check_rle, rle_geometry,
 )
 from app.core.formats.polygons import mask_to_polygons, pixel_difference
 from app.core.report import ExportReport
@@ -225,8 +225,9 @@ class _Encoder:
             if need:
                 subset = [chunk[k].rle for k in need]
                 try:
-                    areas = dict(zip(need, rle_areas(subset)))
-                    boxes = dict(zip(need, rle_boxes(subset).tolist()))
+                    subset_areas, subset_boxes = rle_geometry(subset)
+                    areas = dict(zip(need, subset_areas))
+                    boxes = dict(zip(need, subset_boxes.tolist()))
                 except RLEError as e:
                     raise MaskError(chunk[need[e.index]].id, str(e)) from None
             for k, inst in enumerate(chunk):

@@ -25,7 +25,6 @@ from app.core.store.schema import FORMAT_VERSION, configure
 
 # SQLite's primary result codes (the low byte of the extended code Python reports).
 _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 3, 5, 6, 8, 10, 11, 13, 14, 26
-T = TypeVar("T")
 _NEARLY_FULL = 1 << 20  # bytes free below which an I/O error is taken for a full disk
 
 # meta key -> (the Python types its JSON value may have, what it should be); absent keys get the default.
@@ -76,6 +75,7 @@ def project_errors(path: Path) -> Iterator[None]:
 
 
 NOT_UTF8 = "damaged: it holds text that is not UTF-8"
+T = TypeVar("T")
 
 
 def reads(method: Callable[..., T]) -> Callable[..., T]:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from app.core.records import (
     Category, ChangeKind, ImageRecord, Instance, Provenance, ReviewStatus, SegmentationFormat, SourcePolygons,
-    rle_areas, rle_boxes,
+    rle_geometry,
 )
 from app.core.store.errors import DamagedRecord
 from app.core.store.packing import pack_original, unpack_original
@@ -136,8 +136,8 @@ def _mask_geometry(rles: Sequence[dict[str, Any]]) -> Iterator[tuple[int, float,
     """(area, x, y, w, h) for each RLE, by pycocotools in few calls."""
     if not rles:
         return iter(())
-    boxes = rle_boxes(rles)
-    return ((a, float(b[0]), float(b[1]), float(b[2]), float(b[3])) for a, b in zip(rle_areas(rles), boxes))
+    areas, boxes = rle_geometry(rles)
+    return ((a, float(b[0]), float(b[1]), float(b[2]), float(b[3])) for a, b in zip(areas, boxes))
 
 
 def geometry(
