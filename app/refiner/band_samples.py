@@ -27,10 +27,12 @@ from app.refiner.degrade import near_perfect, synthesize
 from app.refiner.diffusion import Schedule
 
 NEAR_PERFECT = "near_perfect"
+NEIGHBOUR = "neighbour"
 TRAIN_PROBS: Mapping[str, float] = {
     "segrefiner": 0.20, "segrefiner_expand": 0.07, "lowres": 0.13, "polygon": 0.10, "shift": 0.13,
     "missing_thin": 0.09, "blobs": 0.09, "leak": 0.09, NEAR_PERFECT: 0.10,
 }
+CONTACT_RATIO = 0.03  # a neighbour touches when it lies within this share of the object's size (at least 3 px)
 
 
 @dataclass(frozen=True)
@@ -42,28 +44,57 @@ class SampleSettings:
     smooth_mix_prob: float = 0.5
     boundary_weight: float = 4.0
     error_weight: float = 2.0
+    contact_weight: float = 2.0
     probs: Mapping[str, float] = field(default_factory=lambda: dict(TRAIN_PROBS))
 
 
 def _augment(example: Example, rng: np.random.Generator) -> Example:
-    image, mask, ignore = example.image, example.mask, example.ignore
+    image, mask, ignore, others = example.image, example.mask, example.ignore, example.others
     if rng.random() < 0.5:
         image, mask = image[:, ::-1], mask[:, ::-1]
         ignore = None if ignore is None else ignore[:, ::-1]
+        others = None if others is None else others[:, ::-1]
     if rng.random() < 0.5:
         gain, bias = rng.uniform(0.75, 1.25), rng.uniform(-20, 20)
         image = np.clip(image.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
-    return Example(np.ascontiguousarray(image), np.ascontiguousarray(mask),
-                   None if ignore is None else np.ascontiguousarray(ignore), example.key)
+
+    def contiguous(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.ascontiguousarray(a)
+
+    return Example(np.ascontiguousarray(image), np.ascontiguousarray(mask), contiguous(ignore), example.key,
+                   contiguous(others))
 
 
-def _coarse(example: Example, rng: np.random.Generator, probs: Mapping[str, float]) -> np.ndarray:
+def contact_zone(example: Example) -> np.ndarray | None:
+    """The image's other objects within a few pixels of this one (None when none touches or none is known)."""
+    if example.others is None or not example.others.any():
+        return None
+    ys, xs = np.nonzero(example.mask)
+    size = max(int(np.ptp(ys)), int(np.ptp(xs))) + 1
+    radius = max(3, int(round(CONTACT_RATIO * size)))
+    near = cv2.dilate(example.mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)) > 0
+    zone = near & example.others & ~example.mask
+    return zone if zone.any() else None
+
+
+def _coarse(example: Example, rng: np.random.Generator, probs: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray | None]:
+    """A coarse mask of a randomly drawn kind, and the contact zone its tiles should look at (neighbour kind only).
+
+    The neighbour kind is a good mask beside a touching object: near-perfect, or (half the time) with the part of
+    the neighbour next to it taken in; without a touching neighbour it is a near-perfect mask.
+    """
     names = list(probs)
     weights = np.array([probs[n] for n in names], np.float64)
     kind = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    if kind == NEIGHBOUR:
+        zone = contact_zone(example)
+        coarse = near_perfect(example.mask, rng)
+        if zone is not None and rng.random() < 0.5:
+            coarse = coarse | zone
+        return coarse, zone
     if kind == NEAR_PERFECT:
-        return near_perfect(example.mask, rng)
-    return synthesize(example.mask, rng, kind=kind, image=example.image)[0]
+        return near_perfect(example.mask, rng), None
+    return synthesize(example.mask, rng, kind=kind, image=example.image)[0], None
 
 
 def noisy_mask(gt: np.ndarray, coarse: np.ndarray, fine_prob: float, rng: np.random.Generator, smooth: bool) -> np.ndarray:
@@ -113,7 +144,7 @@ def make_sample(example: Example, rng: np.random.Generator, config: BandConfig,
     if not example.mask.any():
         raise ValueError(f"{example.key}: empty ground-truth mask")
     example = _augment(example, rng)
-    coarse = _coarse(example, rng, settings.probs)
+    coarse, zone = _coarse(example, rng, settings.probs)
     max_work = None if rng.random() < 0.15 else int(rng.integers(192, 769))
     frame = frame_for(coarse, config.context, pad_ratio=float(rng.uniform(0.15, 0.4)),
                       max_work=max_work if max_work is not None else 1024)
@@ -133,10 +164,15 @@ def make_sample(example: Example, rng: np.random.Generator, config: BandConfig,
     wrong = (m_t != gt_w) & keep_w
     gt_edge = cv2.morphologyEx(gt_w.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
     pools = [np.argwhere(wrong), np.argwhere(np.abs(signed_distance(coarse_w)) <= width), np.argwhere(gt_edge)]
-    origins = _tile_origins(settings.tiles, config.tile, frame.work, pools, [0.5, 0.3, 0.2], rng)
+    chances = [0.5, 0.3, 0.2]
+    contact_w = np.zeros(frame.work, bool) if zone is None else resize_mask(zone[y0:y1, x0:x1], frame.work)
+    if contact_w.any():
+        pools, chances = pools + [np.argwhere(contact_w)], [0.3, 0.15, 0.15, 0.4]
+    origins = _tile_origins(settings.tiles, config.tile, frame.work, pools, chances, rng)
     tiles = gather_tiles(cues, m_t, sdf, t, config, origins)
     near_edge = cv2.dilate(gt_edge.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    weight = 1.0 + settings.boundary_weight * near_edge + settings.error_weight * wrong
+    weight = (1.0 + settings.boundary_weight * near_edge + settings.error_weight * wrong
+              + settings.contact_weight * contact_w)
     inside = np.ones(frame.work, np.float32)
     return {
         "canvas": cues.canvas_rgb,

@@ -25,7 +25,7 @@ from app.core.errors import DatasetError
 from app.core.metrics import MetricAccumulator
 from app.refiner.band_net import BandConfig, BandNet, encoder_features, sample_context
 from app.refiner.band_pipeline import BandRunner, BandSettings, refine_band
-from app.refiner.band_samples import SampleSettings, make_sample
+from app.refiner.band_samples import NEIGHBOUR, TRAIN_PROBS, SampleSettings, make_sample
 from app.refiner.data import Source
 from app.refiner.device import autocast_dtype, pick_device
 from app.refiner.encoder import LiteEncoder, pretrained_encoder
@@ -51,6 +51,7 @@ class BandTrainConfig:
     dice_weight: float = 0.5
     coarse_t_prob: float = 0.3
     smooth_mix_prob: float = 0.5
+    neighbour_prob: float = 0.0
     seed: int = 0
     val_every: int = 500
     val_per_kind: int = 6
@@ -62,8 +63,9 @@ class BandTrainConfig:
     source_weights: dict[str, float] = field(default_factory=dict)
 
     def sample_settings(self) -> SampleSettings:
+        probs = {**TRAIN_PROBS, NEIGHBOUR: self.neighbour_prob} if self.neighbour_prob > 0 else dict(TRAIN_PROBS)
         return SampleSettings(tiles=self.tiles, coarse_t_prob=self.coarse_t_prob, smooth_mix_prob=self.smooth_mix_prob,
-                              boundary_weight=self.boundary_weight, error_weight=self.error_weight)
+                              boundary_weight=self.boundary_weight, error_weight=self.error_weight, probs=probs)
 
 
 class SampleStream(torch.utils.data.IterableDataset):

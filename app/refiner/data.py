@@ -25,12 +25,17 @@ VAL_FRACTION = 0.1
 
 @dataclass
 class Example:
-    """One object: an RGB image, its ground-truth mask, and pixels to ignore in losses and metrics."""
+    """One object: an RGB image, its ground-truth mask, and pixels to ignore in losses and metrics.
+
+    ``others`` is the union of the image's other annotated objects, where the source knows them (instance sets):
+    training teaches the refiner not to grow a good mask into a touching neighbour that looks alike.
+    """
 
     image: np.ndarray
     mask: np.ndarray
     ignore: np.ndarray | None
     key: str
+    others: np.ndarray | None = None
 
 
 def split_of(key: str, val_fraction: float = VAL_FRACTION) -> str:
@@ -112,7 +117,9 @@ class InstanceIndexFolder(_Indexed):
 
     def load(self, index: int) -> Example:
         key, (image_path, mask_path, label) = self.items[index]
-        return Example(read_image_rgb(image_path), _read_gray(mask_path) == label, None, f"{key}#{label}")
+        labels = _read_gray(mask_path)
+        return Example(read_image_rgb(image_path), labels == label, None, f"{key}#{label}",
+                       (labels != 0) & (labels != label))
 
 
 class CocoFile(_Indexed):
@@ -121,18 +128,26 @@ class CocoFile(_Indexed):
     def __init__(self, annotations: Path, images: Path, split: str | None = None, min_area: int = 1024, name: str = "coco") -> None:
         self.name = name
         dataset, _report = load_coco(annotations)
+        by_image: dict[int, list] = {}
+        for inst in dataset.instances:
+            by_image.setdefault(inst.image_id, []).append(inst)
         items = []
         for inst in dataset.instances:
             record = dataset.images[inst.image_id]
             path = find_image_file(images, record)
             if path is None or inst.iscrowd or inst.area < min_area:
                 continue
-            items.append((f"{name}/{path.stem}", (path, inst)))
+            others = [o for o in by_image[inst.image_id] if o.id != inst.id]
+            items.append((f"{name}/{path.stem}", (path, inst, others)))
         super().__init__(items, split)
 
     def load(self, index: int) -> Example:
-        key, (path, inst) = self.items[index]
-        return Example(read_image_rgb(path), inst.mask(), None, f"{key}#{inst.id}")
+        key, (path, inst, others) = self.items[index]
+        mask = inst.mask()
+        union = np.zeros_like(mask)
+        for other in others:
+            union |= other.mask()
+        return Example(read_image_rgb(path), mask, None, f"{key}#{inst.id}", union & ~mask)
 
 
 def shared_sources(root: Path, split: str | None) -> list[Source]:

@@ -5,14 +5,16 @@ import signal
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from app.main import main
 from app.refiner.band_net import BandConfig
-from app.refiner.band_samples import SampleSettings, make_sample, noisy_mask
+from app.refiner.band_samples import NEAR_PERFECT, NEIGHBOUR, SampleSettings, contact_zone, make_sample, noisy_mask
 from app.refiner.band_train import BandTrainConfig, BandTrainer, SampleStream, band_loss, run_band_training
+from app.refiner.data import CocoFile, Example, InstanceIndexFolder
 from app.refiner.degrade import near_perfect, synthesize
 from app.core.metrics import iou
 from app.core.signals import terminate_on_signals
@@ -72,6 +74,60 @@ def test_near_perfect_masks_are_near_perfect():
     gt = (yy - 50) ** 2 + (xx - 47) ** 2 <= 33**2
     scores = [iou(near_perfect(gt, rng), gt) for _ in range(12)]
     assert all(0.9 < s <= 1.0 for s in scores) and min(scores) < 1.0
+
+
+def _two_objects(gap: int) -> Example:
+    """A grey object with a look-alike neighbour ``gap`` pixels to its right, on a dark background."""
+    image = np.full((120, 160, 3), 20, np.uint8)
+    mask, others = np.zeros((120, 160), bool), np.zeros((120, 160), bool)
+    mask[30:90, 30:80] = True
+    others[30:90, 80 + gap : 130] = True
+    image[mask | others] = 150
+    return Example(image, mask, None, "pair", others)
+
+
+def test_contact_zone_is_the_touching_part_of_the_neighbours():
+    zone = contact_zone(_two_objects(0))
+    assert zone is not None and zone[30:90, 80:83].all() and not zone[:, 86:].any() and not zone[:, :80].any()
+    assert contact_zone(_two_objects(20)) is None
+    assert contact_zone(Example(np.zeros((120, 160, 3), np.uint8), _two_objects(0).mask, None, "alone")) is None
+
+
+def test_neighbour_samples_look_at_and_weigh_the_contact():
+    config = BandConfig()
+    heavy = 100.0
+    for kind, touching in ((NEIGHBOUR, True), (NEAR_PERFECT, True), (NEIGHBOUR, False)):
+        rng = np.random.default_rng(1)
+        settings = SampleSettings(tiles=4, contact_weight=heavy, probs={kind: 1.0})
+        example = _two_objects(0 if touching else 20)
+        weights = [make_sample(example, rng, config, settings)["weight"].max() for _ in range(6)]
+        assert (min(weights) > heavy) == (kind == NEIGHBOUR and touching), (kind, touching, weights)
+
+
+def test_instance_sources_name_the_other_objects(tmp_path):
+    labels = np.zeros((40, 60), np.uint8)
+    labels[5:20, 5:25], labels[5:20, 25:45], labels[25:35, 10:50] = 1, 2, 3
+    (tmp_path / "img").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "img/a.png"), np.zeros((40, 60, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "masks/a_mask.png"), labels)
+    examples = {e.key: e for e in (InstanceIndexFolder(tmp_path / "img", tmp_path / "masks").load(i) for i in range(3))}
+    assert np.array_equal(examples["instances/a#1"].others, (labels == 2) | (labels == 3))
+    polygons = [[5, 5, 25, 5, 25, 20, 5, 20], [25, 5, 45, 5, 45, 20, 25, 20]]
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 60, "height": 40}],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "segmentation": [poly], "area": 300.0,
+                             "bbox": [poly[0], 5, 20, 15], "iscrowd": 0} for k, poly in enumerate(polygons)]}
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    source = CocoFile(tmp_path / "a.json", tmp_path / "img", min_area=10)
+    first, second = source.load(0), source.load(1)
+    assert first.others.any() and np.array_equal(first.others, second.mask & ~first.mask)
+    assert not (first.others & first.mask).any()
+
+
+def test_training_config_adds_the_neighbour_kind_only_when_asked():
+    assert NEIGHBOUR not in BandTrainConfig().sample_settings().probs
+    assert BandTrainConfig(neighbour_prob=0.15).sample_settings().probs[NEIGHBOUR] == 0.15
 
 
 def test_loss_ignores_zero_weight_pixels_and_rewards_the_truth():
