@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from app.core.metrics import MetricAccumulator
 from app.refiner.band_net import BandConfig, BandNet, encoder_features, sample_context
 from app.refiner.band_pipeline import BandRunner, BandSettings, refine_band
 from app.refiner.band_samples import NEIGHBOUR, TRAIN_PROBS, SampleSettings, make_sample
+from app.refiner.checkpoints import read_checkpoint, write_checkpoint
 from app.refiner.data import Source
 from app.refiner.device import autocast_dtype, pick_device
 from app.refiner.encoder import LiteEncoder, pretrained_encoder
@@ -213,35 +213,18 @@ class BandTrainer:
         return stats
 
     def save(self) -> None:
-        """Write ``last.pt`` atomically (temporary file, then rename)."""
-        state = {
-            "model": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "best_score": self.best_score,
-            "config": asdict(self.config),
-            "network": self.net.config.to_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "scaler": self.scaler.state_dict(),
-        }
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        """Write ``last.pt`` atomically."""
+        write_checkpoint(self.checkpoint_path, self.net, self.optimizer, self.scaler, self.step,
+                         best_score=self.best_score, config=asdict(self.config), network=self.net.config.to_dict())
 
     def resume(self) -> bool:
         """Load ``last.pt`` if present; returns whether it did."""
-        if not self.checkpoint_path.exists():
+        state = read_checkpoint(self.checkpoint_path, self.net, self.optimizer, self.scaler,
+                                lambda s: BandConfig.from_dict(s["network"]) == self.net.config,
+                                "band-network configuration")
+        if state is None:
             return False
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        if BandConfig.from_dict(state["network"]) != self.net.config:
-            raise ValueError(f"{self.checkpoint_path}: checkpoint is for another band-network configuration")
-        self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        self.best_score = float(state["best_score"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.best_score = int(state["step"]), float(state["best_score"])
         return True
 
     def runner(self) -> BandRunner:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 
 from app.core.errors import DatasetError
 from app.core.metrics import MetricAccumulator
+from app.refiner.checkpoints import read_checkpoint, write_checkpoint
 from app.refiner.crops import Crop, boundary_window, make_crop
 from app.refiner.data import Example, Source
 from app.refiner.device import Runner, autocast_dtype, pick_device
@@ -255,35 +255,18 @@ class Trainer:
         return stats
 
     def save(self) -> None:
-        """Write ``last.pt`` atomically (temporary file, then rename)."""
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "best_iou": self.best_iou,
-            "config": asdict(self.config),
-            "model_config": self.model.config.to_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "scaler": self.scaler.state_dict(),
-        }
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        """Write ``last.pt`` atomically."""
+        write_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scaler, self.step,
+                         best_iou=self.best_iou, config=asdict(self.config), model_config=self.model.config.to_dict())
 
     def resume(self) -> bool:
         """Load ``last.pt`` if present; returns whether it did."""
-        if not self.checkpoint_path.exists():
+        state = read_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.scaler,
+                                lambda s: UNetConfig.from_dict(s["model_config"]) == self.model.config,
+                                "network configuration")
+        if state is None:
             return False
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        if UNetConfig.from_dict(state["model_config"]) != self.model.config:
-            raise ValueError(f"{self.checkpoint_path}: checkpoint is for another network configuration")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        self.best_iou = float(state["best_iou"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.best_iou = int(state["step"]), float(state["best_iou"])
         return True
 
     def validate(self, validation: ValidationSet) -> dict[str, float]:
