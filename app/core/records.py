@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from enum import Enum
+from collections import Counter
 from typing import Any, Sequence
 
 import cv2
@@ -119,6 +120,12 @@ class ImageRecord:
     neg_category_ids: list[int] | None = None
     not_exhaustive_category_ids: list[int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def category_labels(categories: Sequence[Category]) -> dict[int, str]:
+    """What the window calls each category: its name, with its id where two share a name (COCO allows it)."""
+    counts = Counter(c.name for c in categories)
+    return {c.id: c.name if counts[c.name] == 1 else f"{c.name} (id {c.id})" for c in categories}
 
 
 @dataclass

@@ -58,7 +58,7 @@ SPECS: tuple[ActionSpec, ...] = (
     ActionSpec("tool.eraser", "Eraser", "E", "mdi6.eraser", "Erase from the selected instance", True),
     ActionSpec("tool.fill", "Fill", "G", "mdi6.format-color-fill", "Fill a hole or region of the selected instance", True),
     ActionSpec("tool.lasso_add", "Lasso Add", "L", "mdi6.lasso", "Add a lasso polygon to the selected instance", True),
-    ActionSpec("tool.lasso_subtract", "Lasso Subtract", "Shift+L", "mdi6.selection-remove",
+    ActionSpec("tool.lasso_subtract", "Lasso Subtract", "Shift+L", "mdi6.vector-polyline-minus",
                "Cut a lasso polygon out of the selected instance", True),
     ActionSpec("tool.fg_brush", "Must-Be-Foreground Brush", "K", "mdi6.plus-circle-outline",
                "Paint pixels the refiner must keep in the mask", True),

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import QInputDialog, QMainWindow, QMessageBox, QWidget
 
-from app.core.records import ReviewStatus
+from app.core.records import ReviewStatus, category_labels
 from app.core.store.history import Edit
 from app.gui import popups
 from app.gui.actions import EDIT_ACTIONS, INSTANCE_ACTIONS, TOOLS, ActionRegistry
@@ -390,7 +390,8 @@ class MainWindow(WindowLayout, QMainWindow):
         if doc is None or doc.selected_id is None:
             return
         cats = list(self.project.categories.values())
-        names = [c.name for c in cats]
+        labels = category_labels(cats)
+        names = [labels[c.id] for c in cats]
         current = next((k for k, c in enumerate(cats) if c.id == doc.layer(doc.selected_id).category_id), 0)
         name, ok = QInputDialog.getItem(self, "Change category", "Category", names, current, True)
         if ok and name in names:

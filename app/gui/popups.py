@@ -13,7 +13,7 @@ from PySide6.QtCore import QPoint, QRect
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QDialog, QInputDialog, QWidget
 
-from app.core.records import Category
+from app.core.records import Category, category_labels
 
 GAP = 12
 """Screen pixels between the rectangle and the widget placed beside it."""
@@ -57,7 +57,8 @@ def category_dialog(parent: QWidget, categories: Sequence[Category], current_id:
                     beside: QRect | None = None) -> QInputDialog:
     """The category popup, not shown yet: ``categories`` by name, ``current_id`` chosen, placed ``beside``
     (global coordinates) what must stay in view while the user chooses, e.g. the new mask."""
-    names = [c.name for c in categories]
+    labels = category_labels(categories)
+    names = [labels[c.id] for c in categories]
     current = next((k for k, c in enumerate(categories) if c.id == current_id), 0)
     dialog = QInputDialog(parent)
     dialog.setWindowTitle("New instance")
@@ -76,7 +77,8 @@ def pick_category(parent: QWidget, categories: Sequence[Category], current_id: i
     """Ask which of ``categories`` a new instance gets (``category_dialog``); None on Cancel or without any."""
     if not categories:
         return None
-    names = [c.name for c in categories]
+    labels = category_labels(categories)
+    names = [labels[c.id] for c in categories]
     dialog = category_dialog(parent, categories, current_id, beside)
     try:
         if dialog.exec() != QDialog.DialogCode.Accepted or dialog.textValue() not in names:

@@ -92,3 +92,20 @@ def test_pick_category_cancelled_or_without_categories(qtbot: QtBot) -> None:
     answer(QDialog.reject, seen)
     assert pick_category(parent, CATEGORIES, None) is None and seen
     assert pick_category(parent, [], None) is None  # nothing to ask: no popup
+
+
+def test_two_categories_of_one_name_are_told_apart_by_id(qtbot: QtBot) -> None:
+    parent = sized(qtbot)
+    twins = [Category(1, "person"), Category(5, "person"), Category(9, "dog")]
+    offered: list[list[str]] = []
+
+    def choose_second_person(dialog: QInputDialog) -> None:
+        combo = dialog.findChild(QComboBox)
+        assert combo is not None
+        offered.append([combo.itemText(k) for k in range(combo.count())])
+        dialog.setTextValue("person (id 5)")
+        dialog.accept()
+
+    answer(choose_second_person, [])
+    assert pick_category(parent, twins, 1) == twins[1]
+    assert offered == [["person (id 1)", "person (id 5)", "dog"]]

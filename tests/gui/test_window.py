@@ -383,3 +383,41 @@ def test_demo_masks_are_coarse_but_inside_their_images(image_file: str) -> None:
         area = mask_utils.area(mask_utils.merge(rle))
         assert 500 < area < image["height"] * image["width"]
         assert all(len(poly) // 2 <= 24 for poly in ann["segmentation"])  # a few vertices: coarse
+
+
+def test_change_category_tells_two_categories_of_one_name_apart(qtbot: QtBot, window, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from PySide6.QtWidgets import QInputDialog
+
+    from app.core.formats.coco import load_coco
+    from app.core.package_data import demo_dir
+    from app.core.store.project import ProjectStore
+    from tests.gui.conftest import open_project
+
+    images = tmp_path / "images"
+    shutil.copytree(demo_dir(), images)
+    data = json.loads((images / "demo.json").read_text())
+    data["categories"][1]["name"] = "cup"  # categories 1 and 2 are both "cup" now (a COCO file may do that)
+    source = tmp_path / "twins.json"
+    source.write_text(json.dumps(data))
+    dataset, _ = load_coco(source)
+    path = tmp_path / "twins.srproj"
+    with ProjectStore.create(path, dataset, source_path=source, images_dir=images):
+        pass
+    doc = open_project(qtbot, window, path, 1)
+    doc.select(1)  # the saucer
+    offered: list[list[str]] = []
+
+    def answer(_parent, _title, _label, items, _current, _editable):  # type: ignore[no-untyped-def]
+        offered.append(list(items))
+        return "cup (id 2)", True
+
+    monkeypatch.setattr(QInputDialog, "getItem", answer)
+    window.actions["instance.category"].trigger()
+    assert offered and offered[0][:3] == ["cup (id 1)", "cup (id 2)", "saucer"]
+    assert doc.layer(1).category_id == 2
+    box = window.properties_panel.category_box
+    assert [box.itemText(k) for k in range(2)] == ["cup (id 1)", "cup (id 2)"] and box.currentData() == 2
+    assert window.instance_panel.model.category_name(2) == "cup (id 2)"

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QSpinBox, QTableView, QToolButton, QVBoxLayout, QWidget,
 )
 
-from app.core.records import Category, ChangeKind, ReviewStatus
+from app.core.records import ChangeKind, ReviewStatus, category_labels
 from app.core.store.errors import ProjectError
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
@@ -77,7 +77,7 @@ class InstanceTableModel(QAbstractTableModel):
         self._query = InstanceFilter()
         self._count = 0
         self._pages: OrderedDict[int, list[InstanceSummary]] = OrderedDict()
-        self._categories: dict[int, Category] = {}
+        self._labels: dict[int, str] = {}
         self._pixels: dict[int, int] = {}
         self._icons = {s: qta.icon(name, color=color) for s, (name, color) in STATUS_STYLE.items()}
         self._lock_icon = qta.icon("mdi6.lock", color="#9ca3af")
@@ -86,9 +86,9 @@ class InstanceTableModel(QAbstractTableModel):
     def set_store(self, store: ProjectStore | None) -> None:
         self._store = store
         try:
-            self._categories = {c.id: c for c in store.categories()} if store is not None else {}
+            self._labels = category_labels(store.categories()) if store is not None else {}
         except ProjectError as e:
-            self._categories = {}
+            self._labels = {}
             self._report(e)
         self._pixels.clear()
         self.set_query(InstanceFilter())
@@ -189,8 +189,7 @@ class InstanceTableModel(QAbstractTableModel):
         return str(top[0].id) if column == ID else f"{top[0].area * 1.01 + 1:.0f}"  # pixels vs the file's area
 
     def category_name(self, category_id: int) -> str:
-        cat = self._categories.get(category_id)
-        return cat.name if cat is not None else str(category_id)
+        return self._labels.get(category_id, str(category_id))
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else self._count
@@ -365,8 +364,10 @@ class InstanceListPanel(QWidget):
         self.category_box.clear()
         self.category_box.addItem("All categories", None)
         if store is not None:
-            for cat in store.categories():
-                self.category_box.addItem(cat.name, cat.id)
+            categories = store.categories()
+            labels = category_labels(categories)
+            for cat in categories:
+                self.category_box.addItem(labels[cat.id], cat.id)
         self.category_box.blockSignals(False)
         self.model.set_store(store)
         scored = store is not None and store.count_instances(InstanceFilter(min_score=float("-inf"))) > 0

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
-from app.core.records import Category, ChangeKind, ReviewStatus
+from app.core.records import Category, ChangeKind, ReviewStatus, category_labels
 from app.core.store.project import ProjectStore
 from app.core.store.errors import ProjectError
 from app.gui.editor.document import ImageDocument
@@ -53,8 +53,9 @@ class PropertiesPanel(QWidget):
 
     def set_categories(self, categories: list[Category]) -> None:
         self.category_box.clear()
+        labels = category_labels(categories)
         for cat in categories:
-            self.category_box.addItem(cat.name, cat.id)
+            self.category_box.addItem(labels[cat.id], cat.id)
 
     def set_editable(self, editable: bool) -> None:
         """Whether category and status may be changed here (not in a read-only window)."""
