@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt is imported below
 
@@ -162,10 +162,8 @@ CROWD_ID = 900100000007
 """A crowd region with an id like COCO's (the cat's nose, marked iscrowd)."""
 
 
-@pytest.fixture
-def big_ids_project(tmp_path: Path) -> Path:
-    """The demo as a project whose second image and two of its annotations have ids past 2**31, one of
-    them a crowd region, as COCO's crowd annotations (900100184324, ...) have."""
+def edited_demo_project(tmp_path: Path, name: str, edit: Callable[[dict], None]) -> Path:
+    """A project made from the demo's COCO file after ``edit`` changed it (in place), images copied beside it."""
     import json
     import shutil
 
@@ -175,23 +173,33 @@ def big_ids_project(tmp_path: Path) -> Path:
     images = tmp_path / "images"
     shutil.copytree(demo_dir(), images)
     data = json.loads((images / "demo.json").read_text())
-    for record in data["images"]:
-        if record["id"] == 2:
-            record["id"] = BIG_IMAGE_ID
-    for ann in data["annotations"]:
-        if ann["image_id"] == 2:
-            ann["image_id"] = BIG_IMAGE_ID
-        if ann["id"] == 5:
-            ann["id"] = BIG_ID
-        if ann["id"] == 7:
-            ann["id"], ann["iscrowd"] = CROWD_ID, 1
-    source = tmp_path / "big-ids.json"
+    edit(data)
+    source = tmp_path / f"{name}.json"
     source.write_text(json.dumps(data))
     dataset, _ = load_coco(source)
-    path = tmp_path / "big-ids.srproj"
+    path = tmp_path / f"{name}.srproj"
     with ProjectStore.create(path, dataset, source_path=source, images_dir=images):
         pass
     return path
+
+
+@pytest.fixture
+def big_ids_project(tmp_path: Path) -> Path:
+    """The demo as a project whose second image and two of its annotations have ids past 2**31, one of
+    them a crowd region, as COCO's crowd annotations (900100184324, ...) have."""
+    def edit(data: dict) -> None:
+        for record in data["images"]:
+            if record["id"] == 2:
+                record["id"] = BIG_IMAGE_ID
+        for ann in data["annotations"]:
+            if ann["image_id"] == 2:
+                ann["image_id"] = BIG_IMAGE_ID
+            if ann["id"] == 5:
+                ann["id"] = BIG_ID
+            if ann["id"] == 7:
+                ann["id"], ann["iscrowd"] = CROWD_ID, 1
+
+    return edited_demo_project(tmp_path, "big-ids", edit)
 
 
 def open_project(qtbot: QtBot, window, path: Path, image_id: int | None = None):  # type: ignore[no-untyped-def]

@@ -387,25 +387,14 @@ def test_demo_masks_are_coarse_but_inside_their_images(image_file: str) -> None:
 
 def test_change_category_tells_two_categories_of_one_name_apart(qtbot: QtBot, window, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import shutil
-
     from PySide6.QtWidgets import QInputDialog
 
-    from app.core.formats.coco import load_coco
-    from app.core.package_data import demo_dir
-    from app.core.store.project import ProjectStore
-    from tests.gui.conftest import open_project
+    from tests.gui.conftest import edited_demo_project, open_project
 
-    images = tmp_path / "images"
-    shutil.copytree(demo_dir(), images)
-    data = json.loads((images / "demo.json").read_text())
-    data["categories"][1]["name"] = "cup"  # categories 1 and 2 are both "cup" now (a COCO file may do that)
-    source = tmp_path / "twins.json"
-    source.write_text(json.dumps(data))
-    dataset, _ = load_coco(source)
-    path = tmp_path / "twins.srproj"
-    with ProjectStore.create(path, dataset, source_path=source, images_dir=images):
-        pass
+    def rename(data: dict) -> None:
+        data["categories"][1]["name"] = "cup"  # categories 1 and 2 are both "cup" now (a COCO file may do that)
+
+    path = edited_demo_project(tmp_path, "twins", rename)
     doc = open_project(qtbot, window, path, 1)
     doc.select(1)  # the saucer
     offered: list[list[str]] = []
