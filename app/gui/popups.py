@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from PySide6.QtCore import QPoint, QRect
+from PySide6.QtCore import QMargins, QPoint, QRect
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QDialog, QInputDialog, QWidget
 
@@ -25,8 +25,7 @@ def place_beside(widget: QWidget, target: QRect, gap: int = GAP) -> None:
     side has room, the widget goes to the screen's corner farthest from the target."""
     screen = QGuiApplication.screenAt(target.center()) or QGuiApplication.primaryScreen()
     room = screen.availableGeometry()
-    frame = widget.frameGeometry()
-    decoration = QPoint(widget.x() - frame.x(), widget.y() - frame.y())
+    frame = expected_frame(widget)
     w, h = frame.width(), frame.height()
     middle = target.center()
     sides = [
@@ -38,12 +37,25 @@ def place_beside(widget: QWidget, target: QRect, gap: int = GAP) -> None:
     for corner in sides:
         spot = _kept_on(QRect(corner, frame.size()), room)
         if room.contains(spot) and not spot.intersects(target):
-            widget.move(spot.topLeft() + decoration)
+            widget.move(spot.topLeft())  # a window's position is its frame's
             return
     corners = [room.topLeft(), QPoint(room.right() - w + 1, room.top()), QPoint(room.left(), room.bottom() - h + 1),
                QPoint(room.right() - w + 1, room.bottom() - h + 1)]
     farthest = max(corners, key=lambda p: (QRect(p, frame.size()).center() - middle).manhattanLength())
-    widget.move(farthest + decoration)
+    widget.move(farthest)
+
+
+def expected_frame(widget: QWidget) -> QRect:
+    """The window's frame as it will be once shown. A window's position is its frame's (Qt's ``pos``), but before
+    its first show the window manager has not framed it, so its title bar and borders are taken to be those of the
+    window that owns it."""
+    owner = widget.parentWidget().window() if widget.parentWidget() is not None else None
+    if widget.isVisible() or owner is None or not owner.isVisible():
+        return widget.frameGeometry()
+    outer, inner = owner.frameGeometry(), owner.geometry()
+    return QRect(widget.pos(), widget.size().grownBy(QMargins(inner.left() - outer.left(), inner.top() - outer.top(),
+                                                               outer.right() - inner.right(),
+                                                               outer.bottom() - inner.bottom())))
 
 
 def _kept_on(rect: QRect, room: QRect) -> QRect:

@@ -109,3 +109,26 @@ def test_two_categories_of_one_name_are_told_apart_by_id(qtbot: QtBot) -> None:
     answer(choose_second_person, [])
     assert pick_category(parent, twins, 1) == twins[1]
     assert offered == [["person (id 1)", "person (id 5)", "dog"]]
+
+
+class Framed(QWidget):
+    """A shown window with a 30-px title bar and 4-px borders, as a window manager frames it."""
+
+    def frameGeometry(self) -> QRect:  # type: ignore[override]
+        return self.geometry().adjusted(-4, -30, 4, 4)
+
+
+def test_a_popup_not_shown_yet_is_placed_with_the_frame_it_will_get(qtbot: QtBot, room: QRect) -> None:
+    owner = Framed()
+    qtbot.addWidget(owner)
+    owner.resize(300, 200)
+    owner.show()
+    popup = QDialog(owner)
+    popup.resize(200, 120)
+    assert popups.expected_frame(popup).size() == QRect(0, 0, 208, 154).size()
+    above = QRect(room.left() + 10, room.bottom() - 200, room.width() - 20, 150)  # room only above it
+    popups.place_beside(popup, above)
+    assert popup.pos().y() + 154 - 1 < above.top()  # its frame, title bar included, clear of the target
+    bare = QDialog()
+    bare.resize(200, 120)
+    assert popups.expected_frame(bare) == bare.frameGeometry()  # no owner: nothing to go by
