@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
-from collections import Counter
 from typing import Any, Sequence
 
 import cv2
@@ -122,12 +122,6 @@ class ImageRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def category_labels(categories: Sequence[Category]) -> dict[int, str]:
-    """What the window calls each category: its name, with its id where two share a name (COCO allows it)."""
-    counts = Counter(c.name for c in categories)
-    return {c.id: c.name if counts[c.name] == 1 else f"{c.name} (id {c.id})" for c in categories}
-
-
 @dataclass
 class Category:
     """A COCO category with LVIS' extra fields when present."""
@@ -140,6 +134,12 @@ class Category:
     synonyms: list[str] | None = None
     definition: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def category_labels(categories: Sequence[Category]) -> dict[int, str]:
+    """What the window calls each category: its name, with its id where two share a name (COCO allows it)."""
+    counts = Counter(c.name for c in categories)
+    return {c.id: c.name if counts[c.name] == 1 else f"{c.name} (id {c.id})" for c in categories}
 
 
 @dataclass(frozen=True)

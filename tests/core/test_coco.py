@@ -336,3 +336,10 @@ def test_polygons_are_kept_as_text_and_rasterised_on_first_use() -> None:
     assert not inst.rasterised  # the size needs no pixels
     assert np.array_equal(inst.mask(), api.annToMask(api.anns[inst.id]).astype(bool))
     assert inst.rasterised and inst.rle["counts"] == api.annToRLE(api.anns[inst.id])["counts"].decode()
+
+
+def test_categories_of_one_name_are_labelled_with_their_ids():
+    from app.core.records import Category, category_labels
+
+    labels = category_labels([Category(1, "person"), Category(3, "dog"), Category(8, "person")])
+    assert labels == {1: "person (id 1)", 3: "dog", 8: "person (id 8)"}
