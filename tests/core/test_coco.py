@@ -12,7 +12,7 @@ from app.core.formats.coco import load_coco, load_coco_results
 from app.core.formats.coco_export import save_coco, save_coco_results, write_coco
 from app.core.formats.rle_check import rle_pixel_totals
 from app.core.errors import DatasetError
-from app.core.records import ReviewStatus, SegmentationFormat, encode_mask
+from app.core.records import Category, ReviewStatus, SegmentationFormat, category_labels, encode_mask
 from tests.core.codec_samples import (
     COCO_TRAIN,
     COCO_VAL,
@@ -339,7 +339,5 @@ def test_polygons_are_kept_as_text_and_rasterised_on_first_use() -> None:
 
 
 def test_categories_of_one_name_are_labelled_with_their_ids():
-    from app.core.records import Category, category_labels
-
     labels = category_labels([Category(1, "person"), Category(3, "dog"), Category(8, "person")])
     assert labels == {1: "person (id 1)", 3: "dog", 8: "person (id 8)"}
