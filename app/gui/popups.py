@@ -89,9 +89,8 @@ def pick_category(parent: QWidget, categories: Sequence[Category], current_id: i
     """Ask which of ``categories`` a new instance gets (``category_dialog``); None on Cancel or without any."""
     if not categories:
         return None
-    labels = category_labels(categories)
-    names = [labels[c.id] for c in categories]
     dialog = category_dialog(parent, categories, current_id, beside)
+    names = dialog.comboBoxItems()  # one per category, in order
     try:
         if dialog.exec() != QDialog.DialogCode.Accepted or dialog.textValue() not in names:
             return None
