@@ -71,6 +71,10 @@ def rle_bbox(rle: dict[str, Any]) -> Rect | None:
     return None if w == 0 or h == 0 else (x, y, x + w, y + h)
 
 
+def damaged_instance_message(instance_id: int) -> str:
+    return f"Instance {instance_id} has a damaged mask: it is not shown and cannot be edited"
+
+
 def default_data_dir() -> Path:
     """The user's application data folder (QStandardPaths.AppDataLocation), where the demo project lives."""
     return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
@@ -107,6 +111,8 @@ class ProjectController(QObject):
         self._loading = 0
         self.damaged_ids: set[int] = set()
         """The open image's instances left out because their masks cannot be decoded."""
+        self._damage_reported: set[int] = set()
+        """Images of the open project whose damaged instances a dialog has already listed."""
         self._pending_session: dict[str, Any] = {}
         self._session_timer = QTimer(self)
         self._session_timer.setSingleShot(True)
@@ -234,6 +240,7 @@ class ProjectController(QObject):
         self.store.close()
         self.store = None
         self.images, self.categories, self.session = [], {}, {}
+        self._damage_reported.clear()
         self.project_changed.emit()
 
     # ------------------------------------------------------------------------------- images
@@ -303,16 +310,30 @@ class ProjectController(QObject):
         self._set_document(doc, loaded.instances)
         if loaded.problem:
             self.error.emit("Image not available", f"{loaded.problem}\nThe masks are shown on a grey background.")
-        self.damaged_ids = set(loaded.damaged)
-        if loaded.damaged:
-            lines = [f"instance {i}: {problem}" for i, problem in loaded.damaged.items()]
-            self.error.emit("Damaged instances", (
-                f"{self.store.path}: {len(loaded.damaged)} instance(s) of {loaded.record.file_name} have masks that "
-                "cannot be decoded; they are left out of the window and nothing is written to them:\n"
-                + "\n".join(lines[:10]) + ("\n…" if len(lines) > 10 else "")))
+        self._report_damage(loaded)
         if select is not None and doc.has_layer(select):
             doc.select(select)
+        elif select in self.damaged_ids:
+            self.message.emit(damaged_instance_message(select))
         self._remember(image_id=doc.image_id, instance_id=doc.selected_id)
+
+    def _report_damage(self, loaded: LoadedImage) -> None:
+        """List an image's damaged instances in a dialog the first time it opens; later opens say it on the status
+        bar, so stepping through the images does not stop at the same dialog each time."""
+        self.damaged_ids = set(loaded.damaged)
+        if not loaded.damaged:
+            return
+        image_id = loaded.record.id
+        if image_id in self._damage_reported:
+            self.message.emit(f"{len(loaded.damaged)} instance(s) of {loaded.record.file_name} have damaged masks "
+                              "and are not shown")
+            return
+        self._damage_reported.add(image_id)
+        lines = [f"instance {i}: {problem}" for i, problem in loaded.damaged.items()]
+        self.error.emit("Damaged instances", (
+            f"{self.store.path}: {len(loaded.damaged)} instance(s) of {loaded.record.file_name} have masks that "
+            "cannot be decoded; they are left out of the window and nothing is written to them:\n"
+            + "\n".join(lines[:10]) + ("\n…" if len(lines) > 10 else "")))
 
     def _image_failed(self, message: str) -> None:
         self.error.emit("Cannot load the image", message)
@@ -351,7 +372,7 @@ class ProjectController(QObject):
             self.error.emit("No such instance", str(e))
             return
         if instance_id in self.damaged_ids and self.doc is not None and self.doc.image_id == image_id:
-            self.message.emit(f"Instance {instance_id} has a damaged mask: it is not shown and cannot be edited")
+            self.message.emit(damaged_instance_message(instance_id))
             return
         self.open_image(image_id, instance_id)
 

@@ -100,6 +100,36 @@ def test_an_image_with_a_damaged_mask_opens_without_it(window: MainWindow, qtbot
         == "2543571b"
 
 
+def test_a_damaged_image_is_reported_once_and_its_instance_named_from_another_image(window: MainWindow,
+                                                                                   qtbot: QtBot) -> None:
+    """Selecting a damaged instance from another image opens its image, lists the damage in one dialog and names
+    the instance; opening that image again says it on the status bar instead of the same dialog."""
+    project = window.project
+    store = project.store
+    assert store is not None and project.doc is not None
+    first = project.doc.image_id
+    other = next(img for img in project.images if img.id != first)
+    damaged = store.instances_for_image(other.id)[0].id
+    conn = sqlite3.connect(store.path)
+    with conn:
+        conn.execute("UPDATE instance_masks SET counts = '2543571b' WHERE instance_id = ?", (damaged,))
+    conn.close()
+    dialogs: list[str] = []
+    messages: list[str] = []
+    project.error.connect(lambda title, text: dialogs.append(title))
+    project.message.connect(messages.append)
+    with qtbot.waitSignal(project.document_changed, timeout=20_000):
+        project.select_instance(damaged)
+    assert project.doc is not None and project.doc.image_id == other.id
+    assert dialogs == ["Damaged instances"]
+    assert messages == [f"Instance {damaged} has a damaged mask: it is not shown and cannot be edited"]
+    for image_id in (first, other.id):
+        with qtbot.waitSignal(project.document_changed, timeout=20_000):
+            project.open_image(image_id)
+    assert dialogs == ["Damaged instances"]
+    assert messages[-1] == f"1 instance(s) of {other.file_name} have damaged masks and are not shown"
+
+
 def test_a_damaged_edit_row_is_named_in_the_edit_history(window: MainWindow, qtbot: QtBot) -> None:
     _, selected = select_the_next_instance(window)
     paint_a_brush_stroke(window)
