@@ -149,7 +149,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--weights", default=None, help="refiner weights (name or file; default: the app's default)")
-    parser.add_argument("--head", type=Path, default=None, help="prompt-head weights (default: the shipped ones)")
+    parser.add_argument("--head", type=Path, action="append", default=[],
+                        help="prompt-head weights, several times for an ensemble (default: the shipped ones)")
     parser.add_argument("--per-set", type=int, default=40, help="box prompt: instances per set")
     parser.add_argument("--click-per-set", type=int, default=16, help="clicks: instances per set (0: skip; 8 were too few to decide a goal)")
     parser.add_argument("--max-clicks", type=int, default=20)
@@ -165,9 +166,9 @@ def main() -> int:
         return 1
     print("instances per set: " + ", ".join(f"{name} {min(len(e), args.per_set)}" for name, e in data.items()))
     flip = not args.no_flip
-    grabcut, encoder = GrabCutSource(), EncoderSource(args.head, flip=flip)
+    grabcut, encoder = GrabCutSource(), EncoderSource(tuple(args.head), flip=flip)
     tools: dict[str, PromptTool] = {"grabcut": PromptTool(grabcut), "encoder": PromptTool(encoder),
-                                    "encoder (no grabcut)": PromptTool(EncoderSource(args.head, grabcut=False, flip=flip))}
+                                    "encoder (no grabcut)": PromptTool(EncoderSource(tuple(args.head), grabcut=False, flip=flip))}
     refined: dict[str, PromptTool] = {}
     if not args.no_refine:
         from app.refiner.api import Refiner

@@ -178,7 +178,8 @@ def main() -> int:
     parser.add_argument("--thresholds", default=f"0.15,{DEFAULT_THRESHOLD},0.25")
     parser.add_argument("--split", default="val", choices=["val", "train"], help="train only to choose defaults")
     parser.add_argument("--no-refine", action="store_true", help="coarse proposals only")
-    parser.add_argument("--head", type=Path, default=None, help="prompt-head weights (default: the shipped ones)")
+    parser.add_argument("--head", type=Path, action="append", default=[],
+                        help="prompt-head weights, several times for an ensemble (default: the shipped ones)")
     parser.add_argument("--no-outline", action="store_true", help="keep the similarity regions (no box prompt on them)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=None, help="feature cache folder (default: a temporary one)")
@@ -194,7 +195,7 @@ def main() -> int:
         print(f"refiner: {refiner.name}")
     thresholds = [float(t) for t in args.thresholds.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        source = None if args.no_outline else EncoderSource(args.head, grabcut=False, flip=not args.no_flip)
+        source = None if args.no_outline else EncoderSource(tuple(args.head), grabcut=False, flip=not args.no_flip)
         cache = FeatureCache(args.cache or Path(tmp))
         finder = SimilarFinder(cache, source=source, self_support=not args.no_self_support)
         refining = None if refiner is None else SimilarFinder(cache, refiner)

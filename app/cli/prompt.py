@@ -16,6 +16,9 @@ from app.services.similar import (
     DEFAULT_THRESHOLD, FEATURES_SUFFIX, SimilarSettings, check_examples, find_similar, load_finder, target_images,
 )
 
+HEAD_HELP = ("prompt-head weights; give --head several times to average several heads (default: the shipped "
+             "prompt-head-v2 and prompt-head-wide-v1)")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -37,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="coarse source: the prompt head on the frozen encoder (default), GrabCut (no weights), or SAM")
     p.add_argument("--sam-checkpoint", type=Path, metavar="FILE",
                    help="an official SAM ViT-B / ViT-L / ViT-H .pth (with --source sam)")
-    p.add_argument("--head", type=Path, metavar="FILE", help="prompt-head weights (default: the shipped prompt-head-v2)")
+    p.add_argument("--head", type=Path, metavar="FILE", action="append", default=[], help=HEAD_HELP)
     _refiner_arguments(p)
     p.set_defaults(handler=run_prompt)
 
@@ -55,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"cosine similarity a region must reach (default {DEFAULT_THRESHOLD}; higher: fewer, surer)")
     f.add_argument("--no-outline", action="store_true",
                    help="keep the similarity regions (do not outline each with the box prompt)")
-    f.add_argument("--head", type=Path, metavar="FILE", help="prompt-head weights (default: the shipped prompt-head-v2)")
+    f.add_argument("--head", type=Path, metavar="FILE", action="append", default=[], help=HEAD_HELP)
     _refiner_arguments(f)
     f.set_defaults(handler=run_find_similar)
 
@@ -91,7 +94,7 @@ def refine_options(args: argparse.Namespace) -> RefineOptions | None:
 
 
 def run_prompt(args: argparse.Namespace) -> int:
-    settings = PromptSettings(args.source, args.sam_checkpoint, args.head, refine_options(args))
+    settings = PromptSettings(args.source, args.sam_checkpoint, tuple(args.head), refine_options(args))
     if args.box is not None and args.image is None:
         raise ValueError("--box needs --image ID (the image the box is drawn on)")
     if args.boxes is not None and args.image is not None:
@@ -125,7 +128,7 @@ def run_prompt(args: argparse.Namespace) -> int:
 
 
 def run_find_similar(args: argparse.Namespace) -> int:
-    settings = SimilarSettings(args.threshold, not args.no_outline, args.head, refine_options(args))
+    settings = SimilarSettings(args.threshold, not args.no_outline, tuple(args.head), refine_options(args))
     images = None if args.images == "all" else list(_ids(args.images))
     with open_for_refining(args.project, args.images_dir) as store:
         check_examples(store, args.instance)

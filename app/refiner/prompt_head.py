@@ -92,20 +92,22 @@ def prompt_channels(size: int, prior: np.ndarray | None, positives: Sequence[tup
 
 
 @torch.inference_mode()
-def predict(head: PromptHead, encoder: LiteEncoder, canvases: np.ndarray, prompts: np.ndarray,
+def predict(heads: Sequence[PromptHead], encoder: LiteEncoder, canvases: np.ndarray, prompts: np.ndarray,
             flip: bool = False) -> np.ndarray:
     """Foreground probabilities (B, S/4, S/4) float32 for uint8 canvases (B, S, S, 3) and prompts (B, 3, S, S).
 
-    ``flip`` averages the probabilities of the canvas and of its mirror image (left-right, prompts mirrored too,
-    the answer mirrored back): test-time augmentation at twice the cost.
+    Several ``heads`` are an ensemble: the mean of their probabilities, on one pass of the encoder. ``flip``
+    averages the probabilities of the canvas and of its mirror image (left-right, prompts mirrored too, the answer
+    mirrored back): test-time augmentation at twice the cost.
     """
-    device = next(head.parameters()).device
+    device = next(heads[0].parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(canvases)).permute(0, 3, 1, 2).float().to(device)
     p = torch.from_numpy(np.ascontiguousarray(prompts)).to(device)
     if flip:
         x, p = torch.cat([x, x.flip(-1)]), torch.cat([p, p.flip(-1)])
     features = encoder(x)
-    prob = torch.sigmoid(head({s: features[s] for s in (16, 8, 4)}, p).float())[:, 0]
+    at = {s: features[s] for s in (16, 8, 4)}
+    prob = torch.stack([torch.sigmoid(head(at, p).float())[:, 0] for head in heads]).mean(0)
     if flip:
         half = len(canvases)
         prob = (prob[:half] + prob[half:].flip(-1)) / 2
@@ -138,3 +140,15 @@ def load_head(path: Path) -> PromptHead:
     for parameter in head.parameters():
         parameter.requires_grad_(False)
     return head
+
+
+def load_heads(paths: Sequence[Path]) -> tuple[PromptHead, ...]:
+    """The heads of an ensemble (``load_head`` each); they must share a canvas, since one canvas feeds them all."""
+    if not paths:
+        raise PromptHeadError("no prompt-head weights were given")
+    heads = tuple(load_head(path) for path in paths)
+    for path, head in zip(paths, heads):
+        if head.config.canvas != heads[0].config.canvas:
+            raise PromptHeadError(f"{path}: its canvas is {head.config.canvas} px, {paths[0]}'s is "
+                                  f"{heads[0].config.canvas}: heads of different canvases cannot be averaged")
+    return heads

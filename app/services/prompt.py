@@ -46,13 +46,13 @@ Progress = Callable[[int, int, str], None]
 class PromptSettings:
     """How boxes become masks: the coarse source, its weights, and the refiner run on each coarse mask.
 
-    ``refine`` None keeps the coarse masks (no refiner is loaded). ``head`` is a prompt-head weights file
-    (None: the shipped ``prompt-head-v2``).
+    ``refine`` None keeps the coarse masks (no refiner is loaded). ``heads`` are prompt-head weights files whose
+    probabilities are averaged (empty: the shipped prompt-head-v2 and prompt-head-wide-v1).
     """
 
     source: str = "encoder"
     sam_checkpoint: Path | None = None
-    head: Path | None = None
+    heads: tuple[Path, ...] = ()
     refine: RefineOptions | None = field(default_factory=RefineOptions)
 
     def __post_init__(self) -> None:
@@ -75,7 +75,7 @@ def load_coarse_source(settings: PromptSettings, device: str | None = None) -> C
 
         assert settings.sam_checkpoint is not None
         return SamSource(settings.sam_checkpoint, device or "cpu")
-    source = EncoderSource(settings.head)
+    source = EncoderSource(settings.heads)
     source.load()
     return source
 

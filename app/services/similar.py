@@ -98,11 +98,11 @@ class ImageKeys:
 @dataclass(frozen=True)
 class SimilarSettings:
     """How proposals are made: the similarity threshold, whether each region is outlined by the box prompt
-    (the prompt head; ``head`` None: the shipped weights), and the refiner run on them (None: not refined)."""
+    (the prompt heads; ``heads`` empty: the shipped ones), and the refiner run on them (None: not refined)."""
 
     threshold: float = DEFAULT_THRESHOLD
     outline: bool = True
-    head: Path | None = None
+    heads: tuple[Path, ...] = ()
     refine: RefineOptions | None = field(default_factory=RefineOptions)
 
     def __post_init__(self) -> None:
@@ -118,7 +118,7 @@ def load_finder(project: Path, settings: SimilarSettings) -> SimilarFinder:
 
     source = None
     if settings.outline:
-        source = EncoderSource(settings.head, grabcut=False)
+        source = EncoderSource(settings.heads, grabcut=False)
         source.load()
     refiner = None if settings.refine is None else load_refiner(settings.refine)
     return SimilarFinder(FeatureCache(features_folder(project)), refiner, settings.refine, source)

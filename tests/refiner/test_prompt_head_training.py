@@ -147,11 +147,11 @@ def test_kept_windows_keep_the_other_instances(script, tmp_path):
 
 
 def test_widths_cannot_change_a_continued_head(script, tmp_path, capsys):
-    from app.refiner.prompts import DEFAULT_PROMPT_HEAD
+    from app.refiner.prompts import DEFAULT_PROMPT_HEADS
     from app.refiner.weights import PACKAGE_WEIGHTS_DIR
 
     with pytest.raises(SystemExit):
-        script.main(["--out", str(tmp_path / "h.safetensors"), "--init", str(PACKAGE_WEIGHTS_DIR / DEFAULT_PROMPT_HEAD),
+        script.main(["--out", str(tmp_path / "h.safetensors"), "--init", str(PACKAGE_WEIGHTS_DIR / DEFAULT_PROMPT_HEADS[0]),
                      "--widths", "8", "8", "8"])
     assert "--widths makes a new head" in capsys.readouterr().err
     assert not (tmp_path / "h.safetensors").exists()

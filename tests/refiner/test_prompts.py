@@ -212,20 +212,47 @@ def test_flip_averages_the_window_and_its_mirror_image():
     canvas = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
     channels = prompt_channels(64, None, [(10.0, 20.0)], [(50.0, 40.0)])[None]
     mirrored = (np.ascontiguousarray(canvas[:, :, ::-1]), np.ascontiguousarray(channels[..., ::-1]))
-    plain, plain_mirrored = predict(head, encoder, canvas, channels), predict(head, encoder, *mirrored)
+    plain, plain_mirrored = predict([head], encoder, canvas, channels), predict([head], encoder, *mirrored)
     assert not np.allclose(plain, plain_mirrored[..., ::-1], atol=1e-3)  # the network itself is not symmetric
-    averaged = predict(head, encoder, canvas, channels, flip=True)
+    averaged = predict([head], encoder, canvas, channels, flip=True)
     np.testing.assert_allclose(averaged, (plain + plain_mirrored[..., ::-1]) / 2, atol=1e-5)
-    np.testing.assert_allclose(predict(head, encoder, *mirrored, flip=True), averaged[..., ::-1], atol=1e-5)
+    np.testing.assert_allclose(predict([head], encoder, *mirrored, flip=True), averaged[..., ::-1], atol=1e-5)
+
+
+def test_an_ensemble_is_the_mean_of_its_heads_probabilities():
+    from app.refiner.encoder import LiteEncoder
+    from app.refiner.prompt_head import predict, prompt_channels
+
+    torch.manual_seed(0)
+    heads = [PromptHead(PromptHeadConfig(canvas=64, widths=w)).eval() for w in ((16, 16, 8), (24, 16, 16))]
+    encoder = LiteEncoder().eval()
+    canvas = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    channels = np.stack([prompt_channels(64, None, [(10.0, 20.0)], []), prompt_channels(64, None, [], [(5.0, 5.0)])])
+    alone = [predict([head], encoder, canvas, channels, flip=True) for head in heads]
+    assert not np.allclose(alone[0], alone[1], atol=1e-3)
+    np.testing.assert_allclose(predict(heads, encoder, canvas, channels, flip=True), (alone[0] + alone[1]) / 2,
+                               atol=1e-5)
+
+
+def test_heads_of_different_canvases_are_refused_by_name(tmp_path):
+    from app.refiner.prompt_head import load_heads
+
+    for name, canvas in (("a.safetensors", 64), ("b.safetensors", 96)):
+        save_head(PromptHead(PromptHeadConfig(canvas=canvas, widths=(16, 16, 8))), tmp_path / name, {})
+    assert len(load_heads([tmp_path / "a.safetensors", tmp_path / "a.safetensors"])) == 2
+    with pytest.raises(PromptHeadError, match="b.safetensors: its canvas is 96 px"):
+        load_heads([tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    with pytest.raises(PromptHeadError, match="no prompt-head weights"):
+        load_heads([])
 
 
 def test_shipped_prompt_head_beats_grabcut_on_held_out_pedestrians():
     from app.core.images import read_image_rgb
     from app.refiner.data import split_of
 
-    head = PACKAGE_WEIGHTS_DIR / prompts.DEFAULT_PROMPT_HEAD
-    if not head.exists():
-        pytest.skip(f"{head} is not there")
+    for name in prompts.DEFAULT_PROMPT_HEADS:
+        if not (PACKAGE_WEIGHTS_DIR / name).exists():
+            pytest.skip(f"{PACKAGE_WEIGHTS_DIR / name} is not there")
     scores: dict[str, list[float]] = {"head": [], "grabcut": []}
     for stem in ("FudanPed00057", "PennPed00073"):
         assert split_of(f"pennfudan/{stem}") == "val"  # held out from the head's training

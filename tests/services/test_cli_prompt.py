@@ -94,6 +94,20 @@ def test_prompt_with_a_sam_file_of_the_wrong_shape_exits_2(sample, capsys, tmp_p
     assert instance_count(sample.path) == 2
 
 
+def test_prompt_averages_the_heads_it_is_given_and_refuses_a_mismatched_one(sample, capsys, tmp_path):
+    from app.refiner.prompt_head import PromptHead, PromptHeadConfig, save_head
+
+    for name, canvas in (("a.safetensors", 64), ("b.safetensors", 64), ("c.safetensors", 96)):
+        save_head(PromptHead(PromptHeadConfig(canvas=canvas, widths=(16, 16, 8))), tmp_path / name, {})
+    argv = ("prompt", "--project", sample.path, "--image", 2, "--box", "52,132,128,208", "--category", 1, "--steps", 0)
+    code, _, err = run(capsys, *argv, "--head", tmp_path / "a.safetensors", "--head", tmp_path / "c.safetensors")
+    assert code == 2 and err.count("\n") == 1 and "c.safetensors: its canvas is 96 px" in err, err
+    assert instance_count(sample.path) == 2
+    code, out, _ = run(capsys, *argv, "--head", tmp_path / "a.safetensors", "--head", tmp_path / "b.safetensors")
+    assert code == 0 and "encoder source, no refiner" in out and "created 1 instance(s)" in out, out
+    assert instance_count(sample.path) == 3
+
+
 def test_find_similar_proposes_and_says_how_many(sample, capsys):
     code, out, _ = run(capsys, "find-similar", "--project", sample.path, "--instance", sample.example_id,
                        "--threshold", 0.35, "--steps", 0, "--images", "2,3")
