@@ -345,7 +345,7 @@ class EncoderSource:
     flip: bool = FLIP_TTA
 
     def load(self) -> None:
-        """Load the head and the encoder now (the first prompt would), so a bad weights file fails before any work."""
+        """Load the heads and the encoder now (the first prompt would), so a bad weights file fails before any work."""
         _prompt_heads(tuple(self.heads))
 
     def probability(self, image: np.ndarray, prompt: Prompt) -> tuple[Window, np.ndarray]:
