@@ -59,7 +59,13 @@ def prompt_settings(settings: AppSettings) -> PromptSettings:
     if source == "sam" and not checkpoint:
         raise PromptError("the box and click tools are set to use SAM, but no SAM checkpoint file is chosen: "
                           "choose one in Settings → Prompts, or another source")
-    return PromptSettings(source, Path(checkpoint) if source == "sam" else None, refine=refine_options(settings))
+    return PromptSettings(source, Path(checkpoint) if source == "sam" else None, prompt_heads(settings),
+                          refine_options(settings))
+
+
+def prompt_heads(settings: AppSettings) -> tuple[Path, ...]:
+    """The prompt-head files the user chose (Settings → Prompts); empty: the shipped pair."""
+    return tuple(Path(h) for h in settings.prompt_heads)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The user's preferences (QSettings) and the settings dialog that edits them.
 
 Everything the annotator chooses once and expects to find again lives here: refiner device, mode, steps,
-seed and weights (plus checkpoint files they added), the box and click tools' coarse source (a SAM
-checkpoint file among them) and last category, the animation's minimum frame time, overlay colours
+seed and weights (plus checkpoint files they added), the box and click tools' coarse source (their own
+prompt-head files or a SAM checkpoint among them) and last category, the animation's minimum frame time, overlay colours
 and opacity, recent projects and keyboard shortcuts. Lists are kept as JSON strings because QSettings'
 INI backend turns a one-element list into a plain string.
 """
@@ -56,8 +56,10 @@ PRELOAD = _Key("refine/preload", True)
 SECONDS_PER_INSTANCE = _Key("refine/seconds_per_instance", "{}")
 PROMPT_SOURCE = _Key("prompt/source", "encoder")
 SAM_CHECKPOINT = _Key("prompt/sam_checkpoint", "")
+PROMPT_HEADS = _Key("prompt/heads", "[]")
 PROMPT_CATEGORY = _Key("prompt/category", -1)
-PROMPT_SOURCES = {"encoder": "Prompt head on the encoder (shipped)", "grabcut": "GrabCut (no weights)",
+HEADS_SEPARATOR = "; "
+PROMPT_SOURCES = {"encoder": "Prompt heads on the encoder", "grabcut": "GrabCut (no weights)",
                   "sam": "Segment Anything checkpoint (.pth)"}
 """The box and click tools' coarse sources (app/services/prompt.py ``SOURCES``) as the settings list them."""
 
@@ -232,6 +234,15 @@ class AppSettings:
         self._set(SAM_CHECKPOINT, str(value))
 
     @property
+    def prompt_heads(self) -> list[str]:
+        """Prompt-head weights files whose answers the tools average (empty: the shipped pair)."""
+        return self._get_list(PROMPT_HEADS)
+
+    @prompt_heads.setter
+    def prompt_heads(self, value: list[str]) -> None:
+        self._set(PROMPT_HEADS, json.dumps([str(v) for v in value]))
+
+    @property
     def prompt_category(self) -> int | None:
         """The category last given to an instance made by a prompt (the popup offers it first)."""
         value = self._get(PROMPT_CATEGORY)
@@ -385,13 +396,30 @@ class SettingsDialog(QDialog):
         row = QHBoxLayout()
         row.addWidget(self.sam_edit, 1)
         row.addWidget(browse)
+        self.heads_edit = QLineEdit(HEADS_SEPARATOR.join(self.settings.prompt_heads))
+        self.heads_edit.setPlaceholderText("the shipped pair (prompt-head-v2, prompt-head-wide-v1)")
+        self.heads_edit.setToolTip("Prompt-head weights (.safetensors, scripts/train_prompt_head.py), separated "
+                                   f"by '{HEADS_SEPARATOR.strip()}': the box and click tools and Find Similar "
+                                   "average them")
+        choose_heads = QPushButton("Choose…")
+        choose_heads.clicked.connect(self._choose_heads)
+        heads_row = QHBoxLayout()
+        heads_row.addWidget(self.heads_edit, 1)
+        heads_row.addWidget(choose_heads)
         form.addRow("Box and click tools", self.source_box)
+        form.addRow("Prompt heads", heads_row)
         form.addRow("SAM checkpoint", row)
-        note = QLabel("The SAM file is read when the box or click tool first runs; a file that is not a SAM "
-                      "checkpoint is named in the message then. MobileSAM is not supported.")
+        note = QLabel("The SAM file and the prompt heads are read when a prompt tool first runs; a file that is not "
+                      "one is named in the message then. MobileSAM is not supported.")
         note.setWordWrap(True)
         form.addRow("", note)
         return page
+
+    def _choose_heads(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Choose prompt heads", "", "Prompt heads (*.safetensors)")
+        if paths:
+            self.heads_edit.setText(HEADS_SEPARATOR.join(str(Path(p).resolve()) for p in paths))
+            self.source_box.setCurrentIndex(self.source_box.findData("encoder"))
 
     def _choose_sam(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a SAM checkpoint", "", "PyTorch checkpoints (*.pth *.pt)")
@@ -508,6 +536,7 @@ class SettingsDialog(QDialog):
         s.min_frame_ms = self.frame_box.value()
         s.prompt_source = self.source_box.currentData()
         s.sam_checkpoint = self.sam_edit.text().strip()
+        s.prompt_heads = [h.strip() for h in self.heads_edit.text().split(HEADS_SEPARATOR.strip()) if h.strip()]
         s.preload_refiner = self.preload_box.isChecked()
         s.opacity = self.opacity_slider.value() / 100
         s.added_color = self.added_button.color

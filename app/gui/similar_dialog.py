@@ -29,7 +29,7 @@ from app.gui.controller import ProjectController
 from app.gui.docks.instance_list import PROPOSALS_KEY, InstanceListPanel
 from app.gui.editor.canvas import Canvas
 from app.gui.editor.layers import InstanceLayer
-from app.gui.prompt_controller import refine_options
+from app.gui.prompt_controller import prompt_heads, refine_options
 from app.gui.prompt_worker import PromptService, SimilarityJob, SimilarJob
 from app.gui.settings import AppSettings
 from app.refiner.similar import DEFAULT_THRESHOLD
@@ -139,7 +139,7 @@ class SimilarDialog(QDialog):
     def similar_settings(self) -> SimilarSettings:
         """The search's settings: the slider's threshold, refined by the window's refiner unless turned off."""
         refine = refine_options(self.settings) if self.refine_box.isChecked() else None
-        return SimilarSettings(self.threshold, refine=refine)
+        return SimilarSettings(self.threshold, heads=prompt_heads(self.settings), refine=refine)
 
     # ----- the preview
     def request_map(self) -> None:

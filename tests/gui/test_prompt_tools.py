@@ -268,6 +268,8 @@ def test_a_sam_file_of_the_wrong_shape_gets_one_message_naming_it(
 
 
 def test_the_settings_dialog_keeps_the_coarse_source(prompt_window: MainWindow) -> None:
+    from app.gui.prompt_controller import prompt_settings
+
     window = prompt_window
     dialog = window.open_settings()
     dialog.source_box.setCurrentIndex(dialog.source_box.findData("sam"))
@@ -276,6 +278,42 @@ def test_the_settings_dialog_keeps_the_coarse_source(prompt_window: MainWindow) 
     assert window.settings.prompt_source == "sam"
     assert window.settings.sam_checkpoint == "/models/sam_vit_b_01ec64.pth"
     dialog.close()
+    dialog = window.open_settings()
+    dialog.source_box.setCurrentIndex(dialog.source_box.findData("encoder"))
+    dialog.heads_edit.setText(" /models/mine.safetensors ;/models/v2.safetensors; ")
+    dialog.apply()
+    dialog.close()
+    assert window.settings.prompt_heads == ["/models/mine.safetensors", "/models/v2.safetensors"]
+    assert prompt_settings(window.settings).heads == (Path("/models/mine.safetensors"), Path("/models/v2.safetensors"))
+    assert window.open_settings().heads_edit.text() == "/models/mine.safetensors; /models/v2.safetensors"
+    doc = window.project.doc
+    assert doc is not None
+    doc.select(doc.layers()[0].id)
+    similar = window.open_find_similar()
+    assert similar is not None
+    assert similar.similar_settings().heads == (Path("/models/mine.safetensors"), Path("/models/v2.safetensors"))
+    similar.close()
+
+
+def test_a_prompt_head_file_that_is_not_one_gets_one_message_naming_it(
+        prompt_window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
+    junk = tmp_path / "my-head.safetensors"
+    junk.write_bytes(b"not weights")
+    window = prompt_window
+    window.settings.prompt_source = "encoder"
+    window.settings.prompt_heads = [str(junk)]
+    doc = window.project.doc
+    assert doc is not None
+    count = len(doc.layers())
+    window.actions["tool.box"].trigger()
+    h, w = doc.shape
+    drag(window, [(w * 0.2, h * 0.2), (w * 0.5, h * 0.6)])
+    wait_prompt(qtbot, window)
+    assert window.last_error is not None
+    title, message = window.last_error
+    assert title == "Prompt failed" and "my-head.safetensors: not a readable safetensors file" in message
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert len(doc.layers()) == count
 
 
 @pytest.mark.parametrize("coarse_box", [(30, 40, 90, 80), (5, 5, 90, 80), None])
