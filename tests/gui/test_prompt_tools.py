@@ -248,20 +248,11 @@ def test_a_sam_file_of_the_wrong_shape_gets_one_message_naming_it(
     window = prompt_window
     window.settings.prompt_source = "sam"
     window.settings.sam_checkpoint = str(bent)
-    doc = window.project.doc
-    assert doc is not None
-    count = len(doc.layers())
-    window.actions["tool.box"].trigger()
-    h, w = doc.shape
-    drag(window, [(w * 0.2, h * 0.2), (w * 0.5, h * 0.6)])
-    wait_prompt(qtbot, window)
-    assert window.last_error is not None
-    title, message = window.last_error
-    assert title == "Prompt failed" and "bent_sam.pth" in message and "do not fit a SAM network" in message
-    assert len(message.splitlines()) == 1 and "Traceback" not in message
-    assert len(doc.layers()) == count
+    message = a_box_fails_with_one_message(window, qtbot)
+    assert "bent_sam.pth" in message and "do not fit a SAM network" in message
 
     window.settings.sam_checkpoint = ""
+    h, w = window.project.doc.shape
     window.last_error = None
     drag(window, [(w * 0.2, h * 0.2), (w * 0.5, h * 0.6)])
     assert "no SAM checkpoint file is chosen" in window.statusBar().currentMessage()
@@ -302,6 +293,11 @@ def test_a_prompt_head_file_that_is_not_one_gets_one_message_naming_it(
     window = prompt_window
     window.settings.prompt_source = "encoder"
     window.settings.prompt_heads = [str(junk)]
+    assert "my-head.safetensors: not a readable safetensors file" in a_box_fails_with_one_message(window, qtbot)
+
+
+def a_box_fails_with_one_message(window: MainWindow, qtbot: QtBot) -> str:
+    """Drag a box with the box tool: it must fail with one "Prompt failed" line and add nothing; its message."""
     doc = window.project.doc
     assert doc is not None
     count = len(doc.layers())
@@ -311,9 +307,9 @@ def test_a_prompt_head_file_that_is_not_one_gets_one_message_naming_it(
     wait_prompt(qtbot, window)
     assert window.last_error is not None
     title, message = window.last_error
-    assert title == "Prompt failed" and "my-head.safetensors: not a readable safetensors file" in message
-    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert title == "Prompt failed" and len(message.splitlines()) == 1 and "Traceback" not in message
     assert len(doc.layers()) == count
+    return message
 
 
 @pytest.mark.parametrize("coarse_box", [(30, 40, 90, 80), (5, 5, 90, 80), None])
