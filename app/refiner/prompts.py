@@ -344,16 +344,19 @@ class EncoderSource:
     click_context: tuple[float, float] | None = CLICK_CONTEXT
     flip: bool = FLIP_TTA
 
+    def __post_init__(self) -> None:
+        self.heads = tuple(self.heads)  # any sequence of files; the loaded heads are cached by it, so hashable
+
     def load(self) -> None:
         """Load the heads and the encoder now (the first prompt would), so a bad weights file fails before any work."""
-        _prompt_heads(tuple(self.heads))
+        _prompt_heads(self.heads)
 
     def probability(self, image: np.ndarray, prompt: Prompt) -> tuple[Window, np.ndarray]:
         """The window and the heads' mean foreground probability on its work grid (float32)."""
         from app.refiner.prompt_head import predict, prompt_channels
 
         shape = check_image(image)
-        heads, encoder = _prompt_heads(tuple(self.heads))
+        heads, encoder = _prompt_heads(self.heads)
         size = heads[0].config.canvas
         window = prompt_window(prompt, shape, max_side=self.max_side, min_side=self.min_side,
                                click_context=self.click_context)
