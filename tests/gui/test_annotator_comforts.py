@@ -214,3 +214,26 @@ def test_a_long_id_further_down_the_list_is_not_cut(window: MainWindow, qtbot: Q
     panel.scope_box.setCurrentIndex(1)
     width = panel.view.columnWidth(2)
     assert width >= panel.view.fontMetrics().horizontalAdvance(str(CROWD_ID))
+
+
+def test_an_area_that_grows_a_digit_is_not_cut(qtbot: QtBot, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.core.records import Category, Dataset, ImageRecord, Instance, encode_mask
+    from app.core.store.project import ProjectStore
+    from app.gui.docks.instance_list import InstanceListPanel
+
+    mask = np.zeros((400, 600), bool)
+    mask[:90, :100] = True  # 9000 pixels: four digits
+    dataset = Dataset({1: ImageRecord(1, "a.jpg", 600, 400)}, {1: Category(1, "thing")}, [Instance(1, 1, 1, encode_mask(mask))])
+    with ProjectStore.create(tmp_path / "grow.srproj", dataset) as store:
+        panel = InstanceListPanel([])
+        qtbot.addWidget(panel)
+        panel.show()
+        panel.set_store(store)
+        panel.apply(None)
+        mask[:, :300] = True  # 120,000 pixels: six digits
+        store.set_mask(1, mask)
+        panel.refresh({1})
+        qtbot.wait(20)
+        shown = str(panel.model.data(panel.model.index(0, AREA)))
+        assert shown == "120000"
+        assert panel.view.columnWidth(AREA) >= panel.view.fontMetrics().horizontalAdvance(shown) + 8

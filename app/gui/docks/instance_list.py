@@ -436,16 +436,23 @@ class InstanceListPanel(QWidget):
         for column in range(len(COLUMNS)):
             self.view.resizeColumnToContents(column)
         self.view.setColumnWidth(CATEGORY, max(CATEGORY_WIDTH, self.view.columnWidth(CATEGORY)))
+        self._widen_numbers()
+
+    def _widen_numbers(self) -> None:
+        """The Id and Area columns at least as wide as their widest value in the listing (one query each)."""
         metrics = self.view.fontMetrics()
         for column in (ID, AREA):
             needed = metrics.horizontalAdvance(self.model.widest(column)) + CELL_PADDING
             self.view.setColumnWidth(column, max(needed, self.view.columnWidth(column)))
 
     def refresh(self, changed: set[int] | None = None) -> None:
-        """Re-read the rows after edits; ``changed`` instances' masks may have changed too."""
+        """Re-read the rows after edits; ``changed`` instances' masks may have changed too (a mask that grew a
+        digit widens the Area column)."""
         self.model.forget_areas(changed or set())
         self.model.refresh()
         self._update_count()
+        if changed:
+            self._widen_numbers()
 
     def show_current(self, instance_id: int | None) -> None:
         """Highlight the selected instance when it is in the loaded rows."""
