@@ -81,15 +81,6 @@ def jittered_box(mask: np.ndarray, jitter: float, rng: np.random.Generator) -> t
     return min(box[0], box[2] - 2), min(box[1], box[3] - 2), box[2], box[3]
 
 
-def image_siblings(source: object) -> dict[int, list[int]]:
-    """For each item of an instance source (Penn-Fudan, COCO, LVIS: several items per image), the indices of the
-    other items of its image; empty for sources with one object per image."""
-    by_image: dict[str, list[int]] = {}
-    for index, (key, _payload) in enumerate(getattr(source, "items", [])):
-        by_image.setdefault(key, []).append(index)
-    return {i: [j for j in group if j != i] for group in by_image.values() if len(group) > 1 for i in group}
-
-
 def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | None, whole: bool = True) -> list[Sample]:
     """Encoder features of every training window (two per instance; only the box window without ``whole``),
     computed once."""
@@ -111,18 +102,12 @@ def build_samples(root: Path, size: int, jitter: float, seed: int, limit: int | 
 
     for source in shared_sources(root, "train"):
         count = len(source) if limit is None else min(limit, len(source))
-        siblings = image_siblings(source)
-        masks: dict[int, np.ndarray] = {}
         for index in range(count):
             example = source.load(index)
             mask = object_mask(example)
             if cv2.countNonZero(mask.view(np.uint8)) < 256:
                 continue
-            others = None
-            if siblings.get(index):
-                masks = {j: masks[j] if j in masks else object_mask(source.load(j)) for j in siblings[index]}
-                others = np.any([masks[j] for j in siblings[index]], axis=0)
-                masks[index] = mask  # the next instance of the image has this one among its siblings
+            others = example.others if example.others is not None and example.others.any() else None
             h, w = mask.shape
             box = jittered_box(mask, jitter, rng)
             window = Window.around(tuple(int(round(v)) for v in box), (h, w))  # type: ignore[arg-type]
@@ -375,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def windows(args: argparse.Namespace, config: PromptHeadConfig, seed: int, path: Path | None, whole: bool) -> list[Sample]:
     """The training windows of one jitter seed, read from ``path`` when a run with the same settings kept them."""
-    tag = f"windows v3, canvas {config.canvas}, jitter {args.jitter}, seed {seed}, limit {args.limit}" + ("" if whole else ", boxes only")
+    tag = f"windows v4, canvas {config.canvas}, jitter {args.jitter}, seed {seed}, limit {args.limit}" + ("" if whole else ", boxes only")
     samples = samples_from_file(path, tag) if path else None
     if samples is None:
         samples = build_samples(args.data, config.canvas, args.jitter, seed, args.limit, whole)

@@ -285,6 +285,12 @@ def _boxes(rles: Sequence[dict[str, Any]]) -> np.ndarray:
     return mask_utils.toBbox(list(rles)) if rles else np.zeros((0, 4))
 
 
+def rle_union(rles: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The union of RLEs of one image size as one RLE, merged run by run without decoding any (checked first)."""
+    check_rles(rles)
+    return mask_utils.merge(list(rles), intersect=False)
+
+
 def rle_xor_area(a: dict[str, Any], b: dict[str, Any]) -> int:
     """|a xor b| of two RLEs without decoding them: |a| + |b| - 2 |a and b| (both checked first)."""
     check_rles([a, b])

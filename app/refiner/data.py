@@ -17,6 +17,7 @@ import numpy as np
 
 from app.core.formats.coco import load_coco
 from app.core.images import find_image_file, read_image_rgb
+from app.core.records import decode_mask, rle_union
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +145,7 @@ class CocoFile(_Indexed):
     def load(self, index: int) -> Example:
         key, (path, inst, others) = self.items[index]
         mask = inst.mask()
-        union = np.zeros_like(mask)
-        for other in others:
-            union |= other.mask()
+        union = decode_mask(rle_union([other.rle for other in others])) if others else np.zeros_like(mask)
         return Example(read_image_rgb(path), mask, None, f"{key}#{inst.id}", union & ~mask)
 
 

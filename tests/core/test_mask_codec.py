@@ -7,7 +7,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from app.core.records import (
-    Instance, MaskError, RLEError, decode_mask, encode_mask, rle_areas, rle_boxes, rle_geometry,
+    Instance, MaskError, RLEError, decode_mask, encode_mask, rle_areas, rle_boxes, rle_geometry, rle_union,
 )
 
 
@@ -66,3 +66,12 @@ def test_areas_and_boxes_check_every_rle_before_pycocotools() -> None:
         Instance(5, 1, 1, bad).area
     with pytest.raises(MaskError, match=r"^instance 5: its mask's RLE covers 0 pixels"):
         Instance(5, 1, 1, short).bbox
+
+
+def test_the_union_of_rles_is_their_masks_union_and_refuses_a_damaged_one() -> None:
+    parts = [_shape().astype(bool), np.eye(37, 53, dtype=bool), np.zeros((37, 53), bool)]
+    union = rle_union([encode_mask(m) for m in parts])
+    assert np.array_equal(decode_mask(union), parts[0] | parts[1] | parts[2])
+    with pytest.raises(RLEError, match="covers 0 pixels") as caught:
+        rle_union([encode_mask(parts[0]), {"size": [37, 53], "counts": "0000"}])
+    assert caught.value.index == 1

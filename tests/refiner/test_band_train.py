@@ -113,15 +113,15 @@ def test_instance_sources_name_the_other_objects(tmp_path):
     cv2.imwrite(str(tmp_path / "masks/a_mask.png"), labels)
     examples = {e.key: e for e in (InstanceIndexFolder(tmp_path / "img", tmp_path / "masks").load(i) for i in range(3))}
     assert np.array_equal(examples["instances/a#1"].others, (labels == 2) | (labels == 3))
-    polygons = [[5, 5, 25, 5, 25, 20, 5, 20], [25, 5, 45, 5, 45, 20, 25, 20]]
+    polygons = [[5, 5, 25, 5, 25, 20, 5, 20], [25, 5, 45, 5, 45, 20, 25, 20], [10, 25, 50, 25, 50, 35, 10, 35]]
     coco = {"images": [{"id": 1, "file_name": "a.png", "width": 60, "height": 40}],
             "categories": [{"id": 1, "name": "thing"}],
             "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "segmentation": [poly], "area": 300.0,
                              "bbox": [poly[0], 5, 20, 15], "iscrowd": 0} for k, poly in enumerate(polygons)]}
     (tmp_path / "a.json").write_text(json.dumps(coco))
     source = CocoFile(tmp_path / "a.json", tmp_path / "img", min_area=10)
-    first, second = source.load(0), source.load(1)
-    assert first.others.any() and np.array_equal(first.others, second.mask & ~first.mask)
+    first, second, third = source.load(0), source.load(1), source.load(2)
+    assert first.others.any() and np.array_equal(first.others, (second.mask | third.mask) & ~first.mask)
     assert not (first.others & first.mask).any()
 
 

@@ -107,14 +107,6 @@ def test_iterative_training_self_plays_whole_image_windows_only(script, monkeypa
     assert played == [2, 2, 2] and not head.training
 
 
-def test_siblings_are_the_other_instances_of_the_same_image(script):
-    class Items:
-        items = [("coco/a", 0), ("coco/a", 1), ("coco/b", 2), ("coco/a", 3)]
-
-    assert script.image_siblings(Items()) == {0: [1, 3], 1: [0, 3], 3: [0, 1]}
-    assert script.image_siblings(object()) == {}
-
-
 def test_a_merged_prompt_takes_the_touching_neighbour_and_clicks_it_away(script):
     gt = np.zeros((64, 64), bool)
     gt[20:44, 10:30] = True
