@@ -6,13 +6,14 @@ started here, above both front ends, so app/cli and app/gui never import each ot
 
 Exit status: 0 done, 1 ``validate`` found problems (or ``refine`` refined nothing), 2 an error with its
 one-line message, or a headless command stopped by SIGTERM / SIGHUP (after removing what it had half
-written; docs/decisions/0016); 130 Ctrl+C.
+written; docs/decisions/0016); 130 Ctrl+C; 141 the output's reader went away (``| head``), as for SIGPIPE.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -63,6 +64,15 @@ def _expected(error: BaseException) -> bool:
     return isinstance(error, known)
 
 
+def one_line(error: BaseException) -> str:
+    """The error's message, a file named by the path the user gave (``DatasetError`` messages name the file
+    alone, which is what a dialog shows; on a command line the folder matters too)."""
+    text = str(error)
+    if isinstance(error, DatasetError) and text.startswith(f"{error.path.name}: ") and str(error.path) != error.path.name:
+        return f"{error.path}{text[len(error.path.name):]}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -86,10 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # ``stats | head``: the reader has what it wanted; say nothing more to the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as error:
         if not _expected(error):
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
 
 

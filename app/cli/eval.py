@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from app.cli import COMMANDS
+from app.core.atomic import prepare_output
 from app.services.training import EvalRequest, default_data_dir, evaluate_refiner
 
 
@@ -36,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    if args.json:
+        prepare_output(args.json)
     request = EvalRequest(data=args.data, weights=args.weights, refiner=not args.no_refiner,
                           modes=tuple(args.modes.split(",")), per_kind=args.per_kind,
                           kinds=tuple(args.kinds.split(",")) if args.kinds else None,

@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--images-dir", type=Path, help="where the project's images are, when they moved")
     f.add_argument("--instance", type=_ids, required=True, metavar="ID[,ID]",
                    help="example instance(s), all of one category (several average into one prototype)")
-    f.add_argument("--images", default="all", metavar="all|ID,...", help="images to search (default: all)")
+    f.add_argument("--images", type=_images, default=None, metavar="all|ID,...", help="images to search (default: all)")
     f.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"cosine similarity a region must reach (default {DEFAULT_THRESHOLD}; higher: fewer, surer)")
     f.add_argument("--no-outline", action="store_true",
@@ -84,6 +84,11 @@ def _ids(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected ids separated by commas, got {text!r}") from None
+
+
+def _images(text: str) -> list[int] | None:
+    """``--images``: None for all of the project's images, else the ids listed."""
+    return None if text.strip().lower() == "all" else list(_ids(text))
 
 
 def refine_options(args: argparse.Namespace) -> RefineOptions | None:
@@ -129,7 +134,7 @@ def run_prompt(args: argparse.Namespace) -> int:
 
 def run_find_similar(args: argparse.Namespace) -> int:
     settings = SimilarSettings(args.threshold, not args.no_outline, tuple(args.head), refine_options(args))
-    images = None if args.images == "all" else list(_ids(args.images))
+    images = args.images
     with open_for_refining(args.project, args.images_dir) as store:
         check_examples(store, args.instance)
         target_images(store, images)

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from app.core.errors import DatasetError
+
 if sys.platform != "win32":
     import fcntl
 
@@ -132,3 +134,26 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def prepare_output(path: str | os.PathLike[str], *, folder: bool = False) -> Path:
+    """Check, before any long work, that ``path`` can be written (a file, or with ``folder`` a folder of
+    files), and make its missing folders. Raises ``DatasetError`` naming the path and the folder at fault: a
+    run must not find out after minutes of work that its output has nowhere to go."""
+    target = Path(path)
+    if target.exists() and target.is_dir() != folder:
+        raise DatasetError(target, "is a folder: give the file to write" if not folder
+                           else "is a file: give a folder to write into")
+    parent = target if folder else target.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DatasetError(target, f"cannot write: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DatasetError(target, f"cannot write: the folder {existing} is not writable")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(target, f"cannot make the folder {parent}: {e.strerror or e}") from None
+    return target

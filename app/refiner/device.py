@@ -18,8 +18,12 @@ _MAX_BATCH = 32
 
 def pick_device(requested: str | None = None) -> torch.device:
     """``requested`` ("cpu", "cuda", "cuda:1", "mps", "auto"/None) -> an available torch device."""
+    requested = requested.strip().lower() if requested else requested
     if requested and requested != "auto":
-        device = torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise ValueError(f"device {requested!r} is not one of auto, cpu, cuda, cuda:N or mps") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {requested!r} requested but CUDA is not available")
         if device.type == "mps" and not torch.backends.mps.is_available():

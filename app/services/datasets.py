@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from app.core.atomic import remove_stale_temporaries
+from app.core.atomic import prepare_output, remove_stale_temporaries
 from app.core.errors import DatasetError
 from app.core.formats.coco_export import SEGMENTATION_MODES, SegmentationMode
 from app.core.formats.png_masks import no_masks_problem
@@ -175,6 +175,7 @@ def export_project(
         raise DatasetError(out, f"segmentation must be one of {', '.join(SEGMENTATION_MODES)}, not {segmentation!r}")
     with paused_gc(), project_errors(project), ProjectStore.open(project, read_only=True) as store:
         writer = writer or export_format(default_export_format(store.kind), out)
+        prepare_output(out, folder=not writer.json)
         stale = remove_stale_temporaries(out.parent if writer.json else out)
         statuses = [ReviewStatus.ACCEPTED] if accepted_only else None
         total = store.count_instances(InstanceFilter(statuses=statuses, proposals=include_proposed))

@@ -177,6 +177,9 @@ def single_box(store: ProjectStore, image_id: int, box: Sequence[float], categor
     if len(box) != 4:
         raise PromptError(f"a box is four numbers x0, y0, x1, y1; got {len(box)}")
     x0, y0, x1, y1 = box
+    if x1 < x0 or y1 < y0:  # corners typed in the wrong order are most often a COCO bbox (x, y, width, height)
+        raise PromptError(f"box {tuple(box)}: --box takes the corners x0,y0,x1,y1 with x1 >= x0 and y1 >= y0 "
+                          f"(a COCO bbox x,y,width,height goes in a results file given to --boxes)")
     return BoxPrompt(image_id, (x0, y0, x1, y1), category_id, None, f"image {image_id}")
 
 

@@ -89,7 +89,7 @@ def test_a_folder_without_png_masks_imports_nothing_and_says_so(
         argv = [command, source, "--images", images, *(["--format", fmt] if fmt else [])]
         code, out, err = cli(capsys, *argv, *(["--project", project] if command == "import" else []))
         assert code == 2, out
-        assert err.startswith(f"error: {name}: ") and "no PNG masks" in err and "nothing to import" in err
+        assert err.startswith(f"error: {source}: ") and "no PNG masks" in err and "nothing to import" in err
     assert not project.exists()
 
 
@@ -97,7 +97,7 @@ def test_a_folder_named_like_a_json_file_is_called_a_folder(tmp_path: Path, caps
     (tmp_path / "x.json").mkdir()
     code, _, err = cli(capsys, "import", tmp_path / "x.json")
     assert code == 2
-    assert err.startswith("error: x.json: ") and "a folder" in err and "no PNG masks" in err
+    assert err.startswith(f"error: {tmp_path / 'x.json'}: ") and "a folder" in err and "no PNG masks" in err
     assert list(tmp_path.iterdir()) == [tmp_path / "x.json"]
 
 
@@ -105,7 +105,7 @@ def test_a_file_without_images_imports_nothing_and_says_so(tmp_path: Path, capsy
     source = write(tmp_path / "instances.json", {"images": [], "annotations": [], "categories": []})
     for command in ("validate", "import"):
         code, _, err = cli(capsys, command, source)
-        assert code == 2 and err.startswith("error: instances.json: ") and "nothing to import" in err
+        assert code == 2 and err.startswith(f"error: {source}: ") and "nothing to import" in err
     assert not (tmp_path / "instances.srproj").exists()
 
 
@@ -237,4 +237,4 @@ def test_text_in_no_unicode_encoding_is_named(tmp_path: Path, capsys: pytest.Cap
     source = tmp_path / "instances.json"
     source.write_bytes(json.dumps(tiny_coco()).replace("cat", "ch\u00e2t").encode("latin-1"))
     code, _, err = cli(capsys, "import", source)
-    assert code == 2 and err.startswith("error: instances.json: ") and "UTF-8" in err
+    assert code == 2 and err.startswith(f"error: {source}: ") and "UTF-8" in err

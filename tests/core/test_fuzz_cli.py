@@ -86,7 +86,7 @@ def test_crafted_annotation_files(capsys: pytest.CaptureFixture[str], data: dict
         imported, i_out, i_err = cli(capsys, "import", source)
         if validated == 2:  # the file as a whole is unusable: both say the same
             event("refused")
-            assert imported == 2 and i_err == v_err and v_err.startswith("error: instances.json: ")
+            assert imported == 2 and i_err == v_err and v_err.startswith(f"error: {source}: ")
             assert not (folder / "instances.srproj").exists()
             return
         event("imported with problems" if validated == 1 else "imported cleanly")

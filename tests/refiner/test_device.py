@@ -25,7 +25,10 @@ def test_cpu_is_picked_without_accelerators_and_explicit_requests_are_checked():
         assert pick_device(None).type in {"cpu", "mps"}
         with pytest.raises(ValueError, match="CUDA is not available"):
             pick_device("cuda")
-    assert pick_device("cpu").type == "cpu"
+    assert pick_device("cpu").type == "cpu" and pick_device(" CPU").type == "cpu"
+    for junk in ("gpu0", "cuda:x", "cpu:cpu"):
+        with pytest.raises(ValueError, match=f"device '{junk}' is not one of auto, cpu, cuda, cuda:N or mps"):
+            pick_device(junk)
     assert autocast_dtype(torch.device("cpu")) is None
     assert autocast_dtype(torch.device("cuda"), "fp16") is torch.float16
     assert default_batch_size(torch.device("cpu"), "compact") >= 1

@@ -49,6 +49,7 @@ def test_prompt_boxes_of_a_results_file_resumes_without_duplicates(sample, capsy
 @pytest.mark.parametrize("args, words", [
     (["--image", 1, "--box", "10,10,10,50", "--category", 1], "image 1: box (10.0, 10.0, 10.0, 50.0) is empty or degenerate"),
     (["--image", 1, "--box", "400,10,500,50", "--category", 1], "lies outside the 320x240 image"),
+    (["--image", 1, "--box", "60,50,40,30", "--category", 1], "--box takes the corners x0,y0,x1,y1 with x1 >= x0"),
     (["--image", 42, "--box", "10,10,50,50", "--category", 1], "photos.srproj: no image with id 42"),
     (["--image", 1, "--box", "10,10,50,50", "--category", 9], "category id 9 is not in the project"),
     (["--image", 1, "--box", "10,10,50,50"], "give the new instance's category (--category)"),
@@ -124,8 +125,12 @@ def test_find_similar_proposes_and_says_how_many(sample, capsys):
     (["--instance", "1,2"], "the examples must be of one category"),
     (["--instance", 1, "--images", "1,8"], "photos.srproj: no image with id 8"),
     (["--instance", 1, "--threshold", 2], "the threshold is a cosine similarity in (-1, 1)"),
+    (["--instance", 1, "--images", "foo"], "argument --images: expected ids separated by commas, got 'foo'"),
 ])
 def test_find_similar_bad_input_exits_2_and_saves_nothing(sample, capsys, args, words):
-    code, _, err = run(capsys, "find-similar", "--project", sample.path, "--steps", 0, *args)
+    try:
+        code, _, err = run(capsys, "find-similar", "--project", sample.path, "--steps", 0, *args)
+    except SystemExit as usage:  # argparse's own errors
+        code, err = usage.code, capsys.readouterr().err
     assert code == 2 and words in err, err
     assert instance_count(sample.path) == 2

@@ -1,0 +1,75 @@
+"""Where a headless command writes: an output it cannot write is refused before any work, with one line that
+names the path as the user gave it; missing folders are made; a closed pipe ends a command quietly."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from app.core.records import Category, Dataset, ImageRecord, Instance, encode_mask
+from app.core.store.project import ProjectStore
+from app.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    mask = np.zeros((40, 60), bool)
+    mask[5:20, 5:30] = True
+    categories = {k: Category(k, f"category number {k} with a long name") for k in range(1, 1201)}
+    dataset = Dataset({1: ImageRecord(1, "a.jpg", 60, 40)}, categories, [Instance(1, 1, 1, encode_mask(mask))])
+    path = tmp_path / "p.srproj"
+    ProjectStore.create(path, dataset).close()
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_export_to_a_folder_or_below_a_file_is_refused_and_missing_folders_are_made(
+        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    code, err = run(capsys, "export", "--project", project, "--format", "coco", "--out", tmp_path / "adir")
+    assert code == 2 and err == f"error: {tmp_path / 'adir'}: is a folder: give the file to write\n"
+    code, err = run(capsys, "export", "--project", project, "--format", "coco", "--out", tmp_path / "afile" / "x.json")
+    assert code == 2 and err == f"error: {tmp_path / 'afile' / 'x.json'}: cannot write: {tmp_path / 'afile'} is a file, not a folder\n"
+    code, _ = run(capsys, "export", "--project", project, "--format", "coco", "--out", tmp_path / "new" / "sub" / "x.json")
+    assert code == 0 and (tmp_path / "new" / "sub" / "x.json").is_file()
+    code, err = run(capsys, "export", "--project", project, "--format", "png-labels", "--out", tmp_path / "afile")
+    assert code == 2 and "afile: is a file: give a folder to write into" in err
+
+
+def test_refine_image_and_eval_refuse_an_output_they_cannot_write_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.cli import refine as cli_refine
+
+    monkeypatch.setattr(cli_refine, "load_refiner", lambda *a, **k: pytest.fail("the model was loaded"))
+    image, mask = tmp_path / "i.png", tmp_path / "m.png"
+    cv2.imwrite(str(image), np.zeros((40, 60, 3), np.uint8))
+    cv2.imwrite(str(mask), np.zeros((40, 60), np.uint8))
+    (tmp_path / "afile").write_text("x")
+    code, err = run(capsys, "refine-image", "--image", image, "--mask", mask, "--out", tmp_path)
+    assert code == 2 and "is a folder: give the file to write" in err
+    code, err = run(capsys, "refine-image", "--image", image, "--mask", mask, "--out", tmp_path / "r.png",
+                    "--save-steps", tmp_path / "afile")
+    assert code == 2 and "afile: is a file: give a folder to write into" in err
+    code, err = run(capsys, "eval", "--per-kind", 1, "--json", tmp_path / "afile" / "e.json")
+    assert code == 2 and err.count("\n") == 1 and "afile is a file, not a folder" in err
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(project: Path) -> None:
+    command = subprocess.Popen([sys.executable, "-m", "app", "stats", "--project", str(project), "--json"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert command.stdout is not None and command.stderr is not None
+    assert command.stdout.read(10)
+    command.stdout.close()
+    err = command.stderr.read().decode()
+    assert command.wait(timeout=60) == 141 and "Traceback" not in err, err
