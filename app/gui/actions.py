@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import qtawesome as qta
-from PySide6.QtCore import QObject, QSettings, Qt
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt
+from PySide6.QtGui import QAction, QActionGroup, QKeyEvent, QKeySequence
+from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QKeySequenceEdit, QLineEdit, QPlainTextEdit, QTextEdit, QWidget
 
 SHORTCUT_PREFIX = "shortcuts/"
 
@@ -233,3 +234,32 @@ INSTANCE_LIST_MENU = ("view.zoom_instance", "refine.run", "edit.find_similar", N
 INSTANCE_ACTIONS = ("instance.delete", "instance.category", "instance.lock", "instance.hide", "instance.raise",
                     "instance.lower", "review.accepted", "review.rejected", "review.needs_work",
                     "view.zoom_instance", "edit.find_similar")
+
+
+# Keys that stay the window's even in a field: stop, help, image paging.
+WINDOW_KEYS = frozenset({Qt.Key.Key_Escape, Qt.Key.Key_PageUp, Qt.Key.Key_PageDown, *range(Qt.Key.Key_F1, Qt.Key.Key_F35 + 1)})
+FIELDS = (QLineEdit, QAbstractSpinBox, QComboBox, QTextEdit, QPlainTextEdit, QKeySequenceEdit)
+
+
+class FieldKeysFirst(QObject):
+    """Gives a focused field the plain keys it uses. The window's one-key shortcuts (Return accepts and moves on,
+    Tab selects the next instance, Backspace rejects, letters mark a status) are window-wide, so without this
+    typing a filter or a step count and pressing Return would accept an instance; Qt asks the focus widget first
+    with a ShortcutOverride event, which this accepts for keys without Ctrl, Alt or Meta."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent):
+            chorded = event.modifiers() & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
+                                           | Qt.KeyboardModifier.MetaModifier)
+            if not chorded and event.key() not in WINDOW_KEYS:
+                event.accept()
+        return False
+
+
+def give_fields_their_keys(root: QWidget) -> FieldKeysFirst:
+    """Install :class:`FieldKeysFirst` on every field under ``root`` (call once its widgets are built)."""
+    keeper = FieldKeysFirst(root)
+    for field in root.findChildren(QWidget):
+        if isinstance(field, FIELDS):
+            field.installEventFilter(keeper)
+    return keeper

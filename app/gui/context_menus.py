@@ -36,7 +36,9 @@ class ContextMenus(QObject):
         self.open_image.triggered.connect(lambda: self._image_id is not None
                                           and self.images.image_activated.emit(self._image_id))
         self.copy_name.triggered.connect(lambda: QGuiApplication.clipboard().setText(self._image_name))
-        for widget, slot in ((canvas.viewport(), self.on_canvas), (instances.view, self.on_instances),
+        # The canvas itself, not its viewport: a scroll area takes its viewport's context-menu events and asks
+        # its own policy, with the position in viewport coordinates.
+        for widget, slot in ((canvas, self.on_canvas), (instances.view, self.on_instances),
                              (images.view, self.on_images)):
             widget.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
             widget.customContextMenuRequested.connect(slot)

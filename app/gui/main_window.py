@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QInputDialog, QMainWindow, QMessageBox, QWidget
 from app.core.records import ReviewStatus, category_labels
 from app.core.store.history import Edit
 from app.gui import popups
-from app.gui.actions import EDIT_ACTIONS, INSTANCE_ACTIONS, TOOLS, ActionRegistry
+from app.gui.actions import EDIT_ACTIONS, INSTANCE_ACTIONS, TOOLS, ActionRegistry, give_fields_their_keys
 from app.gui.context_menus import ContextMenus
 from app.gui.controller import ProjectController
 from app.gui.docks.edit_history import revert_edit
@@ -91,6 +91,7 @@ class MainWindow(WindowLayout, QMainWindow):
         self.context_menus = ContextMenus(self, self.actions, self.project, self.canvas, self.instance_panel,
                                           self.image_panel)
         self._connect()
+        give_fields_their_keys(self)
         self._restore_layout()
         self._update_document_actions()
         self._refine_state_changed()

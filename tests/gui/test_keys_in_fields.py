@@ -1,0 +1,46 @@
+"""Keys a text field uses (Return, Tab, Backspace, letters) go to the field with the focus, not to the window's
+one-key shortcuts: typing a filter or a step count must not accept, skip or reject an instance."""
+from __future__ import annotations
+
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QMenu, QWidget
+from pytestqt.qtbot import QtBot
+
+from app.gui.main_window import MainWindow
+
+from .test_window import select_the_next_instance
+
+
+def focus(qtbot: QtBot, window: MainWindow, field: QWidget) -> None:
+    window.activateWindow()
+    field.setFocus(Qt.FocusReason.MouseFocusReason)
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is field or field.isAncestorOf(QApplication.focusWidget()))
+
+
+def test_return_tab_and_letters_in_a_field_stay_in_the_field(window: MainWindow, qtbot: QtBot) -> None:
+    doc, selected = select_the_next_instance(window)
+    status = doc.layer(selected).status
+    fields = [window.instance_panel.min_area, window.image_panel.filter_edit, window.refine_panel.steps_box,
+              window.properties_panel.category_box]
+    for field in fields:
+        focus(qtbot, window, field)
+        for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_A, Qt.Key.Key_X, Qt.Key.Key_Backspace):
+            qtbot.keyClick(QApplication.focusWidget(), key)
+        assert doc.selected_id == selected and doc.layer(selected).status == status, type(field).__name__
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
+        assert doc.selected_id == selected, type(field).__name__
+        assert not field.isAncestorOf(QApplication.focusWidget()) and QApplication.focusWidget() is not field
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Tab)
+    assert doc.selected_id != selected  # on the canvas Tab is still Next Instance
+
+
+def test_a_right_click_on_the_canvas_opens_its_menu(window: MainWindow, qtbot: QtBot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    shown: list[QMenu] = []
+    monkeypatch.setattr(QMenu, "popup", lambda menu, *args: shown.append(menu))
+    viewport = window.canvas.viewport()
+    # through the window, as a real click goes: Qt makes the context-menu event there
+    at = viewport.mapTo(window, QPoint(viewport.width() // 2, viewport.height() // 2))
+    QTest.mouseClick(window.windowHandle(), Qt.MouseButton.RightButton, Qt.KeyboardModifier.NoModifier, at)
+    qtbot.waitUntil(lambda: shown == [window.context_menus.canvas_menu])
