@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from app.cli import COMMANDS
-from app.core.atomic import prepare_output
 from app.services.training import EvalRequest, default_data_dir, evaluate_refiner
 
 
@@ -37,14 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    if args.json:
-        prepare_output(args.json)
     request = EvalRequest(data=args.data, weights=args.weights, refiner=not args.no_refiner,
                           modes=tuple(args.modes.split(",")), per_kind=args.per_kind,
                           kinds=tuple(args.kinds.split(",")) if args.kinds else None,
                           sources=tuple(args.sources.split(",")) if args.sources else None, upscale=args.upscale,
                           methods=tuple(args.methods.split(",")) if args.methods else None, against=args.against,
-                          keep_native=not args.official_paste, snap=not args.no_snap, device=args.device, compile=args.compile)
+                          keep_native=not args.official_paste, snap=not args.no_snap, device=args.device, compile=args.compile,
+                          json=args.json)
 
     def progress(name: str, done: int, total: int) -> None:
         if done == total or done % 10 == 0:

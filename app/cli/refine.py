@@ -9,11 +9,10 @@ from pathlib import Path
 from app.cli import COMMANDS
 from app.services.datasets import PROJECT_SUFFIX
 from app.services.distributed import Ranks, refine_sharded, torchrun_ranks
-from app.core.atomic import prepare_output
 from app.services.demo import refine_demo, write_png
 from app.services.refine import (
-    MODES, NUM_TIMESTEPS, MaskFiles, RefineOptions, ReviewStatus, Selection, load_refiner, open_for_refining,
-    refine_image_steps, refine_project,
+    MODES, NUM_TIMESTEPS, MaskFiles, RefineOptions, ReviewStatus, Selection, check_outputs, load_refiner,
+    open_for_refining, refine_image_steps, refine_project,
 )
 
 
@@ -162,9 +161,7 @@ def _duration(seconds: float) -> str:
 def run_refine_image(args: argparse.Namespace) -> int:
     options = options_from(args)
     files = MaskFiles(args.image, args.mask, args.region, args.foreground, args.background)
-    prepare_output(args.out)
-    if args.save_steps:
-        prepare_output(args.save_steps, folder=True)
+    check_outputs(args.out, args.save_steps)
     refiner = load_refiner(options, compile=args.compile)
     print(f"refining {args.image.name} with {refiner.name} on {refiner.device}")
     final = None
@@ -184,7 +181,7 @@ def run_refine_image(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Refine every coarse instance of the demo photos and write before/after masks and an overlay."""
-    result = refine_demo(prepare_output(args.out, folder=True), options_from(args), compile=args.compile, say=print)
+    result = refine_demo(args.out, options_from(args), compile=args.compile, say=print)
     print(f"refined {len(result.instances)} instances with {result.refiner} on {result.device}; "
           f"wrote {result.out}/ (red: coarse outline, green: refined outline)")
     return 0

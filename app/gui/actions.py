@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import qtawesome as qta
 from PySide6.QtCore import QEvent, QObject, QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeyEvent, QKeySequence
-from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QKeySequenceEdit, QLineEdit, QPlainTextEdit, QTextEdit, QWidget
+from PySide6.QtWidgets import (
+    QAbstractSpinBox, QComboBox, QKeySequenceEdit, QLineEdit, QPlainTextEdit, QTextEdit, QWidget,
+)
 
 SHORTCUT_PREFIX = "shortcuts/"
 
@@ -237,7 +239,8 @@ INSTANCE_ACTIONS = ("instance.delete", "instance.category", "instance.lock", "in
 
 
 # Keys that stay the window's even in a field: stop, help, image paging.
-WINDOW_KEYS = frozenset({Qt.Key.Key_Escape, Qt.Key.Key_PageUp, Qt.Key.Key_PageDown, *range(Qt.Key.Key_F1, Qt.Key.Key_F35 + 1)})
+WINDOW_KEYS = frozenset({Qt.Key.Key_Escape, Qt.Key.Key_PageUp, Qt.Key.Key_PageDown,
+                         *range(Qt.Key.Key_F1, Qt.Key.Key_F35 + 1)})
 FIELDS = (QLineEdit, QAbstractSpinBox, QComboBox, QTextEdit, QPlainTextEdit, QKeySequenceEdit)
 
 

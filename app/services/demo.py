@@ -17,7 +17,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from app.core.atomic import write_bytes_atomic
+from app.core.atomic import prepare_output, write_bytes_atomic
 from app.core.formats.coco import load_coco
 from app.core.images import read_image_rgb
 from app.core.package_data import demo_dir
@@ -69,6 +69,7 @@ def refine_demo(out: Path, options: RefineOptions, compile: bool = False,
                 say: Callable[[str], None] = log.info) -> DemoResult:
     """Refine every coarse instance of the demo photos; write each coarse and refined mask, an overlay per
     photo (red: coarse outline, green: refined) and ``summary.json`` into ``out``."""
+    prepare_output(out, folder=True)
     photos = demo_dir()
     dataset, _report = load_coco(photos / DEMO_JSON)
     refiner = load_refiner(options, compile=compile)

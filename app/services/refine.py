@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from app.core.atomic import prepare_output
 from app.core.errors import DatasetError
 from app.core.images import read_image_rgb, read_image_unchanged
 from app.core.records import Provenance, ReviewStatus, encode_mask
@@ -176,6 +177,13 @@ class MaskFiles:
     region: Path | None = None
     foreground: Path | None = None
     background: Path | None = None
+
+
+def check_outputs(out: Path, steps: Path | None = None) -> None:
+    """``refine-image``'s mask file and step folder checked writable (their folders made) before any work."""
+    prepare_output(out)
+    if steps is not None:
+        prepare_output(steps, folder=True)
 
 
 def refine_image_steps(refiner: Refiner, files: MaskFiles, options: RefineOptions) -> Iterator[RefineStep]:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from app.core.atomic import write_text_atomic
+from app.core.atomic import prepare_output, write_text_atomic
 from app.core.signals import check_stop, stop_requested
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,8 @@ class EvalRequest:
     snap: bool = True
     device: str = "auto"
     compile: bool = False
+    json: Path | None = None
+    """Where the caller will write the result's JSON: checked writable before the evaluation starts."""
 
 
 @dataclass
@@ -184,6 +186,8 @@ def evaluate_refiner(request: EvalRequest, progress: EvalProgress | None = None,
     from app.refiner.degrade import ALL_KINDS
     from app.refiner.evaluate import NEAR_PERFECT, build_cases, methods_for, paired_bootstrap, score_cases, summarize
 
+    if request.json is not None:
+        prepare_output(request.json)
     sources = shared_sources(request.data, "val")
     if not sources:
         raise FileNotFoundError(f"{request.data}: no held-out data found")
