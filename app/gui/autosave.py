@@ -27,6 +27,7 @@ from app.core.records import ChangeKind, Provenance, ReviewStatus, encode_mask
 from app.core.store.project import ProjectStore
 from app.core.store.errors import ProjectError
 from app.core.store.rows import StoredInstance
+from app.gui.editor.commands import HISTORY_ACTION
 from app.gui.editor.document import ImageDocument
 from app.gui.editor.layers import InstanceLayer
 from app.gui.store_writer import StoreWriter
@@ -73,6 +74,19 @@ def provenance_of(layer: InstanceLayer) -> Provenance:
     if p is not None and (p.is_refined or ChangeKind(p.kind) is ChangeKind.PROMPTED):
         return p
     return Provenance.manual()
+
+
+def _undone_edit(store: ProjectStore, instance_id: int, rle: dict[str, Any]) -> int | None:
+    """The instance's latest edit that took its mask from ``rle`` to the mask it has now: what an undo (or a redo
+    after one) goes back over. The store's revert of that edit restores its figures and provenance with the mask,
+    where a plain mask write would record the mask put back as a new refinement and count its pixels against the
+    wrong mask. None when no edit made that change (the mask is then written as an edit of its own)."""
+    now = store.instance(instance_id).rle["counts"]
+    for edit in reversed(store.history(instance_id)):
+        if (edit.before_rle is not None and edit.after_rle is not None
+                and edit.before_rle["counts"] == rle["counts"] and edit.after_rle["counts"] == now):
+            return edit.id
+    return None
 
 
 class Autosave(QObject):
@@ -219,7 +233,11 @@ class Autosave(QObject):
             rle = encode_mask(snapshot.full())
             if rle["counts"] == self._counts.get(instance_id) and not force:
                 return False
-            st.set_mask(instance_id, rle, provenance=provenance, params={"action": action, "author": AUTHOR})
+            undone = _undone_edit(st, instance_id, rle) if action == HISTORY_ACTION else None
+            if undone is not None:
+                st.revert(undone)
+            else:
+                st.set_mask(instance_id, rle, provenance=provenance, params={"action": action, "author": AUTHOR})
             self._counts[instance_id] = rle["counts"]
             return True
 

@@ -8,7 +8,7 @@ import pytest
 from PySide6.QtCore import QTimer
 
 from app.core.records import Provenance
-from app.gui.editor.commands import PatchCommand
+from app.gui.editor.commands import HISTORY_ACTION, PatchCommand
 from app.gui.editor.document import UNDO_LIMIT, ImageDocument
 from app.gui.editor.layers import InstanceLayer, MaskUpdate, palette_color, prepare_update
 from app.gui.editor.preview import Preview
@@ -98,7 +98,7 @@ def test_edited_is_emitted_on_do_undo_and_redo(image_document: ImageDocument) ->
     stroke(doc, 2, [(10, 10), (20, 10)])
     doc.undo()
     doc.redo()
-    assert seen == [(2, "brush")] * 3
+    assert seen == [(2, "brush"), (2, HISTORY_ACTION), (2, HISTORY_ACTION)]  # saved as reverts of the stroke
 
 
 def test_guidance_strokes_do_not_emit_edited_but_are_undoable(image_document: ImageDocument) -> None:
@@ -184,7 +184,7 @@ def test_accept_refinement_records_provenance_and_undoes(image_document: ImageDo
     assert doc.undo_stack.command(0).text() == "Accept refinement #2"
     doc.undo()
     assert doc.layer(2).provenance is None and not doc.layer(2).mask[95:105, 205:215].all()
-    assert seen == [(2, "refine"), (2, "refine")]
+    assert seen == [(2, "refine"), (2, HISTORY_ACTION)]
 
 
 def test_accept_without_change_still_records_provenance(image_document: ImageDocument) -> None:

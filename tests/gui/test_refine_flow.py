@@ -153,3 +153,48 @@ def test_refine_all_unreviewed_covers_other_images_through_the_store(window: Mai
     assert kinds == {ChangeKind.REFINED}
     changed = [s.changed_pixels for s in store.list_instances()]
     assert all(c is not None for c in changed)
+
+
+def test_undo_and_redo_put_back_the_refinement_figures_and_record_reverts(window: MainWindow, qtbot: QtBot) -> None:
+    from .test_window import paint_a_brush_stroke
+
+    doc, store = window.project.doc, window.project.store
+    assert doc is not None and store is not None
+    instance_id = select_largest(window)
+    coarse = store.instance(instance_id)
+
+    def figures() -> tuple[object, ...]:
+        stored = store.instance(instance_id)
+        return stored.changed_pixels, stored.mean_confidence, stored.provenance.kind
+
+    def refinements() -> int:
+        return sum(edit.action is EditAction.REFINE for edit in store.history(instance_id))
+
+    before = figures()
+    window.actions["refine.run"].trigger()
+    qtbot.waitUntil(lambda: not window.refine.running, timeout=RUN_TIMEOUT_MS)
+    window.actions["refine.accept"].trigger()
+    wait_saved(qtbot, window)
+    refined, refined_mask = figures(), store.instance(instance_id).mask()
+    assert refined[2] is ChangeKind.REFINED and refinements() == 1
+    paint_a_brush_stroke(window)
+    wait_saved(qtbot, window)
+    brushed, brushed_mask = figures(), store.instance(instance_id).mask()
+    assert brushed[:2] == refined[:2]  # a hand edit keeps the figures of the last refinement
+
+    window.actions["edit.undo"].trigger()  # the stroke
+    wait_saved(qtbot, window)
+    assert np.array_equal(store.instance(instance_id).mask(), refined_mask)
+    assert figures() == refined and refinements() == 1
+    assert store.history(instance_id)[-1].action is EditAction.REVERT
+    window.actions["edit.undo"].trigger()  # the refinement
+    wait_saved(qtbot, window)
+    assert np.array_equal(store.instance(instance_id).mask(), coarse.mask()) and figures() == before
+    window.actions["edit.redo"].trigger()
+    wait_saved(qtbot, window)
+    assert np.array_equal(store.instance(instance_id).mask(), refined_mask)
+    assert figures() == refined and refinements() == 1
+    window.actions["edit.redo"].trigger()  # the stroke again
+    wait_saved(qtbot, window)
+    assert np.array_equal(store.instance(instance_id).mask(), brushed_mask) and figures() == brushed
+    assert refinements() == 1 and store.history(instance_id)[-1].action is EditAction.REVERT

@@ -63,6 +63,11 @@ ACTION_LABELS = {
 }
 
 
+HISTORY_ACTION = "undo"
+"""The action an undo, or a redo after one, reports for a patch: the project records it as a revert of the
+instance's last mask edit (which puts back that edit's refinement figures and provenance too)."""
+
+
 def describe(action: str, target: Target | None) -> str:
     """The undo history's line for an edit: "Brush #12", "Refine-region stroke"."""
     label = ACTION_LABELS.get(action, action.capitalize())
@@ -101,6 +106,7 @@ class PatchCommand(QUndoCommand):
         default = provenance if provenance is not None else Provenance.manual()
         own = provenances or {}
         self._provenance = {i: (doc.layer(i).provenance, own.get(i) or default) for i in self.instance_ids}
+        self._done = False
 
     def id(self) -> int:  # noqa: A003 (Qt's name)
         return -1 if self.merge_key is None else MERGE_ID
@@ -127,18 +133,19 @@ class PatchCommand(QUndoCommand):
             for p in self.patches:
                 self.doc.write_patch(p.target, p.rect, p.after.unpack())
         self._skip_draw = False
-        self._finish(1)
+        self._finish(1, self.action if not self._done else HISTORY_ACTION)
+        self._done = True
 
     def undo(self) -> None:
         for p in reversed(self.patches):
             self.doc.write_patch(p.target, p.rect, p.before.unpack())
-        self._finish(0)
+        self._finish(0, HISTORY_ACTION)
 
-    def _finish(self, which: int) -> None:
+    def _finish(self, which: int, action: str) -> None:
         for i in self.instance_ids:
             self.doc.layer(i).provenance = self._provenance[i][which]
         for i in self.instance_ids:
-            self.doc.edited.emit(i, self.action)
+            self.doc.edited.emit(i, action)
 
 
 class LayerFieldCommand(QUndoCommand):
