@@ -202,8 +202,11 @@ class PromptController(QObject):
         if outcome.update is not None:
             doc.apply_updates([outcome.update], "click")
         self._clicks = _ClickState(job.image_id, job.instance_id, doc.mask_version(job.instance_id), job.clicks)
-        what = "changed nothing" if outcome.rect is None else f"instance #{job.instance_id} is now {outcome.area} px"
-        self.show_message(f"Click {len(job.clicks)}: {what} (Ctrl+Z undoes this click)")
+        if outcome.rect is None:  # no undo step was made: Ctrl+Z would undo the edit before the click
+            self.show_message(f"Click {len(job.clicks)}: changed nothing (the click stays as a seed for the next)")
+        else:
+            self.show_message(f"Click {len(job.clicks)}: instance #{job.instance_id} is now {outcome.area} px "
+                              "(Ctrl+Z undoes this click)")
 
     def _offer(self, outcome: PromptOutcome) -> None:
         """Show the new mask and ask its category; OK saves it."""

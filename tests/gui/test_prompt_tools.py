@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPointF, QRect, Qt
@@ -182,6 +183,13 @@ def test_clicks_change_the_selected_instance_one_undo_step_each(prompt_window: M
     assert not second[round(inside[1]), round(inside[0])] and doc.undo_stack.count() == steps + 2
     assert window.context_menus.on_canvas(window.canvas.mapFromScene(*inside)) is None  # no menu over clicks
     assert len(window.prompts._clicks.clicks) == 2  # the first click stays a seed of the second
+
+    far_y, far_x = np.argwhere(~cv2.dilate(second.view(np.uint8), np.ones((61, 61), np.uint8)).astype(bool))[0]
+    click_at(window, float(far_x), float(far_y), button=Qt.MouseButton.RightButton)  # "not here", far away
+    wait_prompt(qtbot, window)
+    assert np.array_equal(doc.layer(target.id).mask, second) and doc.undo_stack.count() == steps + 2
+    message = window.statusBar().currentMessage()
+    assert "Click 3: changed nothing" in message and "Ctrl+Z" not in message  # no undo step to undo
 
     window.actions["edit.undo"].trigger()
     assert np.array_equal(doc.layer(target.id).mask, first)
