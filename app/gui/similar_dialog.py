@@ -26,7 +26,7 @@ from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
 from app.gui import popups
 from app.gui.controller import ProjectController
-from app.gui.docks.instance_list import PROPOSALS_KEY, InstanceListPanel
+from app.gui.docks.instance_list import ALL_IMAGES, PROPOSALS_KEY, InstanceListPanel
 from app.gui.editor.canvas import Canvas
 from app.gui.editor.layers import InstanceLayer
 from app.gui.prompt_controller import prompt_heads, refine_options
@@ -271,17 +271,19 @@ def open_find_similar(project: ProjectController, service: PromptService, settin
 
 def show_proposals(project: ProjectController, instances: InstanceListPanel, report: SimilarReport) -> None:
     """Put a search's proposals in view: the open image read again if it got some, the list showing the
-    proposals to review, highest score first."""
+    proposals to review, highest score first (of all images when some are on other images)."""
     if not report.created:
         return
     for instance_id in report.created:
         project.saved.emit(instance_id)
-    instances.reveal_scores()
-    instances.set_filters({**instances.filters(), "status": PROPOSALS_KEY, "sort": "Highest score"})
-    instances.filters_changed.emit()
     doc, store = project.doc, project.store
-    if doc is not None and store is not None and store.list_instances(
-            InstanceFilter(ids=list(report.created), image_id=doc.image_id, limit=1)):
+    here = 0 if doc is None or store is None else store.count_instances(
+        InstanceFilter(ids=list(report.created), image_id=doc.image_id))
+    instances.reveal_scores()
+    scope = {"scope": ALL_IMAGES} if here < len(report.created) else {}
+    instances.set_filters({**instances.filters(), "status": PROPOSALS_KEY, "sort": "Highest score", **scope})
+    instances.filters_changed.emit()
+    if doc is not None and here:
         project.open_image(doc.image_id, doc.selected_id)
 
 

@@ -12,6 +12,7 @@ from pytestqt.qtbot import QtBot
 
 from app.core.records import ChangeKind, ReviewStatus
 from app.gui import popups
+from app.gui.docks.instance_list import ALL_IMAGES
 from app.gui.main_window import MainWindow
 from app.gui.similar_dialog import SimilarDialog
 from app.services import similar as similar_service
@@ -66,7 +67,8 @@ def test_find_similar_adds_proposals_to_review_by_score(window: MainWindow, qtbo
     panel = window.instance_panel
     assert panel.filters()["sort"] == "Highest score" and not panel.view.isColumnHidden(4)
     assert panel.filters()["status"] == "proposals"
-    qtbot.waitUntil(lambda: panel.model.rowCount() == len(on_image), timeout=5_000)  # the example is not one
+    assert panel.filters()["scope"] == ALL_IMAGES  # proposals on other images too: all of them listed
+    qtbot.waitUntil(lambda: panel.model.rowCount() == len(report.created), timeout=5_000)  # the example is not one
     assert "proposed, to review" in panel.count_label.text()
 
     proposal = on_image[0]
@@ -75,7 +77,7 @@ def test_find_similar_adds_proposals_to_review_by_score(window: MainWindow, qtbo
     assert doc.layer(proposal).status == ReviewStatus.ACCEPTED.value
     wait_saved(qtbot, window)
     assert store.instance(proposal).status == ReviewStatus.ACCEPTED
-    qtbot.waitUntil(lambda: panel.model.rowCount() == len(on_image) - 1, timeout=5_000)  # reviewed: off the list
+    qtbot.waitUntil(lambda: panel.model.rowCount() == len(report.created) - 1, timeout=5_000)  # reviewed: off the list
     window.actions["edit.undo"].trigger()
     wait_saved(qtbot, window)
     assert store.instance(proposal).status == ReviewStatus.UNREVIEWED

@@ -40,6 +40,8 @@ HEADER_TIPS = {
 NUMERIC = (ID, AREA, SCORE, CHANGE, CONFIDENCE)
 TO_REVIEW_KEY = "to_review"
 """The status filter's "To review": every instance not accepted (unreviewed, needs work, rejected)."""
+ALL_IMAGES = 1
+"""The scope box's "All images" (0 is "This image")."""
 PROPOSALS_KEY = "proposals"
 """The status filter's "Proposals": find-similar's proposals not reviewed yet (docs/decisions/0021)."""
 SORTS: dict[str, tuple[str, bool]] = {
@@ -298,7 +300,7 @@ class InstanceListPanel(QWidget):
 
     def _build_filters(self) -> None:
         self.scope_box = QComboBox()
-        self.scope_box.addItems(["This image", "All images"])
+        self.scope_box.addItems(["This image", "All images"])  # indices 0 and ALL_IMAGES
         self.category_box = QComboBox()
         self.category_box.setEditable(True)
         self.category_box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
@@ -412,7 +414,7 @@ class InstanceListPanel(QWidget):
         sort_by, descending = SORTS.get(f["sort"], SORTS["Id"])
         proposals = f["status"] == PROPOSALS_KEY
         return InstanceFilter(
-            image_id=image_id if f["scope"] == 0 else None,
+            image_id=None if f["scope"] == ALL_IMAGES else image_id,
             category_ids=None if f["category"] is None else [f["category"]],
             statuses=None if f["status"] is None else TO_REVIEW if f["status"] == TO_REVIEW_KEY else [
                 ReviewStatus.UNREVIEWED] if proposals else [ReviewStatus(f["status"])],
