@@ -28,6 +28,9 @@ class ActionSpec:
     icon: str | None = None
     tip: str = ""
     checkable: bool = False
+    alternate: str = ""
+    """A second shortcut, kept while the action has its default and no other action uses it (Redo: Ctrl+Y, as
+    most programs on Windows and many on Linux, besides Ctrl+Shift+Z)."""
 
 
 # Canvas tool names (GUI-A's Canvas.set_tool) in toolbar order.
@@ -52,7 +55,7 @@ SPECS: tuple[ActionSpec, ...] = (
     ActionSpec("file.quit", "&Quit", "Ctrl+Q"),
     # edit
     ActionSpec("edit.undo", "&Undo", "Ctrl+Z", "mdi6.undo"),
-    ActionSpec("edit.redo", "&Redo", "Ctrl+Shift+Z", "mdi6.redo"),
+    ActionSpec("edit.redo", "&Redo", "Ctrl+Shift+Z", "mdi6.redo", alternate="Ctrl+Y"),
     ActionSpec("edit.clear_guidance", "Clear Guidance Strokes", "Ctrl+Shift+Backspace", "mdi6.broom",
                "Erase the foreground, background and region strokes"),
     # tools
@@ -151,6 +154,7 @@ class ActionRegistry(QObject):
             if spec.name.startswith("tool."):
                 self.tool_group.addAction(action)
             self._apply(spec.name, self.shortcut(spec.name))
+        self._apply_alternates()
         self._actions["tool.select"].setChecked(True)
 
     def refresh_icons(self) -> None:
@@ -182,6 +186,16 @@ class ActionRegistry(QObject):
         else:
             self._settings.setValue(key, sequence.toString(QKeySequence.SequenceFormat.PortableText))
         self._apply(name, sequence)
+        self._apply_alternates()
+
+    def _apply_alternates(self) -> None:
+        for spec in self._specs.values():
+            if not spec.alternate:
+                continue
+            action, extra = self._actions[spec.name], QKeySequence(spec.alternate)
+            first = action.shortcut()
+            taken = any(other.shortcut() == extra for other in self._actions.values() if other is not action)
+            action.setShortcuts([first, extra] if first == QKeySequence(spec.shortcut) and not taken else [first])
 
     def _apply(self, name: str, sequence: QKeySequence) -> None:
         action = self._actions[name]

@@ -501,8 +501,11 @@ class SettingsDialog(QDialog):
         clashes = self.conflicts()
         self.conflict_label.setText(
             "" if not clashes else "Shared shortcuts (only one will work): "
-            + "; ".join(f"{k}: {', '.join(v)}" for k, v in clashes.items())
+            + "; ".join(f"{k}: {', '.join(self._command_name(n) for n in v)}" for k, v in clashes.items())
         )
+
+    def _command_name(self, name: str) -> str:
+        return self.actions[name].text().replace("&", "").rstrip("…")
 
     def _reset_shortcuts(self) -> None:
         for spec in self.actions.specs():

@@ -338,12 +338,23 @@ def test_shortcuts_are_editable_and_remembered(window: MainWindow, app_settings:
     editor.setKeySequence(QKeySequence("Ctrl+Alt+R"))
     dialog.shortcut_editor("tool.brush").setKeySequence(QKeySequence("Ctrl+Alt+R"))
     assert "Ctrl+Alt+R" in dialog.conflicts()
+    assert "Ctrl+Alt+R: Brush, Refine Selected" in dialog.conflict_label.text()  # the commands' names
     dialog.shortcut_editor("tool.brush").setKeySequence(QKeySequence("B"))
     dialog.accept()
     assert window.actions["refine.run"].shortcut().toString() == "Ctrl+Alt+R"
     fresh = ActionRegistry(window, app_settings.qsettings)
     assert fresh.shortcut("refine.run").toString() == "Ctrl+Alt+R"
     assert fresh.shortcut("tool.brush").toString() == "B"
+
+
+def test_redo_also_answers_ctrl_y_unless_another_command_takes_it(window: MainWindow) -> None:
+    redo = window.actions["edit.redo"]
+    assert [k.toString() for k in redo.shortcuts()] == ["Ctrl+Shift+Z", "Ctrl+Y"]
+    window.actions.set_shortcut("tool.brush", "Ctrl+Y")
+    assert [k.toString() for k in redo.shortcuts()] == ["Ctrl+Shift+Z"]  # never two commands on one key
+    window.actions.set_shortcut("tool.brush", "B")
+    window.actions.set_shortcut("edit.redo", "Ctrl+Alt+Z")
+    assert [k.toString() for k in redo.shortcuts()] == ["Ctrl+Alt+Z"]  # the user's own choice alone
 
 
 def test_the_open_settings_list_what_the_refiner_probe_found(window: MainWindow, qtbot: QtBot) -> None:
