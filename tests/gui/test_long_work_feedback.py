@@ -61,7 +61,7 @@ def test_refine_all_of_image_moves_instance_by_instance(window: MainWindow, qtbo
     assert [done for done, _total in progress] == list(range(count + 1)) + [count]  # the last: finished
     assert labels[0] == f"Refining 0/{count}" and "left" in labels[1]
     wait_saved(qtbot, window)
-    assert doc.undo_stack.count() == 1 and f"({count} instances)" in doc.undo_stack.text(0)
+    assert doc.undo_stack.count() == 1 and doc.undo_stack.text(0) == f"Accept refinement ({count} instances)"
     measured = window.settings.seconds_per_instance(timing_key(str(window.settings.weights), "auto", "instance", 1))
     assert measured is not None and measured > 0
 

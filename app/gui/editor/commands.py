@@ -99,7 +99,6 @@ class PatchCommand(QUndoCommand):
         self.patches = patches
         self.action = action
         self.merge_key = merge_key
-        self._label = text
         self._skip_draw = applied
         ids = {p.target for p in patches if not isinstance(p.target, str)} | set(instance_ids)
         self.instance_ids = sorted(ids)
@@ -120,7 +119,7 @@ class PatchCommand(QUndoCommand):
             before = self._provenance[i][0] if i in self._provenance else other._provenance[i][0]
             self._provenance[i] = (before, other._provenance[i][1])
         self.instance_ids = sorted({*self.instance_ids, *other.instance_ids})
-        self.setText(f"{self._label} ({len(self.instance_ids)} instances)")
+        self.setText(f"{describe(self.action, None)} ({len(self.instance_ids)} instances)")  # not the first's #id
         return True
 
     @property
