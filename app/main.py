@@ -4,7 +4,7 @@ Only the module of the command being run is imported (the table is app/cli/COMMA
 window never imports torch, and ``--help`` lists every command without importing any of them. The window is
 started here, above both front ends, so app/cli and app/gui never import each other.
 
-Exit status: 0 done, 1 ``validate`` found problems (or ``refine`` refined nothing), 2 an error with its
+Exit status: 0 done, 1 ``validate`` found problems (or ``refine`` refined none of the instances it selected), 2 an error with its
 one-line message, or a headless command stopped by SIGTERM / SIGHUP (after removing what it had half
 written; docs/decisions/0016); 130 Ctrl+C; 141 the output's reader went away (``| head``), as for SIGPIPE.
 """

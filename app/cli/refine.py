@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from app.cli import COMMANDS
@@ -11,8 +12,8 @@ from app.services.datasets import PROJECT_SUFFIX
 from app.services.distributed import Ranks, refine_sharded, torchrun_ranks
 from app.services.demo import refine_demo, write_png
 from app.services.refine import (
-    MODES, NUM_TIMESTEPS, MaskFiles, RefineOptions, ReviewStatus, Selection, check_outputs, load_refiner,
-    open_for_refining, refine_image_steps, refine_project,
+    MODES, NUM_TIMESTEPS, TOO_SMALL, MaskFiles, RefineOptions, ReviewStatus, Selection, check_categories,
+    check_outputs, load_refiner, open_for_refining, refine_image_steps, refine_project,
 )
 
 
@@ -20,15 +21,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser("refine", help=COMMANDS["refine"].help,
                               description="Refine the selected instances of a project and save each one with its "
                                           "provenance. Locked instances, crowd regions and empty masks are never "
-                                          "refined; hidden ones are. Run it again to go on after a stop.")
-    r.add_argument("project", type=Path, help=f"project file ({PROJECT_SUFFIX}) made by `import`")
+                                          "refined, nor masks smaller than the refiner takes (512 px in instance "
+                                          "mode, 128 in HR mode); hidden ones are. Run it again to go on after a stop.")
+    r.add_argument("project", type=Path, nargs="?", help=f"project file ({PROJECT_SUFFIX}) made by `import`")
+    r.add_argument("--project", type=Path, dest="project_option", metavar=f"PROJECT{PROJECT_SUFFIX}",
+                   help="the project file, as the other commands take it")
     r.add_argument("--images-dir", type=Path, help="where the project's images are, when they moved")
     r.add_argument("--status", default="unreviewed",
                    help="review statuses to refine, comma-separated (unreviewed, accepted, rejected, needs_work) or 'all'")
     r.add_argument("--category", type=int, action="append", help="only this category id (repeatable)")
     r.add_argument("--min-score", type=float, help="only predictions scored at least this")
     r.add_argument("--redo", action="store_true", help="refine again instances whose last change was a refinement")
-    r.add_argument("--limit", type=int, help="at most this many instances")
+    r.add_argument("--limit", type=_positive, help="at most this many instances (of those large enough to refine)")
     r.add_argument("--distributed", action="store_true",
                    help="one shard of the images per process of a torchrun job (also on by itself under torchrun "
                         "with more than one process); rank 0 merges the shards into the project")
@@ -86,18 +90,39 @@ def options_from(args: argparse.Namespace) -> RefineOptions:
                          snap=not args.no_snap)
 
 
-def selection_from(args: argparse.Namespace) -> Selection:
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return value
+
+
+def project_of(args: argparse.Namespace) -> Path:
+    """``refine PROJECT`` or ``refine --project PROJECT`` (the spelling of the other commands)."""
+    given = [p for p in (args.project, args.project_option) if p is not None]
+    if not given:
+        raise ValueError(f"refine: give the project file (refine PROJECT{PROJECT_SUFFIX})")
+    if len(given) == 2 and given[0] != given[1]:
+        raise ValueError(f"refine: two projects given, {given[0]} and {given[1]}")
+    return given[0]
+
+
+def selection_from(args: argparse.Namespace, options: RefineOptions) -> Selection:
     known = {s.value: s for s in ReviewStatus}
     wanted = [s.strip() for s in args.status.split(",")]
     if args.status != "all" and not set(wanted) <= set(known):
         raise ValueError(f"--status {args.status!r}: known statuses are {', '.join(known)} (or 'all')")
     statuses = None if args.status == "all" else [known[s] for s in wanted]
     return Selection(statuses=statuses, category_ids=args.category, min_score=args.min_score, redo=args.redo,
-                     limit=args.limit)
+                     limit=args.limit, min_area=options.smallest_area)
 
 
 def run_refine_project(args: argparse.Namespace) -> int:
-    options, selection = options_from(args), selection_from(args)
+    options = options_from(args)
+    selection, args.project = selection_from(args, options), project_of(args)
     ranks = torchrun_ranks()
     if args.distributed and ranks is None:
         raise ValueError("--distributed: start the command with torchrun, e.g. "
@@ -105,6 +130,7 @@ def run_refine_project(args: argparse.Namespace) -> int:
     if ranks is not None and (args.distributed or ranks.world > 1):
         return _refine_distributed(args, options, selection, ranks)
     with open_for_refining(args.project, args.images_dir) as store:
+        check_categories(store, selection)
         refiner = load_refiner(options, compile=args.compile)
         print(f"refining {args.project.name} with {refiner.name} on {refiner.device} "
               f"({options.mode} mode, {options.steps} steps)")
@@ -117,12 +143,20 @@ def run_refine_project(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("interrupted: every instance refined so far is saved; run the same command again to go on")
             raise
+    passed = f", {report.passed_through} too small to refine" if report.passed_through else ""
     print(f"refined {report.refined} of {report.selected} selected instance(s) on {report.images} image(s) in "
-          f"{report.seconds:.1f} s: {report.changed_pixels} px changed, {report.unchanged} unchanged, "
-          f"{report.passed_through} too small to refine")
+          f"{report.seconds:.1f} s: {report.changed_pixels} px changed, {report.unchanged} unchanged{passed}")
+    if report.kept_out:
+        print(f"  left out: {_left_out(report.kept_out, options.smallest_area)}")
     for problem in report.problems:
         print(f"  problem: {problem}")
-    return 1 if report.problems and not report.refined else 0
+    return 1 if report.selected and not report.refined else 0
+
+
+def _left_out(kept_out: Mapping[str, int], smallest_area: int) -> str:
+    """"11 crowd, 250 too small (under 512 px)"."""
+    return ", ".join(f"{n} {reason}" + (f" (under {smallest_area} px)" if reason == TOO_SMALL else "")
+                     for reason, n in sorted(kept_out.items()))
 
 
 def _refine_distributed(args: argparse.Namespace, options: RefineOptions, selection: Selection, ranks: Ranks) -> int:

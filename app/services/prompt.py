@@ -27,7 +27,7 @@ from app.core.store.errors import ProjectError
 from app.core.store.project import MaskLike, ProjectStore
 from app.refiner.options import RefineOptions
 from app.refiner.prompts import PromptError, check_box
-from app.services.selection import image_file
+from app.services.selection import image_file, known_categories
 
 if TYPE_CHECKING:
     from app.refiner.prompts import CoarseSource, PromptTool
@@ -143,7 +143,7 @@ def check_prompts(store: ProjectStore, prompts: Sequence[BoxPrompt], source: Pat
             continue
         if prompt.category_id not in categories:
             problems.append(f"{prompt.origin}: category id {prompt.category_id} is not in the project "
-                            f"(known: {', '.join(map(str, sorted(categories))) or 'none'})")
+                            f"(known: {known_categories(store)})")
             continue
         try:
             box = check_box(prompt.box, (record.height, record.width))

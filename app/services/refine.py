@@ -9,6 +9,7 @@ skipped. torch is imported only when a refiner is loaded (``load_refiner``).
 """
 from __future__ import annotations
 
+from collections import Counter
 import logging
 import time
 from contextlib import contextmanager
@@ -26,15 +27,15 @@ from app.core.signals import check_stop
 from app.core.store.project import MaskLike, ProjectStore
 from app.refiner.options import MODES, NUM_TIMESTEPS, RefineOptions
 from app.refiner.steps import MaskPatch, RefineStep
-from app.services.selection import Selection, image_file, select_instances
+from app.services.selection import TOO_SMALL, Selection, check_categories, image_file, plan_refinement
 
 if TYPE_CHECKING:
     from app.refiner.api import Refiner
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODES", "NUM_TIMESTEPS", "BatchReport", "MaskFiles", "RefineOptions", "ReviewStatus", "Selection",
-           "encoded", "load_refiner", "open_for_refining", "refine_image_steps", "refine_project",
+__all__ = ["MODES", "NUM_TIMESTEPS", "TOO_SMALL", "BatchReport", "MaskFiles", "RefineOptions", "ReviewStatus",
+           "Selection", "check_categories", "encoded", "load_refiner", "open_for_refining", "refine_image_steps", "refine_project",
            "refined_mask", "refined_provenance", "save_refinement"]
 
 Progress = Callable[[int, int, str], None]
@@ -90,6 +91,8 @@ class BatchReport:
     refined: int = 0
     unchanged: int = 0
     passed_through: int = 0
+    kept_out: Counter[str] = field(default_factory=Counter)
+    """Instances the selection matched that the rules keep out, by reason (app/services/selection.py)."""
     images: int = 0
     changed_pixels: int = 0
     seconds: float = 0.0
@@ -108,8 +111,9 @@ def refine_project(
     """Refine the selected instances image by image and save each result; see the module docstring."""
     report = BatchReport()
     started = time.perf_counter()
-    by_image = select_instances(store, selection)
-    report.selected = sum(len(ids) for ids in by_image.values())
+    plan = plan_refinement(store, selection)
+    by_image, report.kept_out = plan.by_image, plan.skipped
+    report.selected = plan.total
     done = 0
     for image_id, ids in by_image.items():
         check_stop()  # SIGTERM / SIGHUP: between images, each saved in its own transaction

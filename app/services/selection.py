@@ -23,6 +23,7 @@ from typing import Collection
 
 from app.core.errors import DatasetError
 from app.core.records import ChangeKind, ImageRecord, ReviewStatus
+from app.core.store.errors import ProjectError
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
 from app.core.store.rows import InstanceSummary
@@ -39,6 +40,10 @@ class Selection:
     min_score: float | None = None
     redo: bool = False
     limit: int | None = None
+    min_area: float = 0
+    """Instances under this many pixels are kept out (``TOO_SMALL``): the refiner's smallest area
+    (``RefineOptions.smallest_area``), below which it passes a mask through, so a limit counts instances it
+    will refine and a run repeated does not pick the same small ones again."""
 
     def query(self) -> InstanceFilter:
         done = (ChangeKind.PROPOSED,) if self.redo else (ChangeKind.PROPOSED, ChangeKind.REFINED, ChangeKind.PROMPTED)
@@ -54,6 +59,8 @@ class Selection:
 
 LOCKED, CROWD, EMPTY = "locked", "crowd", "empty"
 """Why an instance is never refined (``never_refined``), as reports count them."""
+TOO_SMALL = "too small"
+"""Why a selection with a ``min_area`` keeps an instance out."""
 
 
 def never_refined(locked: bool, crowd: bool, area: float) -> str | None:
@@ -73,7 +80,7 @@ def never_refined(locked: bool, crowd: bool, area: float) -> str | None:
 @dataclass
 class RefinePlan:
     """What a selection refines (image id -> instance ids, in refinement order) and how many instances it
-    matched but the rules keep out, by reason (``LOCKED``, ``CROWD``, ``EMPTY``)."""
+    matched but the rules keep out, by reason (``LOCKED``, ``CROWD``, ``EMPTY``, ``TOO_SMALL``)."""
 
     by_image: dict[int, list[int]]
     skipped: Counter[str] = field(default_factory=Counter)
@@ -89,6 +96,8 @@ def plan_refinement(store: ProjectStore, selection: Selection) -> RefinePlan:
     skipped: Counter[str] = Counter()
     for row in store.list_instances(selection.query()):
         reason = never_refined(row.locked, bool(row.iscrowd), row.area)
+        if reason is None and row.area < selection.min_area:
+            reason = TOO_SMALL
         if reason is None:
             by_image.setdefault(row.image_id, []).append(row.id)
         else:
@@ -130,3 +139,19 @@ def image_file(store: ProjectStore, record: ImageRecord) -> Path:
     if path is None:
         raise DatasetError(record.file_name, f"image file not found under {store.images_dir}")
     return path
+
+
+def known_categories(store: ProjectStore, shown: int = 12) -> str:
+    """The project's categories for a message: "1 person, 2 bicycle, ... (80 in all)"."""
+    categories = sorted(store.categories(), key=lambda c: c.id)
+    listed = ", ".join(f"{c.id} {c.name}" for c in categories[:shown])
+    return (listed + (f", ... ({len(categories)} in all)" if len(categories) > shown else "")) or "none"
+
+
+def check_categories(store: ProjectStore, selection: Selection) -> None:
+    """A selection's category ids must be the project's: ``ProjectError`` naming the project otherwise (a typo
+    would select nothing, and "refined 0 of 0" reads like success)."""
+    unknown = sorted(set(selection.category_ids or ()) - {c.id for c in store.categories()})
+    if unknown:
+        raise ProjectError(store.path, f"category id {unknown[0]} is not in the project (known: "
+                                       f"{known_categories(store)})")

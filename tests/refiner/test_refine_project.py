@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.core.formats.coco import load_coco
@@ -97,3 +98,33 @@ def test_cli_refine_snaps_unless_told_not_to():
         return options_from(build_parser(argv).parse_args(argv))
 
     assert parsed().snap is True and parsed("--no-snap").snap is False
+
+
+def test_masks_too_small_to_refine_are_left_out_so_a_limit_counts_the_others(project, random_refiner):
+    from app.services.selection import TOO_SMALL
+
+    with ProjectStore.open(project) as store:
+        first = store.list_instances()[0]
+        image = store.image(first.image_id)
+        tiny = np.zeros((image.height, image.width), bool)
+        tiny[:10, :10] = True
+        store.set_mask(first.id, tiny)
+        selection = Selection(limit=1, min_area=FAST.smallest_area)
+        refined = set()
+        for _ in range(2):  # a second run goes on to the next instance, not back to the tiny one
+            report = refine_project(store, random_refiner, FAST, selection)
+            assert report.kept_out == {TOO_SMALL: 1} and report.selected == report.refined == 1
+            refined |= {s.id for s in store.list_instances() if s.provenance_kind is ChangeKind.REFINED}
+        assert len(refined) == 2 and first.id not in refined
+
+
+def test_cli_refine_takes_the_project_either_way_and_refuses_what_selects_nothing(project, random_weights, capsys):
+    fast = ["--weights", str(random_weights), "--steps", "1"]
+    assert main(["refine", "--project", str(project), *fast, "--limit", "1"]) == 0
+    assert "of 1 selected instance(s)" in capsys.readouterr().out
+    assert main(["refine", str(project), *fast, "--category", "999"]) == 2
+    assert "category id 999 is not in the project (known: 1 " in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["refine", str(project), *fast, "--limit", "-3"])
+    assert usage.value.code == 2 and "expected a whole number of 1 or more" in capsys.readouterr().err
+    assert main(["refine", *fast]) == 2 and "give the project file" in capsys.readouterr().err
