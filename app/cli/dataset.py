@@ -84,6 +84,9 @@ def run_import(args: argparse.Namespace) -> int:
     progress = Progress("stored", "instances")
     result = import_project(_request(args), args.project, add=args.add, progress=progress)
     print(result.report.summary())
+    if result.images and result.images_missing == result.images:
+        print(f"none of the {result.images} images' files was found: give the folder that holds them with --images "
+              f"(the records are kept; the window shows a grey placeholder until the files are found)")
     if result.renumbered:
         print(f"{len(result.renumbered)} instance id(s) already in the project were renumbered")
     print(

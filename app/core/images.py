@@ -130,6 +130,10 @@ def _candidates(root: Path, image: ImageRecord) -> list[Path]:
     return candidates
 
 
+MISSING_IMAGES = "image files not found"
+"""The import report's count of images whose file is not where the records say."""
+
+
 def check_image_files(images: Iterable[ImageRecord], images_dir: str | os.PathLike[str], report: ImportReport) -> None:
     """Report images whose file is missing, unreadable, or of another size than the record says.
 
@@ -145,6 +149,7 @@ def check_image_files(images: Iterable[ImageRecord], images_dir: str | os.PathLi
                 report.add(link[1], record=record, action="kept", file=str(link[0]))
             else:
                 report.add(f"image file {image.file_name!r} not found under {images_dir}", record=record, action="kept")
+            report.counts[MISSING_IMAGES] += 1
             continue
         try:
             (width, height), truncated = check_image_file(path)

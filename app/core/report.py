@@ -62,7 +62,7 @@ class Report:
         counts = ", ".join(f"{v} {k}" for k, v in self.counts.items()) or "nothing"
         lines = [f"{self.operation} {self.source}: {counts}; {len(self.problems)} problem(s)"]
         lines += [f"  {p}" for p in self.problems[:max_problems]]
-        if len(self.problems) > max_problems:
+        if 0 < max_problems < len(self.problems):  # none listed: the count above says it all
             lines.append(f"  ... and {len(self.problems) - max_problems} more")
         return "\n".join(lines)
 

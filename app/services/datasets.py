@@ -22,6 +22,7 @@ from app.core.errors import DatasetError
 from app.core.formats.coco_export import SEGMENTATION_MODES, SegmentationMode
 from app.core.formats.png_masks import no_masks_problem
 from app.core.gc_pause import paused_gc
+from app.core.images import MISSING_IMAGES
 from app.core.records import Dataset, ReviewStatus
 from app.core.signals import check_stop
 from app.core.report import ExportReport, ImportReport
@@ -56,6 +57,11 @@ class ImportResult:
     added: bool = False
     renumbered: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def images_missing(self) -> int:
+        """Images whose file was not found where the records say (all of them: the wrong images folder)."""
+        return self.report.counts.get(MISSING_IMAGES, 0)
 
 
 def detect_format(source: Path) -> str:
@@ -106,6 +112,9 @@ def _nothing_found(dataset: Dataset, report: ImportReport) -> str | None:
 def read_dataset(request: ImportRequest) -> tuple[Dataset, ImportReport]:
     """Read a dataset in the given or detected format (``validate`` is this alone); problems that stop the
     read raise DatasetError, the others are in the report."""
+    if request.images_dir is not None and not request.images_dir.is_dir():
+        raise DatasetError(request.images_dir, "no such folder (the images folder given)" if not request.images_dir.exists()
+                           else "is not a folder (the images folder given)")
     fmt = import_format(request.fmt, request.source) if request.fmt else import_format(
         detect_format(request.source), request.source)
     log.info("reading %s (%s)", request.source, fmt.name)

@@ -85,6 +85,22 @@ def test_import_into_a_new_folder_makes_it(tmp_path: Path) -> None:
 
 
 @needs_coco_tiny
+def test_an_images_folder_that_is_not_there_or_holds_none_of_the_images_is_said_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    project = tmp_path / "val.srproj"
+    with pytest.raises(DatasetError, match="no such folder"):
+        run("import", VAL, "--images", tmp_path / "typo", "--project", project)
+    assert not project.exists()
+    (tmp_path / "empty").mkdir()
+    assert run("import", VAL, "--images", tmp_path / "empty", "--project", project) == 0
+    out = capsys.readouterr().out
+    assert "80 image files not found" in out and "none of the 80 images' files was found" in out
+    summaries = [r.getMessage() for r in caplog.records if "80 problem(s)" in r.getMessage()]
+    assert summaries and all("... and" not in m for m in summaries)  # the log lists no problem: no "... and N more"
+
+
+@needs_coco_tiny
 def test_import_predictions_into_an_existing_project(tmp_path: Path) -> None:
     project = tmp_path / "val.srproj"
     run("import", VAL, "--project", project)
