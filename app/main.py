@@ -18,6 +18,7 @@ import sys
 from typing import Sequence
 
 from app.cli import COMMANDS
+from app.core.store.schema import PROJECT_SUFFIX
 from app.core.errors import DatasetError
 from app.core.signals import Terminated, terminate_on_signals
 
@@ -73,8 +74,17 @@ def one_line(error: BaseException) -> str:
     return text
 
 
+def with_command(argv: Sequence[str]) -> list[str]:
+    """``segrefiner-studio my.srproj`` opens that project in the window, as ``gui my.srproj`` does (what a file
+    manager's "open with" and a habit from other programs both do)."""
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is not None and argv[first].endswith(PROJECT_SUFFIX) and argv[first] not in COMMANDS:
+        return [*argv[:first], "gui", *argv[first:]]
+    return list(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = with_command(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -150,3 +150,13 @@ def test_the_app_says_why_it_cannot_open_instead_of_aborting(tmp_path: Path, dis
     assert result.returncode == 1, (result.returncode, result.stderr)  # not -6 (SIGABRT)
     assert "cannot open its window" in result.stderr and "QT_QPA_PLATFORM=offscreen" in result.stderr
     assert "Aborted" not in result.stderr and "could not load the Qt platform plugin" not in result.stderr
+
+
+def test_a_project_file_alone_opens_it_in_the_window() -> None:
+    from app.main import with_command
+
+    assert with_command(["my.srproj"]) == ["gui", "my.srproj"]
+    assert with_command(["-v", "data/my.srproj"]) == ["-v", "gui", "data/my.srproj"]
+    assert with_command(["stats", "--project", "my.srproj"]) == ["stats", "--project", "my.srproj"]
+    args = build_parser(["gui", "my.srproj"]).parse_args(with_command(["my.srproj"]))
+    assert args.command == "gui" and args.project == "my.srproj"
