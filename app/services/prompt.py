@@ -154,7 +154,8 @@ def check_prompts(store: ProjectStore, prompts: Sequence[BoxPrompt], source: Pat
             try:
                 image_file(store, record)
             except DatasetError as error:
-                problems.append(f"{prompt.origin}: image {record.id}: {error}")
+                where = f"image {record.id}"  # "detection [3]: image 7", or "image 7" when the origin names it
+                problems.append(f"{prompt.origin if prompt.origin == where else f'{prompt.origin}: {where}'}: {error}")
                 continue
             files.add(record.id)
         checked.append(BoxPrompt(prompt.image_id, tuple(float(v) for v in box), prompt.category_id,  # type: ignore[arg-type]

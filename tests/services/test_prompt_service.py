@@ -130,6 +130,9 @@ def test_every_problem_is_counted_and_a_missing_image_file_is_one(sample, tmp_pa
     with ProjectStore.open(sample.path) as store:
         with pytest.raises(DatasetError, match=r"detection \[0\]: image 3: photo2.png: image file not found.*\(and 1 more"):
             check_prompts(store, read_results_boxes(results), results)
+        with pytest.raises(DatasetError, match=r"photos.srproj: image 3: photo2.png: image file not found") as caught:
+            check_prompts(store, [single_box(store, 3, (0, 0, 20, 20), 1)])
+        assert "image 3: image 3" not in str(caught.value)  # the box's own origin names the image once
 
 
 def test_one_box_needs_a_known_image_and_a_category_when_there_are_several(sample):
