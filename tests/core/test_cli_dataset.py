@@ -260,15 +260,27 @@ def test_export_results_format(val_project: Path, val_masks: dict[int, np.ndarra
     out = tmp_path / "results.json"
     assert run("export", "--project", val_project, "--out", out, "--format", "results") == 0
     results = json.loads(out.read_text())
-    assert len(results) == 815
+    coco = COCO(str(VAL))
+    crowd = {a["id"] for a in coco.anns.values() if a["iscrowd"]}
+    assert crowd and len(results) == 815 - len(crowd)  # crowd regions are not detections
     assert set(results[0]) >= {"image_id", "category_id", "segmentation", "score", "bbox"}
     got = {}
     for r in results:
         got.setdefault(r["image_id"], []).append(mask_utils.decode(r["segmentation"]))
-    coco = COCO(str(VAL))
     for image_id, masks in list(got.items())[:10]:
-        want = [val_masks[a] for a in coco.getAnnIds(imgIds=[image_id])]
+        want = [val_masks[a] for a in coco.getAnnIds(imgIds=[image_id]) if a not in crowd]
         assert sorted(m.tobytes() for m in masks) == sorted(m.tobytes() for m in want)
+    assert len(coco.loadRes(str(out)).anns) == len(results)
+
+
+@needs_coco_tiny
+def test_polygon_export_keeps_crowd_regions_as_rle(val_project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "polygons.json"
+    assert run("export", "--project", val_project, "--out", out, "--segmentation", "polygon") == 0
+    annotations = json.loads(out.read_text())["annotations"]
+    crowd = [a for a in annotations if a.get("iscrowd")]
+    assert crowd and all(isinstance(a["segmentation"], dict) for a in crowd)
+    assert all(isinstance(a["segmentation"], list) for a in annotations if not a.get("iscrowd"))
 
 
 @needs_coco_tiny

@@ -13,7 +13,8 @@ hands them over from SQLite) and writes one record per line through ``atomic_ope
   mask. If they differ (only possible with ``tolerance > 0``) the instance is written as RLE and the report
   says by how many pixels the polygons would have been wrong (``on_inexact="rle"``, the default), or the
   polygons are written and the report warns with the pixel difference (``on_inexact="polygon"``). An empty
-  mask is always written as RLE: COCO has no empty polygon.
+  mask is always written as RLE: COCO has no empty polygon; so is a crowd region, as COCO writes them.
+Results files leave crowd regions out: they are areas the ground truth ignores, not detections.
 """
 from __future__ import annotations
 
@@ -196,7 +197,7 @@ class _Encoder:
             yield _with_extra(out, inst.extra) if inst.extra else out
 
     def results(self, instances: Iterable[Instance]) -> Iterator[dict[str, Any]]:
-        for inst, seg, _, bbox in self._geometry(instances):
+        for inst, seg, _, bbox in self._geometry(self._no_crowd(instances)):
             score = inst.score
             if score is None:
                 score = 1.0
@@ -204,6 +205,14 @@ class _Encoder:
             out = {"image_id": inst.image_id, "category_id": inst.category_id, "segmentation": seg,
                    "score": score, "bbox": bbox}
             yield _with_extra(out, inst.extra) if inst.extra else out
+
+    def _no_crowd(self, instances: Iterable[Instance]) -> Iterator[Instance]:
+        """A results file lists detections: a crowd region is an "ignore" area of the ground truth, not one."""
+        for inst in instances:
+            if inst.iscrowd:
+                self.report.counts["crowd regions left out (not detections)"] += 1
+            else:
+                yield inst
 
     def _geometry(self, instances: Iterable[Instance]) -> Iterator[tuple[Instance, Any, Any, Any]]:
         """Per instance: segmentation, area and bbox; the mask's own area/bbox computed a chunk at a time.
@@ -245,6 +254,9 @@ class _Encoder:
         rle = _rle_json(inst.rle)
         if self.segmentation != "polygon":
             return rle
+        if inst.iscrowd:  # COCO writes crowd regions as RLE (their file's own, else ours)
+            self.report.counts["crowd regions kept as RLE"] += 1
+            return own if isinstance(own, dict) else rle
         record = f"annotation {inst.id}"
         height, width = inst.size
         if height * width > max_image_pixels():  # decoding alone would take a byte per pixel
