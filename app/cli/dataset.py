@@ -5,14 +5,15 @@ Long operations print progress to stderr about once a second. Ctrl+C stops clean
 from __future__ import annotations
 
 import argparse
+import textwrap
 import sys
 import time
 from pathlib import Path
 
 from app.cli import COMMANDS
 from app.services.datasets import (
-    PROJECT_SUFFIX, SEGMENTATION_MODES, ImportRequest, export_project, import_project, read_dataset,
-    report_path_for,
+    PROJECT_SUFFIX, SEGMENTATION_MODES, ImportRequest, explain_source_formats, export_project, import_project,
+    read_dataset, report_path_for,
 )
 from app.services.formats import EXPORT_FORMATS, IMPORT_FORMATS
 
@@ -111,6 +112,9 @@ def run_export(args: argparse.Namespace) -> int:
                             accepted_only=args.accepted_only, include_proposed=args.include_proposed,
                             progress=progress)
     print(report.summary())
+    words = explain_source_formats(dict(report.counts))
+    if words:
+        print(textwrap.fill(words, 110))
     problems = f"; {len(report.problems)} problem(s), listed above" if report.problems else ""
     print(f"exported {progress.done} instances to {args.out} in {time.monotonic() - start:.1f} s{problems}")
     return 0

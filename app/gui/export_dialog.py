@@ -25,18 +25,11 @@ from app.core.formats.coco_export import SegmentationMode
 from app.core.report import ExportReport
 from app.gui import import_dialogs
 from app.gui.tasks import Task, TaskRunner
-from app.services.datasets import export_project
+from app.services.datasets import explain_source_formats, export_project
 from app.services.formats import EXPORT_FORMATS, default_export_format
 
 MAX_LISTED_PROBLEMS = 200
 EXPORTS = "exports"
-SOURCE_FORMATS = {
-    "polygon": "as polygons (lists of outline points)",
-    "rle": "as compressed RLE masks",
-    "uncompressed_rle": "as uncompressed RLE masks (COCO's crowd regions)",
-    "mask": "as raster masks (PNG masks, or drawn or changed here)",
-    "unknown": "in a form the project does not know",
-}
 
 
 def default_export_dir(project: Path) -> Path:
@@ -46,17 +39,6 @@ def default_export_dir(project: Path) -> Path:
     app_data = Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)).resolve()
     hidden = any(part.startswith(".") for part in folder.parts) or folder.is_relative_to(app_data)
     return (import_dialogs.default_projects_dir() if hidden else folder) / EXPORTS
-
-
-def explain_source_formats(counts: dict[str, int]) -> str:
-    """The report's "source format …" counts in words: how each annotation was stored in the imported file."""
-    parts = [f"{n} {SOURCE_FORMATS.get(key.removeprefix('source format '), key)}"
-             for key, n in counts.items() if key.startswith("source format ")]
-    if not parts:
-        return ""
-    return ("\"Source format\" is how each annotation was stored in the file you imported: "
-            + "; ".join(parts) + ". With \"As imported\", annotations nobody changed are written back in that "
-            "form, and every mask changed here (refined or painted) is written as exact RLE.")
 
 
 @dataclass(frozen=True)

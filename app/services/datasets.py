@@ -64,6 +64,27 @@ class ImportResult:
         return self.report.counts.get(MISSING_IMAGES, 0)
 
 
+SOURCE_FORMATS = {
+    "polygon": "as polygons (lists of outline points)",
+    "rle": "as compressed RLE masks",
+    "uncompressed_rle": "as uncompressed RLE masks (COCO's crowd regions)",
+    "mask": "as raster masks (PNG masks, or drawn or changed here)",
+    "unknown": "in a form the project does not know",
+}
+
+
+def explain_source_formats(counts: dict[str, int]) -> str:
+    """The report's "source format …" counts in words: how each annotation was stored in the imported file."""
+    parts = [f"{n} {SOURCE_FORMATS.get(key.removeprefix('source format '), key)}"
+             for key, n in counts.items() if key.startswith("source format ")]
+    if not parts:
+        return ""
+    return ("\"Source format\" is how each annotation was stored in the file you imported: "
+            + "; ".join(parts) + ". With \"As imported\" (the default; --segmentation source headless), "
+            "annotations nobody changed are written back in that form, and every mask changed here (refined or "
+            "painted) is written as exact RLE.")
+
+
 def detect_format(source: Path) -> str:
     """'coco' for a JSON object (the COCO reader tells LVIS apart), 'results' for a JSON list, 'png-instances'
     for a folder whose names end in _<k>.png or with a subfolder per image, else 'png-labels'. JSON may be
