@@ -244,6 +244,7 @@ class MainWindow(WindowLayout, QMainWindow):
             self.refine_panel.set_idle_text("This window is read-only: refining is off", True)
         self.properties_panel.set_editable(not self.read_only)
         self.edit_history.set_read_only(self.read_only)
+        self._refine_state_changed()
         self._update_title()
 
     def _document_changed(self, doc: ImageDocument | None) -> None:
@@ -461,7 +462,7 @@ class MainWindow(WindowLayout, QMainWindow):
 
     def _refine_state_changed(self) -> None:
         r = self.refine
-        self.refine_panel.set_state(r.running, r.reviewing, r.queue_active, r.queue_paused)
+        self.refine_panel.set_state(r.running, r.reviewing, r.queue_active, r.queue_paused, not self.read_only)
         if r.queue_active:
             self.refine_panel.step_label.setText("The queue applies each result as it comes: P pauses, Esc stops")
         elif r.session is None:

@@ -101,6 +101,9 @@ def test_a_read_only_window_says_so_disables_editing_and_asks_before_losing_edit
         assert not other.actions[name].isEnabled(), name
     assert other.actions["instance.next"].isEnabled() and other.actions["image.next"].isEnabled()
     assert not other.properties_panel.status_box.isEnabled()
+    panel = other.refine_panel
+    assert not any(w.isEnabled() for w in (panel.weights_box, panel.steps_box, panel.seed_box, panel.snap_box))
+    assert window.refine_panel.steps_box.isEnabled()  # the window that writes keeps them
     doc.set_status(doc.selected_id, ReviewStatus.ACCEPTED.value)  # an edit that still reaches the screen
     answers = [QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Discard]
     asked: list[str] = []

@@ -258,8 +258,9 @@ class RefinePanel(QWidget):
         self.warning.setVisible(problem is not None)
 
     # ----- run state
-    def set_state(self, running: bool, reviewing: bool, queue_active: bool, queue_paused: bool) -> None:
-        """Enable the actions that make sense now."""
+    def set_state(self, running: bool, reviewing: bool, queue_active: bool, queue_paused: bool,
+                  editable: bool = True) -> None:
+        """Enable the actions that make sense now (the refiner's options only where refining can happen)."""
         usable = self.problem() is None
         idle = not running and not queue_active
         for name in RUN_ACTIONS:
@@ -276,7 +277,7 @@ class RefinePanel(QWidget):
         self.queue_label.setVisible(queue_active)
         for w in (self.mode_box, self.weights_box, self.steps_box, self.device_box, self.seed_box, self.snap_box,
                   self.add_weights_button):
-            w.setEnabled(idle)
+            w.setEnabled(idle and editable)
 
     def show_step(self, shown: int, count: int, text: str) -> None:
         self.scrubber.blockSignals(True)
