@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app.core.store.history import EditAction
-from app.gui.docks.instance_list import AREA, CATEGORY, SCORE, TO_REVIEW_KEY
+from app.gui.docks.instance_list import ALL_IMAGES, AREA, CATEGORY, FLAGS, IMAGE, SCORE, TO_REVIEW_KEY
 from app.gui.help import shortcut_rows
 from app.gui.main_window import MainWindow
 
@@ -144,6 +144,14 @@ def test_lists_read_well_and_say_what_they_count(window: MainWindow, qtbot: QtBo
     assert "px in the mask" in tip and "area in the annotation file" in tip
     panel.status_box.setCurrentIndex(panel.status_box.findData(TO_REVIEW_KEY))
     assert model.rowCount() == len(ids) - 1 and "to review (not accepted)" in panel.count_label.text()
+    assert panel.view.isColumnHidden(IMAGE)  # this image's instances: the open image
+    panel.scope_box.setCurrentIndex(ALL_IMAGES)
+    qtbot.waitUntil(lambda: not panel.view.isColumnHidden(IMAGE))
+    names = {r.id: r.file_name for r in store.images()}
+    rows = [model.summary(r) for r in range(model.rowCount())]
+    assert len({s.image_id for s in rows}) > 1  # rows of several images: each names its own
+    assert all(model.data(model.index(r, IMAGE)) == names[s.image_id] for r, s in enumerate(rows))
+    assert panel.view.columnWidth(IMAGE) >= panel.view.fontMetrics().horizontalAdvance("astronaut.jpg")
 
 
 def test_the_brush_size_is_a_number_and_checked_view_items_show_a_check_mark(window: MainWindow) -> None:
@@ -214,6 +222,12 @@ def test_a_long_id_further_down_the_list_is_not_cut(window: MainWindow, qtbot: Q
     panel.scope_box.setCurrentIndex(1)
     width = panel.view.columnWidth(2)
     assert width >= panel.view.fontMetrics().horizontalAdvance(str(CROWD_ID))
+    model = panel.model
+    flags = {model.data(model.index(r, 0), Qt.ItemDataRole.UserRole): model.data(model.index(r, FLAGS),
+                                                                                   Qt.ItemDataRole.DecorationRole)
+             for r in range(model.rowCount())}
+    assert flags[CROWD_ID] is not None  # a crowd region is marked (it is never refined)
+    assert "crowd" in model.headerData(FLAGS, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
 
 
 def test_an_area_that_grows_a_digit_is_not_cut(qtbot: QtBot, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import qtawesome as qta
@@ -31,11 +32,12 @@ from app.services.stats import TO_REVIEW, pixel_area
 Index = QModelIndex | QPersistentModelIndex
 PAGE = 64
 MAX_PAGES = 256
-STATUS, CATEGORY, ID, AREA, SCORE, CHANGE, CONFIDENCE, FLAGS = range(8)
-COLUMNS = ("", "Category", "Id", "Area", "Score", "Change", "Conf.", "")
+STATUS, CATEGORY, ID, AREA, SCORE, CHANGE, CONFIDENCE, IMAGE, FLAGS = range(9)
+COLUMNS = ("", "Category", "Id", "Area", "Score", "Change", "Conf.", "Image", "")
 HEADER_TIPS = {
     STATUS: "Review status", AREA: "Pixels in the mask (the annotation file's own area in each row's tooltip)",
     CHANGE: "Pixels the last refinement changed", CONFIDENCE: "Mean confidence of the last refinement",
+    IMAGE: "The image the instance is on (listed with All images)", FLAGS: "Locked, hidden or a crowd region",
 }
 NUMERIC = (ID, AREA, SCORE, CHANGE, CONFIDENCE)
 TO_REVIEW_KEY = "to_review"
@@ -80,17 +82,20 @@ class InstanceTableModel(QAbstractTableModel):
         self._count = 0
         self._pages: OrderedDict[int, list[InstanceSummary]] = OrderedDict()
         self._labels: dict[int, str] = {}
+        self._image_names: dict[int, str] = {}
         self._pixels: dict[int, int] = {}
         self._icons = {s: qta.icon(name, color=color) for s, (name, color) in STATUS_STYLE.items()}
         self._lock_icon = qta.icon("mdi6.lock", color="#9ca3af")
         self._hidden_icon = qta.icon("mdi6.eye-off", color="#9ca3af")
+        self._crowd_icon = qta.icon("mdi6.account-group", color="#9ca3af")
 
     def set_store(self, store: ProjectStore | None) -> None:
         self._store = store
         try:
             self._labels = category_labels(store.categories()) if store is not None else {}
+            self._image_names = {r.id: Path(r.file_name).name for r in store.images()} if store is not None else {}
         except ProjectError as e:
-            self._labels = {}
+            self._labels, self._image_names = {}, {}
             self._report(e)
         self._pixels.clear()
         self.set_query(InstanceFilter())
@@ -221,7 +226,8 @@ class InstanceTableModel(QAbstractTableModel):
             if column == STATUS:
                 return self._icons[s.status]
             if column == FLAGS:
-                return self._lock_icon if s.locked else self._hidden_icon if s.hidden else None
+                return (self._lock_icon if s.locked else self._hidden_icon if s.hidden
+                        else self._crowd_icon if s.iscrowd else None)
         if role == Qt.ItemDataRole.TextAlignmentRole and column in NUMERIC:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ForegroundRole and s.hidden:
@@ -254,6 +260,8 @@ class InstanceTableModel(QAbstractTableModel):
             return "" if s.changed_pixels is None else s.changed_pixels
         if column == CONFIDENCE:
             return "" if s.mean_confidence is None else f"{s.mean_confidence:.2f}"
+        if column == IMAGE:
+            return self._image_names.get(s.image_id, str(s.image_id))
         return None
 
 
@@ -429,6 +437,7 @@ class InstanceListPanel(QWidget):
     def apply(self, image_id: int | None) -> None:
         """Re-run the listing for the open image (the 'This image' scope)."""
         self.model.set_query(self.build_query(image_id))
+        self.view.setColumnHidden(IMAGE, self.filters()["scope"] != ALL_IMAGES)  # one image: it is the open one
         self._update_count()
         self._fit_columns()
 
