@@ -453,11 +453,18 @@ class MainWindow(WindowLayout, QMainWindow):
         if self.refine.running:
             self.show_message("The refiner is still running: wait for it or stop it (Esc)")
             return
+        doc = self.project.doc
+        selected = None if doc is None else doc.selected_id
+        status = selected is not None and doc.layer(selected).status != ReviewStatus.ACCEPTED.value
+        both = self.refine.reviewing and status  # then one undo step for the two: one Ctrl+Z takes both back
+        if both:
+            doc.undo_stack.beginMacro(f"Accept and next #{selected}")
         if self.refine.reviewing:
             self.refine.accept()
-        doc = self.project.doc
-        if doc is not None and doc.selected_id is not None:
-            doc.set_status(doc.selected_id, ReviewStatus.ACCEPTED.value)
+        if status:
+            doc.set_status(selected, ReviewStatus.ACCEPTED.value)
+        if both:
+            doc.undo_stack.endMacro()
         self._next_unreviewed()
 
     def _refine_state_changed(self) -> None:

@@ -198,3 +198,18 @@ def test_undo_and_redo_put_back_the_refinement_figures_and_record_reverts(window
     wait_saved(qtbot, window)
     assert np.array_equal(store.instance(instance_id).mask(), brushed_mask) and figures() == brushed
     assert refinements() == 1 and store.history(instance_id)[-1].action is EditAction.REVERT
+
+
+def test_accept_and_next_is_one_undo_step(window: MainWindow, qtbot: QtBot) -> None:
+    doc = window.project.doc
+    assert doc is not None
+    instance_id = select_largest(window)
+    coarse, status, steps = doc.layer(instance_id).mask.copy(), doc.layer(instance_id).status, doc.undo_stack.count()
+    window.actions["refine.run"].trigger()
+    qtbot.waitUntil(lambda: not window.refine.running, timeout=RUN_TIMEOUT_MS)
+    window.actions["refine.accept_next"].trigger()
+    assert doc.layer(instance_id).status == "accepted" and doc.undo_stack.count() == steps + 1
+    assert doc.undo_stack.text(steps) == f"Accept and next #{instance_id}"
+    window.actions["edit.undo"].trigger()  # the refinement and the status together
+    assert doc.layer(instance_id).status == status and np.array_equal(doc.layer(instance_id).mask, coarse)
+    wait_saved(qtbot, window)
