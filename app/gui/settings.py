@@ -62,6 +62,8 @@ HEADS_SEPARATOR = "; "
 PROMPT_SOURCES = {"encoder": "Prompt heads on the encoder", "grabcut": "GrabCut (no weights)",
                   "sam": "Segment Anything checkpoint (.pth)"}
 """The box and click tools' coarse sources (app/services/prompt.py ``SOURCES``) as the settings list them."""
+MODE_TEXT = {"instance": "Instance (objects)", "hr": "High resolution (one mask)"}
+"""The refine modes in words (the refine panel and the settings dialog)."""
 
 
 class AppSettings:
@@ -354,8 +356,9 @@ class SettingsDialog(QDialog):
         form = QFormLayout(page)
         self.device_box = QComboBox()
         self.mode_box = QComboBox()
-        self.mode_box.addItems(MODES)
-        self.mode_box.setCurrentText(self.settings.mode)
+        for mode in MODES:
+            self.mode_box.addItem(MODE_TEXT[mode], mode)  # the refine panel's words
+        self.mode_box.setCurrentIndex(max(0, self.mode_box.findData(self.settings.mode)))
         self.steps_box = QSpinBox()
         self.steps_box.setRange(1, NUM_TIMESTEPS)
         self.steps_box.setValue(self.settings.steps)
@@ -529,7 +532,7 @@ class SettingsDialog(QDialog):
         """Write every field to the settings and the shortcuts to the action registry."""
         s = self.settings
         s.device = self.device_box.currentText()
-        s.mode = self.mode_box.currentText()
+        s.mode = self.mode_box.currentData()
         s.steps = self.steps_box.value()
         weights = self.weights_box.currentData()
         if Path(weights).suffix:

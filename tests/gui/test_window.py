@@ -421,3 +421,12 @@ def test_change_category_tells_two_categories_of_one_name_apart(qtbot: QtBot, wi
     box = window.properties_panel.category_box
     assert [box.itemText(k) for k in range(2)] == ["cup (id 1)", "cup (id 2)"] and box.currentData() == 2
     assert window.instance_panel.model.category_name(2) == "cup (id 2)"
+
+
+def test_the_settings_name_the_refine_modes_as_the_panel_does(window: MainWindow, app_settings: AppSettings) -> None:
+    dialog = window.open_settings()
+    assert [dialog.mode_box.itemText(i) for i in range(dialog.mode_box.count())] == [
+        window.refine_panel.mode_box.itemText(i) for i in range(window.refine_panel.mode_box.count())]
+    dialog.mode_box.setCurrentIndex(dialog.mode_box.findData("hr"))
+    dialog.accept()
+    assert app_settings.mode == "hr"

@@ -18,10 +18,9 @@ from PySide6.QtWidgets import (
 
 from app.gui.actions import ActionRegistry
 from app.gui.refine.worker import Environment
-from app.gui.settings import MAX_SEED, AppSettings, weights_label
+from app.gui.settings import MAX_SEED, MODE_TEXT, AppSettings, weights_label
 from app.refiner.options import MODES, NUM_TIMESTEPS, RefineOptions, steps_range
 
-MODE_TEXT = {"instance": "Instance (objects)", "hr": "High resolution (one mask)"}
 RUN_ACTIONS = ("refine.run", "refine.image", "refine.dataset")
 
 
