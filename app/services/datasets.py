@@ -160,6 +160,9 @@ def import_project(request: ImportRequest, project: Path | None = None, *, add: 
     """Read a dataset into a new project (or, with ``add``, into an existing one) and write the report."""
     start = time.monotonic()
     project = project or default_project_path(request.source)
+    if project.is_dir():
+        raise ProjectError(project, f"is a folder: give the project file to write in it, e.g. "
+                                    f"{project / default_project_path(request.source).name}")
     if not add:  # before the read, which may take a while: a new project may go into a new folder
         if project.exists():
             raise ProjectError(project, "already exists; open it, or add the dataset to it with --add")
@@ -174,6 +177,9 @@ def import_project(request: ImportRequest, project: Path | None = None, *, add: 
             with ProjectStore.open(project) as store:
                 if store.read_only:
                     raise ProjectError(project, f"cannot add to it: {store.read_only_reason}")
+                if store.source_path is not None and store.source_path.resolve() == request.source.resolve():
+                    raise ProjectError(project, f"was made from {request.source}: adding that file again would "
+                                                "hold every annotation twice")
                 renumbered = dict(store.add_dataset(dataset, progress=progress).renumbered)
         else:
             ProjectStore.create(project, dataset, source_path=request.source, images_dir=request.images_dir,

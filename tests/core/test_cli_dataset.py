@@ -101,6 +101,18 @@ def test_an_images_folder_that_is_not_there_or_holds_none_of_the_images_is_said_
 
 
 @needs_coco_tiny
+def test_adding_the_file_a_project_was_made_from_or_naming_a_folder_is_refused(tmp_path: Path) -> None:
+    project = tmp_path / "val.srproj"
+    assert run("import", VAL, "--project", project) == 0
+    before = project.read_bytes()
+    with pytest.raises(ProjectError, match="adding that file again would hold every annotation twice"):
+        run("import", VAL, "--project", project, "--add")
+    assert project.read_bytes() == before
+    with pytest.raises(ProjectError, match=r"is a folder: give the project file to write in it, e\.g\. .*instances_val2017\.srproj"):
+        run("import", VAL, "--project", tmp_path)
+
+
+@needs_coco_tiny
 def test_import_predictions_into_an_existing_project(tmp_path: Path) -> None:
     project = tmp_path / "val.srproj"
     run("import", VAL, "--project", project)
