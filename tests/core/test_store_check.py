@@ -85,4 +85,4 @@ def test_damaged_rows_are_named_by_the_commands(project: Path, tmp_path: Path, c
             "export-png": ["export", "--project", str(project), "--format", "png-instances", "--out", str(tmp_path / "png")],
             }[command]
     assert main(argv) == 2
-    assert capsys.readouterr().err.startswith(f"error: {message}")
+    assert capsys.readouterr().err.startswith(f"error: {project.parent / message}")  # the project as given
