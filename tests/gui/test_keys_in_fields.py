@@ -31,9 +31,14 @@ def test_return_tab_and_letters_in_a_field_stay_in_the_field(window: MainWindow,
         qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
         assert doc.selected_id == selected, type(field).__name__
         assert not field.isAncestorOf(QApplication.focusWidget()) and QApplication.focusWidget() is not field
-    window.canvas.setFocus()
+    focus(qtbot, window, window.refine_panel.steps_box)
+    qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(2, 2))  # back to the image
+    assert QApplication.focusWidget() is window.canvas
+    doc.select(selected)  # the click on the background let go of it
+    qtbot.keyClick(window.canvas, Qt.Key.Key_A)
+    assert doc.layer(selected).status == "accepted"  # there a letter is its command again
     qtbot.keyClick(window.canvas, Qt.Key.Key_Tab)
-    assert doc.selected_id != selected  # on the canvas Tab is still Next Instance
+    assert doc.selected_id != selected  # and Tab is Next Instance
 
 
 def test_a_right_click_on_the_canvas_opens_its_menu(window: MainWindow, qtbot: QtBot, monkeypatch) -> None:  # type: ignore[no-untyped-def]
