@@ -345,7 +345,7 @@ class ProjectController(QObject):
             old.selection_changed.disconnect(self._selection_changed)
             self.undo.closed(old)
             if self.store is not None and self.store.read_only:
-                self.undo.forget(old.image_id)  # its edits were refused: the project does not hold them
+                self.undo.forget(old.image_id, "the window is read-only: its edits were not saved")
         self.autosave.attach(self.store, doc, stored or [])
         if old is not None:
             old.deleteLater()

@@ -58,12 +58,12 @@ class UndoHistory(QObject):
         if self.group.activeStack() is doc.undo_stack:
             self.group.setActiveStack(None)
 
-    def forget(self, image_id: int) -> None:
-        """Drop an image's history (its masks changed outside it)."""
+    def forget(self, image_id: int, why: str = "its masks changed outside the window") -> None:
+        """Drop an image's history (``why``: its masks changed outside it, by default)."""
         stack = self._stacks.pop(image_id, None)
         if stack is not None:
             if stack.count():
-                log.info("undo history of image %s dropped: its masks changed outside the window", image_id)
+                log.info("undo history of image %s dropped: %s", image_id, why)
             self.group.removeStack(stack)
             stack.deleteLater()
         self._guidance.pop(image_id, None)
@@ -71,7 +71,7 @@ class UndoHistory(QObject):
     def clear(self) -> None:
         """Drop every history (the project closes)."""
         for image_id in list(self._stacks):
-            self.forget(image_id)
+            self.forget(image_id, "the project was closed")
         self._guidance.clear()
 
     def __contains__(self, image_id: int) -> bool:
