@@ -240,6 +240,8 @@ EDIT_ACTIONS = (
     "refine.image", "refine.dataset", "refine.accept", "refine.accept_next", "file.images_folder", "edit.find_similar",
 )
 """What changes the project: disabled in a read-only window."""
+ALWAYS_EDITABLE = (*(f"tool.{t}" for t in TOOLS if t != "select"), "brush.smaller", "brush.larger")
+"""Those of them nothing else enables again: on whenever the window can write."""
 CANVAS_MENU = ("refine.run", "edit.find_similar", None, "review.accepted", "review.rejected", "review.needs_work",
                None, "instance.category", "instance.lock", "instance.hide", "instance.raise", "instance.lower",
                "instance.delete", None, "view.zoom_instance", "view.fit", None, "instance.new")

@@ -128,6 +128,9 @@ class ProjectController(QObject):
     def open_project(self, path: str | Path) -> bool:
         """Open a project file and resume where the annotator left off; False (and an error) if it fails."""
         path = Path(path)
+        if self.store is not None and path.resolve() == Path(self.store.path).resolve():
+            self.message.emit(f"{path.name} is the project open here")  # opening it again would meet our own lock
+            return True
         try:
             store = ProjectStore.open(path)
         except DatasetError as e:

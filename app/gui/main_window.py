@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QInputDialog, QMainWindow, QMessageBox, QWidget
 from app.core.records import ReviewStatus, category_labels
 from app.core.store.history import Edit
 from app.gui import popups
-from app.gui.actions import EDIT_ACTIONS, INSTANCE_ACTIONS, TOOLS, ActionRegistry, give_fields_their_keys
+from app.gui.actions import ALWAYS_EDITABLE, EDIT_ACTIONS, INSTANCE_ACTIONS, TOOLS, ActionRegistry, give_fields_their_keys
 from app.gui.context_menus import ContextMenus
 from app.gui.controller import ProjectController
 from app.gui.docks.edit_history import revert_edit
@@ -241,7 +241,7 @@ class MainWindow(WindowLayout, QMainWindow):
             self.read_only_label.setToolTip("Another window (or program) has this project open for writing; "
                                             "nothing can be changed or saved here")
             self.canvas.set_tool("select")
-            self.refine_panel.set_idle_text("This window is read-only: refining is off", True)
+        self.refine_panel.set_read_only(self.read_only)
         self.properties_panel.set_editable(not self.read_only)
         self.edit_history.set_read_only(self.read_only)
         self._refine_state_changed()
@@ -301,9 +301,8 @@ class MainWindow(WindowLayout, QMainWindow):
                             ("refine.image", doc is not None), ("refine.dataset", self.project.store is not None)):
             if not needs:
                 self.actions[name].setEnabled(False)
-        if self.read_only:
-            for name in EDIT_ACTIONS:
-                self.actions[name].setEnabled(False)
+        for name in EDIT_ACTIONS if self.read_only else ALWAYS_EDITABLE:  # a writable project after a read-only one
+            self.actions[name].setEnabled(not self.read_only)
 
     def _selection_changed(self, instance_id: int) -> None:
         selected = None if instance_id < 0 else instance_id

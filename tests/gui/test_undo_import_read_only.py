@@ -175,3 +175,27 @@ def test_an_image_whose_masks_the_queue_changed_meanwhile_forgets_its_undo_histo
         window.actions["image.previous"].trigger()
     assert not window.actions["edit.undo"].isEnabled() and window.project.doc.undo_stack.count() == 0  # type: ignore[union-attr]
 
+
+
+def test_opening_the_open_project_again_keeps_it_writable(window: MainWindow, qtbot: QtBot) -> None:
+    store = window.project.store
+    assert store is not None and not window.read_only
+    assert window.project.open_project(store.path)
+    assert window.project.store is store and not window.read_only  # not read-only against its own lock
+    assert window.actions["tool.brush"].isEnabled()
+
+
+def test_a_writable_project_after_a_read_only_one_can_be_edited_again(
+        window: MainWindow, qtbot: QtBot, tmp_path: Path) -> None:
+    from .conftest import edited_demo_project, open_project
+
+    held = edited_demo_project(tmp_path / "a", "held", lambda demo: None)
+    free = edited_demo_project(tmp_path / "b", "free", lambda demo: None)
+    with ProjectStore.open(held):  # another program writes it: this window may only look
+        open_project(qtbot, window, held)
+        assert window.read_only and not window.actions["tool.brush"].isEnabled()
+        assert "read-only" in window.refine_panel.step_label.text()
+    open_project(qtbot, window, free)
+    assert not window.read_only
+    assert all(window.actions[name].isEnabled() for name in ("tool.brush", "tool.eraser", "tool.box", "brush.larger"))
+    assert "read-only" not in window.refine_panel.step_label.text()

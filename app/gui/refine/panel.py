@@ -34,6 +34,9 @@ class _ComboBox(QComboBox):
         super().showPopup()
 
 
+READ_ONLY_TEXT = "This window is read-only: refining is off"
+
+
 class RefinePanel(QWidget):
     """Refiner settings and controls. ``scrubbed(index)`` asks to show a step (0-based);
     ``environment_wanted`` says the user is choosing weights or a device, which needs the probe."""
@@ -107,6 +110,7 @@ class RefinePanel(QWidget):
         self.scrubber.setEnabled(False)
         self.scrubber.valueChanged.connect(self._scrubbed)
         self.idle_text = "The refiner loads when the window is up"
+        self.read_only = False
         self.step_label = QLabel(self.idle_text)
         self.step_label.setObjectName("stepLabel")
         self.step_label.setWordWrap(True)
@@ -288,13 +292,19 @@ class RefinePanel(QWidget):
 
     def clear_steps(self) -> None:
         """No run to show: say what state the refiner is in (loading, ready, or not loaded yet)."""
-        self.show_step(1, 1, self.idle_text)
+        self.show_step(1, 1, READ_ONLY_TEXT if self.read_only else self.idle_text)
 
     def set_idle_text(self, text: str, showing: bool) -> None:
-        """What the step line says while no run is shown (``showing``: none is shown now)."""
+        """What the step line says while no run is shown (``showing``: none is shown now); a read-only window
+        keeps saying that it is."""
         self.idle_text = text
-        if showing:
+        if showing and not self.read_only:
             self.step_label.setText(text)
+
+    def set_read_only(self, read_only: bool) -> None:
+        """Say that refining is off in a read-only window, and what the model is doing once it is not."""
+        self.read_only = read_only
+        self.step_label.setText(READ_ONLY_TEXT if read_only else self.idle_text)
 
     def set_queue_progress(self, done: int, total: int, text: str) -> None:
         self.queue_bar.setRange(0, max(1, total))
