@@ -233,7 +233,7 @@ class Autosave(QObject):
             rle = encode_mask(snapshot.full())
             if rle["counts"] == self._counts.get(instance_id) and not force:
                 return False
-            undone = _undone_edit(st, instance_id, rle) if action == HISTORY_ACTION else None
+            undone = _undone_edit(st, instance_id, rle) if action in (HISTORY_ACTION, "revert") else None
             if undone is not None:
                 st.revert(undone)
             else:

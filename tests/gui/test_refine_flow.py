@@ -213,3 +213,28 @@ def test_accept_and_next_is_one_undo_step(window: MainWindow, qtbot: QtBot) -> N
     window.actions["edit.undo"].trigger()  # the refinement and the status together
     assert doc.layer(instance_id).status == status and np.array_equal(doc.layer(instance_id).mask, coarse)
     wait_saved(qtbot, window)
+
+
+def test_reverting_a_refinement_in_the_edit_history_takes_its_figures_back(window: MainWindow, qtbot: QtBot) -> None:
+    from PySide6.QtCore import Qt
+
+    doc, store = window.project.doc, window.project.store
+    assert doc is not None and store is not None
+    instance_id = select_largest(window)
+    before = store.instance(instance_id)
+    window.actions["refine.run"].trigger()
+    qtbot.waitUntil(lambda: not window.refine.running, timeout=RUN_TIMEOUT_MS)
+    window.actions["refine.accept"].trigger()
+    wait_saved(qtbot, window)
+    assert store.instance(instance_id).provenance.kind is ChangeKind.REFINED
+    panel = window.edit_history
+    window.edits_dock.raise_()
+    qtbot.waitUntil(lambda: panel.list.count() >= 1, timeout=5_000)
+    refine_edit = panel.list.item(0).data(Qt.ItemDataRole.UserRole)
+    assert refine_edit.action is EditAction.REFINE and panel.select_edit(refine_edit.id)
+    panel.revert_button.click()
+    wait_saved(qtbot, window)
+    after = store.instance(instance_id)
+    assert np.array_equal(after.mask(), before.mask())
+    assert (after.changed_pixels, after.mean_confidence, after.provenance.kind) == (
+        before.changed_pixels, before.mean_confidence, before.provenance.kind)
