@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app.core.store.history import EditAction
-from app.gui.docks.instance_list import ALL_IMAGES, AREA, CATEGORY, FLAGS, IMAGE, SCORE, TO_REVIEW_KEY
+from app.gui.docks.instance_list import ALL_IMAGES, AREA, CATEGORY, FLAGS, ID, IMAGE, SCORE, TO_REVIEW_KEY
 from app.gui.help import shortcut_rows
 from app.gui.main_window import MainWindow
 
@@ -220,7 +220,7 @@ def test_a_long_id_further_down_the_list_is_not_cut(window: MainWindow, qtbot: Q
     open_project(qtbot, window, big_ids_project, BIG_IMAGE_ID)
     panel = window.instance_panel
     panel.scope_box.setCurrentIndex(1)
-    width = panel.view.columnWidth(2)
+    width = panel.view.columnWidth(ID)
     assert width >= panel.view.fontMetrics().horizontalAdvance(str(CROWD_ID))
     model = panel.model
     flags = {model.data(model.index(r, 0), Qt.ItemDataRole.UserRole): model.data(model.index(r, FLAGS),

@@ -12,7 +12,7 @@ from pytestqt.qtbot import QtBot
 
 from app.core.records import ChangeKind, ReviewStatus
 from app.gui import popups
-from app.gui.docks.instance_list import ALL_IMAGES
+from app.gui.docks.instance_list import ALL_IMAGES, IMAGE, SCORE
 from app.gui.main_window import MainWindow
 from app.gui.similar_dialog import SimilarDialog
 from app.services import similar as similar_service
@@ -65,9 +65,10 @@ def test_find_similar_adds_proposals_to_review_by_score(window: MainWindow, qtbo
     doc = window.project.doc
     assert doc.selected_id == sample.example_id
     panel = window.instance_panel
-    assert panel.filters()["sort"] == "Highest score" and not panel.view.isColumnHidden(4)
+    assert panel.filters()["sort"] == "Highest score" and not panel.view.isColumnHidden(SCORE)
     assert panel.filters()["status"] == "proposals"
     assert panel.filters()["scope"] == ALL_IMAGES  # proposals on other images too: all of them listed
+    assert not panel.view.isColumnHidden(IMAGE)  # with the photo each is on, beside its category
     qtbot.waitUntil(lambda: panel.model.rowCount() == len(report.created), timeout=5_000)  # the example is not one
     assert "proposed, to review" in panel.count_label.text()
 

@@ -32,8 +32,8 @@ from app.services.stats import TO_REVIEW, pixel_area
 Index = QModelIndex | QPersistentModelIndex
 PAGE = 64
 MAX_PAGES = 256
-STATUS, CATEGORY, ID, AREA, SCORE, CHANGE, CONFIDENCE, IMAGE, FLAGS = range(9)
-COLUMNS = ("", "Category", "Id", "Area", "Score", "Change", "Conf.", "Image", "")
+STATUS, CATEGORY, IMAGE, ID, AREA, SCORE, CHANGE, CONFIDENCE, FLAGS = range(9)
+COLUMNS = ("", "Category", "Image", "Id", "Area", "Score", "Change", "Conf.", "")
 HEADER_TIPS = {
     STATUS: "Review status", AREA: "Pixels in the mask (the annotation file's own area in each row's tooltip)",
     CHANGE: "Pixels the last refinement changed", CONFIDENCE: "Mean confidence of the last refinement",
