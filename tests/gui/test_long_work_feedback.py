@@ -108,3 +108,24 @@ def test_queue_stats_count_time_and_say_it_in_words() -> None:
     assert "skipped 2 crowd regions and 1 locked instance" in report
     assert skipped_text(Counter()) == "" and duration_text(4000) == "1 h 07 min"
     assert estimate_text(3, None).startswith("The time per instance has not been measured")
+
+
+def test_the_dataset_queue_leaves_out_masks_too_small_to_refine_and_says_so(
+    window: MainWindow, qtbot: QtBot, big_ids_project: Path,
+) -> None:
+    import numpy as np
+
+    from app.core.store.project import ProjectStore
+
+    with ProjectStore.open(big_ids_project) as store:
+        first = store.list_instances()[0]
+        record = store.image(first.image_id)
+        tiny = np.zeros((record.height, record.width), bool)
+        tiny[:10, :10] = True
+        store.set_mask(first.id, tiny)
+    open_project(qtbot, window, big_ids_project, BIG_IMAGE_ID)
+    window.actions["refine.dataset"].trigger()
+    box = window.feedback.confirmation
+    assert box is not None and box.text() == "Refine 11 unreviewed instances on 4 images?"
+    assert "1 instance too small to refine" in box.informativeText()
+    box.button(QMessageBox.StandardButton.No).click()

@@ -48,7 +48,9 @@ from app.services.selection import CROWD, EMPTY, LOCKED, RefinePlan, Selection, 
 
 log = logging.getLogger(__name__)
 
-UNREVIEWED = Selection(statuses=(ReviewStatus.UNREVIEWED,))
+def unreviewed(options: RefineOptions) -> Selection:
+    """What Refine All Unreviewed takes: the unreviewed instances the refiner can refine (not the too small)."""
+    return Selection(statuses=(ReviewStatus.UNREVIEWED,), min_area=options.smallest_area)
 """"Refine All Unreviewed": what the headless ``refine`` takes by default."""
 
 
@@ -276,13 +278,14 @@ class RefineController(QObject):
     def refine_image(self, options: RefineOptions) -> bool:
         """Every instance of the open image the selection rules allow, whatever its status."""
         doc = self.project.doc
-        plan = None if doc is None else self.plan(Selection(statuses=None, image_id=doc.image_id, redo=True))
+        plan = None if doc is None else self.plan(Selection(statuses=None, image_id=doc.image_id, redo=True,
+                                                            min_area=options.smallest_area))
         return plan is not None and self.start_queue(options, plan, "this image")
 
     def refine_dataset(self, options: RefineOptions) -> bool:
         """Every unreviewed instance of the project not refined yet: what ``refine`` does headless (the window
-        asks first, with ``plan(UNREVIEWED)``'s figures)."""
-        plan = self.plan(UNREVIEWED)
+        asks first, with ``plan(unreviewed(options))``'s figures)."""
+        plan = self.plan(unreviewed(options))
         return plan is not None and self.start_queue(options, plan, "the project")
 
     def start_queue(self, options: RefineOptions, plan: RefinePlan, what: str) -> bool:

@@ -11,9 +11,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from app.services.selection import CROWD, EMPTY, LOCKED
+from app.services.selection import CROWD, EMPTY, LOCKED, TOO_SMALL
 
-TOO_SMALL = "too small"
 MISSING_FILE = "missing file"
 GONE = "deleted"
 REASONS = {
@@ -21,6 +20,7 @@ REASONS = {
     CROWD: ("crowd region", "crowd regions"),
     LOCKED: ("locked instance", "locked instances"),
     EMPTY: ("empty instance", "empty instances"),
+    TOO_SMALL: ("instance too small to refine", "instances too small to refine"),
     MISSING_FILE: ("instance whose image file is missing", "instances whose image file is missing"),
 }
 

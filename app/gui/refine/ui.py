@@ -10,7 +10,7 @@ from typing import Callable
 from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QLabel, QMessageBox, QProgressBar, QWidget
 
-from app.gui.refine.controller import UNREVIEWED, RefineController
+from app.gui.refine.controller import RefineController, unreviewed
 from app.gui.refine.panel import RefinePanel
 from app.gui.refine.queue import estimate_text, plural, skipped_text
 from app.gui.refine.worker import PRELOAD_JOB, RefineService
@@ -96,7 +96,7 @@ class RefineFeedback(QObject):
     # ----- the dataset queue
     def confirm_dataset(self, options: RefineOptions) -> bool:
         """Ask before refining every unreviewed instance: how many, about how long, what is left out."""
-        plan = self.refine.plan(UNREVIEWED)
+        plan = self.refine.plan(unreviewed(options))
         if plan is None:
             return False
         if not plan.total:
