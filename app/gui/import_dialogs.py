@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QStandardPaths
-from PySide6.QtWidgets import QFileDialog, QWidget
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from app.services.datasets import PROJECT_SUFFIX, ImportRequest, detect_format
 
@@ -33,12 +33,25 @@ def ask_project_path(parent: QWidget, source: Path) -> Path | None:
         folder = Path.home()
     suggestion = folder / (source.stem if source.is_file() else source.name or "project")
     suggestion = suggestion.with_name(suggestion.name + PROJECT_SUFFIX)
-    path, _ = QFileDialog.getSaveFileName(parent, f"Save the project made from {source.name} as", str(suggestion),
-                                          f"Projects (*{PROJECT_SUFFIX})")
-    if not path:
-        return None
-    path_ = Path(path)
-    return path_ if path_.suffix == PROJECT_SUFFIX else path_.with_name(path_.name + PROJECT_SUFFIX)
+    while True:  # the dialog does not offer to replace a project: an import never overwrites one
+        path, _ = QFileDialog.getSaveFileName(parent, f"Save the project made from {source.name} as", str(suggestion),
+                                              f"Projects (*{PROJECT_SUFFIX})",
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        if not path:
+            return None
+        chosen = Path(path) if Path(path).suffix == PROJECT_SUFFIX else Path(path + PROJECT_SUFFIX)
+        if not chosen.exists():
+            return chosen
+        answer = QMessageBox.question(
+            parent, "The project exists", f"{chosen.name} already exists. Open it as it is instead (nothing is "
+            "imported)?\n\nNo: choose another name for the new project.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.No)
+        if answer == QMessageBox.StandardButton.Yes:
+            return chosen
+        if answer != QMessageBox.StandardButton.No:
+            return None
+        suggestion = chosen
 
 
 def ask_import(parent: QWidget, kind: str) -> ImportRequest | None:

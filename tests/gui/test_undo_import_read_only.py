@@ -199,3 +199,23 @@ def test_a_writable_project_after_a_read_only_one_can_be_edited_again(
     assert not window.read_only
     assert all(window.actions[name].isEnabled() for name in ("tool.brush", "tool.eraser", "tool.box", "brush.larger"))
     assert "read-only" not in window.refine_panel.step_label.text()
+
+
+def test_an_import_named_like_an_existing_project_asks_and_never_overwrites_it(
+    window: MainWindow, qtbot: QtBot, tmp_path: Path, monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    source = mini_coco(tmp_path / "dataset")
+    existing = tmp_path / "taken.srproj"
+    existing.write_bytes(b"an existing project")
+    fresh = tmp_path / "fresh.srproj"
+    names = [existing, fresh]
+    asked: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *_a, **_k: (str(source), ""))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_a, **_k: str(demo_dir()))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *_a, **_k: (str(names.pop(0)), ""))
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda _p, _t, text, *_a, **_k: asked.append(text) or QMessageBox.StandardButton.No)
+    window.actions["file.import_coco"].trigger()
+    qtbot.waitUntil(lambda: window.project.project_path == fresh and window.project.doc is not None, timeout=20_000)
+    assert len(asked) == 1 and "taken.srproj already exists" in asked[0]
+    assert existing.read_bytes() == b"an existing project"
