@@ -57,7 +57,8 @@ def shortcut_rows(actions: ActionRegistry) -> list[tuple[str, list[tuple[str, st
         for name in names:
             if name is None or name.startswith("@"):
                 continue
-            keys = actions.shortcut(name).toString(QKeySequence.SequenceFormat.NativeText)
+            keys = " or ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in actions[name].shortcuts()
+                               if not k.isEmpty())  # Redo: Ctrl+Shift+Z or Ctrl+Y
             rows.append((actions[name].text().replace("&", ""), keys or "—"))
         sections.append((title.replace("&", ""), rows))
     return sections

@@ -84,6 +84,7 @@ def test_help_lists_every_shortcut_from_the_registry_and_about_names_versions_mo
     sections = dict(shortcut_rows(window.actions))
     assert ("Refine Selected", "Ctrl+Alt+R") in sections["Refine"]
     assert ("Brush", "B") in sections["Tools"] and "Help" in sections
+    assert ("Redo", "Ctrl+Shift+Z or Ctrl+Y") in sections["Edit"]
     sheet = window.open_shortcuts()
     text = sheet.browser.toPlainText()
     assert "Refine Selected" in text and "Ctrl+Alt+R" in text and "Space + drag" in text
