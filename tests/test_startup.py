@@ -138,12 +138,18 @@ def test_where_qt_can_start_nothing_is_said(environ: dict[str, str], platform: s
     assert check_platform(environ, platform, loads=lambda _n: True, display_answers=lambda _d: True) is None
 
 
+def unused_display() -> str:
+    """An X display number no server listens on here (one may run on :97, :98, ... for screenshots)."""
+    return next(f":{n}" for n in range(197, 1000) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                and not Path(f"/tmp/.X{n}-lock").exists())
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the xcb check is for Linux")
-@pytest.mark.parametrize("display", ["", ":97"])
+@pytest.mark.parametrize("display", ["", "unused"])
 def test_the_app_says_why_it_cannot_open_instead_of_aborting(tmp_path: Path, display: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY", "DISPLAY")}
     if display:
-        env["DISPLAY"] = display  # no X server there
+        env["DISPLAY"] = unused_display()  # no X server there
     env.update(HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"))
     result = subprocess.run([sys.executable, "-m", "app"], capture_output=True, text=True, env=env, cwd=tmp_path,
                             timeout=120)
