@@ -238,3 +238,20 @@ def test_reverting_a_refinement_in_the_edit_history_takes_its_figures_back(windo
     assert np.array_equal(after.mask(), before.mask())
     assert (after.changed_pixels, after.mean_confidence, after.provenance.kind) == (
         before.changed_pixels, before.mean_confidence, before.provenance.kind)
+
+
+def test_a_refinement_with_guidance_strokes_on_the_image_says_so(window: MainWindow, qtbot: QtBot) -> None:
+    from .test_window import drag
+
+    select_largest(window)
+    window.actions["refine.run"].trigger()
+    assert "guidance" not in window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: not window.refine.running, timeout=RUN_TIMEOUT_MS)
+    window.refine.reject()
+    window.actions["tool.region_brush"].trigger()
+    drag(window, [(20, 20), (60, 20)])
+    window.actions["tool.select"].trigger()
+    select_largest(window)
+    window.actions["refine.run"].trigger()
+    assert "with this image's guidance strokes" in window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: not window.refine.running, timeout=RUN_TIMEOUT_MS)

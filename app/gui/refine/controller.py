@@ -186,7 +186,9 @@ class RefineController(QObject):
         self.session_doc = doc
         self.shown = -1
         self.service.submit(job)
-        self.message.emit(f"Refining instance {layer.id} ({options.mode}, {plural(options.steps, 'step')})…")
+        guided = any(mask is not None for mask in (job.region, job.foreground, job.background))
+        self.message.emit(f"Refining instance {layer.id} ({options.mode}, {plural(options.steps, 'step')})…"
+                          + (" with this image's guidance strokes (Edit › Clear Guidance removes them)" if guided else ""))
         self.state_changed.emit()
         return True
 
