@@ -68,7 +68,7 @@ def test_find_similar_adds_proposals_to_review_by_score(window: MainWindow, qtbo
     assert panel.filters()["sort"] == "Highest score" and not panel.view.isColumnHidden(SCORE)
     assert panel.filters()["status"] == "proposals"
     assert panel.filters()["scope"] == ALL_IMAGES  # proposals on other images too: all of them listed
-    assert not panel.view.isColumnHidden(IMAGE)  # with the photo each is on, beside its category
+    assert not panel.view.isColumnHidden(IMAGE)  # with the photo each is on
     qtbot.waitUntil(lambda: panel.model.rowCount() == len(report.created), timeout=5_000)  # the example is not one
     assert "proposed, to review" in panel.count_label.text()
 

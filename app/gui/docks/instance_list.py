@@ -32,8 +32,9 @@ from app.services.stats import TO_REVIEW, pixel_area
 Index = QModelIndex | QPersistentModelIndex
 PAGE = 64
 MAX_PAGES = 256
-STATUS, CATEGORY, IMAGE, ID, AREA, SCORE, CHANGE, CONFIDENCE, FLAGS = range(9)
-COLUMNS = ("", "Category", "Image", "Id", "Area", "Score", "Change", "Conf.", "")
+# The image comes after the figures: a review sorts by them, and the row's photo opens when it is picked.
+STATUS, CATEGORY, ID, AREA, SCORE, CHANGE, CONFIDENCE, IMAGE, FLAGS = range(9)
+COLUMNS = ("", "Category", "Id", "Area", "Score", "Change", "Conf.", "Image", "")
 HEADER_TIPS = {
     STATUS: "Review status", AREA: "Pixels in the mask (the annotation file's own area in each row's tooltip)",
     CHANGE: "Pixels the last refinement changed", CONFIDENCE: "Mean confidence of the last refinement",
@@ -239,7 +240,8 @@ class InstanceTableModel(QAbstractTableModel):
     def _tooltip(self, s: InstanceSummary, column: int) -> str:
         flags = (" (locked)" if s.locked else "") + (" (hidden)" if s.hidden else "") + (
             " (crowd region)" if s.iscrowd else "")
-        text = f"instance {s.id} on image {s.image_id}: {self.category_name(s.category_id)}, {STATUS_TEXT[s.status]}"
+        image = self._image_names.get(s.image_id, f"image {s.image_id}")
+        text = f"instance {s.id} on {image}: {self.category_name(s.category_id)}, {STATUS_TEXT[s.status]}"
         if column == AREA:
             pixels = self.pixels(s.id)
             mask = "" if pixels is None else f"{pixels:,} px in the mask; "
