@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -32,8 +32,10 @@ MAX_THUMBS = 60
 EDIT_ROLE = Qt.ItemDataRole.UserRole
 
 
-def describe_edit(edit: Edit, categories: dict[int, Category]) -> tuple[str, str]:
-    """(what the edit did, who or what made it), in words."""
+def describe_edit(edit: Edit, categories: dict[int, Category], others: Mapping[int, Edit] | None = None
+                  ) -> tuple[str, str]:
+    """(what the edit did, who or what made it), in words; ``others`` (the instance's edits by id) lets a revert
+    say what it took back (an undo in the window is saved as one)."""
     before, after, params = edit.before or {}, edit.after or {}, edit.params
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     author = str(params.get("author") or "annotator")
@@ -56,7 +58,14 @@ def describe_edit(edit: Edit, categories: dict[int, Category]) -> tuple[str, str
         return _created(after, params, author)
     if action is EditAction.DELETE:
         return "Deleted", author
-    return f"Reverted edit {params.get('reverts', '?')}", author
+    target = (others or {}).get(params.get("reverts", -1))
+    if target is None:
+        return f"Reverted edit {params.get('reverts', '?')}", author
+    if target.action is EditAction.REVERT and (others or {}).get(target.params.get("reverts", -1)) is not None:
+        redone = (others or {})[target.params["reverts"]]
+        return f"Redone: {describe_edit(redone, categories)[0]}", author
+    when = datetime.fromtimestamp(target.timestamp)
+    return f"Reverted: {describe_edit(target, categories, others)[0]} (of {when:%H:%M})", author
 
 
 def _created(after: dict[str, Any], params: dict[str, Any], author: str) -> tuple[str, str]:
@@ -228,8 +237,9 @@ class EditHistoryPanel(QWidget):
             return
         self.title.setText(f"Instance {self.instance_id}: {len(edits)} saved edit(s), newest first"
                            if edits else f"Instance {self.instance_id}: as imported, no edits yet")
+        by_id = {edit.id: edit for edit in edits}
         for edit in edits:
-            what, who = describe_edit(edit, self.categories)
+            what, who = describe_edit(edit, self.categories, by_id)
             stamp = datetime.fromtimestamp(edit.timestamp)
             item = QListWidgetItem(f"{what}\n{who} · {stamp:%d %b %H:%M}")
             item.setData(EDIT_ROLE, edit)
