@@ -25,7 +25,7 @@ from app.core.errors import DatasetError
 from app.core.gc_pause import freeze_survivors
 from app.core.images import read_image_rgb
 from app.core.mask_ops import Rect
-from app.core.records import Category, ImageRecord, MaskError, Provenance, ReviewStatus, rle_boxes
+from app.core.records import Category, ImageRecord, MaskError, Provenance, ReviewStatus, category_labels, rle_boxes
 from app.core.store.errors import ProjectError
 from app.core.store.project import MaskLike, ProjectStore
 from app.core.store.query import InstanceFilter
@@ -310,6 +310,7 @@ class ProjectController(QObject):
         doc = ImageDocument(loaded.image, loaded.record.id, layers, self, loaded.bboxes,
                             self.undo.stack_for(loaded.record.id))
         doc.photo_levels = loaded.levels
+        doc.category_names = category_labels(list(self.categories.values()))  # twins told apart by id
         self._set_document(doc, loaded.instances)
         if loaded.problem:
             self.error.emit("Image not available", f"{loaded.problem}\nThe masks are shown on a grey background.")

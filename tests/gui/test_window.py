@@ -418,6 +418,7 @@ def test_change_category_tells_two_categories_of_one_name_apart(qtbot: QtBot, wi
     window.actions["instance.category"].trigger()
     assert offered and offered[0][:3] == ["cup (id 1)", "cup (id 2)", "saucer"]
     assert doc.layer(1).category_id == 2
+    assert doc.undo_stack.text(doc.undo_stack.count() - 1) == "Category cup (id 2) #1"  # its name, not its id
     box = window.properties_panel.category_box
     assert [box.itemText(k) for k in range(2)] == ["cup (id 1)", "cup (id 2)"] and box.currentData() == 2
     assert window.instance_panel.model.category_name(2) == "cup (id 2)"

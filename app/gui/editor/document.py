@@ -87,6 +87,8 @@ class ImageDocument(QObject):
         self.preview: Preview | None = None
         self.photo_levels: list[QImage] | None = None
         """The photo as a display pyramid (overlays.build_pyramid), when the loader built it off the GUI thread."""
+        self.category_names: dict[int, str] = {}
+        """The project's category names, for the undo history's words (the ids where unknown)."""
         self._versions: dict[int, int] = {}
         self._bboxes: dict[int, Rect | None] = dict(bboxes or {})
         self._stroke: _Stroke | None = None
@@ -316,7 +318,8 @@ class ImageDocument(QObject):
         self._set_field(instance_id, "status", status, f"Status {status} #{instance_id}")
 
     def set_category(self, instance_id: int, category_id: int) -> None:
-        self._set_field(instance_id, "category_id", category_id, f"Category {category_id} #{instance_id}")
+        name = self.category_names.get(category_id, str(category_id))
+        self._set_field(instance_id, "category_id", category_id, f"Category {name} #{instance_id}")
 
     def set_visible(self, instance_id: int, visible: bool) -> None:
         self._set_field(instance_id, "visible", visible, f"{'Show' if visible else 'Hide'} #{instance_id}")
