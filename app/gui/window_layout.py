@@ -35,6 +35,7 @@ class WindowLayout(QMainWindow):
                                                  a["instance.lower"], a["instance.delete"]])
         self.refine_panel = RefinePanel(self.settings, self.actions)
         self.properties_panel = PropertiesPanel()
+        self.properties_panel.message.connect(lambda text: self.show_message(text))
         self.edit_history = EditHistoryPanel(self.tasks)
         self.undo_view = QUndoView(self.project.undo.group)
         self.undo_view.setEmptyLabel("Opened")

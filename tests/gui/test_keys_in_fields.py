@@ -49,3 +49,16 @@ def test_a_right_click_on_the_canvas_opens_its_menu(window: MainWindow, qtbot: Q
     at = viewport.mapTo(window, QPoint(viewport.width() // 2, viewport.height() // 2))
     QTest.mouseClick(window.windowHandle(), Qt.MouseButton.RightButton, Qt.KeyboardModifier.NoModifier, at)
     qtbot.waitUntil(lambda: shown == [window.context_menus.canvas_menu])
+
+
+def test_a_category_name_that_is_not_the_projects_goes_back_and_says_so(window: MainWindow, qtbot: QtBot) -> None:
+    doc, selected = select_the_next_instance(window)
+    category = doc.layer(selected).category_id
+    box = window.properties_panel.category_box
+    shown = box.currentText()
+    focus(qtbot, window, box)
+    box.lineEdit().selectAll()
+    qtbot.keyClicks(box.lineEdit(), "kitten")
+    qtbot.keyClick(box.lineEdit(), Qt.Key.Key_Return)
+    assert doc.layer(selected).category_id == category and box.currentText() == shown
+    assert 'No category is named "kitten"' in window.statusBar().currentMessage()

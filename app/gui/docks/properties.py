@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
 from app.core.records import Category, ChangeKind, ReviewStatus, category_labels
@@ -16,6 +17,8 @@ STATUS_TEXT = {s.value: s.value.replace("_", " ") for s in ReviewStatus}
 
 class PropertiesPanel(QWidget):
     """Reads the document for live values and the store for the saved figures (score, last refinement)."""
+
+    message = Signal(str)  # for the status bar
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -48,6 +51,7 @@ class PropertiesPanel(QWidget):
         form.addRow("Last refinement", self.refined_label)
         form.addRow("Image", self.image_label)
         self.category_box.activated.connect(self._category_chosen)
+        self.category_box.lineEdit().editingFinished.connect(self._category_typed)
         self.status_box.activated.connect(self._status_chosen)
         self.show_instance()
 
@@ -116,6 +120,14 @@ class PropertiesPanel(QWidget):
         doc = self.doc
         if doc is not None and doc.selected_id is not None and index >= 0:
             doc.set_category(doc.selected_id, self.category_box.itemData(index))
+
+    def _category_typed(self) -> None:
+        """A typed name that is none of the project's categories goes back to the instance's own, and says so:
+        the box picks among the categories, it does not make new ones."""
+        text = self.category_box.currentText()
+        if text and self.category_box.findText(text) < 0:
+            self._show_instance()
+            self.message.emit(f"No category is named \"{text}\": pick one of the project's")
 
     def _status_chosen(self, index: int) -> None:
         doc = self.doc
