@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QStandardPaths
+from PySide6.QtCore import QSettings, QStandardPaths
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from app.services.datasets import PROJECT_SUFFIX, ImportRequest, detect_format
@@ -22,6 +22,24 @@ def default_projects_dir() -> Path:
     """Where new projects and exports go unless the user says otherwise: Documents/SegRefiner Studio."""
     documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
     return Path(documents or Path.home()) / APP_FOLDER
+
+
+LAST_FOLDER = "dialogs/last_folder"
+
+
+def start_folder(settings: QSettings) -> str:
+    """Where an open or import dialog starts: the folder of the last file chosen in one, else Documents (not
+    the folder the app happened to be started from)."""
+    last = settings.value(LAST_FOLDER)
+    if isinstance(last, str) and Path(last).is_dir():
+        return last
+    return QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation) or str(Path.home())
+
+
+def remember_folder(settings: QSettings, chosen: str | Path) -> None:
+    """The next dialog starts beside ``chosen`` (a file: its folder; a folder: its parent)."""
+    if chosen:
+        settings.setValue(LAST_FOLDER, str(Path(chosen).parent))
 
 
 def ask_project_path(parent: QWidget, source: Path) -> Path | None:
@@ -54,15 +72,17 @@ def ask_project_path(parent: QWidget, source: Path) -> Path | None:
         suggestion = chosen
 
 
-def ask_import(parent: QWidget, kind: str) -> ImportRequest | None:
+def ask_import(parent: QWidget, kind: str, settings: QSettings) -> ImportRequest | None:
     """``kind``: "json" (COCO or LVIS), "results" (a model's predictions) or "png" (a folder of masks)."""
     if kind == "png":
-        folder = QFileDialog.getExistingDirectory(parent, "Folder of PNG masks")
+        folder = QFileDialog.getExistingDirectory(parent, "Folder of PNG masks", start_folder(settings))
+        remember_folder(settings, folder)
         return _with_images(parent, Path(folder), None) if folder else None
     title = "COCO results file (predictions)" if kind == "results" else "Import COCO or LVIS JSON"
-    path, _ = QFileDialog.getOpenFileName(parent, title, "", JSON_FILTER)
+    path, _ = QFileDialog.getOpenFileName(parent, title, start_folder(settings), JSON_FILTER)
     if not path:
         return None
+    remember_folder(settings, path)
     return _results(parent, Path(path)) if kind == "results" else _with_images(parent, Path(path), None)
 
 

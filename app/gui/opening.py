@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QFileDialog, QMenu, QWidget
 
 from app.core.errors import DatasetError
 from app.gui.controller import ProjectController
-from app.gui.import_dialogs import ask_import, ask_import_of, ask_project_path
+from app.gui.import_dialogs import ask_import, ask_import_of, ask_project_path, remember_folder, start_folder
 from app.gui.settings import AppSettings
 from app.services.datasets import PROJECT_SUFFIX, ImportRequest
 
@@ -28,14 +28,15 @@ class Opener(QObject):
         self.error = error
 
     def open_project_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.window, "Open project", "",
+        path, _ = QFileDialog.getOpenFileName(self.window, "Open project", start_folder(self.settings.qsettings),
                                               f"Projects (*{PROJECT_SUFFIX});;All files (*)")
         if path:
+            remember_folder(self.settings.qsettings, path)
             self.project.open_project(Path(path))
 
     def import_dialog(self, kind: str) -> None:
         """``kind``: "json" (COCO / LVIS), "results" (predictions) or "png" (a folder of masks)."""
-        self._import(ask_import(self.window, kind))
+        self._import(ask_import(self.window, kind, self.settings.qsettings))
 
     def _import(self, request: ImportRequest | None) -> None:
         if request is None:

@@ -219,3 +219,18 @@ def test_an_import_named_like_an_existing_project_asks_and_never_overwrites_it(
     qtbot.waitUntil(lambda: window.project.project_path == fresh and window.project.doc is not None, timeout=20_000)
     assert len(asked) == 1 and "taken.srproj already exists" in asked[0]
     assert existing.read_bytes() == b"an existing project"
+
+
+def test_open_and_import_dialogs_start_where_the_last_file_was_chosen(
+    window: MainWindow, tmp_path: Path, monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    source = mini_coco(tmp_path / "dataset")
+    starts: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName",
+                        lambda _p, _t, folder, *_a, **_k: starts.append(folder) or (str(source), ""))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_a, **_k: "")  # then cancel the images folder
+    window.actions["file.import_coco"].trigger()
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda _p, _t, folder, *_a, **_k: starts.append(folder) or ("", ""))
+    window.actions["file.open_project"].trigger()
+    assert starts[0] != str(source.parent) and Path(starts[0]).is_dir()  # Documents the first time
+    assert starts[1] == str(source.parent)  # then beside the file chosen last
