@@ -62,3 +62,14 @@ def test_a_category_name_that_is_not_the_projects_goes_back_and_says_so(window: 
     qtbot.keyClick(box.lineEdit(), Qt.Key.Key_Return)
     assert doc.layer(selected).category_id == category and box.currentText() == shown
     assert 'No category is named "kitten"' in window.statusBar().currentMessage()
+
+
+def test_the_open_image_stays_highlighted_after_the_file_filter_is_cleared(window: MainWindow, qtbot: QtBot) -> None:
+    panel = window.image_panel
+    doc = window.project.doc
+    assert doc is not None
+    panel.filter_edit.setText("no such name")
+    assert panel.proxy.rowCount() == 0
+    panel.filter_edit.clear()
+    selected = panel.view.selectionModel().selectedRows()
+    assert len(selected) == 1 and panel.proxy.data(selected[0], Qt.ItemDataRole.UserRole) == doc.image_id

@@ -108,7 +108,8 @@ class ImageListPanel(QWidget):
         self.filter_edit = QLineEdit()
         self.filter_edit.setPlaceholderText("Filter by file name")
         self.filter_edit.setClearButtonEnabled(True)
-        self.filter_edit.textChanged.connect(self.proxy.setFilterFixedString)
+        self.filter_edit.textChanged.connect(self._filter)
+        self._current: int | None = None
         self.view = QTableView()
         self.view.setObjectName("imageTable")
         self.view.setModel(self.proxy)
@@ -132,8 +133,15 @@ class ImageListPanel(QWidget):
     def _activated(self, index: QModelIndex) -> None:
         self.image_activated.emit(self.proxy.data(index, Qt.ItemDataRole.UserRole))
 
+    def _filter(self, text: str) -> None:
+        """Show the file names holding ``text``; the open image stays highlighted when it is among them."""
+        self.proxy.setFilterFixedString(text)
+        if self._current is not None:
+            self.show_current(self._current)
+
     def show_current(self, image_id: int) -> None:
         """Highlight the open image without re-emitting ``image_activated``."""
+        self._current = image_id
         row = self.model.row_of(image_id)
         if row < 0:
             return
