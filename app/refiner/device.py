@@ -8,6 +8,8 @@ from typing import Iterator
 
 import torch
 
+from app.refiner.options import DEVICE
+
 log = logging.getLogger(__name__)
 
 # Rough peak inference memory per 256x256 sample and step (measured with benchmarks/bench_unet.py);
@@ -20,10 +22,9 @@ def pick_device(requested: str | None = None) -> torch.device:
     """``requested`` ("cpu", "cuda", "cuda:1", "mps", "auto"/None) -> an available torch device."""
     requested = requested.strip().lower() if requested else requested
     if requested and requested != "auto":
-        try:
-            device = torch.device(requested)
-        except RuntimeError:
-            raise ValueError(f"device {requested!r} is not one of auto, cpu, cuda, cuda:N or mps") from None
+        if not DEVICE.fullmatch(requested):  # torch also takes meta, xpu, ...: none of which the refiner runs on
+            raise ValueError(f"device {requested!r} is not one of auto, cpu, cuda, cuda:N or mps")
+        device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {requested!r} requested but CUDA is not available")
         if device.type == "mps" and not torch.backends.mps.is_available():

@@ -6,6 +6,8 @@ own constants, stated here once so the window, the CLI and the pipelines agree w
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 NUM_TIMESTEPS = 6
@@ -26,6 +28,10 @@ def steps_range(mode: str) -> tuple[int, int]:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     return MIN_STEPS[mode], NUM_TIMESTEPS
+
+
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+"""The devices the refiner runs on (torch knows more, none of which it supports)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,10 @@ class RefineOptions:
             raise ValueError(f"steps must be in {low}..{high} in {self.mode} mode, got {self.steps}")
         if self.min_area is not None and self.min_area < 0:
             raise ValueError(f"min_area must be 0 or more, got {self.min_area}")
+        if self.pad < 0:
+            raise ValueError(f"pad must be 0 or more pixels, got {self.pad}")
+        if not DEVICE.fullmatch(self.device.strip().lower()):  # before any weights load, torch or not
+            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N or mps")
 
     @property
     def smallest_area(self) -> int:

@@ -142,6 +142,20 @@ class EvalRequest:
     json: Path | None = None
     """Where the caller will write the result's JSON: checked writable before the evaluation starts."""
 
+    def __post_init__(self) -> None:
+        """Values no evaluation can use are refused before any data is read."""
+        from app.refiner.options import DEVICE, MODES
+
+        if self.per_kind < 1:
+            raise ValueError(f"--per-kind must be 1 or more, got {self.per_kind}")
+        if not self.upscale > 0:
+            raise ValueError(f"--upscale must be more than 0, got {self.upscale}")
+        unknown = sorted(set(self.modes) - set(MODES))
+        if unknown:
+            raise ValueError(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
+        if not DEVICE.fullmatch(self.device.strip().lower()):
+            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N or mps")
+
 
 @dataclass
 class EvalResult:
@@ -190,7 +204,8 @@ def evaluate_refiner(request: EvalRequest, progress: EvalProgress | None = None,
         prepare_output(request.json)
     sources = shared_sources(request.data, "val")
     if not sources:
-        raise FileNotFoundError(f"{request.data}: no held-out data found")
+        raise FileNotFoundError(f"{request.data}: no held-out data found (give the datasets folder with --data, or "
+                                f"set SEGREFINER_DATA; see ../shared/data/README.md for what it holds)")
     if request.sources:
         unknown = sorted(set(request.sources) - {s.name for s in sources})
         if unknown:
@@ -203,6 +218,8 @@ def evaluate_refiner(request: EvalRequest, progress: EvalProgress | None = None,
         say("compiling the network (a minute or two)")
         refiner.refine(cases[0].example.image, cases[0].coarse, min_area=0)
     methods = methods_for(refiner, request.modes, keep_native=request.keep_native, snap=request.snap)
+    if request.against not in methods:
+        raise ValueError(f"--against {request.against}: not a method of this evaluation; known: {', '.join(methods)}")
     if request.methods:
         unknown = sorted(set(request.methods) - set(methods))
         if unknown:

@@ -73,3 +73,16 @@ def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(project: P
     command.stdout.close()
     err = command.stderr.read().decode()
     assert command.wait(timeout=60) == 141 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--per-kind", "0"], "--per-kind must be 1 or more, got 0"),
+    (["--upscale", "0"], "--upscale must be more than 0, got 0.0"),
+    (["--modes", "bogus"], "unknown mode(s) bogus; known: instance, hr"),
+    (["--device", "meta"], "device 'meta' is not one of auto, cpu, cuda, cuda:N or mps"),
+    (["--data", "nowhere"], "nowhere: no held-out data found (give the datasets folder with --data"),
+])
+def test_eval_refuses_what_no_evaluation_can_use_in_one_line(capsys: pytest.CaptureFixture[str], args: list[str],
+                                                            words: str) -> None:
+    code, err = run(capsys, "eval", *args)
+    assert code == 2 and err.count("\n") == 1 and words in err, err

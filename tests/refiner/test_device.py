@@ -26,7 +26,7 @@ def test_cpu_is_picked_without_accelerators_and_explicit_requests_are_checked():
         with pytest.raises(ValueError, match="CUDA is not available"):
             pick_device("cuda")
     assert pick_device("cpu").type == "cpu" and pick_device(" CPU").type == "cpu"
-    for junk in ("gpu0", "cuda:x", "cpu:cpu"):
+    for junk in ("gpu0", "cuda:x", "cpu:cpu", "meta", "xpu"):
         with pytest.raises(ValueError, match=f"device '{junk}' is not one of auto, cpu, cuda, cuda:N or mps"):
             pick_device(junk)
     assert autocast_dtype(torch.device("cpu")) is None
@@ -98,3 +98,14 @@ def test_a_failing_compiler_falls_back_to_the_plain_network(monkeypatch, caplog)
     assert torch.allclose(out, Runner(model, torch.device("cpu"))(x, t))
     assert not runner.compile and "no C++ compiler" in runner.fallbacks[0]
     assert "running it uncompiled" in caplog.text
+
+
+def test_options_refuse_a_device_or_pad_the_refiner_cannot_use_before_anything_loads():
+    from app.refiner.options import RefineOptions
+
+    assert RefineOptions(device="CUDA:1").device == "CUDA:1"  # the case is pick_device's to fold
+    for device in ("gpu0", "meta", "xpu", "cpu:3"):
+        with pytest.raises(ValueError, match=f"device '{device}' is not one of auto, cpu, cuda, cuda:N or mps"):
+            RefineOptions(device=device)
+    with pytest.raises(ValueError, match="pad must be 0 or more pixels, got -5"):
+        RefineOptions(pad=-5)
