@@ -26,7 +26,7 @@ from app.refiner.band_net import BandConfig, BandNet, encoder_features, sample_c
 from app.refiner.band_pipeline import BandRunner, BandSettings, refine_band
 from app.refiner.band_samples import NEIGHBOUR, TRAIN_PROBS, SampleSettings, make_sample
 from app.refiner.checkpoints import read_checkpoint, write_checkpoint
-from app.refiner.data import Source
+from app.refiner.data import Source, source_probabilities
 from app.refiner.device import autocast_dtype, pick_device
 from app.refiner.encoder import LiteEncoder, pretrained_encoder
 from app.refiner.evaluate import NEAR_PERFECT, Case
@@ -75,8 +75,7 @@ class SampleStream(torch.utils.data.IterableDataset):
                  settings: SampleSettings, seed: int) -> None:
         super().__init__()
         self.sources = list(sources)
-        w = np.array([weights.get(s.name, 1.0) for s in self.sources], dtype=np.float64)
-        self.probs = w / w.sum()
+        self.probs = source_probabilities(self.sources, weights)
         self.network, self.settings, self.seed = network, settings, seed
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

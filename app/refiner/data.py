@@ -10,7 +10,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Mapping, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -167,3 +167,19 @@ def shared_sources(root: Path, split: str | None) -> list[Source]:
     if (lvis / "lvis_val_100_present7.json").exists():
         sources.append(CocoFile(lvis / "lvis_val_100_present7.json", lvis / "images", split, name="lvis"))
     return [s for s in sources if len(s)]
+
+
+def source_probabilities(sources: Sequence[Source], weights: Mapping[str, float]) -> np.ndarray:
+    """How often training draws from each source: ``weights`` by source name (1 for the others), normalised.
+
+    A name that is none of the sources' (a typo would otherwise be ignored without a word), a negative weight or
+    all weights 0 is a ValueError."""
+    names = [source.name for source in sources]
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"source weights name {', '.join(unknown)}, which are not training sources here; "
+                         f"known: {', '.join(names)}")
+    values = np.array([float(weights.get(name, 1.0)) for name in names], dtype=np.float64)
+    if (values < 0).any() or not values.sum() > 0:
+        raise ValueError(f"source weights must be 0 or more with at least one above 0, got {dict(weights)}")
+    return values / values.sum()

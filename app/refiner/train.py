@@ -23,7 +23,7 @@ from app.core.errors import DatasetError
 from app.core.metrics import MetricAccumulator
 from app.refiner.checkpoints import read_checkpoint, write_checkpoint
 from app.refiner.crops import Crop, boundary_window, make_crop
-from app.refiner.data import Example, Source
+from app.refiner.data import Example, Source, source_probabilities
 from app.refiner.device import Runner, autocast_dtype, pick_device
 from app.refiner.diffusion import DEFAULT_SCHEDULE, q_sample
 from app.refiner.pipeline import MEAN, STD, InstanceSettings, refine_instances
@@ -117,8 +117,7 @@ class CropStream(torch.utils.data.IterableDataset):
     def __init__(self, sources: Sequence[Source], weights: dict[str, float], size: int, patch_prob: float, seed: int, window: int = 0) -> None:
         super().__init__()
         self.sources = list(sources)
-        w = np.array([weights.get(s.name, 1.0) for s in self.sources], dtype=np.float64)
-        self.probs = w / w.sum()
+        self.probs = source_probabilities(self.sources, weights)
         self.size, self.patch_prob, self.seed, self.window = size, patch_prob, seed, window
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

@@ -86,3 +86,16 @@ def test_eval_refuses_what_no_evaluation_can_use_in_one_line(capsys: pytest.Capt
                                                             words: str) -> None:
     code, err = run(capsys, "eval", *args)
     assert code == 2 and err.count("\n") == 1 and words in err, err
+
+
+def test_train_refuses_a_file_for_its_run_folder_no_iterations_and_unreadable_source_weights(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("x")
+    code, err = run(capsys, "train", "--run", tmp_path / "afile")
+    assert code == 2 and "afile: is a file; --run takes the run's folder" in err
+    code, err = run(capsys, "train", "--run", tmp_path / "r", "--iterations", "-1")
+    assert code == 2 and "--iterations must be 1 or more, got -1" in err and not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit) as usage:
+        main(["train", "--source-weights", "notjson"])
+    assert usage.value.code == 2 and "expected a JSON object of numbers by source name" in capsys.readouterr().err
+

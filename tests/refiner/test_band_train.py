@@ -213,3 +213,18 @@ def test_eval_names_an_unknown_source(capsys):
     code = main(["eval", "--data", str(DATA), "--no-refiner", "--per-kind", "1", "--sources", "ecsd"])
     err = capsys.readouterr().err
     assert code != 0 and "unknown source(s) ecsd" in err and "ecssd" in err
+
+
+def test_source_weights_must_name_training_sources() -> None:
+    from app.refiner.data import source_probabilities
+
+    class Named:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    sources = [Named("ecssd"), Named("pets")]
+    assert source_probabilities(sources, {"ecssd": 3}).tolist() == [0.75, 0.25]  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bogus, which are not training sources here; known: ecssd, pets"):
+        source_probabilities(sources, {"bogus": 2})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one above 0"):
+        source_probabilities(sources, {"ecssd": 0, "pets": 0})  # type: ignore[arg-type]
