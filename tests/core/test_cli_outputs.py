@@ -98,4 +98,3 @@ def test_train_refuses_a_file_for_its_run_folder_no_iterations_and_unreadable_so
     with pytest.raises(SystemExit) as usage:
         main(["train", "--source-weights", "notjson"])
     assert usage.value.code == 2 and "expected a JSON object of numbers by source name" in capsys.readouterr().err
-
