@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("refine-image", help=COMMANDS["refine-image"].help)
     p.add_argument("--image", required=True, type=Path, help="RGB image (any format OpenCV reads)")
-    p.add_argument("--mask", required=True, type=Path, help="coarse mask PNG (nonzero or >= 128 is foreground)")
+    p.add_argument("--mask", required=True, type=Path, help="coarse mask PNG (>= 128 is foreground where values reach 128, else any nonzero)")
     p.add_argument("--out", required=True, type=Path, help="refined mask PNG to write (0/255)")
     _add_refine_options(p)
     p.add_argument("--region", type=Path, help="mask PNG: only pixels inside it may change")

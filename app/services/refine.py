@@ -163,13 +163,14 @@ def _refine_image(store: ProjectStore, refiner: Refiner, options: RefineOptions,
 
 
 def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A binary mask PNG of the image's size: values >= 128 are foreground (or > 0 for 0/1 masks)."""
+    """A binary mask PNG of the image's size: values >= 128 are foreground in a mask that reaches 128 (0/255,
+    anti-aliased), every nonzero value in one that does not (0/1, or a label map's 1, 2, ...)."""
     mask = read_image_unchanged(path)
     if mask.ndim == 3:
         mask = mask[..., 0]
     if mask.shape != shape:
         raise DatasetError(path, f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {shape[1]}x{shape[0]}")
-    return mask >= 128 if mask.max() > 1 else mask > 0
+    return mask >= 128 if mask.max() >= 128 else mask > 0
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,10 @@ def refine_image_steps(refiner: Refiner, files: MaskFiles, options: RefineOption
 
     guidance = Guidance(region=optional(files.region), foreground=optional(files.foreground),
                         background=optional(files.background))
-    return refiner.run(image, [read_mask(files.mask, shape)], options, guidance)
+    coarse = read_mask(files.mask, shape)
+    if not coarse.any():
+        raise DatasetError(files.mask, "the mask is empty: no foreground pixel to refine")
+    return refiner.run(image, [coarse], options, guidance)
 
 
 def encoded(patch: MaskPatch, coarse: np.ndarray) -> dict[str, Any]:

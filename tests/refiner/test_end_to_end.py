@@ -86,3 +86,18 @@ def test_cli_reports_bad_inputs_clearly(random_weights, example, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and "bogus.pth" in err
     assert out.read_bytes() == b"keep me"
+
+
+def test_cli_refine_image_takes_a_label_map_as_its_labels_and_refuses_an_empty_mask(random_weights, example, tmp_path,
+                                                                                    capsys):
+    from app.services.refine import read_mask
+
+    _image, _gt, coarse = example
+    labels = coarse.astype(np.uint8) * 2  # a label map's instance 2
+    cv2.imwrite(str(tmp_path / "labels.png"), labels)
+    assert np.array_equal(read_mask(tmp_path / "labels.png", coarse.shape), coarse)
+    cv2.imwrite(str(tmp_path / "empty.png"), np.zeros_like(labels))
+    code = main(["refine-image", "--image", str(ECSSD / "images" / "0001.jpg"), "--mask", str(tmp_path / "empty.png"),
+                 "--out", str(tmp_path / "o.png"), "--weights", str(random_weights)])
+    err = capsys.readouterr().err
+    assert code == 2 and "empty.png: the mask is empty" in err and not (tmp_path / "o.png").exists()
