@@ -299,6 +299,10 @@ def prompt_boxes(store: ProjectStore, tool: PromptTool, prompts: Sequence[BoxPro
             break
         with store.transaction():
             for prompt, mask in zip(boxes, masks):
+                if not mask.any():  # nothing found in the box: an empty instance would export as area 0
+                    report.problems.append(f"{prompt.origin}: nothing was found in the box {prompt.box}; no "
+                                           "instance made")
+                    continue
                 report.created.append(save_prompted(store, image_id, prompt.category_id, mask, provenance,
                                                     box=prompt.box, score=prompt.score))
             if resume_key:

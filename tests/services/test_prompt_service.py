@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.core.errors import DatasetError
@@ -191,3 +192,17 @@ def test_prompted_instances_count_as_refined_for_the_refine_queue_and_in_stats(s
         assert made in sum(select_instances(store, Selection(redo=True)).values(), [])
     stats = project_stats(sample.path)
     assert stats["by_last_change"]["prompted"] == 1 and stats["by_last_change"]["imported"] == 2
+
+
+def test_a_box_in_which_nothing_is_found_makes_no_instance_and_says_so(sample):
+    class FindsNothing:  # a coarse source whose answer is empty, as GrabCut's can be on a bare background
+        name = "finds-nothing"
+
+        def segment(self, image, prompt):  # type: ignore[no-untyped-def]
+            return np.zeros(image.shape[:2], bool)
+
+    with ProjectStore.open(sample.path) as store:
+        before = store.count_instances()
+        report = prompt_boxes(store, PromptTool(FindsNothing()), [BoxPrompt(2, disc_box(2, 0), 1, origin="detection [0]")])
+        assert report.created == [] and store.count_instances() == before
+    assert report.problems == [f"detection [0]: nothing was found in the box {disc_box(2, 0)}; no instance made"]
