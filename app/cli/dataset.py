@@ -12,8 +12,8 @@ from pathlib import Path
 
 from app.cli import COMMANDS
 from app.services.datasets import (
-    PROJECT_SUFFIX, SEGMENTATION_MODES, ImportRequest, explain_source_formats, export_project, import_project,
-    read_dataset, report_path_for,
+    CROWD_LEFT_OUT, PROJECT_SUFFIX, SEGMENTATION_MODES, ImportRequest, explain_source_formats, export_project,
+    import_project, read_dataset, report_path_for,
 )
 from app.services.formats import EXPORT_FORMATS, IMPORT_FORMATS
 
@@ -112,11 +112,12 @@ def run_export(args: argparse.Namespace) -> int:
                             accepted_only=args.accepted_only, include_proposed=args.include_proposed,
                             progress=progress)
     print(report.summary())
-    words = explain_source_formats(dict(report.counts))
+    words = explain_source_formats(dict(report.counts)) if args.segmentation == "source" and fmt != "results" else ""
     if words:
         print(textwrap.fill(words, 110))
     problems = f"; {len(report.problems)} problem(s), listed above" if report.problems else ""
-    print(f"exported {progress.done} instances to {args.out} in {time.monotonic() - start:.1f} s{problems}")
+    written = progress.done - report.counts.get(CROWD_LEFT_OUT, 0)
+    print(f"exported {written} instances to {args.out} in {time.monotonic() - start:.1f} s{problems}")
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 from app.core.atomic import prepare_output, remove_stale_temporaries
 from app.core.errors import DatasetError
-from app.core.formats.coco_export import SEGMENTATION_MODES, SegmentationMode
+from app.core.formats.coco_export import CROWD_LEFT_OUT, SEGMENTATION_MODES, SegmentationMode
 from app.core.formats.png_masks import no_masks_problem
 from app.core.gc_pause import paused_gc
 from app.core.images import MISSING_IMAGES
@@ -41,8 +41,8 @@ ProgressFn = Callable[[int, int], None]
 T = TypeVar("T")
 PER_INSTANCE_PNG = re.compile(r".+_\d+\.png$", re.IGNORECASE)
 
-__all__ = ["PROJECT_SUFFIX", "SEGMENTATION_MODES", "ImportRequest", "ImportResult", "detect_format", "export_project",
-           "import_project", "read_dataset", "report_path_for"]
+__all__ = ["CROWD_LEFT_OUT", "PROJECT_SUFFIX", "SEGMENTATION_MODES", "ImportRequest", "ImportResult", "detect_format",
+           "export_project", "import_project", "read_dataset", "report_path_for"]
 
 
 @dataclass

@@ -268,10 +268,13 @@ def test_export_project_refuses_unknown_formats_naming_the_file(tmp_path: Path) 
 
 
 @needs_coco_tiny
-def test_export_results_format(val_project: Path, val_masks: dict[int, np.ndarray], tmp_path: Path) -> None:
+def test_export_results_format(val_project: Path, val_masks: dict[int, np.ndarray], tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results.json"
     assert run("export", "--project", val_project, "--out", out, "--format", "results") == 0
     results = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    assert f"exported {len(results)} instances" in printed and "Source format" not in printed  # all RLE here
     coco = COCO(str(VAL))
     crowd = {a["id"] for a in coco.anns.values() if a["iscrowd"]}
     assert crowd and len(results) == 815 - len(crowd)  # crowd regions are not detections

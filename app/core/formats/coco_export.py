@@ -37,6 +37,8 @@ from app.core.formats.polygons import mask_to_polygons, pixel_difference
 from app.core.report import ExportReport
 from app.core.signals import check_stop
 
+CROWD_LEFT_OUT = "crowd regions left out (not detections)"
+"""The results report's count of crowd regions it did not write."""
 SegmentationMode = Literal["source", "rle", "polygon"]
 SEGMENTATION_MODES: tuple[SegmentationMode, ...] = ("source", "rle", "polygon")
 InexactPolicy = Literal["rle", "polygon"]
@@ -210,7 +212,7 @@ class _Encoder:
         """A results file lists detections: a crowd region is an "ignore" area of the ground truth, not one."""
         for inst in instances:
             if inst.iscrowd:
-                self.report.counts["crowd regions left out (not detections)"] += 1
+                self.report.counts[CROWD_LEFT_OUT] += 1
             else:
                 yield inst
 
