@@ -148,6 +148,9 @@ def run_refine_project(args: argparse.Namespace) -> int:
           f"{report.seconds:.1f} s: {report.changed_pixels} px changed, {report.unchanged} unchanged{passed}")
     if report.kept_out:
         print(f"  left out: {_left_out(report.kept_out, options.smallest_area)}")
+    if not report.selected:
+        print("  nothing selected: instances refined before are left out unless --redo, and --status picks the "
+              "review statuses (default unreviewed; all: every one)")
     for problem in report.problems:
         print(f"  problem: {problem}")
     return 1 if report.selected and not report.refined else 0

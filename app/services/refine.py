@@ -72,6 +72,8 @@ def save_refinement(store: ProjectStore, instance_id: int, mask: MaskLike, prove
 def open_for_refining(project: Path, images_dir: Path | None = None) -> Iterator[ProjectStore]:
     """The project opened for writing (ProjectError naming it when another window holds it), pointed at
     ``images_dir`` first when given."""
+    if images_dir is not None and not images_dir.is_dir():
+        raise DatasetError(images_dir, "no such folder (the images folder given)")
     store = ProjectStore.open(project)
     try:
         if store.read_only:

@@ -128,3 +128,7 @@ def test_cli_refine_takes_the_project_either_way_and_refuses_what_selects_nothin
         main(["refine", str(project), *fast, "--limit", "-3"])
     assert usage.value.code == 2 and "expected a whole number of 1 or more" in capsys.readouterr().err
     assert main(["refine", *fast]) == 2 and "give the project file" in capsys.readouterr().err
+    assert main(["refine", str(project), *fast, "--images-dir", str(project.parent / "nowhere")]) == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err
+    assert main(["refine", str(project), *fast, "--status", "accepted"]) == 0
+    assert "nothing selected: instances refined before are left out unless --redo" in capsys.readouterr().out
