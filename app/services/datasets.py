@@ -119,10 +119,12 @@ def _detect_folder(source: Path) -> str:
 
 
 def _nothing_found(dataset: Dataset, report: ImportReport) -> str | None:
-    """Why a dataset that was read holds nothing to import (no images; a results file: no predictions)."""
-    if dataset.images and (dataset.kind != "results" or dataset.instances):
+    """Why a dataset that was read holds nothing to import (no images; a results file: no predictions; PNG masks:
+    none that matched an image)."""
+    png_unmatched = dataset.kind == "png" and not dataset.instances and report.problems  # (empty masks are fine)
+    if dataset.images and (dataset.kind != "results" or dataset.instances) and not png_unmatched:
         return None
-    what = "images" if not dataset.images else "predictions"
+    what = "images" if not dataset.images else "predictions" if dataset.kind == "results" else "masks"
     if not report.problems:
         return f"holds no {what}: nothing to import"
     first = report.problems[0]

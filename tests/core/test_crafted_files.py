@@ -75,6 +75,21 @@ def _images(folder: Path) -> Path:
     return folder
 
 
+def test_masks_that_match_no_image_import_nothing_but_empty_masks_do(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    images = _images(tmp_path / "images")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    cv2.imwrite(str(masks / "other.png"), np.full((10, 12), 1, np.uint8))  # no image "other" under images/
+    code, _, err = cli(capsys, "import", masks, "--images", images, "--project", tmp_path / "p.srproj")
+    assert code == 2 and "no usable masks: nothing to import" in err and "no image other.*" in err
+    assert not (tmp_path / "p.srproj").exists()
+    (masks / "other.png").unlink()
+    cv2.imwrite(str(masks / "a.png"), np.zeros((10, 12), np.uint8))  # the image's mask, with no object yet
+    code, out, _ = cli(capsys, "import", masks, "--images", images, "--project", tmp_path / "p.srproj")
+    assert code == 0 and "1 images" in out
+
+
 @pytest.mark.parametrize("name", ["masks", "x.json"])
 @pytest.mark.parametrize("fmt", [None, "png-labels", "png-instances"])
 def test_a_folder_without_png_masks_imports_nothing_and_says_so(
