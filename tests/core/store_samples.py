@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.core.records import Category, Dataset, ImageRecord, Instance, encode_mask
+from app.core.store.project import ProjectStore
 
 H, W = 40, 60
 
@@ -49,3 +50,13 @@ def sample_dataset() -> Dataset:
         Instance(5, 4, 3, encode_mask(blob()), iscrowd=1),
     ]
     return Dataset(images, categories, instances, extra={"info": {"year": 2017}, "licenses": [{"id": 2}]}, kind="lvis")
+
+
+def shrink_first_instance(store: ProjectStore) -> int:
+    """Make the project's first instance a 10x10 mask, smaller than any refiner takes; its id."""
+    first = store.list_instances()[0]
+    record = store.image(first.image_id)
+    tiny = np.zeros((record.height, record.width), bool)
+    tiny[:10, :10] = True
+    store.set_mask(first.id, tiny)
+    return first.id

@@ -113,16 +113,11 @@ def test_queue_stats_count_time_and_say_it_in_words() -> None:
 def test_the_dataset_queue_leaves_out_masks_too_small_to_refine_and_says_so(
     window: MainWindow, qtbot: QtBot, big_ids_project: Path,
 ) -> None:
-    import numpy as np
-
     from app.core.store.project import ProjectStore
+    from tests.core.store_samples import shrink_first_instance
 
     with ProjectStore.open(big_ids_project) as store:
-        first = store.list_instances()[0]
-        record = store.image(first.image_id)
-        tiny = np.zeros((record.height, record.width), bool)
-        tiny[:10, :10] = True
-        store.set_mask(first.id, tiny)
+        shrink_first_instance(store)
     open_project(qtbot, window, big_ids_project, BIG_IMAGE_ID)
     window.actions["refine.dataset"].trigger()
     box = window.feedback.confirmation

@@ -4,7 +4,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from app.core.formats.coco import load_coco
@@ -102,20 +101,17 @@ def test_cli_refine_snaps_unless_told_not_to():
 
 def test_masks_too_small_to_refine_are_left_out_so_a_limit_counts_the_others(project, random_refiner):
     from app.services.selection import TOO_SMALL
+    from tests.core.store_samples import shrink_first_instance
 
     with ProjectStore.open(project) as store:
-        first = store.list_instances()[0]
-        image = store.image(first.image_id)
-        tiny = np.zeros((image.height, image.width), bool)
-        tiny[:10, :10] = True
-        store.set_mask(first.id, tiny)
+        tiny_id = shrink_first_instance(store)
         selection = Selection(limit=1, min_area=FAST.smallest_area)
         refined = set()
         for _ in range(2):  # a second run goes on to the next instance, not back to the tiny one
             report = refine_project(store, random_refiner, FAST, selection)
             assert report.kept_out == {TOO_SMALL: 1} and report.selected == report.refined == 1
             refined |= {s.id for s in store.list_instances() if s.provenance_kind is ChangeKind.REFINED}
-        assert len(refined) == 2 and first.id not in refined
+        assert len(refined) == 2 and tiny_id not in refined
 
 
 def test_cli_refine_takes_the_project_either_way_and_refuses_what_selects_nothing(project, random_weights, capsys):
