@@ -276,9 +276,11 @@ class FieldKeysFirst(QObject):
 
 
 def give_fields_their_keys(root: QWidget) -> FieldKeysFirst:
-    """Install :class:`FieldKeysFirst` on every field under ``root`` (call once its widgets are built)."""
+    """Install :class:`FieldKeysFirst` on every field one types in under ``root`` (call once its widgets are
+    built). A drop-down list one only picks from keeps the window's keys: after choosing a sort order, A still
+    accepts the selected instance."""
     keeper = FieldKeysFirst(root)
     for field in root.findChildren(QWidget):
-        if isinstance(field, FIELDS):
+        if isinstance(field, FIELDS) and not (isinstance(field, QComboBox) and not field.isEditable()):
             field.installEventFilter(keeper)
     return keeper

@@ -31,6 +31,10 @@ def test_return_tab_and_letters_in_a_field_stay_in_the_field(window: MainWindow,
         qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
         assert doc.selected_id == selected, type(field).__name__
         assert not field.isAncestorOf(QApplication.focusWidget()) and QApplication.focusWidget() is not field
+    sort = window.instance_panel.sort_box  # a list one only picks from keeps the window's keys
+    focus(qtbot, window, sort)
+    qtbot.keyClick(sort, Qt.Key.Key_W)
+    assert doc.layer(selected).status == "needs_work"
     focus(qtbot, window, window.refine_panel.steps_box)
     qtbot.mouseClick(window.canvas.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(2, 2))  # back to the image
     assert QApplication.focusWidget() is window.canvas
