@@ -5,8 +5,8 @@ Long operations print progress to stderr about once a second. Ctrl+C stops clean
 from __future__ import annotations
 
 import argparse
-import textwrap
 import sys
+import textwrap
 import time
 from pathlib import Path
 

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import torch
 
-from app.refiner.options import DEVICE
+from app.refiner.options import check_device
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +20,8 @@ _MAX_BATCH = 32
 
 def pick_device(requested: str | None = None) -> torch.device:
     """``requested`` ("cpu", "cuda", "cuda:1", "mps", "auto"/None) -> an available torch device."""
-    requested = requested.strip().lower() if requested else requested
+    requested = check_device(requested) if requested else requested  # torch also takes meta, xpu, ...
     if requested and requested != "auto":
-        if not DEVICE.fullmatch(requested):  # torch also takes meta, xpu, ...: none of which the refiner runs on
-            raise ValueError(f"device {requested!r} is not one of auto, cpu, cuda, cuda:N or mps")
         device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {requested!r} requested but CUDA is not available")

@@ -7,7 +7,6 @@ own constants, stated here once so the window, the CLI and the pipelines agree w
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 
 NUM_TIMESTEPS = 6
@@ -32,6 +31,14 @@ def steps_range(mode: str) -> tuple[int, int]:
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 """The devices the refiner runs on (torch knows more, none of which it supports)."""
+
+
+def check_device(device: str) -> str:
+    """``device`` as the refiner takes it (trimmed, lower case); ValueError when it is none of ``DEVICE``."""
+    normal = device.strip().lower()
+    if not DEVICE.fullmatch(normal):
+        raise ValueError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N or mps")
+    return normal
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,7 @@ class RefineOptions:
             raise ValueError(f"min_area must be 0 or more, got {self.min_area}")
         if self.pad < 0:
             raise ValueError(f"pad must be 0 or more pixels, got {self.pad}")
-        if not DEVICE.fullmatch(self.device.strip().lower()):  # before any weights load, torch or not
-            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N or mps")
+        check_device(self.device)  # before any weights load, torch or not
 
     @property
     def smallest_area(self) -> int:

@@ -34,6 +34,7 @@ from app.core.store.schema import PROJECT_SUFFIX
 from app.services.formats import (
     ImportRequest, ProjectData, default_export_format, export_format, import_format,
 )
+from app.services.selection import check_images_folder
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +136,7 @@ def _nothing_found(dataset: Dataset, report: ImportReport) -> str | None:
 def read_dataset(request: ImportRequest) -> tuple[Dataset, ImportReport]:
     """Read a dataset in the given or detected format (``validate`` is this alone); problems that stop the
     read raise DatasetError, the others are in the report."""
-    if request.images_dir is not None and not request.images_dir.is_dir():
-        raise DatasetError(request.images_dir, "no such folder (the images folder given)" if not request.images_dir.exists()
-                           else "is not a folder (the images folder given)")
+    check_images_folder(request.images_dir)
     fmt = import_format(request.fmt, request.source) if request.fmt else import_format(
         detect_format(request.source), request.source)
     log.info("reading %s (%s)", request.source, fmt.name)

@@ -9,9 +9,9 @@ skipped. torch is imported only when a refiner is loaded (``load_refiner``).
 """
 from __future__ import annotations
 
-from collections import Counter
 import logging
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,9 @@ from app.core.signals import check_stop
 from app.core.store.project import MaskLike, ProjectStore
 from app.refiner.options import MODES, NUM_TIMESTEPS, RefineOptions
 from app.refiner.steps import MaskPatch, RefineStep
-from app.services.selection import TOO_SMALL, Selection, check_categories, image_file, plan_refinement
+from app.services.selection import (
+    TOO_SMALL, Selection, check_categories, check_images_folder, image_file, plan_refinement,
+)
 
 if TYPE_CHECKING:
     from app.refiner.api import Refiner
@@ -35,8 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["MODES", "NUM_TIMESTEPS", "TOO_SMALL", "BatchReport", "MaskFiles", "RefineOptions", "ReviewStatus",
-           "Selection", "check_categories", "encoded", "load_refiner", "open_for_refining", "refine_image_steps", "refine_project",
-           "refined_mask", "refined_provenance", "save_refinement"]
+           "Selection", "check_categories", "encoded", "load_refiner", "open_for_refining", "refine_image_steps",
+           "refine_project", "refined_mask", "refined_provenance", "save_refinement"]
 
 Progress = Callable[[int, int, str], None]
 """(instances done, instances selected, what just happened)"""
@@ -72,8 +74,7 @@ def save_refinement(store: ProjectStore, instance_id: int, mask: MaskLike, prove
 def open_for_refining(project: Path, images_dir: Path | None = None) -> Iterator[ProjectStore]:
     """The project opened for writing (ProjectError naming it when another window holds it), pointed at
     ``images_dir`` first when given."""
-    if images_dir is not None and not images_dir.is_dir():
-        raise DatasetError(images_dir, "no such folder (the images folder given)")
+    check_images_folder(images_dir)
     store = ProjectStore.open(project)
     try:
         if store.read_only:

@@ -128,6 +128,13 @@ def _in_project_order(store: ProjectStore, by_image: dict[int, list[int]], limit
     return ordered
 
 
+def check_images_folder(images_dir: Path | None) -> None:
+    """An images folder the user gave must be a folder: ``DatasetError`` naming it before any work otherwise."""
+    if images_dir is not None and not images_dir.is_dir():
+        raise DatasetError(images_dir, "no such folder (the images folder given)" if not images_dir.exists()
+                           else "is not a folder (the images folder given)")
+
+
 def image_file(store: ProjectStore, record: ImageRecord) -> Path:
     """The image's file (its ``file_name`` under the project's images folder, else its base name there, as
     in the LVIS layout's ``val2017/x.jpg`` with a flat folder, else its ``coco_url``'s); DatasetError naming

@@ -144,7 +144,7 @@ class EvalRequest:
 
     def __post_init__(self) -> None:
         """Values no evaluation can use are refused before any data is read."""
-        from app.refiner.options import DEVICE, MODES
+        from app.refiner.options import MODES, check_device
 
         if self.per_kind < 1:
             raise ValueError(f"--per-kind must be 1 or more, got {self.per_kind}")
@@ -153,8 +153,7 @@ class EvalRequest:
         unknown = sorted(set(self.modes) - set(MODES))
         if unknown:
             raise ValueError(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
-        if not DEVICE.fullmatch(self.device.strip().lower()):
-            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N or mps")
+        check_device(self.device)
 
 
 @dataclass

@@ -58,11 +58,12 @@ def describe_edit(edit: Edit, categories: dict[int, Category], others: Mapping[i
         return _created(after, params, author)
     if action is EditAction.DELETE:
         return "Deleted", author
-    target = (others or {}).get(params.get("reverts", -1))
+    others = others or {}
+    target = others.get(params.get("reverts", -1))
     if target is None:
         return f"Reverted edit {params.get('reverts', '?')}", author
-    if target.action is EditAction.REVERT and (others or {}).get(target.params.get("reverts", -1)) is not None:
-        redone = (others or {})[target.params["reverts"]]
+    redone = others.get(target.params.get("reverts", -1)) if target.action is EditAction.REVERT else None
+    if redone is not None:
         return f"Redone: {describe_edit(redone, categories)[0]}", author
     when = datetime.fromtimestamp(target.timestamp)
     return f"Reverted: {describe_edit(target, categories, others)[0]} (of {when:%H:%M})", author

@@ -48,10 +48,11 @@ from app.services.selection import CROWD, EMPTY, LOCKED, RefinePlan, Selection, 
 
 log = logging.getLogger(__name__)
 
+
 def unreviewed(options: RefineOptions) -> Selection:
-    """What Refine All Unreviewed takes: the unreviewed instances the refiner can refine (not the too small)."""
+    """What Refine All Unreviewed takes, as the headless ``refine`` does by default: the unreviewed instances the
+    refiner can refine (not the too small)."""
     return Selection(statuses=(ReviewStatus.UNREVIEWED,), min_area=options.smallest_area)
-""""Refine All Unreviewed": what the headless ``refine`` takes by default."""
 
 
 @dataclass
