@@ -110,15 +110,35 @@ def fill_region(mask: np.ndarray, point: Point, value: bool = True) -> Rect | No
     """Flood fill (4-connected) the region of equal pixels around ``point`` with ``value``.
 
     With ``value`` True, clicking in a hole fills that hole only; with False, clicking on a part removes
-    that part only. Returns the filled rectangle, or None when ``point`` is outside the image or the
-    region already holds ``value``.
+    that part only. A region reaching beyond the mask's bounding box is not a hole but the background around
+    the object, and is left alone (filling it would turn the rest of the image into the instance). Returns the
+    filled rectangle, or None when ``point`` is outside the image, the region already holds ``value``, or it is
+    open background.
     """
     h, w = mask.shape
     x, y = int(round(point[0])), int(round(point[1]))
     if not (0 <= x < w and 0 <= y < h) or bool(mask[y, x]) == bool(value):
         return None
-    _, _, _, (rx, ry, rw, rh) = cv2.floodFill(mask.view(np.uint8), None, (x, y), int(bool(value)), flags=4)
-    return (rx, ry, rx + rw, ry + rh)
+    region = np.zeros((h + 2, w + 2), np.uint8)
+    flags = 4 | cv2.FLOODFILL_MASK_ONLY | (1 << 8)
+    _, _, _, (rx, ry, rw, rh) = cv2.floodFill(mask.view(np.uint8), region, (x, y), 0, flags=flags)
+    rect = (rx, ry, rx + rw, ry + rh)
+    if value:
+        bounds = mask_bbox(mask)
+        if bounds is None or intersect_rect(rect, bounds) != rect:
+            return None
+    inside = region[ry + 1:ry + rh + 1, rx + 1:rx + rw + 1] > 0
+    mask[ry:ry + rh, rx:rx + rw][inside] = bool(value)
+    return rect
+
+
+def is_open_background(mask: np.ndarray, point: Point) -> bool:
+    """Whether ``point`` lies in background that :func:`fill_region` leaves alone: not a hole of the mask."""
+    h, w = mask.shape
+    x, y = int(round(point[0])), int(round(point[1]))
+    if not (0 <= x < w and 0 <= y < h) or mask[y, x]:
+        return False
+    return fill_region(mask.copy(), point, True) is None
 
 
 def paint_polygon(mask: np.ndarray, polygon: Sequence[Point], value: bool = True) -> Rect | None:

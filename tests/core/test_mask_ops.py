@@ -98,6 +98,19 @@ def test_fill_fills_only_the_clicked_hole() -> None:
     assert not m[0:2, :].any()  # the outside background stayed background
 
 
+def test_fill_leaves_the_background_around_the_object_alone() -> None:
+    m = ring()
+    before = m.copy()
+    assert mask_ops.fill_region(m, (0, 0), True) is None
+    assert (m == before).all()
+    assert mask_ops.is_open_background(m, (0, 0))
+    assert not mask_ops.is_open_background(m, (15, 15))  # a hole
+    assert not mask_ops.is_open_background(m, (6, 6))  # on the mask
+    assert not mask_ops.is_open_background(m, (-1, 0))
+    empty = np.zeros((9, 9), dtype=bool)
+    assert mask_ops.fill_region(empty, (4, 4), True) is None and not empty.any()
+
+
 def test_fill_is_four_connected() -> None:
     m = np.zeros((9, 9), dtype=bool)
     m[4, :] = True

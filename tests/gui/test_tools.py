@@ -10,6 +10,7 @@ from pytestqt.qtbot import QtBot
 
 from app.gui.editor.canvas import Canvas
 from app.gui.editor.document import ImageDocument
+from app.gui.editor.tools import OPEN_BACKGROUND_TEXT
 
 LEFT = Qt.MouseButton.LeftButton
 NO_MOD = Qt.KeyboardModifier.NoModifier
@@ -115,6 +116,18 @@ def test_fill_fills_the_clicked_hole_and_ctrl_removes_the_part(canvas: Canvas, i
     doc.undo()
     doc.undo()
     assert not doc.layer(1).mask[50:70, 60:80].any() and doc.layer(1).mask[30:50].any()
+
+
+def test_fill_outside_the_instance_says_why_and_changes_nothing(canvas: Canvas, image_document: ImageDocument,
+                                                               qtbot: QtBot) -> None:
+    doc = image_document
+    doc.select(1)
+    before = doc.layer(1).mask.copy()
+    canvas.set_tool("fill")
+    with qtbot.waitSignal(canvas.message) as blocker:
+        click(canvas, 5, 5)
+    assert blocker.args == [OPEN_BACKGROUND_TEXT]
+    assert (doc.layer(1).mask == before).all() and doc.undo_stack.count() == 0
 
 
 def test_lasso_add_and_subtract(canvas: Canvas, image_document: ImageDocument) -> None:

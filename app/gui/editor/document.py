@@ -255,6 +255,11 @@ class ImageDocument(QObject):
         """Flood fill the 4-connected region under ``point`` (a hole, or with False a part); one undo step."""
         return self._one_shot(target, "fill", lambda mask: mask_ops.fill_region(mask, point, value))
 
+    def open_background(self, target: Target, point: mask_ops.Point) -> bool:
+        """Whether ``point`` is background around ``target`` rather than a hole in it (a fill leaves it alone)."""
+        mask = self.target_mask(target)
+        return mask is not None and mask_ops.is_open_background(mask, point)
+
     def lasso(self, target: Target, polygon: Sequence[mask_ops.Point], value: bool = True) -> Rect | None:
         """Add (``value`` True) or subtract a lasso polygon; one undo step."""
         action = "lasso add" if value else "lasso subtract"

@@ -138,6 +138,10 @@ class BrushTool(Tool):
         self._last = None
 
 
+OPEN_BACKGROUND_TEXT = ("Fill fills holes inside the instance; this is the background around it "
+                        "(add it with the brush or the lasso)")
+
+
 class FillTool(Tool):
     """Click fills the hole under the cursor in the selected instance (Ctrl: removes the part clicked)."""
 
@@ -146,8 +150,11 @@ class FillTool(Tool):
 
     def press(self, pos: QPointF, modifiers: Qt.KeyboardModifier) -> None:
         target = self.selected_target()
-        if target is not None and self.doc is not None:
-            self.doc.fill(target, pixel(pos), not ctrl(modifiers))
+        if target is None or self.doc is None:
+            return
+        point, value = pixel(pos), not ctrl(modifiers)
+        if self.doc.fill(target, point, value) is None and value and self.doc.open_background(target, point):
+            self.canvas.message.emit(OPEN_BACKGROUND_TEXT)
 
 
 class LassoTool(Tool):
