@@ -188,7 +188,11 @@ class MaskFiles:
 
 
 def check_outputs(out: Path, steps: Path | None = None) -> None:
-    """``refine-image``'s mask file and step folder checked writable (their folders made) before any work."""
+    """``refine-image``'s mask file and step folder checked writable (their folders made) before any work.
+
+    The mask is written as a PNG (lossless): another suffix would give a file whose name says another format."""
+    if out.suffix.lower() != ".png" and not out.is_dir():
+        raise DatasetError(out, "a mask is written as PNG: give a file name ending in .png")
     prepare_output(out)
     if steps is not None:
         prepare_output(steps, folder=True)

@@ -58,6 +58,9 @@ def test_refine_image_and_eval_refuse_an_output_they_cannot_write_before_any_wor
     (tmp_path / "afile").write_text("x")
     code, err = run(capsys, "refine-image", "--image", image, "--mask", mask, "--out", tmp_path)
     assert code == 2 and "is a folder: give the file to write" in err
+    code, err = run(capsys, "refine-image", "--image", image, "--mask", mask, "--out", tmp_path / "new" / "r.jpg")
+    assert code == 2 and err == f"error: {tmp_path / 'new' / 'r.jpg'}: a mask is written as PNG: give a file name ending in .png\n"
+    assert not (tmp_path / "new").exists()
     code, err = run(capsys, "refine-image", "--image", image, "--mask", mask, "--out", tmp_path / "r.png",
                     "--save-steps", tmp_path / "afile")
     assert code == 2 and "afile: is a file: give a folder to write into" in err
@@ -98,3 +101,28 @@ def test_train_refuses_a_file_for_its_run_folder_no_iterations_and_unreadable_so
     with pytest.raises(SystemExit) as usage:
         main(["train", "--source-weights", "notjson"])
     assert usage.value.code == 2 and "expected a JSON object of numbers by source name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, args, words", [
+    ("train", ["--clip-grad", "0"], "--clip-grad must be more than 0, got 0.0"),
+    ("train", ["--lr", "-0.001"], "--lr must be more than 0, got -0.001"),
+    ("train", ["--batch-size", "0"], "--batch-size must be 1 or more, got 0"),
+    ("train", ["--coarse-t-prob", "1.5"], "--coarse-t-prob must be between 0 and 1, got 1.5"),
+    ("train", ["--workers", "-1"], "--workers must be 0 or more, got -1"),
+    ("train-unet", ["--patch-prob", "2"], "--patch-prob must be between 0 and 1, got 2.0"),
+    ("train-unet", ["--size", "0"], "--size must be 1 or more, got 0"),
+])
+def test_train_refuses_a_setting_outside_its_range_before_any_data(
+        command: str, args: list[str], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, command, "--run", tmp_path / "r", "--data", tmp_path / "none", *args)
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_every_train_setting_is_explained_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("train", "train-unet"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--clip-grad CLIP_GRAD clip the gradient's norm to this (default: 1.0)" in text
+        assert text.count("(default:") >= 20
