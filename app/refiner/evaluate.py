@@ -230,6 +230,11 @@ def paired_bootstrap(cases: Sequence[Case], scored: dict[str, list[Scored]], met
     return out
 
 
+def kind_label(kind: str) -> str:
+    """A kind as a table names it: "all" leaves the near-perfect cases out, and says so."""
+    return "all kinds but near-perfect" if kind == "all" else kind
+
+
 def difference_table(differences: Sequence[Difference]) -> str:
     """Differences as a Markdown table, in points (IoU and mBA x 100)."""
     if not differences:
@@ -237,7 +242,7 @@ def difference_table(differences: Sequence[Difference]) -> str:
     d0 = differences[0]
     lines = [f"| kind | n | {d0.method} - {d0.baseline}: IoU [95 % CI] | mBA [95 % CI] |", "| --- | --- | --- | --- |"]
     for d in differences:
-        lines.append(f"| {d.kind} | {d.count} | {100 * d.iou:+.2f} [{100 * d.iou_low:+.2f}, {100 * d.iou_high:+.2f}] | "
+        lines.append(f"| {kind_label(d.kind)} | {d.count} | {100 * d.iou:+.2f} [{100 * d.iou_low:+.2f}, {100 * d.iou_high:+.2f}] | "
                      f"{100 * d.mba:+.2f} [{100 * d.mba_low:+.2f}, {100 * d.mba_high:+.2f}] |")
     return "\n".join(lines)
 
@@ -245,7 +250,7 @@ def difference_table(differences: Sequence[Difference]) -> str:
 def markdown_table(rows: Sequence[Row], kind: str = "all") -> str:
     """One kind's rows as a Markdown table (IoU, mBA and boundary IoU in %)."""
     lines = [
-        f"| method ({kind}) | n | IoU | mBA | boundary IoU | s / instance |",
+        f"| method ({kind_label(kind)}) | n | IoU | mBA | boundary IoU | s / instance |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
