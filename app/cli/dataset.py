@@ -16,6 +16,7 @@ from app.services.datasets import (
     import_project, read_dataset, report_path_for,
 )
 from app.services.formats import EXPORT_FORMATS, IMPORT_FORMATS
+from app.services.wording import plural
 
 PNG_LAYOUTS = {"label": "png-labels", "binary": "png-instances"}
 """``--format png --png-layout X``: the older spelling of the two PNG export formats."""
@@ -89,10 +90,12 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"none of the {result.images} images' files was found: give the folder that holds them with --images "
               f"(the records are kept; the window shows a grey placeholder until the files are found)")
     if result.renumbered:
-        print(f"{len(result.renumbered)} instance id(s) already in the project were renumbered")
+        print(f"{plural(len(result.renumbered), 'instance id')} already in the project "
+              f"{'was' if len(result.renumbered) == 1 else 'were'} renumbered")
     print(
-        f"{'added to' if result.added else 'created'} {result.project}: {result.images} images, "
-        f"{result.categories} categories, {result.instances} instances in {result.seconds:.1f} s; "
+        f"{'added to' if result.added else 'created'} {result.project}: {plural(result.images, 'image')}, "
+        f"{plural(result.categories, 'category', 'categories')}, {plural(result.instances, 'instance')} in "
+        f"{result.seconds:.1f} s; "
         f"report: {report_path_for(result.project)}"
     )
     return 0
@@ -115,9 +118,9 @@ def run_export(args: argparse.Namespace) -> int:
     words = explain_source_formats(dict(report.counts)) if args.segmentation == "source" and fmt != "results" else ""
     if words:
         print(textwrap.fill(words, 110))
-    problems = f"; {len(report.problems)} problem(s), listed above" if report.problems else ""
+    problems = f"; {plural(len(report.problems), 'problem')}, listed above" if report.problems else ""
     written = progress.done - report.counts.get(CROWD_LEFT_OUT, 0)
-    print(f"exported {written} instances to {args.out} in {time.monotonic() - start:.1f} s{problems}")
+    print(f"exported {plural(written, 'instance')} to {args.out} in {time.monotonic() - start:.1f} s{problems}")
     return 0
 
 

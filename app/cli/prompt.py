@@ -15,6 +15,7 @@ from app.services.refine import NUM_TIMESTEPS, RefineOptions, open_for_refining
 from app.services.similar import (
     DEFAULT_THRESHOLD, FEATURES_SUFFIX, SimilarSettings, check_examples, find_similar, load_finder, target_images,
 )
+from app.services.wording import plural
 
 HEAD_HELP = ("prompt-head weights; give --head several times to average several heads (default: the shipped "
              "prompt-head-v2 and prompt-head-wide-v1)")
@@ -111,8 +112,9 @@ def run_prompt(args: argparse.Namespace) -> int:
             prompts, key = read_results_boxes(args.boxes, args.category), progress_key(args.boxes)
         prompts = check_prompts(store, prompts, args.boxes)
         tool = load_prompt_tool(settings)
-        refiner = "no refiner" if tool.refiner is None else f"{tool.refiner.name}, {settings.refine.steps} steps"
-        print(f"{len(prompts)} box(es) on {len({p.image_id for p in prompts})} image(s): {tool.source.name} source, "
+        refiner = "no refiner" if tool.refiner is None else f"{tool.refiner.name}, {plural(settings.refine.steps, 'step')}"
+        print(f"{plural(len(prompts), 'box', 'boxes')} on {plural(len({p.image_id for p in prompts}), 'image')}: "
+              f"{tool.source.name} source, "
               f"{refiner}")
 
         def progress(done: int, total: int, what: str) -> None:
@@ -125,7 +127,8 @@ def run_prompt(args: argparse.Namespace) -> int:
             raise
     resumed = f", {report.resumed} done by an earlier run" if report.resumed else ""
     ids = ", ".join(map(str, report.created[:20])) + (" ..." if len(report.created) > 20 else "")
-    print(f"created {len(report.created)} instance(s) on {report.images} image(s) in {report.seconds:.1f} s{resumed}"
+    print(f"created {plural(len(report.created), 'instance')} on {plural(report.images, 'image')} in "
+          f"{report.seconds:.1f} s{resumed}"
           + (f": {ids}" if ids else ""))
     for problem in report.problems:
         print(f"  problem: {problem}")
@@ -141,14 +144,15 @@ def run_find_similar(args: argparse.Namespace) -> int:
         finder = load_finder(args.project, settings)
         refiner = "not refined" if finder.refiner is None else f"refined by {finder.refiner.name}"
         print(f"finding instances like {', '.join(map(str, args.instance))} on "
-              f"{'all images' if images is None else f'{len(images)} image(s)'} (threshold {settings.threshold}, "
+              f"{'all images' if images is None else plural(len(images), 'image')} (threshold {settings.threshold}, "
               f"{refiner})")
 
         def progress(done: int, total: int, what: str) -> None:
             print(f"  [{done}/{total}] {what}", flush=True)
 
         report = find_similar(store, finder, args.instance, images, settings.threshold, progress=progress)
-    print(f"proposed {len(report.created)} instance(s) on {report.searched} of {report.images} image(s) in "
+    print(f"proposed {plural(len(report.created), 'instance')} on {report.searched} of "
+          f"{plural(report.images, 'image')} in "
           f"{report.seconds:.1f} s; review them (status unreviewed, sorted by score), accepted ones are exported")
     for problem in report.problems:
         print(f"  problem: {problem}")

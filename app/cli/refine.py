@@ -15,6 +15,7 @@ from app.services.refine import (
     MODES, NUM_TIMESTEPS, TOO_SMALL, MaskFiles, RefineOptions, ReviewStatus, Selection, check_categories,
     check_outputs, load_refiner, open_for_refining, refine_image_steps, refine_project,
 )
+from app.services.wording import plural
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -133,7 +134,7 @@ def run_refine_project(args: argparse.Namespace) -> int:
         check_categories(store, selection)
         refiner = load_refiner(options, compile=args.compile)
         print(f"refining {args.project.name} with {refiner.name} on {refiner.device} "
-              f"({options.mode} mode, {options.steps} steps)")
+              f"({options.mode} mode, {plural(options.steps, 'step')})")
 
         def progress(done: int, total: int, what: str) -> None:
             print(f"  [{done}/{total}] {what}", flush=True)
@@ -144,7 +145,8 @@ def run_refine_project(args: argparse.Namespace) -> int:
             print("interrupted: every instance refined so far is saved; run the same command again to go on")
             raise
     passed = f", {report.passed_through} too small to refine" if report.passed_through else ""
-    print(f"refined {report.refined} of {report.selected} selected instance(s) on {report.images} image(s) in "
+    print(f"refined {report.refined} of {plural(report.selected, 'selected instance')} on "
+          f"{plural(report.images, 'image')} in "
           f"{report.seconds:.1f} s: {report.changed_pixels} px changed, {report.unchanged} unchanged{passed}")
     if report.kept_out:
         print(f"  left out: {_left_out(report.kept_out, options.smallest_area)}")
@@ -174,8 +176,8 @@ def _refine_distributed(args: argparse.Namespace, options: RefineOptions, select
     if ranks.leader:
         print()
     busy = timing.waiting + timing.refining + timing.pasting + timing.writing
-    print(f"[rank {ranks.rank}/{ranks.world}] refined {report.refined} of {report.selected} instance(s) on "
-          f"{report.images} image(s) in {report.seconds:.1f} s; network {_share(timing.refining, busy)}, waiting "
+    print(f"[rank {ranks.rank}/{ranks.world}] refined {report.refined} of {plural(report.selected, 'instance')} on "
+          f"{plural(report.images, 'image')} in {report.seconds:.1f} s; network {_share(timing.refining, busy)}, waiting "
           f"for images {_share(timing.waiting, busy)}, paste + encode {_share(timing.pasting, busy)}, shard writes "
           f"{_share(timing.writing, busy)}")
     for problem in report.problems:

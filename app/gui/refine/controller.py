@@ -39,12 +39,13 @@ from app.gui.controller import ProjectController
 from app.gui.editor.document import ImageDocument
 from app.gui.editor.preview import DiffColors
 from app.gui.refine.frames import InstanceFrame, MaskInput, RefineFrame, RefineJob, whole_mask
-from app.gui.refine.queue import GONE, MISSING_FILE, TOO_SMALL, QueueItem, QueueStats, plural, skipped_text
+from app.gui.refine.queue import GONE, MISSING_FILE, TOO_SMALL, QueueItem, QueueStats, skipped_text
 from app.gui.refine.worker import RefineService
 from app.refiner.options import RefineOptions
 from app.refiner.steps import RefineStep
 from app.services.refine import encoded
 from app.services.selection import CROWD, EMPTY, LOCKED, RefinePlan, Selection, image_file, never_refined, plan_refinement
+from app.services.wording import plural
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from app.services.selection import CROWD, EMPTY, LOCKED, TOO_SMALL
+from app.services.wording import plural
 
 MISSING_FILE = "missing file"
 GONE = "deleted"
@@ -31,11 +32,6 @@ class QueueItem:
 
     image_id: int
     instance_id: int
-
-
-def plural(count: int, one: str, many: str | None = None) -> str:
-    """ "1 step", "3 steps"."""
-    return f"{count} {one if count == 1 else many or one + 's'}"
 
 
 def duration_text(seconds: float) -> str:

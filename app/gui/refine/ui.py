@@ -12,10 +12,11 @@ from PySide6.QtWidgets import QLabel, QMessageBox, QProgressBar, QWidget
 
 from app.gui.refine.controller import RefineController, unreviewed
 from app.gui.refine.panel import RefinePanel
-from app.gui.refine.queue import estimate_text, plural, skipped_text
+from app.gui.refine.queue import estimate_text, skipped_text
 from app.gui.refine.worker import PRELOAD_JOB, RefineService
 from app.gui.settings import AppSettings, timing_key, weights_label
 from app.refiner.options import RefineOptions
+from app.services.wording import plural
 
 log = logging.getLogger(__name__)
 
