@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.actions import ActionRegistry
+from app.gui.import_dialogs import remember_folder, start_folder
 from app.refiner.options import DEFAULT_WEIGHTS, MODES, NUM_TIMESTEPS, steps_range
 
 log = logging.getLogger(__name__)
@@ -418,15 +419,23 @@ class SettingsDialog(QDialog):
         form.addRow("", note)
         return page
 
+    def _start_folder(self) -> str:
+        """File choosers start where the last file was chosen, as the open and import dialogs do."""
+        return start_folder(self.settings.qsettings)
+
     def _choose_heads(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Choose prompt heads", "", "Prompt heads (*.safetensors)")
+        paths, _ = QFileDialog.getOpenFileNames(self, "Choose prompt heads", self._start_folder(),
+                                                "Prompt heads (*.safetensors)")
         if paths:
+            remember_folder(self.settings.qsettings, paths[0])
             self.heads_edit.setText(HEADS_SEPARATOR.join(str(Path(p).resolve()) for p in paths))
             self.source_box.setCurrentIndex(self.source_box.findData("encoder"))
 
     def _choose_sam(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a SAM checkpoint", "", "PyTorch checkpoints (*.pth *.pt)")
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a SAM checkpoint", self._start_folder(),
+                                              "PyTorch checkpoints (*.pth *.pt)")
         if path:
+            remember_folder(self.settings.qsettings, path)
             self.sam_edit.setText(str(Path(path).resolve()))
             self.source_box.setCurrentIndex(self.source_box.findData("sam"))
 
@@ -523,9 +532,10 @@ class SettingsDialog(QDialog):
 
     def _add_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Add a checkpoint file", "", "Checkpoints (*.safetensors *.pth *.pt);;All files (*)"
+            self, "Add a checkpoint file", self._start_folder(), "Checkpoints (*.safetensors *.pth *.pt);;All files (*)"
         )
         if path:
+            remember_folder(self.settings.qsettings, path)
             self._select_weights(str(Path(path).resolve()))
 
     def apply(self) -> None:

@@ -3,6 +3,7 @@ revert, a Help menu, right-click menus, readable lists, a stable layout, a cappe
 brush size and clearly checked View items."""
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,25 @@ def test_an_area_that_grows_a_digit_is_not_cut(qtbot: QtBot, tmp_path) -> None: 
         shown = str(panel.model.data(panel.model.index(0, AREA)))
         assert shown == "120000"
         assert panel.view.columnWidth(AREA) >= panel.view.fontMetrics().horizontalAdvance(shown) + 8
+
+
+def test_the_settings_file_choosers_start_where_the_last_file_was_chosen(
+        window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.gui import settings as settings_module
+    from app.gui.import_dialogs import remember_folder
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "sam").mkdir()
+    remember_folder(window.settings.qsettings, tmp_path / "models" / "earlier.json")
+    started: list[str] = []
+
+    def choose(_parent, _title, folder, _filter):  # type: ignore[no-untyped-def]
+        started.append(folder)
+        return str(tmp_path / "sam" / "sam_vit_b.pth"), ""
+
+    monkeypatch.setattr(settings_module.QFileDialog, "getOpenFileName", choose)
+    dialog = window.open_settings()
+    dialog._choose_sam()
+    dialog._add_weights()
+    assert started == [str(tmp_path / "models"), str(tmp_path / "sam")]
+    dialog.reject()
