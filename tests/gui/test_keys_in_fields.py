@@ -77,3 +77,14 @@ def test_the_open_image_stays_highlighted_after_the_file_filter_is_cleared(windo
     panel.filter_edit.clear()
     selected = panel.view.selectionModel().selectedRows()
     assert len(selected) == 1 and panel.proxy.data(selected[0], Qt.ItemDataRole.UserRole) == doc.image_id
+
+
+def test_digits_typed_in_a_filter_showing_any_replace_it(window: MainWindow, qtbot: QtBot) -> None:
+    panel = window.instance_panel
+    for field, keys, value in ((panel.min_area, "500", 500), (panel.min_change, "20", 20),
+                               (panel.min_score, "0.5", 0.5)):
+        assert field.text() == "any"
+        focus(qtbot, window, field)
+        field.lineEdit().setCursorPosition(len(field.text()))  # where a click at the end of "any" leaves it
+        qtbot.keyClicks(QApplication.focusWidget(), keys)
+        assert field.value() == value, field.text()

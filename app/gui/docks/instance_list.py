@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import qtawesome as qta
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QAction, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QCompleter, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
@@ -267,6 +267,18 @@ class InstanceTableModel(QAbstractTableModel):
         return None
 
 
+class TypingReplacesAny(QObject):
+    """A filter showing its "any" text takes a typed number in its place: Qt keeps the text and refuses the digit
+    unless the user first selects it, so typing 500 into "area ≥ any" did nothing."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.KeyPress and isinstance(watched, (QSpinBox, QDoubleSpinBox)):
+            typed = event.text()  # type: ignore[attr-defined]
+            if typed and (typed.isdigit() or typed in ".,") and watched.text() == watched.specialValueText():
+                watched.selectAll()
+        return False
+
+
 class InstanceListPanel(QWidget):
     """Filters, sort and the instance table; lock / hide / z-order buttons act on the selection."""
 
@@ -344,6 +356,9 @@ class InstanceListPanel(QWidget):
         self.min_change.setSpecialValueText("any")
         self.min_change.setSuffix(" px")
         self.min_change.setToolTip("Only instances whose last refinement changed at least this many pixels")
+        self._typing = TypingReplacesAny(self)
+        for box in (self.min_score, self.min_area, self.min_change):
+            box.installEventFilter(self._typing)
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         row1 = QHBoxLayout()
