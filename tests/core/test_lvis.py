@@ -1,12 +1,14 @@
 """LVIS v1: its extra fields, file names from coco_url, and byte-for-byte-equal JSON round trips."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.core.formats.coco import load_coco
+from app.core.formats.coco_export import FREQUENCY_GIVEN, lvis_frequency, write_coco
 from app.core.images import find_image_file
 from app.core.formats.lvis import load_lvis, save_lvis, write_lvis
 from tests.core.codec_samples import DATA, LVIS_7, LVIS_100, coco_api, read, require, tiny_coco, write
@@ -68,6 +70,21 @@ def test_lvis_export_of_a_coco_dataset_adds_lvis_lists(tmp_path: Path) -> None:
     out = read(tmp_path / "out.json")
     assert all(img["neg_category_ids"] == [] and img["not_exhaustive_category_ids"] == [] for img in out["images"])
     assert [a.get("iscrowd") for a in out["annotations"]] == [None, None, 1]
+
+
+def test_lvis_export_gives_categories_without_one_a_frequency_from_their_images(tmp_path: Path) -> None:
+    data = tiny_coco()
+    dataset, _ = load_coco(write(tmp_path / "in.json", data))
+    images, cats = list(dataset.images.values()), list(dataset.categories.values())
+    named = [replace(cats[0], frequency="f")] + cats[1:]
+    report = write_lvis(tmp_path / "out.json", {}, images, named, dataset.instances)
+    out = {c["id"]: c for c in read(tmp_path / "out.json")["categories"]}
+    assert out[cats[0].id]["frequency"] == "f"  # a category's own frequency is kept
+    assert out[cats[1].id]["frequency"] == "r"  # seen on at most two images: rare
+    assert report.counts[FREQUENCY_GIVEN] == len(cats) - 1
+    assert [lvis_frequency(n) for n in (0, 1, 10, 11, 100, 101)] == ["r", "r", "r", "c", "c", "f"]
+    coco = write_coco(tmp_path / "coco.json", {}, images, cats, dataset.instances)
+    assert "frequency" not in read(tmp_path / "coco.json")["categories"][0] and not coco.counts[FREQUENCY_GIVEN]
 
 
 @pytest.mark.parametrize("segmentation", ["source", "rle"])

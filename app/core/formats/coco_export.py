@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
 from itertools import islice
 from typing import IO, Any, Callable, Collection, Iterable, Iterator, Literal, Mapping
 
@@ -38,6 +39,7 @@ from app.core.report import ExportReport
 from app.core.signals import check_stop
 
 CROWD_LEFT_OUT = "crowd regions left out (not detections)"
+FREQUENCY_GIVEN = "categories given an LVIS frequency from the exported images (they had none)"
 """The results report's count of crowd regions it did not write."""
 SegmentationMode = Literal["source", "rle", "polygon"]
 SEGMENTATION_MODES: tuple[SegmentationMode, ...] = ("source", "rle", "polygon")
@@ -89,7 +91,8 @@ def write_coco(
         f.write(",\n")
         _write_list(f, "annotations", encoder.annotations(instances, lvis), report)
         f.write(",\n")
-        _write_list(f, "categories", (_category_json(cat) for cat in categories), report)
+        frequency = encoder.frequency if lvis else None
+        _write_list(f, "categories", (_category_json(cat, frequency, report) for cat in categories), report)
         f.write("}\n")
 
     _write_file(path, body)
@@ -170,11 +173,23 @@ def _image_json(img: ImageRecord, lvis: bool) -> dict[str, Any]:
     return _with_extra(out, img.extra)
 
 
-def _category_json(cat: Category) -> dict[str, Any]:
+def lvis_frequency(images: int) -> str:
+    """LVIS' frequency group of a category seen on ``images`` images: rare (1-10), common (11-100), frequent."""
+    return "r" if images <= 10 else "c" if images <= 100 else "f"
+
+
+def _category_json(cat: Category, frequency: Callable[[int], str] | None = None,
+                   report: ExportReport | None = None) -> dict[str, Any]:
+    """A category record; with ``frequency`` (an LVIS export) one without a frequency gets it from the export's
+    images (LVIS' evaluation groups categories by it and fails without it, e.g. for a COCO project)."""
     out: dict[str, Any] = {"id": cat.id, "name": cat.name}
     for key, attr in CATEGORY_STRINGS.items():
         if getattr(cat, attr) is not None:
             out[key] = getattr(cat, attr)
+    if frequency is not None and cat.frequency is None:
+        out["frequency"] = frequency(cat.id)
+        if report is not None:
+            report.counts[FREQUENCY_GIVEN] += 1
     if cat.synonyms is not None:
         out["synonyms"] = cat.synonyms
     return _with_extra(out, cat.extra)
@@ -187,9 +202,16 @@ class _Encoder:
                  statuses: Collection[ReviewStatus] | None):
         self.report, self.segmentation, self.on_inexact, self.tolerance = report, segmentation, on_inexact, tolerance
         self.statuses = None if statuses is None else {ReviewStatus(s) for s in statuses}
+        self.images_by_category: defaultdict[int, set[int]] = defaultdict(set)
+
+    def frequency(self, category_id: int) -> str:
+        """The LVIS frequency group of a category from the images of the annotations written so far."""
+        return lvis_frequency(len(self.images_by_category.get(category_id, ())))
 
     def annotations(self, instances: Iterable[Instance], lvis: bool) -> Iterator[dict[str, Any]]:
         for inst, seg, area, bbox in self._geometry(instances):
+            if lvis:
+                self.images_by_category[inst.category_id].add(inst.image_id)
             out = {"id": inst.id, "image_id": inst.image_id, "category_id": inst.category_id,
                    "segmentation": seg, "area": area, "bbox": bbox}
             if inst.iscrowd or not lvis:
