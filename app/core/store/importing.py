@@ -60,6 +60,7 @@ def add_to_project(
                 project, f"category {cat.id} is {known_cats[cat.id]!r} here but {cat.name!r} in the "
                 "dataset being added"
             )
+    _refuse_a_copy(conn, project, dataset)
     image_seq, cat_seq = (
         conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()[0]
         for table in ("images", "categories")
@@ -76,6 +77,18 @@ def add_to_project(
     checked = _checked(project, incoming, sizes, category_ids, progress, len(dataset.instances))
     insert_instances(conn, checked, next_z, rasterise=True)  # the file may be format 1 (counts NOT NULL)
     return AddResult(len(new_images), len(new_cats), len(dataset.instances), renumbered)
+
+
+def _refuse_a_copy(conn: sqlite3.Connection, project: Path, dataset: Dataset) -> None:
+    """Refuse a dataset whose every annotation is already here (the same id on the same image and category): a
+    copy of the project's own source, or an export of it, which would otherwise be renumbered and held twice."""
+    if not dataset.instances:
+        return
+    here = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, image_id, category_id FROM instances")}
+    if all(here.get(inst.id) == (inst.image_id, inst.category_id) for inst in dataset.instances):
+        raise ProjectError(project, f"already holds all {len(dataset.instances)} annotations of the dataset being "
+                                    "added (the same ids on the same images and categories): adding them would hold "
+                                    "every one twice; import the file as a new project to compare the two")
 
 
 def build_project(
