@@ -13,7 +13,7 @@ from app.services.distributed import Ranks, refine_sharded, torchrun_ranks
 from app.services.demo import refine_demo, write_png
 from app.services.refine import (
     MODES, NUM_TIMESTEPS, TOO_SMALL, MaskFiles, RefineOptions, ReviewStatus, Selection, check_categories,
-    check_outputs, load_refiner, open_for_refining, refine_image_steps, refine_project,
+    check_outputs, load_refiner, open_for_refining, read_refine_inputs, refine_image_steps, refine_project,
 )
 from app.services.wording import plural
 
@@ -201,11 +201,12 @@ def run_refine_image(args: argparse.Namespace) -> int:
     options = options_from(args)
     files = MaskFiles(args.image, args.mask, args.region, args.foreground, args.background)
     check_outputs(args.out, args.save_steps)
+    inputs = read_refine_inputs(files)
     refiner = load_refiner(options, compile=args.compile)
     print(f"refining {args.image.name} with {refiner.name} on {refiner.device}")
     final = None
     started = time.perf_counter()
-    for step in refine_image_steps(refiner, files, options):
+    for step in refine_image_steps(refiner, inputs, options):
         final = step
         print(f"  step {step.step}/{step.total} [{step.stage} t={step.timestep}] changed {step.changed[0]} px "
               f"({time.perf_counter() - started:.2f} s)", flush=True)

@@ -33,11 +33,12 @@ from app.services.selection import (
 
 if TYPE_CHECKING:
     from app.refiner.api import Refiner
+    from app.refiner.pipeline import Guidance
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MODES", "NUM_TIMESTEPS", "TOO_SMALL", "BatchReport", "MaskFiles", "RefineOptions", "ReviewStatus",
-           "Selection", "check_categories", "encoded", "load_refiner", "open_for_refining", "refine_image_steps",
+           "Selection", "check_categories", "encoded", "load_refiner", "open_for_refining", "read_refine_inputs", "refine_image_steps",
            "refine_project", "refined_mask", "refined_provenance", "save_refinement"]
 
 Progress = Callable[[int, int, str], None]
@@ -198,8 +199,17 @@ def check_outputs(out: Path, steps: Path | None = None) -> None:
         prepare_output(steps, folder=True)
 
 
-def refine_image_steps(refiner: Refiner, files: MaskFiles, options: RefineOptions) -> Iterator[RefineStep]:
-    """Every step of refining one coarse mask of one image, with the guidance the files give."""
+@dataclass
+class RefineInputs:
+    """``refine-image``'s inputs, read and checked: the photo, the coarse mask and the guidance masks."""
+
+    image: np.ndarray
+    coarse: np.ndarray
+    guidance: Guidance
+
+
+def read_refine_inputs(files: MaskFiles) -> RefineInputs:
+    """Read the files of one ``refine-image`` run, before any weights load: a missing or bad file is named first."""
     from app.refiner.pipeline import Guidance
 
     image = read_image_rgb(files.image)
@@ -213,7 +223,12 @@ def refine_image_steps(refiner: Refiner, files: MaskFiles, options: RefineOption
     coarse = read_mask(files.mask, shape)
     if not coarse.any():
         raise DatasetError(files.mask, "the mask is empty: no foreground pixel to refine")
-    return refiner.run(image, [coarse], options, guidance)
+    return RefineInputs(image, coarse, guidance)
+
+
+def refine_image_steps(refiner: Refiner, inputs: RefineInputs, options: RefineOptions) -> Iterator[RefineStep]:
+    """Every step of refining one coarse mask of one image, with the guidance the files gave."""
+    return refiner.run(inputs.image, [inputs.coarse], options, inputs.guidance)
 
 
 def encoded(patch: MaskPatch, coarse: np.ndarray) -> dict[str, Any]:

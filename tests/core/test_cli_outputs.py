@@ -126,3 +126,17 @@ def test_every_train_setting_is_explained_in_help(capsys: pytest.CaptureFixture[
         text = " ".join(capsys.readouterr().out.split())
         assert "--clip-grad CLIP_GRAD clip the gradient's norm to this (default: 1.0)" in text
         assert text.count("(default:") >= 20
+
+
+def test_refine_image_reads_its_inputs_before_the_model_loads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.cli import refine as cli_refine
+
+    monkeypatch.setattr(cli_refine, "load_refiner", lambda *a, **k: pytest.fail("the model was loaded"))
+    image, small = tmp_path / "i.png", tmp_path / "small.png"
+    cv2.imwrite(str(image), np.zeros((40, 60, 3), np.uint8))
+    cv2.imwrite(str(small), np.full((20, 30), 255, np.uint8))
+    code, err = run(capsys, "refine-image", "--image", image, "--mask", tmp_path / "none.png", "--out", tmp_path / "r.png")
+    assert code == 2 and err.count("\n") == 1 and "none.png" in err, err
+    code, err = run(capsys, "refine-image", "--image", image, "--mask", small, "--out", tmp_path / "r.png")
+    assert code == 2 and "small.png: mask is 30x20 but the image is 60x40" in err, err
