@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from app.cli import COMMANDS
+from app.cli import COMMANDS, add_project_argument, project_of
 from app.services.datasets import (
     CROWD_LEFT_OUT, PROJECT_SUFFIX, SEGMENTATION_MODES, ImportRequest, explain_source_formats, export_project,
     import_project, read_dataset, report_path_for,
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export a project's current masks. JSON keeps each unedited annotation as its file had it "
                     "and writes every mask made or changed here as RLE, unless --segmentation says otherwise.",
     )
-    exp.add_argument("--project", type=Path, required=True, metavar=f"PROJECT{PROJECT_SUFFIX}")
+    add_project_argument(exp)
     exp.add_argument("--format", choices=[*EXPORT_FORMATS, "png"],
                      help="default: the format the project came from; "
                           + "; ".join(f"{f.name}: {f.description}" for f in EXPORT_FORMATS.values())
@@ -111,7 +111,7 @@ def run_export(args: argparse.Namespace) -> int:
     start = time.monotonic()
     fmt = PNG_LAYOUTS[args.png_layout] if args.format == "png" else args.format
     progress = Progress("exported", "instances")
-    report = export_project(args.project, fmt, args.out, segmentation=args.segmentation,
+    report = export_project(project_of(args, "export"), fmt, args.out, segmentation=args.segmentation,
                             accepted_only=args.accepted_only, include_proposed=args.include_proposed,
                             progress=progress)
     print(report.summary())

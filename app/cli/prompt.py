@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.cli import COMMANDS
-from app.services.datasets import PROJECT_SUFFIX
+from app.cli import COMMANDS, add_project_argument, project_of
 from app.services.prompt import (
     SOURCES, PromptSettings, check_prompts, load_prompt_tool, progress_key, prompt_boxes, read_results_boxes,
     single_box,
@@ -27,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Make new instances from boxes: a coarse mask from each box (the prompt head, GrabCut or a SAM "
                     "checkpoint), refined, saved unreviewed with its provenance. Every box is checked first: bad "
                     "input saves nothing. With --boxes, run the same command again to go on after a stop.")
-    p.add_argument("--project", type=Path, required=True, metavar=f"PROJECT{PROJECT_SUFFIX}")
+    add_project_argument(p)
     p.add_argument("--images-dir", type=Path, help="where the project's images are, when they moved")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--box", type=_numbers, metavar="X0,Y0,X1,Y1", help="one box in image pixels (needs --image)")
@@ -50,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Find instances like the examples (one-shot, SG-One) on the project's images and add them as "
                     "proposals (unreviewed, scored by similarity), left out of exports until accepted. Features are "
                     f"cached beside the project (<name>{FEATURES_SUFFIX}/).")
-    f.add_argument("--project", type=Path, required=True, metavar=f"PROJECT{PROJECT_SUFFIX}")
+    add_project_argument(f)
     f.add_argument("--images-dir", type=Path, help="where the project's images are, when they moved")
     f.add_argument("--instance", type=_ids, required=True, metavar="ID[,ID]",
                    help="example instance(s), all of one category (several average into one prototype)")
@@ -100,6 +99,7 @@ def refine_options(args: argparse.Namespace) -> RefineOptions | None:
 
 
 def run_prompt(args: argparse.Namespace) -> int:
+    args.project = project_of(args, "prompt")
     settings = PromptSettings(args.source, args.sam_checkpoint, tuple(args.head), refine_options(args))
     if args.box is not None and args.image is None:
         raise ValueError("--box needs --image ID (the image the box is drawn on)")
@@ -136,6 +136,7 @@ def run_prompt(args: argparse.Namespace) -> int:
 
 
 def run_find_similar(args: argparse.Namespace) -> int:
+    args.project = project_of(args, "find-similar")
     settings = SimilarSettings(args.threshold, not args.no_outline, tuple(args.head), refine_options(args))
     images = args.images
     with open_for_refining(args.project, args.images_dir) as store:

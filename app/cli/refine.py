@@ -7,8 +7,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from app.cli import COMMANDS
-from app.services.datasets import PROJECT_SUFFIX
+from app.cli import COMMANDS, add_project_argument, project_of
 from app.services.distributed import Ranks, refine_sharded, torchrun_ranks
 from app.services.demo import refine_demo, write_png
 from app.services.refine import (
@@ -24,9 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "provenance. Locked instances, crowd regions and empty masks are never "
                                           "refined, nor masks smaller than the refiner takes (512 px in instance "
                                           "mode, 128 in HR mode); hidden ones are. Run it again to go on after a stop.")
-    r.add_argument("project", type=Path, nargs="?", help=f"project file ({PROJECT_SUFFIX}) made by `import`")
-    r.add_argument("--project", type=Path, dest="project_option", metavar=f"PROJECT{PROJECT_SUFFIX}",
-                   help="the project file, as the other commands take it")
+    add_project_argument(r)
     r.add_argument("--images-dir", type=Path, help="where the project's images are, when they moved")
     r.add_argument("--status", default="unreviewed",
                    help="review statuses to refine, comma-separated (unreviewed, accepted, rejected, needs_work) or 'all'")
@@ -101,16 +98,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def project_of(args: argparse.Namespace) -> Path:
-    """``refine PROJECT`` or ``refine --project PROJECT`` (the spelling of the other commands)."""
-    given = [p for p in (args.project, args.project_option) if p is not None]
-    if not given:
-        raise ValueError(f"refine: give the project file (refine PROJECT{PROJECT_SUFFIX})")
-    if len(given) == 2 and given[0] != given[1]:
-        raise ValueError(f"refine: two projects given, {given[0]} and {given[1]}")
-    return given[0]
-
-
 def selection_from(args: argparse.Namespace, options: RefineOptions) -> Selection:
     known = {s.value: s for s in ReviewStatus}
     wanted = [s.strip() for s in args.status.split(",")]
@@ -123,7 +110,7 @@ def selection_from(args: argparse.Namespace, options: RefineOptions) -> Selectio
 
 def run_refine_project(args: argparse.Namespace) -> int:
     options = options_from(args)
-    selection, args.project = selection_from(args, options), project_of(args)
+    selection, args.project = selection_from(args, options), project_of(args, "refine")
     ranks = torchrun_ranks()
     if args.distributed and ranks is None:
         raise ValueError("--distributed: start the command with torchrun, e.g. "

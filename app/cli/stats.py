@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from app.cli import COMMANDS
-from app.services.stats import PROJECT_SUFFIX, format_stats, project_stats
+from app.cli import COMMANDS, add_project_argument, project_of
+from app.services.stats import format_stats, project_stats
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,12 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "stats", help=COMMANDS["stats"].help,
         description="Print a project's counts per category and review status and a histogram of mask areas.",
     )
-    stats.add_argument("--project", type=Path, required=True, metavar=f"PROJECT{PROJECT_SUFFIX}")
+    add_project_argument(stats)
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
     stats.set_defaults(handler=run_stats)
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    stats = project_stats(args.project)
+    stats = project_stats(project_of(args, "stats"))
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0

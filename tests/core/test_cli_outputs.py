@@ -140,3 +140,20 @@ def test_refine_image_reads_its_inputs_before_the_model_loads(
     assert code == 2 and err.count("\n") == 1 and "none.png" in err, err
     code, err = run(capsys, "refine-image", "--image", image, "--mask", small, "--out", tmp_path / "r.png")
     assert code == 2 and "small.png: mask is 30x20 but the image is 60x40" in err, err
+
+
+@pytest.mark.parametrize("command, required", [("stats", []), ("export", ["--out", "x.json"]), ("refine", []),
+                                               ("prompt", ["--boxes", "b.json"]), ("find-similar", ["--instance", "1"])])
+def test_every_project_command_takes_the_project_first_or_as_an_option(
+        command: str, required: list[str], project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, command, *required)
+    assert code == 2 and err == f"error: {command}: give the project file ({command} PROJECT.srproj)\n", err
+    code, err = run(capsys, command, project, "--project", tmp_path / "other.srproj", *required)
+    assert code == 2 and f"{command}: two projects given" in err, err
+
+
+def test_stats_and_export_read_a_project_given_first(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stats", str(project), "--json"]) == 0
+    assert '"instances": 1' in capsys.readouterr().out
+    assert main(["export", str(project), "--format", "coco", "--out", str(tmp_path / "x.json")]) == 0
+    assert (tmp_path / "x.json").is_file()
