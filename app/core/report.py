@@ -35,6 +35,7 @@ class Report:
     source: str
     problems: list[Problem] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    saved_to: str | None = None
     operation: ClassVar[str] = "operation"
 
     def add(self, problem: str, *, record: str | None = None, action: str = "skipped", file: str | None = None) -> None:
@@ -54,8 +55,9 @@ class Report:
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        """Write the whole report as JSON (atomically, like every other file we write)."""
+        """Write the whole report as JSON (atomically, like every other file we write); the summary names it."""
         write_json_atomic(path, self.to_dict())
+        self.saved_to = str(path)
 
     def summary(self, max_problems: int = 20) -> str:
         """A few lines for people: the counts, then the first ``max_problems`` problems."""
@@ -63,7 +65,8 @@ class Report:
         lines = [f"{self.operation} {self.source}: {counts}; {len(self.problems)} problem(s)"]
         lines += [f"  {p}" for p in self.problems[:max_problems]]
         if 0 < max_problems < len(self.problems):  # none listed: the count above says it all
-            lines.append(f"  ... and {len(self.problems) - max_problems} more")
+            lines.append(f"  ... and {len(self.problems) - max_problems} more"
+                         + (f" (every one in {self.saved_to})" if self.saved_to else ""))
         return "\n".join(lines)
 
 

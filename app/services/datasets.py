@@ -43,7 +43,7 @@ T = TypeVar("T")
 PER_INSTANCE_PNG = re.compile(r".+_\d+\.png$", re.IGNORECASE)
 
 __all__ = ["CROWD_LEFT_OUT", "PROJECT_SUFFIX", "SEGMENTATION_MODES", "ImportRequest", "ImportResult", "detect_format",
-           "export_project", "import_project", "read_dataset", "report_path_for"]
+           "export_project", "export_report_path", "import_project", "read_dataset", "report_path_for"]
 
 
 @dataclass
@@ -231,7 +231,14 @@ def export_project(
         report.counts["leftover temporary files removed"] += len(stale)
     if by_status > total:
         report.counts["proposals not accepted (left out)"] += by_status - total
+    if report.problems:  # the window and the command line list the first few; the file keeps every one
+        report.write_json(export_report_path(out, writer.json))
     return report
+
+
+def export_report_path(out: Path, json_file: bool) -> Path:
+    """Where an export with problems writes its whole report: beside the file, or beside the PNG folder."""
+    return out.with_name(f"{out.stem if json_file else out.name}.export-report.json")
 
 
 def _checked_progress(progress: ProgressFn | None) -> ProgressFn:

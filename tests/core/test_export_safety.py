@@ -85,6 +85,9 @@ def test_an_export_of_a_huge_image_is_refused_before_allocating(
     problem = [line for line in result.stdout.splitlines() if "60000x60000" in line]
     assert len(problem) == 1 and "too large" in problem[0], result.stdout
     assert ("image 1" in problem[0]) if fmt.startswith("png") else ("annotation 1" in problem[0])
+    saved = json.loads((tmp_path / "out.export-report.json").read_text())  # beside the file or the folder
+    assert len(saved["problems"]) == 1
+    assert "60000x60000" in saved["problems"][0]["problem"]
     if fmt == "png-labels":
         assert sorted(p.name for p in out.iterdir()) == ["small_mask.png"]
     elif fmt == "png-instances":
@@ -190,3 +193,15 @@ def test_a_clean_export_leaves_no_temporary_file(tmp_path: Path) -> None:
         f.write("y")
         raise RuntimeError("stop")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_a_summary_cut_short_names_the_file_that_holds_every_problem(tmp_path: Path) -> None:
+    from app.core.report import ExportReport
+
+    report = ExportReport("out.json")
+    for k in range(25):
+        report.add(f"mask {k} is broken", record=f"annotation {k}")
+    assert report.summary().splitlines()[-1] == "  ... and 5 more"
+    report.write_json(tmp_path / "out.export-report.json")
+    assert report.summary().splitlines()[-1] == f"  ... and 5 more (every one in {tmp_path / 'out.export-report.json'})"
+    assert len(json.loads((tmp_path / "out.export-report.json").read_text())["problems"]) == 25
