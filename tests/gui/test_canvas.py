@@ -57,6 +57,20 @@ def test_fit_shows_the_whole_image(canvas: Canvas) -> None:
     assert 1.5 < canvas.zoom < 2.2  # 640x440 around a 300x200 image
 
 
+def test_a_fitted_image_stays_fitted_when_the_view_resizes_and_a_chosen_zoom_stays(canvas: Canvas) -> None:
+    fitted = canvas.zoom
+    canvas.resize(320, 220)  # the window made smaller, or a dock made wider
+    assert canvas.zoom == pytest.approx(fitted / 2, rel=0.1)
+    x0, y0, x1, y1 = visible_scene_rect(canvas)
+    assert x0 <= 0 and y0 <= 0 and x1 >= 299 and y1 >= 199
+    canvas.set_zoom(3.0)
+    canvas.resize(640, 440)
+    assert canvas.zoom == pytest.approx(3.0)
+    canvas.zoom_fit()
+    canvas.resize(1000, 700)
+    assert canvas.zoom > fitted * 1.3
+
+
 def test_wheel_zooms_smoothly_around_the_mouse(canvas: Canvas, qtbot: QtBot) -> None:
     canvas.set_zoom(4.0)
     anchor = QPointF(200, 150)

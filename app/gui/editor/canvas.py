@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
-    QColor, QFocusEvent, QImage, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap, QTransform,
-    QWheelEvent,
+    QColor, QFocusEvent, QImage, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap, QResizeEvent,
+    QTransform, QWheelEvent,
 )
 from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
 
@@ -90,6 +90,7 @@ class Canvas(QGraphicsView):
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.document: ImageDocument | None = None
+        self.fitted = False  # the whole image is in view by Fit (or on opening): a resize fits it again
         self.image_item: ImageItem | None = None
         self.instance_overlay: InstanceOverlay | None = None
         self.selection_overlay: SelectionOverlay | None = None
@@ -254,6 +255,7 @@ class Canvas(QGraphicsView):
             anchor = QPointF(self.viewport().rect().center())
         before = self._to_scene(anchor)
         factor = zoom / self.zoom
+        self.fitted = False
         self.scale(factor, factor)
         after = self._to_scene(anchor)
         self.translate(after.x() - before.x(), after.y() - before.y())
@@ -266,7 +268,14 @@ class Canvas(QGraphicsView):
         """Whole image in view."""
         if self.document is not None:
             self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+            self.fitted = True
             self._zoomed()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt's name
+        """A fitted image stays fitted as the window or its docks change size; a chosen zoom is kept."""
+        super().resizeEvent(event)
+        if self.fitted:
+            self.zoom_fit()
 
     def zoom_100(self) -> None:
         """One image pixel per screen pixel, keeping the centre."""
@@ -286,6 +295,7 @@ class Canvas(QGraphicsView):
         margin = max(max(x1 - x0, y1 - y0) * 0.5, 32)
         frame = QRectF(x0 - margin, y0 - margin, x1 - x0 + 2 * margin, y1 - y0 + 2 * margin)
         self.fitInView(frame.intersected(self.scene().sceneRect()), Qt.AspectRatioMode.KeepAspectRatio)
+        self.fitted = False
         if self.zoom > INSTANCE_ZOOM_MAX:
             self.set_zoom(INSTANCE_ZOOM_MAX)
         self.centerOn(QPointF((x0 + x1) / 2, (y0 + y1) / 2))
