@@ -4,6 +4,7 @@ connects what is built here."""
 from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QProgressBar, QSlider, QSpinBox, QToolBar, QUndoView, QWidget
 
 from app.gui.actions import MAIN_TOOLBAR, MENUS, TOOLS_TOOLBAR
@@ -14,6 +15,11 @@ from app.gui.docks.properties import PropertiesPanel
 from app.gui.editor.canvas import MAX_BRUSH
 from app.gui.editor.navigator import Navigator
 from app.gui.refine.panel import RefinePanel
+
+
+# The canvas keeps at least this share of the window's width when the window narrows: Qt takes the whole change
+# from the central widget, and a window made 1000 px wide left the photo 170 px between the docks.
+CANVAS_SHARE = 0.45
 
 
 class WindowLayout(QMainWindow):
@@ -130,3 +136,20 @@ class WindowLayout(QMainWindow):
         else:
             self.resizeDocks([self.image_dock, self.instance_dock], [200, 480], Qt.Orientation.Vertical)
             self.resizeDocks([self.image_dock, self.refine_dock], [340, 330], Qt.Orientation.Horizontal)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._share_width_with_canvas()
+
+    def _share_width_with_canvas(self) -> None:
+        """Narrow the side docks in proportion when they would leave the canvas under ``CANVAS_SHARE`` of the
+        window (down to what their widgets need); a wide window keeps the widths the user gave them."""
+        sides = []
+        for area in (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea):
+            shown = [d for d in self.docks if d.isVisible() and not d.isFloating() and self.dockWidgetArea(d) == area]
+            if shown:
+                sides.append(max(shown, key=lambda d: d.width()))
+        taken = sum(d.width() for d in sides)
+        room = int((1 - CANVAS_SHARE) * self.width())
+        if sides and taken > room:
+            self.resizeDocks(sides, [max(1, d.width() * room // taken) for d in sides], Qt.Orientation.Horizontal)

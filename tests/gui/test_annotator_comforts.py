@@ -275,3 +275,15 @@ def test_the_settings_file_choosers_start_where_the_last_file_was_chosen(
     dialog._add_weights()
     assert started == [str(tmp_path / "models"), str(tmp_path / "sam")]
     dialog.reject()
+
+
+def test_a_narrowed_window_takes_width_from_widened_docks_not_only_from_the_canvas(window: MainWindow) -> None:
+    window.resize(1800, 900)
+    QApplication.processEvents()
+    window.resizeDocks([window.image_dock, window.refine_dock], [600, 500], Qt.Orientation.Horizontal)
+    QApplication.processEvents()
+    wide = window.image_dock.width(), window.refine_dock.width()
+    window.resize(1200, 800)
+    QApplication.processEvents()
+    assert window.image_dock.width() < wide[0] and window.refine_dock.width() < wide[1]
+    assert window.canvas.width() > 300  # Qt alone left it 70 px wide
