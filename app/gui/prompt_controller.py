@@ -25,7 +25,7 @@ from PySide6.QtWidgets import QWidget
 
 from app.core.errors import DatasetError
 from app.core.mask_ops import Rect
-from app.core.records import ReviewStatus
+from app.core.records import Category, ReviewStatus
 from app.core.store.project import ProjectStore
 from app.core.store.rows import StoredInstance
 from app.gui import popups
@@ -225,10 +225,21 @@ class PromptController(QObject):
 
     def ask_category(self, beside: QRect | None = None) -> int | None:
         """The small popup, placed ``beside`` the new mask (global coordinates): the project's categories, the
-        last one chosen for a prompt first."""
-        chosen = popups.pick_category(self.window, list(self.project.categories.values()),
-                                      self.settings.prompt_category, beside)
+        last one chosen for a prompt first, else the selected instance's."""
+        categories = list(self.project.categories.values())
+        chosen = popups.pick_category(self.window, categories, self._offered_category(categories), beside)
         return None if chosen is None else chosen.id
+
+    def _offered_category(self, categories: list[Category]) -> int | None:
+        """The category the popup starts on: the last one given to a prompt when this project has it, else the
+        selected instance's (the first prompt on a project no longer offers its first category)."""
+        last = self.settings.prompt_category
+        if last is not None and any(c.id == last for c in categories):
+            return last
+        doc = self.project.doc
+        if doc is not None and doc.selected_id is not None and doc.has_layer(doc.selected_id):
+            return doc.layer(doc.selected_id).category_id
+        return None
 
     def _create(self, outcome: PromptOutcome, category: int) -> None:
         """Save through the service on the writer's thread, then add it to the document (one undo step)."""

@@ -122,6 +122,22 @@ def test_a_box_and_a_category_make_one_instance_and_undo_removes_it(
     assert offered[0][1] == len(categories) - 1  # the last category given is offered first
 
 
+def test_the_first_prompt_offers_the_selected_instances_category(prompt_window: MainWindow,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    window = prompt_window
+    doc = window.project.doc
+    assert doc is not None and window.settings.prompt_category is None
+    categories = list(window.project.categories.values())
+    layer = max(doc.layers(), key=lambda item: item.category_id)  # not the first category
+    doc.select(layer.id)
+    offered = answer_category(monkeypatch, None)
+    window.prompts.ask_category()
+    assert categories[offered[0][1]].id == layer.category_id != categories[0].id
+    window.settings.prompt_category = 10 ** 9  # remembered from another project: not one of these
+    window.prompts.ask_category()
+    assert categories[offered[1][1]].id == layer.category_id
+
+
 @pytest.mark.parametrize("points, words", [
     ([(120, 80), (120, 80)], "empty or degenerate"),
     ([(-60, -60), (-20, -30)], "outside"),
