@@ -34,8 +34,8 @@ SETTING_HELP = {
                       "object (0: off; docs/decisions/0012)",
     "seed": "random seed of the samples (and of the initialisation when there is no --init)",
     "val_every": "validate (and export the best weights) every this many steps",
-    "val_per_kind": "held-out instances per coarse kind in each validation",
-    "val_instances": "held-out instances in each validation",
+    "val_per_kind": "held-out instances per coarse kind in each validation (0: no validation)",
+    "val_instances": "held-out instances in each validation (0: no validation)",
     "save_every": "write the resumable last.pt every this many steps",
     "log_every": "log the loss every this many steps",
     "workers": "data-loading processes (0: in the training process)",
@@ -86,11 +86,10 @@ def _weights(text: str) -> dict[str, float]:
 
 # Settings that must be at least 1, more than 0, at least 0, or a share between 0 and 1: a run refuses
 # anything else before loading data (a clip at 0 zeroes every gradient; a share of 2 is a typo).
-AT_LEAST_ONE = ("iterations", "batch_size", "tiles", "val_every", "val_per_kind", "val_instances", "save_every",
-                "log_every", "size")
+AT_LEAST_ONE = ("iterations", "batch_size", "tiles", "val_every", "save_every", "log_every", "size")
 POSITIVE = ("lr", "clip_grad")
 NOT_NEGATIVE = ("warmup", "weight_decay", "boundary_weight", "error_weight", "dice_weight", "texture_weight",
-                "workers", "threads", "window", "min_lr_ratio")
+                "workers", "threads", "window", "min_lr_ratio", "val_per_kind", "val_instances")
 SHARES = ("coarse_t_prob", "smooth_mix_prob", "neighbour_prob", "patch_prob", "min_lr_ratio")
 
 
