@@ -89,7 +89,7 @@ def _weights(text: str) -> dict[str, float]:
 AT_LEAST_ONE = ("iterations", "batch_size", "tiles", "val_every", "save_every", "log_every", "size")
 POSITIVE = ("lr", "clip_grad")
 NOT_NEGATIVE = ("warmup", "weight_decay", "boundary_weight", "error_weight", "dice_weight", "texture_weight",
-                "workers", "threads", "window", "min_lr_ratio", "val_per_kind", "val_instances")
+                "workers", "threads", "window", "val_per_kind", "val_instances")
 SHARES = ("coarse_t_prob", "smooth_mix_prob", "neighbour_prob", "patch_prob", "min_lr_ratio")
 
 
