@@ -115,6 +115,26 @@ def fill_region(mask: np.ndarray, point: Point, value: bool = True) -> Rect | No
     filled rectangle, or None when ``point`` is outside the image, the region already holds ``value``, or it is
     open background.
     """
+    found = _region_at(mask, point, value)
+    if found is None:
+        return None
+    region, rect = found
+    if value and _is_open(mask, rect):
+        return None
+    rx, ry, rx1, ry1 = rect
+    mask[ry:ry1, rx:rx1][region[ry + 1:ry1 + 1, rx + 1:rx1 + 1] > 0] = bool(value)
+    return rect
+
+
+def is_open_background(mask: np.ndarray, point: Point) -> bool:
+    """Whether ``point`` lies in background that :func:`fill_region` leaves alone: not a hole of the mask."""
+    found = _region_at(mask, point, True)
+    return found is not None and _is_open(mask, found[1])
+
+
+def _region_at(mask: np.ndarray, point: Point, value: bool) -> tuple[np.ndarray, Rect] | None:
+    """The 4-connected region of equal pixels around ``point`` (a (H+2, W+2) flood mask and its rectangle), the
+    mask itself untouched; None when ``point`` is outside the image or already holds ``value``."""
     h, w = mask.shape
     x, y = int(round(point[0])), int(round(point[1]))
     if not (0 <= x < w and 0 <= y < h) or bool(mask[y, x]) == bool(value):
@@ -122,23 +142,13 @@ def fill_region(mask: np.ndarray, point: Point, value: bool = True) -> Rect | No
     region = np.zeros((h + 2, w + 2), np.uint8)
     flags = 4 | cv2.FLOODFILL_MASK_ONLY | (1 << 8)
     _, _, _, (rx, ry, rw, rh) = cv2.floodFill(mask.view(np.uint8), region, (x, y), 0, flags=flags)
-    rect = (rx, ry, rx + rw, ry + rh)
-    if value:
-        bounds = mask_bbox(mask)
-        if bounds is None or intersect_rect(rect, bounds) != rect:
-            return None
-    inside = region[ry + 1:ry + rh + 1, rx + 1:rx + rw + 1] > 0
-    mask[ry:ry + rh, rx:rx + rw][inside] = bool(value)
-    return rect
+    return region, (rx, ry, rx + rw, ry + rh)
 
 
-def is_open_background(mask: np.ndarray, point: Point) -> bool:
-    """Whether ``point`` lies in background that :func:`fill_region` leaves alone: not a hole of the mask."""
-    h, w = mask.shape
-    x, y = int(round(point[0])), int(round(point[1]))
-    if not (0 <= x < w and 0 <= y < h) or mask[y, x]:
-        return False
-    return fill_region(mask.copy(), point, True) is None
+def _is_open(mask: np.ndarray, rect: Rect) -> bool:
+    """Whether a background region's rectangle reaches beyond the mask's bounding box (it is not a hole)."""
+    bounds = mask_bbox(mask)
+    return bounds is None or intersect_rect(rect, bounds) != rect
 
 
 def paint_polygon(mask: np.ndarray, polygon: Sequence[Point], value: bool = True) -> Rect | None:
