@@ -136,14 +136,16 @@ def check_prompts(store: ProjectStore, prompts: Sequence[BoxPrompt], source: Pat
     categories = {c.id for c in store.categories()}
     checked, problems = [], []
     files: set[int] = set()
+    known = ""  # the project's categories in words, read once for the first prompt that names another
     for prompt in prompts:
         record = images.get(prompt.image_id)
         if record is None:
             problems.append(f"{prompt.origin}: image id {prompt.image_id} is not in the project")
             continue
         if prompt.category_id not in categories:
+            known = known or known_categories(store)
             problems.append(f"{prompt.origin}: category id {prompt.category_id} is not in the project "
-                            f"(known: {known_categories(store)})")
+                            f"(known: {known})")
             continue
         try:
             box = check_box(prompt.box, (record.height, record.width))
