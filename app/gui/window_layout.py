@@ -17,8 +17,9 @@ from app.gui.editor.navigator import Navigator
 from app.gui.refine.panel import RefinePanel
 
 
-# The canvas keeps at least this share of the window's width when the window narrows: Qt takes the whole change
-# from the central widget, and a window made 1000 px wide left the photo 170 px between the docks.
+# The canvas keeps at least this share of the window's width when the window narrows, as far as the panels' own
+# minimums allow: Qt takes the whole change from the central widget, and with docks widened to 600 / 500 px a
+# window made 1200 px wide left the photo 70 px between them.
 CANVAS_SHARE = 0.45
 
 

@@ -39,8 +39,9 @@ from app.core.report import ExportReport
 from app.core.signals import check_stop
 
 CROWD_LEFT_OUT = "crowd regions left out (not detections)"
-FREQUENCY_GIVEN = "categories given an LVIS frequency from the exported images (they had none)"
 """The results report's count of crowd regions it did not write."""
+FREQUENCY_GIVEN = "categories given an LVIS frequency from the exported images (they had none)"
+"""The LVIS report's count of categories whose frequency group the export worked out."""
 SegmentationMode = Literal["source", "rle", "polygon"]
 SEGMENTATION_MODES: tuple[SegmentationMode, ...] = ("source", "rle", "polygon")
 InexactPolicy = Literal["rle", "polygon"]
