@@ -99,6 +99,8 @@ SPECS: tuple[ActionSpec, ...] = (
     ActionSpec("review.rejected", "Mark Rejected", "X", "mdi6.close-circle"),
     ActionSpec("review.needs_work", "Mark Needs Work", "W", "mdi6.alert-circle"),
     ActionSpec("review.next_unreviewed", "Next Unreviewed", "N", "mdi6.skip-forward"),
+    ActionSpec("review.reject_proposals", "Reject Remaining Proposals", "Shift+X", "mdi6.close-box-multiple",
+               "Mark Find Similar's proposals on this image that are not reviewed yet rejected (one undo step)"),
     # refine
     ActionSpec("refine.run", "Refine Selected", "R", "mdi6.auto-fix", "Refine the selected instance step by step"),
     ActionSpec("refine.image", "Refine All of Image", "Shift+R", "mdi6.image-auto-adjust",
@@ -218,7 +220,8 @@ MENUS: dict[str, tuple[str | None, ...]] = {
     "&Instance": ("instance.new", "instance.delete", "instance.category", None, "instance.lock", "instance.hide",
                   "instance.raise", "instance.lower", None, "instance.next", "instance.previous", "image.next",
                   "image.previous"),
-    "&Review": ("review.accepted", "review.rejected", "review.needs_work", None, "review.next_unreviewed"),
+    "&Review": ("review.accepted", "review.rejected", "review.needs_work", None, "review.next_unreviewed", None,
+                "review.reject_proposals"),
     "R&efine": ("refine.run", "refine.image", "refine.dataset", None, "refine.stop", "refine.pause", None,
                 "refine.accept", "refine.accept_next", "refine.reject", None, "refine.step_back",
                 "refine.step_forward"),
@@ -238,6 +241,7 @@ EDIT_ACTIONS = (
     "edit.clear_guidance", "instance.new", "instance.delete", "instance.category", "instance.lock", "instance.hide",
     "instance.raise", "instance.lower", "review.accepted", "review.rejected", "review.needs_work", "refine.run",
     "refine.image", "refine.dataset", "refine.accept", "refine.accept_next", "file.images_folder", "edit.find_similar",
+    "review.reject_proposals",
 )
 """What changes the project: disabled in a read-only window."""
 ALWAYS_EDITABLE = (*(f"tool.{t}" for t in TOOLS if t != "select"), "brush.smaller", "brush.larger")
@@ -247,8 +251,8 @@ CANVAS_MENU = ("refine.run", "edit.find_similar", None, "review.accepted", "revi
                "instance.delete", None, "view.zoom_instance", "view.fit", None, "instance.new")
 """Right click on the canvas (on an instance, which it selects first; elsewhere the same, mostly disabled)."""
 INSTANCE_LIST_MENU = ("view.zoom_instance", "refine.run", "edit.find_similar", None, "review.accepted",
-                      "review.rejected", "review.needs_work", None, "instance.category", "instance.lock",
-                      "instance.hide", "instance.delete")
+                      "review.rejected", "review.needs_work", "review.reject_proposals", None, "instance.category",
+                      "instance.lock", "instance.hide", "instance.delete")
 INSTANCE_ACTIONS = ("instance.delete", "instance.category", "instance.lock", "instance.hide", "instance.raise",
                     "instance.lower", "review.accepted", "review.rejected", "review.needs_work",
                     "view.zoom_instance", "edit.find_similar")

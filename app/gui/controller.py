@@ -42,6 +42,7 @@ from app.services.datasets import ImportRequest, ImportResult, import_project
 from app.services.demo import open_demo_project
 from app.services.refine import save_refinement
 from app.services.selection import image_file
+from app.services.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -446,6 +447,20 @@ class ProjectController(QObject):
             self.message.emit("Select an instance first")
             return
         doc.set_status(doc.selected_id, ReviewStatus(status).value)
+
+    def reject_proposals(self) -> None:
+        """Reject the open image's proposals not reviewed yet, as one undo step: what is left once the good ones
+        are accepted. They stay, marked, so a later search does not propose them again (docs/decisions/0021)."""
+        doc = self.doc
+        if doc is None:
+            self.message.emit("Open an image first")
+            return
+        ids = [layer.id for layer in doc.layers() if layer.proposal and layer.status == ReviewStatus.UNREVIEWED.value]
+        if not ids:
+            self.message.emit("No proposals on this image are waiting for review")
+            return
+        doc.set_statuses(ids, ReviewStatus.REJECTED.value, f"Reject {plural(len(ids), 'proposal')}")
+        self.message.emit(f"Rejected {plural(len(ids), 'proposal')} (Ctrl+Z takes it back)")
 
     def new_instance(self, category_id: int) -> int | None:
         """Add an empty instance of ``category_id`` on the open image and select it (the window asks which)."""

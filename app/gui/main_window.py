@@ -130,6 +130,7 @@ class MainWindow(WindowLayout, QMainWindow):
             "review.rejected": lambda: p.set_status(ReviewStatus.REJECTED),
             "review.needs_work": lambda: p.set_status(ReviewStatus.NEEDS_WORK),
             "review.next_unreviewed": self._next_unreviewed,
+            "review.reject_proposals": p.reject_proposals,
             "refine.run": self.refine_selected,
             "refine.image": lambda: self._run_checked(r.refine_image),
             "refine.dataset": lambda: self._run_checked(self.feedback.confirm_dataset),

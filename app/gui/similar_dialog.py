@@ -21,14 +21,12 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from app.core.records import ChangeKind, ReviewStatus
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
 from app.gui import popups
 from app.gui.controller import ProjectController
 from app.gui.docks.instance_list import ALL_IMAGES, PROPOSALS_KEY, InstanceListPanel
 from app.gui.editor.canvas import Canvas
-from app.gui.editor.layers import InstanceLayer
 from app.gui.prompt_controller import prompt_heads, refine_options
 from app.gui.prompt_worker import PromptService, SimilarityJob, SimilarJob
 from app.gui.settings import AppSettings
@@ -257,7 +255,7 @@ def open_find_similar(project: ProjectController, service: PromptService, settin
     name = category.name if category is not None else str(layer.category_id)
     examples = [(f"instance #{layer.id} ({name})", (layer.id,))]
     others = [other.id for other in doc.layers() if other.id != layer.id and other.category_id == layer.category_id
-              and not other.crowd and not _proposal(other) and doc.layer_bbox(other.id) is not None]
+              and not other.crowd and not other.proposal and doc.layer_bbox(other.id) is not None]
     if others:
         examples.append((f"every {name} on this image ({len(others) + 1} instances)", (layer.id, *others)))
     dialog = SimilarDialog(store, doc.image_id, examples, service, settings, canvas, parent)
@@ -285,9 +283,3 @@ def show_proposals(project: ProjectController, instances: InstanceListPanel, rep
     instances.filters_changed.emit()
     if doc is not None and here:
         project.open_image(doc.image_id, doc.selected_id)
-
-
-def _proposal(layer: InstanceLayer) -> bool:
-    """A proposal not accepted yet is a guess, not an example (docs/decisions/0021)."""
-    kind = None if layer.provenance is None else ChangeKind(layer.provenance.kind)
-    return kind is ChangeKind.PROPOSED and layer.status != ReviewStatus.ACCEPTED.value

@@ -1,16 +1,18 @@
 """Find Similar in the real window on a small synthetic project (red discs, one annotated): the threshold
 slider previews on the image, the search adds proposals with scores on the prompt thread, the list shows them
-by score, accepting one keeps it and undo takes the acceptance back, rejecting one marks it."""
+by score, accepting one keeps it and undo takes the acceptance back, rejecting one marks it, and the rest of an
+image's proposals are rejected in one undoable step."""
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PySide6.QtCore import QRect
 from pytestqt.qtbot import QtBot
 
-from app.core.records import ChangeKind, ReviewStatus
+from app.core.records import ChangeKind, Provenance, ReviewStatus
 from app.gui import popups
 from app.gui.docks.instance_list import ALL_IMAGES, IMAGE, SCORE
 from app.gui.main_window import MainWindow
@@ -139,3 +141,51 @@ def test_closing_the_dialog_stops_the_search_and_takes_the_preview_away(
         assert not window.canvas.prompt_item.isVisible()
     assert blocker.args[0].stopped and not blocker.args[0].created
     assert store.count_instances() == count and window.last_error is None
+
+
+def test_reject_remaining_proposals_marks_the_images_unreviewed_ones_as_one_undo_step(
+        window: MainWindow, qtbot: QtBot) -> None:
+    store = window.project.store
+    doc = window.project.doc
+    assert store is not None and doc is not None
+    image_id = doc.image_id
+    window.actions["review.reject_proposals"].trigger()
+    assert window.statusBar().currentMessage() == "No proposals on this image are waiting for review"
+
+    height, width = doc.shape
+    category = doc.layers()[0].category_id
+
+    def square(x: int) -> np.ndarray:
+        mask = np.zeros((height, width), bool)
+        mask[10:40, x:x + 30] = True
+        return mask
+
+    proposed = Provenance.proposed("encoder", None, 0)
+    made = [store.create_instance(image_id, category, square(x), score=0.5, provenance=proposed).instance_id
+            for x in (10, 60, 110)]
+    store.set_status(made[2], ReviewStatus.NEEDS_WORK)  # the annotator's own verdict: left as it is
+    with qtbot.waitSignal(window.project.document_changed, timeout=20_000):
+        window.project.open_image(image_id)
+    doc = window.project.doc
+    doc.select(made[0])
+    window.actions["review.accepted"].trigger()  # the good one kept first
+    others = [layer.id for layer in doc.layers() if layer.id not in made]
+    before = {i: doc.layer(i).status for i in others}
+
+    window.actions["review.reject_proposals"].trigger()
+    assert window.statusBar().currentMessage() == "Rejected 1 proposal (Ctrl+Z takes it back)"
+    assert [doc.layer(i).status for i in made] == ["accepted", "rejected", "needs_work"]
+    assert {i: doc.layer(i).status for i in others} == before  # imported instances are not proposals
+    wait_saved(qtbot, window)
+    assert store.instance(made[1]).status == ReviewStatus.REJECTED
+
+    window.actions["edit.undo"].trigger()  # the rejection, one step
+    assert [doc.layer(i).status for i in made] == ["accepted", "unreviewed", "needs_work"]
+    window.actions["edit.undo"].trigger()  # then the acceptance
+    assert doc.layer(made[0]).status == "unreviewed"
+    window.actions["review.reject_proposals"].trigger()
+    assert window.statusBar().currentMessage() == "Rejected 2 proposals (Ctrl+Z takes it back)"
+    wait_saved(qtbot, window)
+    assert [store.instance(i).status for i in made] == [ReviewStatus.REJECTED, ReviewStatus.REJECTED,
+                                                        ReviewStatus.NEEDS_WORK]
+    assert window.last_error is None

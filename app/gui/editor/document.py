@@ -322,6 +322,17 @@ class ImageDocument(QObject):
     def set_status(self, instance_id: int, status: str) -> None:
         self._set_field(instance_id, "status", status, f"Status {status} #{instance_id}")
 
+    def set_statuses(self, instance_ids: Sequence[int], status: str, text: str) -> None:
+        """Give several instances one status as one undo step named ``text`` (those that have it already are left)."""
+        self.end_stroke()
+        changing = [i for i in instance_ids if self._layers[i].status != status]
+        if not changing:
+            return
+        self.undo_stack.beginMacro(text)
+        for instance_id in changing:
+            self.undo_stack.push(LayerFieldCommand(self, instance_id, "status", status, f"Status {status} #{instance_id}"))
+        self.undo_stack.endMacro()
+
     def set_category(self, instance_id: int, category_id: int) -> None:
         name = self.category_names.get(category_id, str(category_id))
         self._set_field(instance_id, "category_id", category_id, f"Category {name} #{instance_id}")

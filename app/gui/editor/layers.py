@@ -12,7 +12,7 @@ import numpy as np
 
 from app.core import mask_ops
 from app.core.mask_ops import PackedPatch, Rect
-from app.core.records import Provenance
+from app.core.records import ChangeKind, Provenance, ReviewStatus
 
 GUIDANCE = ("foreground", "background", "region")
 Target = int | str
@@ -59,6 +59,12 @@ class InstanceLayer:
     provenance: Provenance | None = None
     crowd: bool = False
     """A crowd region (COCO ``iscrowd``): many objects in one mask, never refined."""
+
+    @property
+    def proposal(self) -> bool:
+        """Proposed by Find Similar and not accepted yet: a guess, not an example (docs/decisions/0021)."""
+        return (self.provenance is not None and self.provenance.kind == ChangeKind.PROPOSED
+                and self.status != ReviewStatus.ACCEPTED.value)
 
 
 @dataclass(frozen=True)
