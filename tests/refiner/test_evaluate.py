@@ -103,3 +103,18 @@ def test_upscaled_ground_truth_follows_the_enlarged_photo_not_a_staircase():
     # nearest-neighbour enlargement (a 3-pixel staircase) differs from it in 119 pixels, the smooth one in 2
     assert np.count_nonzero(big.mask != ideal) <= 20
     assert big.ignore is None and big.key == "diagonal@x3"
+
+
+
+def test_every_refiner_variant_runs_with_the_pipeline_choices_asked_for(monkeypatch):
+    import app.refiner.evaluate as evaluate
+
+    seen = []
+    monkeypatch.setattr(evaluate, "refiner_method", lambda refiner, options: seen.append(options) or (lambda i, c: c))
+    evaluate.methods_for(object(), modes=["instance", "hr"])
+    assert len(seen) == 4 and all(o.snap and o.keep_native for o in seen)
+    assert sorted((o.mode, o.deterministic) for o in seen) == [("hr", False), ("hr", True), ("instance", False),
+                                                               ("instance", True)]
+    seen.clear()
+    evaluate.methods_for(object(), modes=["instance"], snap=False, keep_native=False)
+    assert len(seen) == 2 and not any(o.snap or o.keep_native for o in seen)
