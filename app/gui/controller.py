@@ -330,13 +330,13 @@ class ProjectController(QObject):
             return
         image_id = loaded.record.id
         if image_id in self._damage_reported:
-            self.message.emit(f"{len(loaded.damaged)} instance(s) of {loaded.record.file_name} have damaged masks "
-                              "and are not shown")
+            verb = "has a damaged mask and is" if len(loaded.damaged) == 1 else "have damaged masks and are"
+            self.message.emit(f"{plural(len(loaded.damaged), 'instance')} of {loaded.record.file_name} {verb} not shown")
             return
         self._damage_reported.add(image_id)
         lines = [f"instance {i}: {problem}" for i, problem in loaded.damaged.items()]
         self.error.emit("Damaged instances", (
-            f"{self.store.path}: {len(loaded.damaged)} instance(s) of {loaded.record.file_name} have masks that "
+            f"{self.store.path}: {plural(len(loaded.damaged), 'instance')} of {loaded.record.file_name}: masks that "
             "cannot be decoded; they are left out of the window and nothing is written to them:\n"
             + "\n".join(lines[:10]) + ("\n…" if len(lines) > 10 else "")))
 

@@ -27,6 +27,7 @@ from app.gui import import_dialogs
 from app.gui.tasks import Task, TaskRunner
 from app.services.datasets import explain_source_formats, export_project
 from app.services.formats import EXPORT_FORMATS, default_export_format
+from app.services.wording import plural
 
 MAX_LISTED_PROBLEMS = 200
 EXPORTS = "exports"
@@ -193,7 +194,7 @@ class ExportDialog(QDialog):
         self.report = report
         self.progress.hide()
         problems = len(report.problems)
-        warning = f"; {problems} instance(s) not written as asked, see below" if problems else ""
+        warning = f"; {plural(problems, 'instance')} not written as asked, see below" if problems else ""
         self.status.setText(f"Exported to {destination}{warning}")
         words = explain_source_formats(dict(report.counts))
         self.report_view.setPlainText(report.summary(max_problems=MAX_LISTED_PROBLEMS) + (f"\n\n{words}" if words else ""))

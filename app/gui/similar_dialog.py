@@ -32,6 +32,7 @@ from app.gui.prompt_worker import PromptService, SimilarityJob, SimilarJob
 from app.gui.settings import AppSettings
 from app.refiner.similar import DEFAULT_THRESHOLD
 from app.services.similar import SimilarReport, SimilarSettings
+from app.services.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +199,11 @@ class SimilarDialog(QDialog):
         made = len(report.created)
         log.info("find similar on %s: %d proposal(s) on %d image(s), %.1f s%s", self.instance_ids, made,
                  report.searched, report.seconds, " (stopped)" if report.stopped else "")
-        text = f"{made} proposal(s) added on {report.searched} image(s) in {report.seconds:.1f} s"
+        text = f"{plural(made, 'proposal')} added on {plural(report.searched, 'image')} in {report.seconds:.1f} s"
         if report.stopped:
             text += " (stopped; what was found is kept)"
         if report.problems:
-            text += f"; {len(report.problems)} image(s) skipped: {report.problems[0]}"
+            text += f"; {plural(len(report.problems), 'image')} skipped: {report.problems[0]}"
         self.status.setText(text + ("; review them in the instance list (highest score first)" if made else ""))
         self.searched.emit(report)
 

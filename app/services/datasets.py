@@ -35,6 +35,7 @@ from app.services.formats import (
     ImportRequest, ProjectData, default_export_format, export_format, import_format,
 )
 from app.services.selection import check_images_folder
+from app.services.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def _nothing_found(dataset: Dataset, report: ImportReport) -> str | None:
     if not report.problems:
         return f"holds no {what}: nothing to import"
     first = report.problems[0]
-    return (f"no usable {what}: nothing to import ({len(report.problems)} problem(s), the first: "
+    return (f"no usable {what}: nothing to import ({plural(len(report.problems), 'problem')}, the first: "
             f"{first.record + ': ' if first.record else ''}{first.problem}; run validate for all)")
 
 

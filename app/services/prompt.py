@@ -28,6 +28,7 @@ from app.core.store.project import MaskLike, ProjectStore
 from app.refiner.options import RefineOptions
 from app.refiner.prompts import PromptError, check_box
 from app.services.selection import image_file, known_categories
+from app.services.wording import plural
 
 if TYPE_CHECKING:
     from app.refiner.prompts import CoarseSource, PromptTool
@@ -163,7 +164,7 @@ def check_prompts(store: ProjectStore, prompts: Sequence[BoxPrompt], source: Pat
         checked.append(BoxPrompt(prompt.image_id, tuple(float(v) for v in box), prompt.category_id,  # type: ignore[arg-type]
                                  prompt.score, prompt.origin))
     if problems:
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        more = f" (and {plural(len(problems) - 1, 'more problem')})" if len(problems) > 1 else ""
         raise DatasetError(source or store.path, problems[0] + more)
     return checked
 

@@ -30,6 +30,7 @@ from app.refiner.steps import MaskPatch, RefineStep
 from app.services.selection import (
     TOO_SMALL, Selection, check_categories, check_images_folder, image_file, plan_refinement,
 )
+from app.services.wording import plural
 
 if TYPE_CHECKING:
     from app.refiner.api import Refiner
@@ -163,7 +164,7 @@ def _refine_image(store: ProjectStore, refiner: Refiner, options: RefineOptions,
         report.unchanged += patch.changed == 0
         changed_here += patch.changed
     report.changed_pixels += changed_here
-    return f"image {image_id} ({path.name}): {len(ids)} instance(s), {changed_here} px changed, {time.perf_counter() - started:.1f} s"
+    return f"image {image_id} ({path.name}): {plural(len(ids), 'instance')}, {changed_here} px changed, {time.perf_counter() - started:.1f} s"
 
 
 def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:

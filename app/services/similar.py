@@ -34,6 +34,7 @@ from app.core.store.query import InstanceFilter
 from app.refiner.options import RefineOptions
 from app.refiner.similar import DEFAULT_THRESHOLD, FeatureCache, Proposal, Prototype, SimilarError, file_key
 from app.services.selection import image_file
+from app.services.wording import plural
 
 if TYPE_CHECKING:
     from app.refiner.similar import SimilarFinder
@@ -279,7 +280,7 @@ def find_similar(store: ProjectStore, finder: SimilarFinder, instance_ids: Seque
                 created = search.save(image_id, examples, proposals, threshold)
                 report.created += created
                 report.searched += 1
-                what = f"image {image_id}: {len(created)} proposal(s)"
+                what = f"image {image_id}: {plural(len(created), 'proposal')}"
             if progress is not None:
                 progress(done, len(targets), what)
     finally:

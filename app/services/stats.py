@@ -13,6 +13,7 @@ from app.core.store.files import project_errors
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
 from app.core.store.schema import PROJECT_SUFFIX
+from app.services.wording import plural
 
 __all__ = ["COCO_AREA_CLASSES", "PROJECT_SUFFIX", "format_stats", "project_stats"]
 
@@ -75,7 +76,7 @@ def format_stats(stats: dict[str, Any]) -> str:
     lines += ["", "by last change:"]
     lines += [f"  {kind:<12} {n:>9}" for kind, n in stats["by_last_change"].items()]
     if stats["proposals_pending"]:
-        lines.append(f"  {stats['proposals_pending']} find-similar proposal(s) not accepted yet: left out of exports")
+        lines.append(f"  {plural(stats['proposals_pending'], 'find-similar proposal')} not accepted yet: left out of exports")
     used = [c for c in stats["by_category"] if c["total"]]
     lines += ["", f"by category ({len(used)} of {len(stats['by_category'])} with instances):"]
     lines.append(f"  {'id':>6}  {'name':<28} {'total':>8} " + " ".join(f"{s:>11}" for s in statuses))

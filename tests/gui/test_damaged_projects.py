@@ -127,7 +127,7 @@ def test_a_damaged_image_is_reported_once_and_its_instance_named_from_another_im
         with qtbot.waitSignal(project.document_changed, timeout=20_000):
             project.open_image(image_id)
     assert dialogs == ["Damaged instances"]
-    assert messages[-1] == f"1 instance(s) of {other.file_name} have damaged masks and are not shown"
+    assert messages[-1] == f"1 instance of {other.file_name} has a damaged mask and is not shown"
 
 
 def test_a_damaged_edit_row_is_named_in_the_edit_history(window: MainWindow, qtbot: QtBot) -> None:

@@ -54,7 +54,7 @@ def test_find_similar_adds_proposals_to_review_by_score(window: MainWindow, qtbo
         dialog.run_button.click()
     report = blocker.args[0]
     assert len(report.created) == 4 and report.searched == 3 and not report.problems
-    assert "4 proposal(s) added on 3 image(s)" in dialog.status.text()
+    assert "4 proposals added on 3 images" in dialog.status.text()
     store = window.project.store
     assert store is not None
     made = [store.instance(i) for i in report.created]

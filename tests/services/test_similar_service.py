@@ -54,7 +54,7 @@ def test_every_disc_is_proposed_once_with_its_score(sample, finder):
         assert (m.provenance.mode, m.provenance.weights, m.provenance.steps) == ("encoder", None, 0)
         assert 0.35 <= m.score <= 1
     assert history[0].params == {"find_similar": {"examples": [sample.example_id], "threshold": THRESHOLD}}
-    assert [s[:2] for s in seen] == [(1, 3), (2, 3), (3, 3)] and seen[1][2] == "image 2: 2 proposal(s)"
+    assert [s[:2] for s in seen] == [(1, 3), (2, 3), (3, 3)] and seen[1][2] == "image 2: 2 proposals"
 
 
 def test_a_second_search_proposes_nothing_new(sample, finder):

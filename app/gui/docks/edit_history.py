@@ -25,6 +25,7 @@ from app.core.store.project import ProjectStore
 from app.gui.editor.commands import ACTION_LABELS
 from app.gui.editor.document import ImageDocument
 from app.gui.tasks import TaskRunner
+from app.services.wording import plural
 
 THUMB = 72
 MAX_THUMBS = 60
@@ -236,7 +237,7 @@ class EditHistoryPanel(QWidget):
             self.title.setText(f"Instance {self.instance_id}: its saved edits cannot be read ({e})")
             self._update_button()
             return
-        self.title.setText(f"Instance {self.instance_id}: {len(edits)} saved edit(s), newest first"
+        self.title.setText(f"Instance {self.instance_id}: {plural(len(edits), 'saved edit')}, newest first"
                            if edits else f"Instance {self.instance_id}: as imported, no edits yet")
         by_id = {edit.id: edit for edit in edits}
         for edit in edits:
