@@ -12,6 +12,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from app.core.atomic import write_json_atomic
+from app.core.wording import plural
+
+# The counts named by a plural noun, and the noun for one ("1 image", not "1 images"); other counts are phrases
+# ("excluded by status") that read the same for any number.
+SINGULAR = {"images": "image", "categories": "category", "instances": "instance", "masks": "mask",
+            "label maps": "label map"}
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,8 @@ class Report:
 
     def summary(self, max_problems: int = 20) -> str:
         """A few lines for people: the counts, then the first ``max_problems`` problems."""
-        counts = ", ".join(f"{v} {k}" for k, v in self.counts.items()) or "nothing"
-        lines = [f"{self.operation} {self.source}: {counts}; {len(self.problems)} problem(s)"]
+        counts = ", ".join(plural(v, SINGULAR.get(k, k), k) for k, v in self.counts.items()) or "nothing"
+        lines = [f"{self.operation} {self.source}: {counts}; {plural(len(self.problems), 'problem')}"]
         lines += [f"  {p}" for p in self.problems[:max_problems]]
         if 0 < max_problems < len(self.problems):  # none listed: the count above says it all
             lines.append(f"  ... and {len(self.problems) - max_problems} more"

@@ -30,6 +30,7 @@ from app.core.store.errors import ProjectError
 from app.core.store.project import MaskLike, ProjectStore
 from app.core.store.query import InstanceFilter
 from app.core.store.rows import StoredInstance
+from app.core.wording import plural
 from app.gui.autosave import Autosave
 from app.gui.editor.document import ImageDocument
 from app.gui.editor.layers import InstanceLayer, palette_color
@@ -42,7 +43,6 @@ from app.services.datasets import ImportRequest, ImportResult, import_project
 from app.services.demo import open_demo_project
 from app.services.refine import save_refinement
 from app.services.selection import image_file
-from app.services.wording import plural
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from PySide6.QtWidgets import (
 
 from app.core.formats.coco_export import SegmentationMode
 from app.core.report import ExportReport
+from app.core.wording import plural
 from app.gui import import_dialogs
 from app.gui.tasks import Task, TaskRunner
 from app.services.datasets import explain_source_formats, export_project
 from app.services.formats import EXPORT_FORMATS, default_export_format
-from app.services.wording import plural
 
 MAX_LISTED_PROBLEMS = 200
 EXPORTS = "exports"

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
+from app.core.wording import plural
 from app.gui import popups
 from app.gui.controller import ProjectController
 from app.gui.docks.instance_list import ALL_IMAGES, PROPOSALS_KEY, InstanceListPanel
@@ -32,7 +33,6 @@ from app.gui.prompt_worker import PromptService, SimilarityJob, SimilarJob
 from app.gui.settings import AppSettings
 from app.refiner.similar import DEFAULT_THRESHOLD
 from app.services.similar import SimilarReport, SimilarSettings
-from app.services.wording import plural
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ from app.core.store.files import project_errors
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
 from app.core.store.schema import PROJECT_SUFFIX
+from app.core.wording import plural
 from app.services.formats import (
     ImportRequest, ProjectData, default_export_format, export_format, import_format,
 )
 from app.services.selection import check_images_folder
-from app.services.wording import plural
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from app.core.images import read_image_rgb
 from app.core.records import ChangeKind, Provenance, ReviewStatus
 from app.core.store.errors import ProjectError
 from app.core.store.project import MaskLike, ProjectStore
+from app.core.wording import plural
 from app.refiner.options import RefineOptions
 from app.refiner.prompts import PromptError, check_box
 from app.services.selection import image_file, known_categories
-from app.services.wording import plural
 
 if TYPE_CHECKING:
     from app.refiner.prompts import CoarseSource, PromptTool

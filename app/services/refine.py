@@ -25,12 +25,12 @@ from app.core.images import read_image_rgb, read_image_unchanged
 from app.core.records import Provenance, ReviewStatus, encode_mask
 from app.core.signals import check_stop
 from app.core.store.project import MaskLike, ProjectStore
+from app.core.wording import plural
 from app.refiner.options import MODES, NUM_TIMESTEPS, RefineOptions
 from app.refiner.steps import MaskPatch, RefineStep
 from app.services.selection import (
     TOO_SMALL, Selection, check_categories, check_images_folder, image_file, plan_refinement,
 )
-from app.services.wording import plural
 
 if TYPE_CHECKING:
     from app.refiner.api import Refiner

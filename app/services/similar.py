@@ -31,10 +31,10 @@ from app.core.records import Provenance, ReviewStatus
 from app.core.store.errors import ProjectError
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
+from app.core.wording import plural
 from app.refiner.options import RefineOptions
 from app.refiner.similar import DEFAULT_THRESHOLD, FeatureCache, Proposal, Prototype, SimilarError, file_key
 from app.services.selection import image_file
-from app.services.wording import plural
 
 if TYPE_CHECKING:
     from app.refiner.similar import SimilarFinder

@@ -13,7 +13,7 @@ from app.core.store.files import project_errors
 from app.core.store.project import ProjectStore
 from app.core.store.query import InstanceFilter
 from app.core.store.schema import PROJECT_SUFFIX
-from app.services.wording import plural
+from app.core.wording import plural
 
 __all__ = ["COCO_AREA_CLASSES", "PROJECT_SUFFIX", "format_stats", "project_stats"]
 

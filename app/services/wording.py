@@ -1,7 +1,6 @@
-"""Wording both front ends share: counts with the noun in the right number ("1 step", "3 steps")."""
+"""The core's wording for the command line, which imports services only (docs/decisions/0013)."""
 from __future__ import annotations
 
+from app.core.wording import plural
 
-def plural(count: int, one: str, many: str | None = None) -> str:
-    """ "1 step", "3 steps"; ``many`` for irregular plurals ("1 box", "2 boxes")."""
-    return f"{count} {one if count == 1 else many or one + 's'}"
+__all__ = ["plural"]

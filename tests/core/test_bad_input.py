@@ -272,7 +272,7 @@ def test_corrupt_image_in_a_png_folder(tmp_path: Path) -> None:
 def test_report_summary_and_json(tmp_path: Path) -> None:
     _, report = _import(tmp_path, lambda d: d["annotations"][0].update(image_id=99))
     summary = report.summary()
-    assert summary.splitlines()[0] == f"import {tmp_path / 'instances.json'}: 2 images, 2 categories, 2 instances; 1 problem(s)"
+    assert summary.splitlines()[0] == f"import {tmp_path / 'instances.json'}: 2 images, 2 categories, 2 instances; 1 problem"
     report.write_json(tmp_path / "report.json")
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["operation"] == "import" and written["counts"]["instances"] == 2

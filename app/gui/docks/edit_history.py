@@ -22,10 +22,10 @@ from app.core.records import Category, ChangeKind, decode_mask, rle_boxes
 from app.core.store.errors import ProjectError
 from app.core.store.history import Edit, EditAction
 from app.core.store.project import ProjectStore
+from app.core.wording import plural
 from app.gui.editor.commands import ACTION_LABELS
 from app.gui.editor.document import ImageDocument
 from app.gui.tasks import TaskRunner
-from app.services.wording import plural
 
 THUMB = 72
 MAX_THUMBS = 60

@@ -35,6 +35,7 @@ from PySide6.QtCore import QObject, Signal
 from app.core.errors import DatasetError
 from app.core.records import ReviewStatus
 from app.core.store.errors import ProjectError
+from app.core.wording import plural
 from app.gui.controller import ProjectController
 from app.gui.editor.document import ImageDocument
 from app.gui.editor.preview import DiffColors
@@ -45,7 +46,6 @@ from app.refiner.options import RefineOptions
 from app.refiner.steps import RefineStep
 from app.services.refine import encoded
 from app.services.selection import CROWD, EMPTY, LOCKED, RefinePlan, Selection, image_file, never_refined, plan_refinement
-from app.services.wording import plural
 
 log = logging.getLogger(__name__)
 

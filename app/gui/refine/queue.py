@@ -11,8 +11,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from app.core.wording import plural
 from app.services.selection import CROWD, EMPTY, LOCKED, TOO_SMALL
-from app.services.wording import plural
 
 MISSING_FILE = "missing file"
 GONE = "deleted"

@@ -10,13 +10,13 @@ from typing import Callable
 from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtWidgets import QLabel, QMessageBox, QProgressBar, QWidget
 
+from app.core.wording import plural
 from app.gui.refine.controller import RefineController, unreviewed
 from app.gui.refine.panel import RefinePanel
 from app.gui.refine.queue import estimate_text, skipped_text
 from app.gui.refine.worker import PRELOAD_JOB, RefineService
 from app.gui.settings import AppSettings, timing_key, weights_label
 from app.refiner.options import RefineOptions
-from app.services.wording import plural
 
 log = logging.getLogger(__name__)
 
