@@ -220,7 +220,7 @@ class PromptController(QObject):
         if category is None:
             self.show_message("Prompt discarded")
             return
-        self.settings.prompt_category = category
+        self.settings.prompt_category = self.project.categories[category].name
         self._create(outcome, category)
 
     def ask_category(self, beside: QRect | None = None) -> int | None:
@@ -231,11 +231,12 @@ class PromptController(QObject):
         return None if chosen is None else chosen.id
 
     def _offered_category(self, categories: list[Category]) -> int | None:
-        """The category the popup starts on: the last one given to a prompt when this project has it, else the
-        selected instance's (the first prompt on a project no longer offers its first category)."""
+        """The category the popup starts on: the one of the name last given to a prompt when this project has it,
+        else the selected instance's (the first prompt on a project no longer offers its first category)."""
         last = self.settings.prompt_category
-        if last is not None and any(c.id == last for c in categories):
-            return last
+        named = next((c.id for c in categories if c.name == last), None)
+        if named is not None:
+            return named
         doc = self.project.doc
         if doc is not None and doc.selected_id is not None and doc.has_layer(doc.selected_id):
             return doc.layer(doc.selected_id).category_id

@@ -58,7 +58,7 @@ SECONDS_PER_INSTANCE = _Key("refine/seconds_per_instance", "{}")
 PROMPT_SOURCE = _Key("prompt/source", "encoder")
 SAM_CHECKPOINT = _Key("prompt/sam_checkpoint", "")
 PROMPT_HEADS = _Key("prompt/heads", "[]")
-PROMPT_CATEGORY = _Key("prompt/category", -1)
+PROMPT_CATEGORY = _Key("prompt/category_name", "")
 HEADS_SEPARATOR = "; "
 PROMPT_SOURCES = {"encoder": "Prompt heads on the encoder", "grabcut": "GrabCut (no weights)",
                   "sam": "Segment Anything checkpoint (.pth)"}
@@ -246,14 +246,14 @@ class AppSettings:
         self._set(PROMPT_HEADS, json.dumps([str(v) for v in value]))
 
     @property
-    def prompt_category(self) -> int | None:
-        """The category last given to an instance made by a prompt (the popup offers it first)."""
-        value = self._get(PROMPT_CATEGORY)
-        return None if value < 0 else value
+    def prompt_category(self) -> str | None:
+        """The name of the category last given to an instance made by a prompt (the popup offers it first). A
+        name, not an id: in another project the same id is another category, the same name the same one."""
+        return self._get(PROMPT_CATEGORY) or None
 
     @prompt_category.setter
-    def prompt_category(self, value: int) -> None:
-        self._set(PROMPT_CATEGORY, int(value))
+    def prompt_category(self, value: str) -> None:
+        self._set(PROMPT_CATEGORY, str(value))
 
     # ----- overlay
     @property

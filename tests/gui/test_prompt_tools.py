@@ -98,7 +98,7 @@ def test_a_box_and_a_category_make_one_instance_and_undo_removes_it(
     assert beside is not None and beside.contains(shown)
     assert offered[0][3] == (f"Box prompt: the new mask ({layer.mask.sum()} px); choose its category, or Cancel to "
                              "drop it")
-    assert window.settings.prompt_category == chosen.id
+    assert window.settings.prompt_category == chosen.name
     assert not window.canvas.prompt_item.isVisible()  # the preview went with the popup
     wait_saved(qtbot, window)
     stored = store.instance(new_id)
@@ -133,9 +133,12 @@ def test_the_first_prompt_offers_the_selected_instances_category(prompt_window: 
     offered = answer_category(monkeypatch, None)
     window.prompts.ask_category()
     assert categories[offered[0][1]].id == layer.category_id != categories[0].id
-    window.settings.prompt_category = 10 ** 9  # remembered from another project: not one of these
+    window.settings.prompt_category = "a category of another project"  # not one of these
     window.prompts.ask_category()
     assert categories[offered[1][1]].id == layer.category_id
+    window.settings.prompt_category = categories[0].name  # another project's choice that this project has too
+    window.prompts.ask_category()
+    assert offered[2][1] == 0
 
 
 @pytest.mark.parametrize("points, words", [
