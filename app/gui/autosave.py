@@ -235,7 +235,7 @@ class Autosave(QObject):
                 return False
             undone = _undone_edit(st, instance_id, rle) if action in (HISTORY_ACTION, "revert") else None
             if undone is not None:
-                st.revert(undone)
+                st.revert(undone, {"author": AUTHOR})
             else:
                 st.set_mask(instance_id, rle, provenance=provenance, params={"action": action, "author": AUTHOR})
             self._counts[instance_id] = rle["counts"]
@@ -254,7 +254,7 @@ class Autosave(QObject):
             deletion = self._deletions.pop(instance_id, None)
             if deletion is None:
                 raise ProjectError(st.path, f"the deletion of instance {instance_id} was not saved; nothing to restore")
-            st.revert(deletion)
+            st.revert(deletion, {"author": AUTHOR})
             self._counts[instance_id] = st.instance(instance_id).rle["counts"]
 
         return write

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app.core.store.history import EditAction
+from app.gui.autosave import AUTHOR
 from app.gui.docks.instance_list import ALL_IMAGES, AREA, CATEGORY, FLAGS, ID, IMAGE, SCORE, TO_REVIEW_KEY
 from app.gui.help import shortcut_rows
 from app.gui.main_window import MainWindow
@@ -76,6 +77,9 @@ def test_the_edit_history_lists_saved_edits_with_thumbnails_and_reverts_one(wind
     assert panel.list.item(0).text().startswith("Revert")
     window.actions["edit.undo"].trigger()  # the revert is one undo step
     assert np.array_equal(doc.layer(selected).mask, painted)
+    wait_saved(qtbot, window)
+    undone = window.project.store.history(selected)[-1]  # type: ignore[union-attr]
+    assert undone.action is EditAction.REVERT and undone.params["author"] == AUTHOR  # saved as a revert, by whom
 
 
 def test_help_lists_every_shortcut_from_the_registry_and_about_names_versions_model_and_licences(

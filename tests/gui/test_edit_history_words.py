@@ -28,9 +28,11 @@ def test_a_revert_says_what_it_took_back_and_a_revert_of_it_says_redone(tmp_path
     with ProjectStore.create(tmp_path / "p.srproj", sample_dataset()) as store:
         instance_id = store.create_instance(4, 2, ring()).instance_id
         brush = store.set_mask(instance_id, blob(), params={"action": "brush", "author": "ann"})
-        undo = store.revert(brush.id)
+        undo = store.revert(brush.id, {"author": "ann"})
         redo = store.revert(undo.id)
         edits = {edit.id: edit for edit in store.history(instance_id)}
     assert describe_edit(edits[undo.id], {}, edits)[0].startswith("Reverted: Brush (of ")
     assert describe_edit(edits[redo.id], {}, edits)[0] == "Redone: Brush"
     assert describe_edit(edits[undo.id], {})[0] == f"Reverted edit {brush.id}"  # without the others: its number
+    assert describe_edit(edits[undo.id], {}, edits)[1] == "ann" and edits[undo.id].params["reverts"] == brush.id
+    assert describe_edit(edits[redo.id], {}, edits)[1] == "annotator"  # none recorded

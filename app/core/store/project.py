@@ -394,15 +394,15 @@ class ProjectStore:
             raise ProjectError(self.path, f"no edit with id {edit_id}")
         return edit_from_row(row)
 
-    def revert(self, edit_id: int) -> Edit:
+    def revert(self, edit_id: int, params: dict[str, Any] | None = None) -> Edit:
         """Put back what an edit changed (fields and mask as they were before it), as a new 'revert' edit.
 
-        Fields that later edits changed and this one did not are left alone; a revert can itself be
-        reverted. Reverting a creation deletes the instance, reverting a deletion restores it.
+        Fields that later edits changed and this one did not are left alone; a revert can itself be reverted.
+        Reverting a creation deletes the instance, reverting a deletion restores it. ``params`` (its author) are kept.
         """
         with self._write():
             edit = self.edit(edit_id)
-            params = {"reverts": edit_id}
+            params = {**(params or {}), "reverts": edit_id}
             if edit.before is None:
                 return self._delete(edit.instance_id, EditAction.REVERT, params)
             if edit.after is None:
