@@ -31,6 +31,9 @@ class ActionSpec:
     alternate: str = ""
     """A second shortcut, kept while the action has its default and no other action uses it (Redo: Ctrl+Y, as
     most programs on Windows and many on Linux, besides Ctrl+Shift+Z)."""
+    label: str = ""
+    """A shorter text for a panel's button beside its icon (the action's icon text); menus keep ``text``. The Refine
+    panel's two columns of buttons set how narrow its dock can be."""
 
 
 # Canvas tool names (GUI-A's Canvas.set_tool) in toolbar order.
@@ -104,16 +107,17 @@ SPECS: tuple[ActionSpec, ...] = (
     # refine
     ActionSpec("refine.run", "Refine Selected", "R", "mdi6.auto-fix", "Refine the selected instance step by step"),
     ActionSpec("refine.image", "Refine All of Image", "Shift+R", "mdi6.image-auto-adjust",
-               "Refine every unlocked instance of this image (queued, applied as undoable edits)"),
+               "Refine every unlocked instance of this image (queued, applied as undoable edits)", label="Refine Image"),
     ActionSpec("refine.dataset", "Refine All Unreviewed", "Ctrl+Shift+R", "mdi6.play-box-multiple",
-               "Refine every unreviewed instance of the project (queued; review them by largest change)"),
+               "Refine every unreviewed instance of the project (queued; review them by largest change)",
+               label="All Unreviewed"),
     ActionSpec("refine.stop", "Stop", "Esc", "mdi6.stop", "Stop after the current step; nothing is changed"),
     ActionSpec("refine.pause", "Pause Queue", "P", "mdi6.pause", "Pause or resume the refine queue", True),
     ActionSpec("refine.accept", "Accept Refinement", "Shift+Return", "mdi6.check",
-               "Apply the shown step to the instance (one undo step)"),
+               "Apply the shown step to the instance (one undo step)", label="Accept"),
     ActionSpec("refine.accept_next", "Accept and Next", "Return", "mdi6.check-all",
                "Apply the shown step (if any), mark the instance accepted, go to the next unreviewed"),
-    ActionSpec("refine.reject", "Reject Refinement", "Backspace", "mdi6.close", "Discard the refinement"),
+    ActionSpec("refine.reject", "Reject Refinement", "Backspace", "mdi6.close", "Discard the refinement", label="Reject"),
     ActionSpec("refine.step_back", "Previous Step", ",", "mdi6.step-backward"),
     ActionSpec("refine.step_forward", "Next Step", ".", "mdi6.step-forward"),
     # view
@@ -147,6 +151,8 @@ class ActionRegistry(QObject):
         for spec in SPECS:
             action = QAction(spec.text, parent)
             action.setObjectName(spec.name)
+            if spec.label:
+                action.setIconText(spec.label)
             if spec.icon:
                 action.setIcon(qta.icon(spec.icon))
             action.setCheckable(spec.checkable)

@@ -61,6 +61,8 @@ class WindowLayout(QMainWindow):
         self.properties_dock.raise_()
         self.docks = (self.image_dock, self.instance_dock, self.refine_dock, self.properties_dock, self.edits_dock,
                       self.history_dock, self.navigator_dock)
+        self._squeezed: dict[QDockWidget, int] = {}
+        """Side docks the window's narrowing squeezed, with the width each had: widening gives it back."""
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -144,13 +146,30 @@ class WindowLayout(QMainWindow):
 
     def _share_width_with_canvas(self) -> None:
         """Narrow the side docks in proportion when they would leave the canvas under ``CANVAS_SHARE`` of the
-        window (down to what their widgets need); a wide window keeps the widths the user gave them."""
+        window (down to what their widgets need); a wide window keeps the widths the user gave them, and a window
+        widened again gives back what narrowing took (a window made small and then large again kept its panels
+        squeezed, their tabs cut short)."""
         sides = []
         for area in (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea):
             shown = [d for d in self.docks if d.isVisible() and not d.isFloating() and self.dockWidgetArea(d) == area]
             if shown:
                 sides.append(max(shown, key=lambda d: d.width()))
+        if not sides:
+            return
+        squeezed = self._squeezed
+        for dock in [d for d in squeezed if d not in sides]:
+            del squeezed[dock]
         taken = sum(d.width() for d in sides)
         room = int((1 - CANVAS_SHARE) * self.width())
-        if sides and taken > room:
+        if taken > room:
+            for dock in sides:
+                squeezed.setdefault(dock, dock.width())
             self.resizeDocks(sides, [max(1, d.width() * room // taken) for d in sides], Qt.Orientation.Horizontal)
+        elif squeezed:
+            wanted = [squeezed.get(d, d.width()) for d in sides]
+            scale = min(1.0, room / sum(wanted))
+            widths = [max(d.width(), int(w * scale)) for d, w in zip(sides, wanted)]
+            if widths != [d.width() for d in sides]:
+                self.resizeDocks(sides, widths, Qt.Orientation.Horizontal)
+            if scale == 1.0:
+                squeezed.clear()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QKeySequence
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QToolButton
 from pytestqt.qtbot import QtBot
 
 from app.core.store.history import EditAction
@@ -291,3 +291,18 @@ def test_a_narrowed_window_takes_width_from_widened_docks_not_only_from_the_canv
     QApplication.processEvents()
     assert window.image_dock.width() < wide[0] and window.refine_dock.width() < wide[1]
     assert window.canvas.width() > 300  # Qt alone left it 70 px wide
+
+
+def test_a_small_window_leaves_the_photo_room_and_widening_it_again_gives_the_panels_back(window: MainWindow) -> None:
+    window.resize(1500, 920)
+    QApplication.processEvents()
+    panels = window.image_dock.width(), window.refine_dock.width()
+    window.resize(1024, 700)
+    QApplication.processEvents()
+    assert window.canvas.width() >= 330  # the filters and the refine buttons left it 244 px
+    assert window.image_dock.width() < panels[0] and window.refine_dock.width() < panels[1]
+    window.resize(1500, 920)
+    QApplication.processEvents()
+    assert abs(window.image_dock.width() - panels[0]) <= 2 and abs(window.refine_dock.width() - panels[1]) <= 2
+    assert window.actions["refine.dataset"].text() == "Refine All Unreviewed"  # menus keep the whole name
+    assert window.refine_panel.findChild(QToolButton, "refine_dataset_button").text() == "All Unreviewed"

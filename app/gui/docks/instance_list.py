@@ -378,12 +378,23 @@ class InstanceListPanel(QWidget):
         row3.addWidget(self.sort_box, 1)
         form.addRow("Change ≥", row3)
         self.filter_form = form
+        self._compact()
         for box in (self.scope_box, self.status_box, self.sort_box):
             box.currentIndexChanged.connect(self._changed)
         self.category_box.activated.connect(self._changed)
         self.category_box.lineEdit().editingFinished.connect(self._category_typed)
         for spin in (self.min_score, self.min_area, self.min_change):
             spin.valueChanged.connect(self._changed)
+
+    def _compact(self) -> None:
+        """Let the filters narrow with the dock: a combo box asks for its longest item by default and a spin box
+        for its largest value (100,000,000 px), which kept the dock 366 px wide and a small window's photo a
+        strip; given room they still grow (the form's fields grow)."""
+        for box, letters in ((self.scope_box, 7), (self.status_box, 7), (self.sort_box, 7), (self.category_box, 10)):
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(letters)
+        for spin in (self.min_area, self.min_change):
+            spin.setMinimumWidth(spin.fontMetrics().horizontalAdvance("0000 px") + 24)
 
     # ----- state
     def set_store(self, store: ProjectStore | None) -> None:

@@ -58,6 +58,8 @@ class RefinePanel(QWidget):
         self.mode_box = QComboBox()
         for mode in MODES:
             self.mode_box.addItem(MODE_TEXT[mode], mode)
+        self.mode_box.setMinimumContentsLength(14)  # its longest item would set the dock's least width
+        self.mode_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.weights_box = _ComboBox()
         self.weights_box.opening.connect(self.environment_wanted)
         self.weights_box.setMinimumContentsLength(14)
