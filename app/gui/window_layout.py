@@ -138,7 +138,8 @@ class WindowLayout(QMainWindow):
             self.restoreState(state)
         else:
             self.resizeDocks([self.image_dock, self.instance_dock], [200, 480], Qt.Orientation.Vertical)
-            self.resizeDocks([self.image_dock, self.refine_dock], [340, 330], Qt.Orientation.Horizontal)
+            # Room for the lists' columns and the panels' buttons; a small window squeezes them (see below).
+            self.resizeDocks([self.image_dock, self.refine_dock], [380, 340], Qt.Orientation.Horizontal)
 
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt's name
         super().resizeEvent(event)
