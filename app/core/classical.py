@@ -193,15 +193,16 @@ def grabcut_refine(image: np.ndarray, coarse: np.ndarray, iterations: int = 3, b
     return out
 
 
-def snap_to_edges(image: np.ndarray, refined: np.ndarray, coarse: np.ndarray, reach: float = 0.01, near: int = 3,
-                  min_move: float = 0.25, seed: int = 0) -> np.ndarray:
+def snap_to_edges(image: np.ndarray, refined: np.ndarray, coarse: np.ndarray, reach: float = 0.015, near: int = 4,
+                  min_move: float = 0.2, seed: int = 0) -> np.ndarray:
     """Where a refiner moved the coarse boundary, put it on the image's colour edge to the pixel.
 
     GrabCut initialised from ``refined`` may move its boundary only ``reach`` x the object's size (at least a
     pixel or two), and its answer is taken only within ``near`` px of the pixels where ``refined`` differs from
     ``coarse``: a boundary the refiner kept stays where it was, so a good mask stays good. When the refiner
     changed fewer than ``min_move`` pixels per pixel of the coarse boundary (it judged the boundary right and
-    touched it here and there), nothing is snapped. The image is used at its own size (no downscaling).
+    touched it here and there), nothing is snapped. The image is used at its own size (no downscaling). The
+    defaults were chosen for band-v2 on held-out pixel-accurate cases (docs/decisions/0023).
     """
     refined = _check(image, refined)
     coarse = _check(image, coarse)

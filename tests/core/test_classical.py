@@ -177,7 +177,7 @@ def test_snap_refuses_a_mask_of_another_size() -> None:
 
 
 def test_snap_leaves_a_boundary_the_refiner_only_touched_here_and_there() -> None:
-    """A few flipped pixels (under a quarter of a pixel per boundary pixel) are not a moved boundary."""
+    """A few flipped pixels (under a fifth of a pixel per boundary pixel) are not a moved boundary."""
     image, _truth = bright_disk()
     yy, xx = np.mgrid[:120, :120]
     coarse = (yy - 60) ** 2 + (xx - 56) ** 2 <= 40**2
