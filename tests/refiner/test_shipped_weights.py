@@ -47,26 +47,28 @@ def test_the_default_is_the_band_refiner(refiner):
 @pytest.mark.slow
 def test_shipped_weights_refine_real_images_better_than_the_coarse_input(refiner, cases):
     coarse_iou, refined_iou = _score(refiner, cases, near_perfect=False)
-    assert refined_iou > coarse_iou + 0.04, (coarse_iou, refined_iou)  # 82.99 -> 94.62 here (band-v1: 92.47)
+    assert refined_iou > coarse_iou + 0.04, (coarse_iou, refined_iou)  # 82.99 -> 94.84 here (band-v1: 92.47)
 
 
 @pytest.mark.slow
 def test_shipped_weights_harm_near_perfect_masks_at_most_as_measured(refiner, cases):
-    # Measured on 50 held-out near-perfect masks (app/weights/MODEL_CARD.md): band-v2 with the snap loses 1.12 IoU
+    # Measured on 50 held-out near-perfect masks (app/weights/MODEL_CARD.md): band-v2 with the snap loses 1.23 IoU
     # points dataset-level, 0.48 for the median mask, nearly all of it on polygon ground truth (two of these three
     # cases), where the network moves a mask a pixel off the polygon onto the image's edge (band-v1: 0.58 / 0.26).
     # This pins the shipped behaviour so a change of weights or pipeline cannot make it worse unnoticed.
     coarse_iou, refined_iou = _score(refiner, cases, near_perfect=True)
-    assert refined_iou >= coarse_iou - 0.008, (coarse_iou, refined_iou)  # 99.76 -> 99.15 here (band-v1: 99.59)
+    assert refined_iou >= coarse_iou - 0.008, (coarse_iou, refined_iou)  # 99.76 -> 99.13 here (band-v1: 99.59)
 
 
 @pytest.mark.slow
 def test_shipped_weights_keep_near_perfect_pixel_accurate_masks_within_the_goal():
-    # Issue 11's goal (at most 0.1 IoU lost on near-perfect masks) where the ground truth follows the pixels
-    # (ECSSD, and Pets outside its unknown band): 99.94 -> 99.86 here.
+    # Issue 11's goal (at most 0.1 IoU lost on near-perfect masks) where the ground truth follows the pixels: every
+    # held-out near-perfect mask of ECSSD and Pets (outside its unknown band), the model card's 74 (99.26 -> 99.18;
+    # `./studio eval --sources ecssd,pets --kinds near_perfect --per-kind 100`). A sample of 12 of them moved by
+    # +-0.05 with every change of the snap's parameters, as much as the margin it was to check.
     sources = [s for s in sources_or_skip("val") if s.name in ("ecssd", "pets")]
     if not sources:
         pytest.skip("ECSSD and Pets are not in the shared data")
-    cases = build_cases(sources, per_kind=6, seed=7, kinds=(NEAR_PERFECT,))
+    cases = build_cases(sources, per_kind=100, kinds=(NEAR_PERFECT,))
     coarse_iou, refined_iou = _score(Refiner(DEFAULT_WEIGHTS, device="cpu"), cases, near_perfect=True)
     assert refined_iou >= coarse_iou - 0.001, (coarse_iou, refined_iou)
