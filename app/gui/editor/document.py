@@ -324,13 +324,11 @@ class ImageDocument(QObject):
 
     def set_statuses(self, instance_ids: Sequence[int], status: str, text: str) -> None:
         """Give several instances one status as one undo step named ``text`` (those that have it already are left)."""
-        self.end_stroke()
-        changing = [i for i in instance_ids if self._layers[i].status != status]
-        if not changing:
+        if all(self._layers[i].status == status for i in instance_ids):
             return
         self.undo_stack.beginMacro(text)
-        for instance_id in changing:
-            self.undo_stack.push(LayerFieldCommand(self, instance_id, "status", status, f"Status {status} #{instance_id}"))
+        for instance_id in instance_ids:
+            self.set_status(instance_id, status)
         self.undo_stack.endMacro()
 
     def set_category(self, instance_id: int, category_id: int) -> None:
